@@ -1,0 +1,117 @@
+//! Read-only byte mappings: the one module of the crate allowed `unsafe`.
+//!
+//! A [`Mapping`] is either a real `mmap` of a file or a heap buffer (for
+//! [`super::MemFs`]). Either way its first byte is aligned to at least
+//! [`MAPPING_ALIGN`] bytes, which the run format relies on for rkyv archives
+//! (format/run.md, "alignment").
+//!
+//! Why `unsafe` is needed: `memmap2::Mmap::map` is `unsafe` because the bytes of
+//! a mapped file may change under the mapping if another party modifies or
+//! truncates the file. statespine only maps run files, which are immutable once
+//! published (DESIGN.md invariant 5), and callers check the length against the
+//! file's own footer before mapping.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::ops::Deref;
+use std::path::Path;
+
+use rkyv::util::AlignedVec;
+
+use crate::{Error, Result};
+
+/// Every mapping's base address is a multiple of this.
+pub const MAPPING_ALIGN: usize = 16;
+
+/// An immutable view of a file's bytes.
+pub struct Mapping {
+    inner: Inner,
+}
+
+enum Inner {
+    Mmap(memmap2::Mmap),
+    Heap(AlignedVec<MAPPING_ALIGN>),
+}
+
+impl Mapping {
+    /// Maps `len` bytes of `file` read-only.
+    pub(crate) fn map_file(file: &File, len: u64, path: &Path) -> Result<Mapping> {
+        if len == 0 {
+            // mmap(2) rejects a zero length; an empty heap buffer is the same view.
+            return Ok(Mapping::from_bytes(&[]));
+        }
+        let len = usize::try_from(len)
+            .map_err(|_| Error::InvalidArgument(format!("cannot map {len} bytes")))?;
+        // SAFETY: mapping is sound as long as the file is not modified or
+        // truncated while mapped. Only immutable, published run files are mapped
+        // (DESIGN.md invariant 5: a run file never changes once renamed into
+        // place), and the caller checked `len` against the file's footer.
+        let mmap = unsafe { memmap2::MmapOptions::new().len(len).map(file) }
+            .map_err(|e| Error::io("mmap", path, e))?;
+        Ok(Mapping {
+            inner: Inner::Mmap(mmap),
+        })
+    }
+
+    /// A heap copy of `bytes`, aligned like a mapping.
+    pub fn from_bytes(bytes: &[u8]) -> Mapping {
+        let mut buf = AlignedVec::<MAPPING_ALIGN>::with_capacity(bytes.len());
+        buf.extend_from_slice(bytes);
+        Mapping {
+            inner: Inner::Heap(buf),
+        }
+    }
+}
+
+impl Deref for Mapping {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.inner {
+            Inner::Mmap(m) => m,
+            Inner::Heap(v) => v.as_slice(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.inner {
+            Inner::Mmap(_) => "mmap",
+            Inner::Heap(_) => "heap",
+        };
+        f.debug_struct("Mapping")
+            .field("kind", &kind)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heap_mapping_is_aligned_and_equal() {
+        for len in [0usize, 1, 15, 16, 17, 4096, 10_000] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let m = Mapping::from_bytes(&bytes);
+            assert_eq!(&*m, &bytes[..]);
+            assert_eq!(m.as_ptr() as usize % MAPPING_ALIGN, 0, "len {len}");
+        }
+    }
+
+    #[test]
+    fn file_mapping_matches_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let m = Mapping::map_file(&file, 5000, &path).unwrap();
+        assert_eq!(&*m, &bytes[..5000]);
+        assert_eq!(m.as_ptr() as usize % MAPPING_ALIGN, 0);
+        let empty = Mapping::map_file(&file, 0, &path).unwrap();
+        assert!(empty.is_empty());
+    }
+}

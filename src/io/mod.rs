@@ -1,0 +1,101 @@
+//! The storage seam: every file-system operation statespine performs.
+//!
+//! Nothing above this layer touches `std::fs`. Three implementations stand behind
+//! the [`Fs`] trait:
+//! 1. [`StdFs`] — the real one (std + memmap2).
+//! 2. [`MemFs`] — in memory, for tests; it keeps each file's *written* bytes apart
+//!    from its *synced* bytes, so a test can build the disk a crash would leave.
+//! 3. (later) a fault-injecting one for crash and I/O-error tests.
+//!
+//! The trait is shaped by the crash-consistency rules in `shared/LESSONS.md`:
+//! durability is always an explicit call (`sync_data`, `sync_file`, `sync_dir`),
+//! never a side effect of `append`, `rename` or `hard_link`, so an implementation
+//! can model exactly what a crash keeps.
+
+mod mapping;
+mod mem;
+mod real;
+
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+
+pub use mapping::Mapping;
+pub use mem::MemFs;
+pub use real::StdFs;
+
+use crate::Result;
+
+/// A file system, as statespine needs it.
+///
+/// Paths are absolute or relative to the process's working directory, as in
+/// `std::fs`. Every method that fails returns [`crate::Error::Io`] naming the
+/// operation and the path.
+pub trait Fs: Send + Sync + Debug {
+    /// Creates a new file for appending; fails if it already exists.
+    fn create(&self, path: &Path) -> Result<Box<dyn WritableFile>>;
+    /// Opens an existing file for appending at its end (WAL segments).
+    fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>>;
+    /// Opens an existing file for positional reads and mapping.
+    fn open(&self, path: &Path) -> Result<Box<dyn ReadableFile>>;
+    /// Atomically renames `from` to `to`, replacing `to` if it exists. Durable
+    /// only after [`Fs::sync_dir`] of both parents.
+    fn rename(&self, from: &Path, to: &Path) -> Result<()>;
+    /// Creates `link` as a new name of `original`'s contents. Durable only after
+    /// [`Fs::sync_dir`] of `link`'s parent.
+    fn hard_link(&self, original: &Path, link: &Path) -> Result<()>;
+    /// Removes a file's name.
+    fn remove_file(&self, path: &Path) -> Result<()>;
+    /// Removes a directory and everything under it.
+    fn remove_dir_all(&self, path: &Path) -> Result<()>;
+    /// Creates a directory and any missing parents.
+    fn create_dir_all(&self, path: &Path) -> Result<()>;
+    /// Names of the entries in a directory, sorted.
+    fn list(&self, dir: &Path) -> Result<Vec<String>>;
+    /// Whether a file or directory exists at `path`.
+    fn exists(&self, path: &Path) -> Result<bool>;
+    /// Makes a file's contents durable (fdatasync through a fresh handle).
+    fn sync_file(&self, path: &Path) -> Result<()>;
+    /// Makes a directory's entries (creates, renames, links, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> Result<()>;
+}
+
+/// A file open for appending.
+pub trait WritableFile: Send + Debug {
+    /// Appends all of `buf` at the end of the file.
+    fn append(&mut self, buf: &[u8]) -> Result<()>;
+    /// Makes every byte appended so far durable (fdatasync).
+    fn sync_data(&mut self) -> Result<()>;
+    /// Truncates or extends the file to `len` bytes; appends continue at `len`.
+    /// The new size is durable only after [`WritableFile::sync_data`].
+    fn set_len(&mut self, len: u64) -> Result<()>;
+    /// Current length in bytes (written, not necessarily durable).
+    fn len(&self) -> u64;
+    /// True when the file holds no bytes.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The path the file was opened with, for error messages.
+    fn path(&self) -> &Path;
+}
+
+/// A file open for reading.
+pub trait ReadableFile: Send + Sync + Debug {
+    /// Length of the file in bytes, as the file system reports it now.
+    fn size(&self) -> Result<u64>;
+    /// Reads exactly `buf.len()` bytes at `offset`; a short file is an error.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
+    /// Maps the first `len` bytes of the file read-only. The caller must have
+    /// checked `len` against the file's own framing: mapping past the end of a
+    /// file that shrank raises SIGBUS on access.
+    fn map(&self, len: u64) -> Result<Mapping>;
+    /// The path the file was opened with, for error messages.
+    fn path(&self) -> &Path;
+}
+
+/// The parent directory of `path` (`.` for a bare name).
+pub fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}

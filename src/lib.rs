@@ -1,0 +1,24 @@
+//! statespine: an embedded storage engine for the state of streaming operators.
+//!
+//! A per-thread, shared-nothing LSM "spine" of immutable sorted runs, merged
+//! cooperatively by its owner, under a changelog and write-ahead log, with
+//! incremental checkpoints by hard link. See `DESIGN.md` (shared) for the whole
+//! picture and `format/` for every byte the crate writes.
+//!
+//! Layers, lowest first (a lower layer never imports a higher one; `tests/tidy.rs`
+//! checks it):
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`io`] | the storage seam: every file-system call, real and in-memory |
+//! | [`run`] | immutable run files: writer, zero-copy reader, index, filter |
+//!
+//! `unsafe` is denied everywhere except `io::mapping`, which maps files.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+pub mod io;
+pub mod run;
+
+pub use error::{Error, Result};

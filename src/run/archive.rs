@@ -1,0 +1,458 @@
+//! The rkyv archives inside data and index frames, and their validation.
+//!
+//! Both are columnar: a block's keys sit next to each other, so a binary search
+//! touches few cache lines, and the archive is a handful of flat vectors, so
+//! rkyv's structural check (bytecheck) is cheap. After the structural check, a
+//! semantic check (`validate_*`) proves every offset in range, every column the
+//! right length and every key in order. What it returns is a layout of byte
+//! ranges; views built from it read the mapping with ordinary bounds-checked
+//! slicing, so no `unsafe` is needed on the read path (format/run.md, "Data
+//! block payload").
+
+use std::cmp::Ordering;
+use std::ops::Range;
+use std::path::Path;
+
+use rkyv::{Archive, Serialize};
+
+use super::entry::{EntryKind, EntryRef, KIND_DELETE, KIND_PUT};
+use super::format::{RunMode, le_u32, le_u64};
+use crate::{Error, Result};
+
+/// Columns of one data block, as written. `values` is the first field so that
+/// rkyv places its bytes at offset 0 of the payload, which starts 16-aligned:
+/// together with per-value padding that makes every value start aligned.
+#[derive(Archive, Serialize, Debug, Default)]
+pub(crate) struct DataBlock {
+    /// Value bytes; value `i` starts at `align_up(value_ends[i-1])` (0 for i = 0).
+    pub values: Vec<u8>,
+    /// Key bytes; key `i` starts at `key_ends[i-1]` (0 for i = 0).
+    pub keys: Vec<u8>,
+    /// End offset of each key in `keys`.
+    pub key_ends: Vec<u32>,
+    /// End offset of each value in `values`.
+    pub value_ends: Vec<u32>,
+    /// Key-value runs: one kind byte per entry. Z-set runs: empty.
+    pub kinds: Vec<u8>,
+    /// Z-set runs: one weight per entry. Key-value runs: empty.
+    pub weights: Vec<i64>,
+}
+
+impl DataBlock {
+    pub(crate) fn len(&self) -> usize {
+        self.key_ends.len()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.values.clear();
+        self.keys.clear();
+        self.key_ends.clear();
+        self.value_ends.clear();
+        self.kinds.clear();
+        self.weights.clear();
+    }
+
+    /// Bytes the archive will take, give or take rkyv's padding and root.
+    pub(crate) fn estimated_size(&self) -> usize {
+        self.values.len()
+            + self.keys.len()
+            + 8 * self.key_ends.len()
+            + self.kinds.len()
+            + 8 * self.weights.len()
+            + 64
+    }
+
+    pub(crate) fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.key_ends[i - 1] as usize };
+        &self.keys[start..self.key_ends[i] as usize]
+    }
+}
+
+/// The block index: one row per data block. Keys are stored first-then-last
+/// per block: `keys[key_ends[2i-1]..key_ends[2i]]` is block `i`'s first key.
+#[derive(Archive, Serialize, Debug, Default)]
+pub(crate) struct IndexBlock {
+    pub keys: Vec<u8>,
+    pub key_ends: Vec<u32>,
+    pub offsets: Vec<u64>,
+    pub frame_lens: Vec<u32>,
+    pub crcs: Vec<u32>,
+    pub entry_counts: Vec<u32>,
+    pub codecs: Vec<u8>,
+}
+
+/// Byte range (relative to the archive's start) of a validated column.
+fn column<T>(base: &[u8], col: &[T]) -> Range<usize> {
+    if col.is_empty() {
+        return 0..0;
+    }
+    let start = col.as_ptr() as usize - base.as_ptr() as usize;
+    start..start + std::mem::size_of_val(col)
+}
+
+fn rkyv_err(path: &Path, offset: u64, region: &'static str, e: rkyv::rancor::Error) -> Error {
+    Error::corrupt(path, offset, region, "a valid rkyv archive", e.to_string())
+}
+
+/// Where the columns of a validated data block live in its payload.
+#[derive(Debug, Clone)]
+pub(crate) struct BlockLayout {
+    values: Range<usize>,
+    keys: Range<usize>,
+    key_ends: Range<usize>,
+    value_ends: Range<usize>,
+    kinds: Range<usize>,
+    weights: Range<usize>,
+}
+
+/// What the index says a block must hold.
+pub(crate) struct BlockExpect<'a> {
+    pub mode: RunMode,
+    pub value_align: usize,
+    pub entry_count: usize,
+    pub first_key: &'a [u8],
+    pub last_key: &'a [u8],
+}
+
+/// Validates a data block payload and returns its layout. `offset` is the
+/// payload's offset in the file, for error messages.
+pub(crate) fn validate_block(
+    payload: &[u8],
+    expect: &BlockExpect<'_>,
+    path: &Path,
+    offset: u64,
+) -> Result<BlockLayout> {
+    const REGION: &str = "data block";
+    let bad = |expected: String, found: String| Error::corrupt(path, offset, REGION, expected, found);
+    let archived = rkyv::access::<ArchivedDataBlock, rkyv::rancor::Error>(payload)
+        .map_err(|e| rkyv_err(path, offset, REGION, e))?;
+    let layout = BlockLayout {
+        values: column(payload, archived.values.as_slice()),
+        keys: column(payload, archived.keys.as_slice()),
+        key_ends: column(payload, archived.key_ends.as_slice()),
+        value_ends: column(payload, archived.value_ends.as_slice()),
+        kinds: column(payload, archived.kinds.as_slice()),
+        weights: column(payload, archived.weights.as_slice()),
+    };
+    let n = archived.key_ends.len();
+    if n != expect.entry_count || n == 0 {
+        return Err(bad(format!("{} entries (from the index)", expect.entry_count), format!("{n}")));
+    }
+    let (kinds_len, weights_len) = match expect.mode {
+        RunMode::KeyValue => (n, 0),
+        RunMode::ZSet => (0, n),
+    };
+    let lens = (archived.value_ends.len(), archived.kinds.len(), archived.weights.len());
+    if lens != (n, kinds_len, weights_len) {
+        return Err(bad(
+            format!("columns of {n} value ends, {kinds_len} kinds, {weights_len} weights"),
+            format!("{lens:?}"),
+        ));
+    }
+    if layout.values.start % expect.value_align != 0 {
+        return Err(bad(
+            format!("values aligned to {}", expect.value_align),
+            format!("values at payload offset {}", layout.values.start),
+        ));
+    }
+    let view = BlockView::new(payload, &layout, expect.mode, expect.value_align);
+    let (mut key_start, mut value_end) = (0usize, 0usize);
+    for i in 0..n {
+        let key_end = le_u32(view.key_ends, 4 * i) as usize;
+        let value_start = align_up_to(value_end, expect.value_align);
+        let next_value_end = le_u32(view.value_ends, 4 * i) as usize;
+        if key_end < key_start || key_end > view.keys.len() {
+            return Err(bad(format!("key {i} ending in {key_start}..={}", view.keys.len()), format!("{key_end}")));
+        }
+        if next_value_end < value_start || next_value_end > view.values.len() {
+            return Err(bad(
+                format!("value {i} ending in {value_start}..={}", view.values.len()),
+                format!("{next_value_end}"),
+            ));
+        }
+        key_start = key_end;
+        value_end = next_value_end;
+        match expect.mode {
+            RunMode::KeyValue => {
+                let k = view.kinds[i];
+                if k != KIND_PUT && !(k == KIND_DELETE && value_start == next_value_end) {
+                    return Err(bad(format!("entry {i}: a put, or a delete with no value"), format!("kind {k}")));
+                }
+            }
+            RunMode::ZSet => {
+                if le_u64(view.weights, 8 * i) == 0 {
+                    return Err(bad(format!("entry {i}: a non-zero weight"), "0".into()));
+                }
+            }
+        }
+    }
+    if key_start != view.keys.len() || value_end != view.values.len() {
+        return Err(bad("columns with no trailing bytes".into(), "trailing key or value bytes".into()));
+    }
+    for i in 1..n {
+        if view.cmp_entries(i - 1, i) != Ordering::Less {
+            return Err(bad(format!("entry {i} greater than entry {}", i - 1), "out of order".into()));
+        }
+    }
+    if view.key(0) != expect.first_key || view.key(n - 1) != expect.last_key {
+        return Err(bad("first and last keys equal to the index's".into(), "different keys".into()));
+    }
+    Ok(layout)
+}
+
+const fn align_up_to(n: usize, align: usize) -> usize {
+    (n + align - 1) & !(align - 1)
+}
+
+/// A validated data block, borrowed from the mapping (or the decompressed copy).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BlockView<'a> {
+    values: &'a [u8],
+    keys: &'a [u8],
+    key_ends: &'a [u8],
+    value_ends: &'a [u8],
+    kinds: &'a [u8],
+    weights: &'a [u8],
+    mode: RunMode,
+    value_align: usize,
+}
+
+impl<'a> BlockView<'a> {
+    pub(crate) fn new(payload: &'a [u8], layout: &BlockLayout, mode: RunMode, value_align: usize) -> Self {
+        BlockView {
+            values: &payload[layout.values.clone()],
+            keys: &payload[layout.keys.clone()],
+            key_ends: &payload[layout.key_ends.clone()],
+            value_ends: &payload[layout.value_ends.clone()],
+            kinds: &payload[layout.kinds.clone()],
+            weights: &payload[layout.weights.clone()],
+            mode,
+            value_align,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.key_ends.len() / 4
+    }
+
+    #[inline]
+    pub(crate) fn key(&self, i: usize) -> &'a [u8] {
+        let start = if i == 0 { 0 } else { le_u32(self.key_ends, 4 * (i - 1)) as usize };
+        let end = le_u32(self.key_ends, 4 * i) as usize;
+        &self.keys[start..end]
+    }
+
+    #[inline]
+    pub(crate) fn value(&self, i: usize) -> &'a [u8] {
+        let prev = if i == 0 { 0 } else { le_u32(self.value_ends, 4 * (i - 1)) as usize };
+        let start = align_up_to(prev, self.value_align);
+        let end = le_u32(self.value_ends, 4 * i) as usize;
+        &self.values[start..end]
+    }
+
+    #[inline]
+    pub(crate) fn kind(&self, i: usize) -> EntryKind {
+        match self.mode {
+            RunMode::KeyValue if self.kinds[i] == KIND_DELETE => EntryKind::Delete,
+            RunMode::KeyValue => EntryKind::Put,
+            RunMode::ZSet => EntryKind::Weight(le_u64(self.weights, 8 * i) as i64),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn entry(&self, i: usize) -> EntryRef<'a> {
+        EntryRef {
+            key: self.key(i),
+            value: self.value(i),
+            kind: self.kind(i),
+        }
+    }
+
+    fn cmp_entries(&self, a: usize, b: usize) -> Ordering {
+        let by_key = self.key(a).cmp(self.key(b));
+        match self.mode {
+            RunMode::KeyValue => by_key,
+            RunMode::ZSet => by_key.then_with(|| self.value(a).cmp(self.value(b))),
+        }
+    }
+
+    /// Index of the first entry whose key is `>= key` (`len()` if none).
+    #[inline]
+    pub(crate) fn lower_bound(&self, key: &[u8]) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.key(mid) < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+}
+
+/// A validated block index, borrowed from the mapping.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexView<'a> {
+    keys: &'a [u8],
+    key_ends: &'a [u8],
+    offsets: &'a [u8],
+    frame_lens: &'a [u8],
+    crcs: &'a [u8],
+    entry_counts: &'a [u8],
+    codecs: &'a [u8],
+}
+
+/// One row of the index.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexRow<'a> {
+    pub first_key: &'a [u8],
+    pub last_key: &'a [u8],
+    pub offset: u64,
+    pub frame_len: u32,
+    pub crc: u32,
+    pub entry_count: u32,
+    pub codec: u8,
+}
+
+/// Byte ranges of a validated index's columns within its payload.
+#[derive(Debug, Clone)]
+pub(crate) struct IndexLayout {
+    cols: [Range<usize>; 7],
+}
+
+/// What the footer says the index must describe.
+pub(crate) struct IndexExpect {
+    pub mode: RunMode,
+    pub block_count: usize,
+    pub entry_count: u64,
+    pub data_len: u64,
+}
+
+/// Validates an index payload: structure, then that its rows tile the data
+/// region exactly, that entry counts add up, and that key ranges are ordered.
+pub(crate) fn validate_index(payload: &[u8], expect: &IndexExpect, path: &Path, offset: u64) -> Result<IndexLayout> {
+    const REGION: &str = "index";
+    let bad = |expected: String, found: String| Error::corrupt(path, offset, REGION, expected, found);
+    let a = rkyv::access::<ArchivedIndexBlock, rkyv::rancor::Error>(payload)
+        .map_err(|e| rkyv_err(path, offset, REGION, e))?;
+    let n = expect.block_count;
+    let lens = [a.key_ends.len() / 2, a.offsets.len(), a.frame_lens.len(), a.crcs.len(), a.entry_counts.len(), a.codecs.len()];
+    if a.key_ends.len() != 2 * n || lens.iter().any(|&l| l != n) {
+        return Err(bad(format!("{n} rows in every column"), format!("{lens:?}")));
+    }
+    let layout = IndexLayout {
+        cols: [
+            column(payload, a.keys.as_slice()),
+            column(payload, a.key_ends.as_slice()),
+            column(payload, a.offsets.as_slice()),
+            column(payload, a.frame_lens.as_slice()),
+            column(payload, a.crcs.as_slice()),
+            column(payload, a.entry_counts.as_slice()),
+            column(payload, a.codecs.as_slice()),
+        ],
+    };
+    let view = IndexView::new(payload, &layout);
+    let mut key_start = 0usize;
+    for j in 0..2 * n {
+        let end = le_u32(view.key_ends, 4 * j) as usize;
+        if end < key_start || end > view.keys.len() {
+            return Err(bad(format!("key end {j} in {key_start}..={}", view.keys.len()), format!("{end}")));
+        }
+        key_start = end;
+    }
+    if key_start != view.keys.len() {
+        return Err(bad("no trailing key bytes".into(), format!("{} trailing", view.keys.len() - key_start)));
+    }
+    let (mut next_offset, mut entries) = (0u64, 0u64);
+    for i in 0..n {
+        let row = view.row(i);
+        if row.offset != next_offset {
+            return Err(bad(format!("block {i} at offset {next_offset}"), format!("{}", row.offset)));
+        }
+        if row.entry_count == 0 || row.codec > 1 {
+            return Err(bad(format!("block {i}: entries > 0, codec 0 or 1"), format!("{} entries, codec {}", row.entry_count, row.codec)));
+        }
+        if row.first_key > row.last_key {
+            return Err(bad(format!("block {i}: first key <= last key"), "first key > last key".into()));
+        }
+        if i > 0 {
+            let prev_last = view.row(i - 1).last_key;
+            let ordered = match expect.mode {
+                RunMode::KeyValue => prev_last < row.first_key,
+                // A key with many values may continue into the next block.
+                RunMode::ZSet => prev_last <= row.first_key,
+            };
+            if !ordered {
+                return Err(bad(format!("block {i} starting after block {}'s last key", i - 1), "overlapping key ranges".into()));
+            }
+        }
+        next_offset += u64::from(row.frame_len);
+        entries += u64::from(row.entry_count);
+    }
+    if next_offset != expect.data_len || entries != expect.entry_count {
+        return Err(bad(
+            format!("blocks covering {} bytes and {} entries", expect.data_len, expect.entry_count),
+            format!("{next_offset} bytes and {entries} entries"),
+        ));
+    }
+    Ok(layout)
+}
+
+impl<'a> IndexView<'a> {
+    pub(crate) fn new(payload: &'a [u8], layout: &IndexLayout) -> Self {
+        let c = &layout.cols;
+        IndexView {
+            keys: &payload[c[0].clone()],
+            key_ends: &payload[c[1].clone()],
+            offsets: &payload[c[2].clone()],
+            frame_lens: &payload[c[3].clone()],
+            crcs: &payload[c[4].clone()],
+            entry_counts: &payload[c[5].clone()],
+            codecs: &payload[c[6].clone()],
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.offsets.len() / 8
+    }
+
+    #[inline]
+    fn key_at(&self, j: usize) -> &'a [u8] {
+        let start = if j == 0 { 0 } else { le_u32(self.key_ends, 4 * (j - 1)) as usize };
+        &self.keys[start..le_u32(self.key_ends, 4 * j) as usize]
+    }
+
+    #[inline]
+    pub(crate) fn last_key(&self, i: usize) -> &'a [u8] {
+        self.key_at(2 * i + 1)
+    }
+
+    pub(crate) fn row(&self, i: usize) -> IndexRow<'a> {
+        IndexRow {
+            first_key: self.key_at(2 * i),
+            last_key: self.key_at(2 * i + 1),
+            offset: le_u64(self.offsets, 8 * i),
+            frame_len: le_u32(self.frame_lens, 4 * i),
+            crc: le_u32(self.crcs, 4 * i),
+            entry_count: le_u32(self.entry_counts, 4 * i),
+            codec: self.codecs[i],
+        }
+    }
+
+    /// The first block whose last key is `>= key` (`len()` if none).
+    #[inline]
+    pub(crate) fn find_block(&self, key: &[u8]) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.last_key(mid) < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+}

@@ -1,0 +1,130 @@
+//! Forward cursors over a [`Run`].
+//!
+//! A [`Cursor`] always rests on an entry or is exhausted: `current()` never
+//! does I/O or validation; `advance()` may enter (and, the first time, verify)
+//! the next block, so it returns a `Result`.
+
+use super::archive::BlockView;
+use super::entry::EntryRef;
+use super::reader::Run;
+use crate::{Error, Result};
+
+/// A position in a run.
+#[derive(Debug, Clone)]
+pub struct Cursor<'a> {
+    run: &'a Run,
+    /// Block the cursor is in (`block_count` when exhausted).
+    block: usize,
+    view: Option<BlockView<'a>>,
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn first(run: &'a Run) -> Result<Self> {
+        let mut c = Cursor { run, block: 0, view: None, pos: 0 };
+        c.enter(0)?;
+        Ok(c)
+    }
+
+    pub(crate) fn seek(run: &'a Run, key: &[u8]) -> Result<Self> {
+        let b = run.index().find_block(key);
+        let mut c = Cursor { run, block: b, view: None, pos: 0 };
+        c.enter(b)?;
+        if let Some(view) = c.view {
+            // The index promised this block's last key is >= key.
+            c.pos = view.lower_bound(key);
+            if c.pos == view.len() {
+                c.enter(b + 1)?;
+            }
+        }
+        Ok(c)
+    }
+
+    /// Positions at entry 0 of block `b`, or exhausted if `b` is past the end.
+    fn enter(&mut self, b: usize) -> Result<()> {
+        self.block = b;
+        self.pos = 0;
+        self.view = None;
+        if b < self.run.block_count() {
+            self.view = Some(self.run.block(b)?);
+        }
+        Ok(())
+    }
+
+    /// The entry under the cursor, or `None` once exhausted.
+    #[inline]
+    pub fn current(&self) -> Option<EntryRef<'a>> {
+        self.view.map(|v| v.entry(self.pos))
+    }
+
+    /// The key under the cursor, or `None` once exhausted.
+    #[inline]
+    pub fn key(&self) -> Option<&'a [u8]> {
+        self.view.map(|v| v.key(self.pos))
+    }
+
+    /// Moves to the next entry. On error the cursor stays where it was.
+    #[inline]
+    pub fn advance(&mut self) -> Result<()> {
+        let Some(view) = self.view else { return Ok(()) };
+        if self.pos + 1 < view.len() {
+            self.pos += 1;
+            return Ok(());
+        }
+        let (block, pos) = (self.block, self.pos);
+        self.enter(block + 1).inspect_err(|_| {
+            self.block = block;
+            self.pos = pos;
+            self.view = Some(view);
+        })
+    }
+
+    /// True once the cursor has passed the last entry.
+    pub fn is_exhausted(&self) -> bool {
+        self.view.is_none()
+    }
+}
+
+/// Iterator over every entry of a run; see [`Run::iter`].
+#[derive(Debug)]
+pub struct Iter<'a> {
+    state: IterState<'a>,
+}
+
+#[derive(Debug)]
+enum IterState<'a> {
+    Start(&'a Run),
+    Running(Cursor<'a>),
+    Failed(Option<Error>),
+}
+
+impl<'a> Iter<'a> {
+    pub(crate) fn new(run: &'a Run) -> Self {
+        Iter { state: IterState::Start(run) }
+    }
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = Result<EntryRef<'a>>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match &mut self.state {
+                IterState::Start(run) => match Cursor::first(run) {
+                    Ok(c) => self.state = IterState::Running(c),
+                    Err(e) => self.state = IterState::Failed(Some(e)),
+                },
+                IterState::Running(c) => {
+                    let entry = c.current()?;
+                    if let Err(e) = c.advance() {
+                        // Hand out this entry now and the error next time.
+                        self.state = IterState::Failed(Some(e));
+                    }
+                    return Some(Ok(entry));
+                }
+                IterState::Failed(e) => return e.take().map(Err),
+            }
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Immutable sorted runs: the files a spine is made of.
+//!
+//! A run is written once by a [`RunWriter`] from entries in sorted order and
+//! then only read, through a [`Run`] over mmap. Its byte layout is specified in
+//! `format/run.md` (code half: [`format`]); every frame is checksummed as
+//! stored, every block is validated once before any byte of it is handed out,
+//! and damage is an [`crate::Error::Corruption`] naming the file and offset.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `format` | frames, footer, magic numbers, versions, feature bits |
+//! | `archive` | the rkyv data-block and index archives, their validation and views |
+//! | `bloom` | the blocked bloom filter |
+//! | `writer` | [`RunWriter`] |
+//! | `reader` | [`Run`]: open, get, verify |
+//! | `cursor` | [`Cursor`] and [`Iter`] |
+
+mod archive;
+pub mod bloom;
+mod cursor;
+mod entry;
+pub mod format;
+mod meta;
+mod options;
+mod reader;
+mod writer;
+
+pub use cursor::{Cursor, Iter};
+pub use entry::{EntryKind, EntryRef};
+pub use format::RunMode;
+pub use meta::RunMeta;
+pub use options::{
+    Compression, DEFAULT_BLOCK_SIZE_BYTES, DEFAULT_BLOOM_BITS_PER_KEY, DEFAULT_VALUE_ALIGN_BYTES, Durability,
+    MAX_ENTRY_BYTES, RunOptions,
+};
+pub use reader::Run;
+pub use writer::{RunWriter, TMP_SUFFIX};

@@ -1,0 +1,314 @@
+//! [`Run`]: a sealed run file opened over mmap.
+//!
+//! Open (eager, O(index + filter)):
+//! 1. Read the 128-byte footer with a positional read; check magic, crc32c,
+//!    version, features, and that its `file_len` equals the file's length —
+//!    before mapping, so a truncated file never gets mapped past its end.
+//! 2. Map the file; verify the index frame (crc32c, rkyv structure, rows that
+//!    tile the data region, ordered key ranges) and the filter frame.
+//!
+//! Data blocks (lazy, once each): the first touch verifies the frame's crc32c
+//! against the header and the index, decompresses if needed, checks the rkyv
+//! structure and the block's semantics (offsets, order, first/last keys), and
+//! caches the resulting layout. Later touches only read the cache.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use rkyv::util::AlignedVec;
+
+use super::archive::{BlockExpect, BlockLayout, BlockView, IndexExpect, IndexLayout, IndexView};
+use super::bloom::{self, FilterView, LINE_BYTES};
+use super::cursor::Cursor;
+use super::entry::EntryRef;
+use super::format::{self, Codec, FOOTER_LEN, Footer, FrameSpec, RunMode};
+use super::meta::RunMeta;
+use crate::io::{Fs, Mapping};
+use crate::{Error, Result};
+
+/// A block after its first touch: where its columns are, and its bytes if they
+/// had to be decompressed.
+#[derive(Debug)]
+struct LoadedBlock {
+    layout: BlockLayout,
+    decoded: Option<AlignedVec<16>>,
+}
+
+/// An open, immutable run. `Send + Sync`: blocks are validated at most once
+/// (racing first touches may both validate; one result is kept).
+#[derive(Debug)]
+pub struct Run {
+    path: PathBuf,
+    map: Mapping,
+    footer: Footer,
+    index_payload: std::ops::Range<usize>,
+    index_layout: IndexLayout,
+    filter_payload: std::ops::Range<usize>,
+    blocks: Box<[OnceLock<LoadedBlock>]>,
+    meta: RunMeta,
+}
+
+fn payload_range(frame: &format::Frame<'_>, file: &[u8]) -> std::ops::Range<usize> {
+    let start = frame.payload.as_ptr() as usize - file.as_ptr() as usize;
+    start..start + frame.payload.len()
+}
+
+impl Run {
+    /// Opens and validates the run at `path` (see the module docs).
+    pub fn open(fs: &dyn Fs, path: impl Into<PathBuf>) -> Result<Run> {
+        let path = path.into();
+        let file = fs.open(&path)?;
+        let len = file.size()?;
+        if len < FOOTER_LEN as u64 {
+            return Err(Error::corrupt(
+                &path,
+                0,
+                "file length",
+                format!("at least {FOOTER_LEN} bytes"),
+                format!("{len} bytes"),
+            ));
+        }
+        let footer_at = len - FOOTER_LEN as u64;
+        let mut fb = [0u8; FOOTER_LEN];
+        file.read_exact_at(&mut fb, footer_at)?;
+        let footer = Footer::decode(&fb, footer_at, len, &path)?;
+        let map = file.map(len)?;
+        Run::from_mapping(path, map, footer)
+    }
+
+    fn from_mapping(path: PathBuf, map: Mapping, footer: Footer) -> Result<Run> {
+        let spec = FrameSpec { magic: format::INDEX_MAGIC, region: "index", len: footer.index_len, crc: None };
+        let index = format::read_frame(&map, footer.index_offset, spec, &path)?;
+        let header = format::FRAME_HEADER_LEN as u64;
+        if index.codec != Codec::None {
+            return Err(Error::corrupt(&path, footer.index_offset + 4, "index", "codec 0", "a compressed index"));
+        }
+        let block_count = usize::try_from(footer.block_count).unwrap_or(usize::MAX);
+        let expect = IndexExpect {
+            mode: footer.mode,
+            block_count,
+            entry_count: footer.entry_count,
+            data_len: footer.index_offset,
+        };
+        let index_layout = super::archive::validate_index(index.payload, &expect, &path, footer.index_offset + header)?;
+        let index_payload = payload_range(&index, &map);
+
+        let spec = FrameSpec { magic: format::FILTER_MAGIC, region: "filter", len: footer.filter_len, crc: None };
+        let filter = format::read_frame(&map, footer.filter_offset, spec, &path)?;
+        if filter.codec != Codec::None || filter.payload.len() % LINE_BYTES != 0 {
+            return Err(Error::corrupt(
+                &path,
+                footer.filter_offset,
+                "filter",
+                format!("an uncompressed filter of whole {LINE_BYTES}-byte lines"),
+                format!("codec {:?}, {} bytes", filter.codec, filter.payload.len()),
+            ));
+        }
+        if footer.entry_count > 0 && filter.payload.is_empty() {
+            return Err(Error::corrupt(&path, footer.filter_offset, "filter", "a non-empty filter", "0 lines"));
+        }
+        let filter_payload = payload_range(&filter, &map);
+
+        let view = IndexView::new(&map[index_payload.clone()], &index_layout);
+        let key_range = (block_count > 0)
+            .then(|| (view.row(0).first_key.to_vec(), view.row(block_count - 1).last_key.to_vec()));
+        let compressed_blocks = (0..block_count).filter(|&i| view.row(i).codec == Codec::Zstd as u8).count();
+        if compressed_blocks > 0 && footer.incompat_features & format::INCOMPAT_ZSTD_BLOCKS == 0 {
+            return Err(Error::corrupt(
+                &path,
+                footer.index_offset,
+                "index",
+                "no compressed blocks (feature bit unset)",
+                format!("{compressed_blocks} compressed blocks"),
+            ));
+        }
+        let meta = RunMeta {
+            path: path.clone(),
+            mode: footer.mode,
+            entry_count: footer.entry_count,
+            block_count: footer.block_count,
+            compressed_blocks: compressed_blocks as u64,
+            key_range,
+            file_len: footer.file_len,
+            data_len: footer.index_offset,
+            index_len: footer.index_len,
+            filter_len: footer.filter_len,
+            body_crc32c: footer.body_crc32c,
+        };
+        let blocks = (0..block_count).map(|_| OnceLock::new()).collect();
+        Ok(Run { path, map, footer, index_payload, index_layout, filter_payload, blocks, meta })
+    }
+
+    /// What the run holds, in numbers.
+    pub fn meta(&self) -> &RunMeta {
+        &self.meta
+    }
+
+    /// Where the run lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Key-value or Z-set.
+    pub fn mode(&self) -> RunMode {
+        self.footer.mode
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u64 {
+        self.footer.entry_count
+    }
+
+    /// True for a run with no entries.
+    pub fn is_empty(&self) -> bool {
+        self.footer.entry_count == 0
+    }
+
+    pub(crate) fn index(&self) -> IndexView<'_> {
+        IndexView::new(&self.map[self.index_payload.clone()], &self.index_layout)
+    }
+
+    pub(crate) fn block_count(&self) -> usize {
+        self.blocks.len()
+    }
+
+    fn filter(&self) -> FilterView<'_> {
+        FilterView::new(&self.map[self.filter_payload.clone()], self.footer.filter_probes)
+    }
+
+    /// False means no entry of the run has this key (the bloom filter's answer).
+    #[inline]
+    pub fn may_contain(&self, key: &[u8]) -> bool {
+        self.filter().may_contain_hash(bloom::key_hash(key))
+    }
+
+    /// The validated view of block `i`, validating it on first touch.
+    pub(crate) fn block(&self, i: usize) -> Result<BlockView<'_>> {
+        let value_align = 1usize << self.footer.value_align_log2;
+        let slot = &self.blocks[i];
+        let loaded = match slot.get() {
+            Some(loaded) => loaded,
+            None => {
+                let loaded = self.load_block(i)?;
+                // A racing thread may have set it first; its layout is identical.
+                let _ = slot.set(loaded);
+                slot.get().ok_or_else(|| Error::InvalidArgument("block cache lost a value".into()))?
+            }
+        };
+        let payload = match &loaded.decoded {
+            Some(buf) => buf.as_slice(),
+            None => self.stored_payload(i),
+        };
+        Ok(BlockView::new(payload, &loaded.layout, self.footer.mode, value_align))
+    }
+
+    fn stored_payload(&self, i: usize) -> &[u8] {
+        let row = self.index().row(i);
+        // Offsets were checked at open to tile the data region.
+        let start = row.offset as usize + format::FRAME_HEADER_LEN;
+        let stored_len = format::le_u32(&self.map, row.offset as usize + 8) as usize;
+        &self.map[start..start + stored_len]
+    }
+
+    #[cold]
+    fn load_block(&self, i: usize) -> Result<LoadedBlock> {
+        let row = self.index().row(i);
+        let spec = FrameSpec {
+            magic: format::DATA_MAGIC,
+            region: "data block",
+            len: u64::from(row.frame_len),
+            crc: Some(row.crc),
+        };
+        let frame = format::read_frame(&self.map, row.offset, spec, &self.path)?;
+        let payload_at = row.offset + format::FRAME_HEADER_LEN as u64;
+        if frame.codec as u8 != row.codec {
+            return Err(Error::corrupt(
+                &self.path,
+                row.offset + 4,
+                "data block",
+                format!("codec {} (from the index)", row.codec),
+                format!("{}", frame.codec as u8),
+            ));
+        }
+        let decoded = match frame.codec {
+            Codec::None => None,
+            Codec::Zstd => Some(self.decompress(&frame, payload_at)?),
+        };
+        let expect = BlockExpect {
+            mode: self.footer.mode,
+            value_align: 1 << self.footer.value_align_log2,
+            entry_count: row.entry_count as usize,
+            first_key: row.first_key,
+            last_key: row.last_key,
+        };
+        let payload = decoded.as_ref().map_or(frame.payload, |d| d.as_slice());
+        let layout = super::archive::validate_block(payload, &expect, &self.path, payload_at)?;
+        Ok(LoadedBlock { layout, decoded })
+    }
+
+    fn decompress(&self, frame: &format::Frame<'_>, at: u64) -> Result<AlignedVec<16>> {
+        let raw_len = frame.raw_len as usize;
+        let mut out = AlignedVec::<16>::with_capacity(raw_len);
+        out.resize(raw_len, 0);
+        let bad = |found: String| {
+            Error::corrupt(&self.path, at, "data block", format!("a zstd frame of {raw_len} bytes"), found)
+        };
+        let n = zstd::bulk::decompress_to_buffer(frame.payload, out.as_mut_slice()).map_err(|e| bad(e.to_string()))?;
+        if n != raw_len {
+            return Err(bad(format!("{n} bytes")));
+        }
+        Ok(out)
+    }
+
+    /// The entry for `key`, if the run has one (a put or a tombstone for
+    /// key-value runs; for Z-sets, the first `(key, value)` — use [`Run::seek`]
+    /// to iterate all values of a key).
+    #[inline]
+    pub fn get(&self, key: &[u8]) -> Result<Option<EntryRef<'_>>> {
+        if !self.may_contain(key) {
+            return Ok(None);
+        }
+        let index = self.index();
+        let b = index.find_block(key);
+        if b == index.len() || index.row(b).first_key > key {
+            return Ok(None);
+        }
+        let block = self.block(b)?;
+        let i = block.lower_bound(key);
+        Ok((i < block.len() && block.key(i) == key).then(|| block.entry(i)))
+    }
+
+    /// A cursor at the first entry whose key is `>= key`.
+    pub fn seek(&self, key: &[u8]) -> Result<Cursor<'_>> {
+        Cursor::seek(self, key)
+    }
+
+    /// A cursor at the first entry.
+    pub fn cursor(&self) -> Result<Cursor<'_>> {
+        Cursor::first(self)
+    }
+
+    /// Iterates every entry in order. Each item is a `Result` because a data
+    /// block is verified when first reached.
+    pub fn iter(&self) -> super::cursor::Iter<'_> {
+        super::cursor::Iter::new(self)
+    }
+
+    /// Deep check: the crc32c of the whole body against the footer, then every
+    /// data block. Reads the whole file; for scrubbing and checkpoint
+    /// validation, not for the read path.
+    pub fn verify(&self) -> Result<()> {
+        let body_len = self.footer.file_len as usize - FOOTER_LEN;
+        let crc = crc32c::crc32c(&self.map[..body_len]);
+        if crc != self.footer.body_crc32c {
+            return Err(Error::corrupt(
+                &self.path,
+                0,
+                "body",
+                format!("body crc32c {:#010x} (from the footer)", self.footer.body_crc32c),
+                format!("{crc:#010x}"),
+            ));
+        }
+        (0..self.blocks.len()).try_for_each(|i| self.block(i).map(|_| ()))
+    }
+}

@@ -1,0 +1,328 @@
+//! [`RunWriter`]: streams sorted entries into a new run file.
+//!
+//! 1. Entries arrive in order; each is checked against the previous one
+//!    (strictly greater key, or `(key, value)` for Z-sets) and appended to the
+//!    columns of the open block. Its key's hash goes to the filter builder.
+//! 2. When the block's payload reaches the target size, it is archived with rkyv,
+//!    optionally compressed, framed (magic + crc32c over the stored bytes) and
+//!    buffered for writing; a row is added to the index.
+//! 3. `finish` writes the last block, the index frame, the filter frame and the
+//!    footer to a temporary name, syncs (per [`Durability`]), renames the file
+//!    into place and syncs the directory. Until the rename nobody can see it.
+//!
+//! Allocation: the columns, the archive buffer and the output buffer are reused
+//! across blocks; per entry the writer only copies bytes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rkyv::util::AlignedVec;
+
+use super::archive::{DataBlock, IndexBlock};
+use super::bloom;
+use super::entry::{EntryKind, KIND_DELETE, KIND_PUT};
+use super::format::{
+    self, Codec, FOOTER_LEN, FORMAT_VERSION, Footer, INCOMPAT_ZSTD_BLOCKS, MIN_READER_VERSION, RunMode,
+};
+use super::meta::RunMeta;
+use super::options::{Compression, Durability, MAX_ENTRY_BYTES, RunOptions};
+use crate::io::{Fs, WritableFile, parent_dir};
+use crate::{Error, Result};
+
+/// Bytes buffered before a write system call.
+const WRITE_BUFFER_BYTES: usize = 1 << 20;
+/// Suffix of a run being written; such files are never read and are removed at
+/// open by the layers above.
+pub const TMP_SUFFIX: &str = ".tmp";
+
+/// Writes one run file. See the module docs for the steps.
+#[derive(Debug)]
+pub struct RunWriter {
+    fs: Arc<dyn Fs>,
+    path: PathBuf,
+    tmp_path: PathBuf,
+    file: Box<dyn WritableFile>,
+    opts: RunOptions,
+    block: DataBlock,
+    index: IndexBlock,
+    key_hashes: Vec<u64>,
+    last_key: Vec<u8>,
+    last_value: Vec<u8>,
+    entry_count: u64,
+    compressed_blocks: u64,
+    /// Frames not yet handed to the file.
+    out: Vec<u8>,
+    /// Bytes handed to the file so far.
+    written: u64,
+    body_crc: u32,
+    archive: AlignedVec<16>,
+    compressed: Vec<u8>,
+    finished: bool,
+}
+
+impl RunWriter {
+    /// Starts a run that will appear at `path` when finished.
+    pub fn create(fs: Arc<dyn Fs>, path: impl Into<PathBuf>, opts: RunOptions) -> Result<RunWriter> {
+        let path = path.into();
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(TMP_SUFFIX);
+        let tmp_path = PathBuf::from(tmp);
+        // A leftover from a crashed writer of the same run is ours to replace.
+        if fs.exists(&tmp_path)? {
+            fs.remove_file(&tmp_path)?;
+        }
+        let file = fs.create(&tmp_path)?;
+        Ok(RunWriter {
+            fs,
+            path,
+            tmp_path,
+            file,
+            opts,
+            block: DataBlock::default(),
+            index: IndexBlock::default(),
+            key_hashes: Vec::new(),
+            last_key: Vec::new(),
+            last_value: Vec::new(),
+            entry_count: 0,
+            compressed_blocks: 0,
+            out: Vec::with_capacity(WRITE_BUFFER_BYTES + 2 * opts.block_size_bytes),
+            written: 0,
+            body_crc: 0,
+            archive: AlignedVec::new(),
+            compressed: Vec::new(),
+            finished: false,
+        })
+    }
+
+    /// Adds a put (key-value runs).
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.push(key, value, EntryKind::Put)
+    }
+
+    /// Adds a tombstone (key-value runs).
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.push(key, &[], EntryKind::Delete)
+    }
+
+    /// Adds a weighted `(key, value)` (Z-set runs).
+    pub fn update(&mut self, key: &[u8], value: &[u8], weight: i64) -> Result<()> {
+        self.push(key, value, EntryKind::Weight(weight))
+    }
+
+    /// Adds an entry. Entries must come in strictly increasing key order
+    /// (`(key, value)` order for Z-sets); anything else is [`Error::OutOfOrder`].
+    pub fn push(&mut self, key: &[u8], value: &[u8], kind: EntryKind) -> Result<()> {
+        self.check_entry(key, value, kind)?;
+        let first = self.entry_count == 0;
+        let new_key = first || key != self.last_key.as_slice();
+        if !first {
+            let ordered = match self.opts.mode {
+                RunMode::KeyValue => key > self.last_key.as_slice(),
+                RunMode::ZSet => (key, value) > (self.last_key.as_slice(), self.last_value.as_slice()),
+            };
+            if !ordered {
+                return Err(Error::OutOfOrder { path: self.path.clone(), index: self.entry_count });
+            }
+        }
+        let align = self.opts.value_align_bytes;
+        let value_start = format::align_up(self.block.values.len(), align);
+        let fits = self.block.keys.len() + key.len() <= MAX_ENTRY_BYTES
+            && value_start + value.len() <= MAX_ENTRY_BYTES;
+        if !fits {
+            self.flush_block()?;
+        }
+        if new_key {
+            self.key_hashes.push(bloom::key_hash(key));
+            self.last_key.clear();
+            self.last_key.extend_from_slice(key);
+        }
+        if self.opts.mode == RunMode::ZSet {
+            self.last_value.clear();
+            self.last_value.extend_from_slice(value);
+        }
+        let b = &mut self.block;
+        b.keys.extend_from_slice(key);
+        b.key_ends.push(b.keys.len() as u32);
+        b.values.resize(format::align_up(b.values.len(), align), 0);
+        b.values.extend_from_slice(value);
+        b.value_ends.push(b.values.len() as u32);
+        match kind {
+            EntryKind::Put => b.kinds.push(KIND_PUT),
+            EntryKind::Delete => b.kinds.push(KIND_DELETE),
+            EntryKind::Weight(w) => b.weights.push(w),
+        }
+        self.entry_count += 1;
+        if self.block.estimated_size() >= self.opts.block_size_bytes {
+            self.flush_block()?;
+        }
+        Ok(())
+    }
+
+    fn check_entry(&self, key: &[u8], value: &[u8], kind: EntryKind) -> Result<()> {
+        if key.len() > MAX_ENTRY_BYTES || value.len() > MAX_ENTRY_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "keys and values are limited to {MAX_ENTRY_BYTES} bytes, got {} and {}",
+                key.len(),
+                value.len()
+            )));
+        }
+        match (self.opts.mode, kind) {
+            (RunMode::KeyValue, EntryKind::Put) | (RunMode::ZSet, EntryKind::Weight(_)) => {}
+            (RunMode::KeyValue, EntryKind::Delete) if value.is_empty() => {}
+            (mode, kind) => {
+                return Err(Error::InvalidArgument(format!(
+                    "a {mode:?} run cannot hold {kind:?} with a {}-byte value",
+                    value.len()
+                )));
+            }
+        }
+        if kind == EntryKind::Weight(0) {
+            return Err(Error::InvalidArgument("Z-set weights must be non-zero".into()));
+        }
+        if u32::try_from(self.index.keys.len() + 2 * key.len()).is_err() {
+            return Err(Error::InvalidArgument("run index would exceed 4 GiB of keys".into()));
+        }
+        Ok(())
+    }
+
+    fn flush_block(&mut self) -> Result<()> {
+        let n = self.block.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let mut archive = std::mem::take(&mut self.archive);
+        archive.clear();
+        let archive = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.block, archive)
+            .map_err(|e| Error::InvalidArgument(format!("archiving a data block: {e}")))?;
+        let raw_len = u32::try_from(archive.len())
+            .map_err(|_| Error::InvalidArgument("data block over 4 GiB".into()))?;
+        let (codec, payload): (Codec, &[u8]) = match self.opts.compression {
+            Compression::None => (Codec::None, &archive),
+            Compression::Zstd { level } => {
+                self.compressed.clear();
+                self.compressed.reserve(zstd::zstd_safe::compress_bound(archive.len()));
+                zstd::bulk::compress_to_buffer(&archive, &mut self.compressed, level)
+                    .map_err(|e| Error::io("zstd compress", &self.tmp_path, e))?;
+                if self.compressed.len() <= archive.len() - archive.len() / 8 {
+                    self.compressed_blocks += 1;
+                    (Codec::Zstd, &self.compressed)
+                } else {
+                    (Codec::None, &archive)
+                }
+            }
+        };
+        let offset = self.written + self.out.len() as u64;
+        let start = self.out.len();
+        let crc = format::write_frame(&mut self.out, format::DATA_MAGIC, codec, payload, raw_len);
+        let frame_len = (self.out.len() - start) as u32;
+        let idx = &mut self.index;
+        idx.keys.extend_from_slice(self.block.key(0));
+        idx.key_ends.push(idx.keys.len() as u32);
+        idx.keys.extend_from_slice(self.block.key(n - 1));
+        idx.key_ends.push(idx.keys.len() as u32);
+        idx.offsets.push(offset);
+        idx.frame_lens.push(frame_len);
+        idx.crcs.push(crc);
+        idx.entry_counts.push(n as u32);
+        idx.codecs.push(codec as u8);
+        self.archive = archive;
+        self.block.clear();
+        if self.out.len() >= WRITE_BUFFER_BYTES {
+            self.drain_out()?;
+        }
+        Ok(())
+    }
+
+    fn drain_out(&mut self) -> Result<()> {
+        self.body_crc = crc32c::crc32c_append(self.body_crc, &self.out);
+        self.file.append(&self.out)?;
+        self.written += self.out.len() as u64;
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Seals the run: writes index, filter and footer, makes it durable per the
+    /// options, and publishes it under its final name.
+    pub fn finish(mut self) -> Result<RunMeta> {
+        self.flush_block()?;
+        let index_offset = self.written + self.out.len() as u64;
+        let index = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.index, AlignedVec::<16>::new())
+            .map_err(|e| Error::InvalidArgument(format!("archiving the index: {e}")))?;
+        let index_raw = u32::try_from(index.len()).map_err(|_| Error::InvalidArgument("index over 4 GiB".into()))?;
+        format::write_frame(&mut self.out, format::INDEX_MAGIC, Codec::None, &index, index_raw);
+        let filter_offset = self.written + self.out.len() as u64;
+        let probes = bloom::probes_for(self.opts.bloom_bits_per_key);
+        let filter = bloom::build(&self.key_hashes, self.opts.bloom_bits_per_key, probes);
+        let filter_raw =
+            u32::try_from(filter.len()).map_err(|_| Error::InvalidArgument("filter over 4 GiB".into()))?;
+        format::write_frame(&mut self.out, format::FILTER_MAGIC, Codec::None, &filter, filter_raw);
+        let body_len = self.written + self.out.len() as u64;
+        self.drain_out()?;
+        let footer = Footer {
+            format_version: FORMAT_VERSION,
+            min_reader_version: MIN_READER_VERSION,
+            compat_features: 0,
+            incompat_features: if self.compressed_blocks > 0 { INCOMPAT_ZSTD_BLOCKS } else { 0 },
+            mode: self.opts.mode,
+            value_align_log2: self.opts.value_align_bytes.trailing_zeros() as u8,
+            filter_probes: probes,
+            filter_bits_per_key: self.opts.bloom_bits_per_key,
+            entry_count: self.entry_count,
+            block_count: self.index.offsets.len() as u64,
+            index_offset,
+            index_len: filter_offset - index_offset,
+            filter_offset,
+            filter_len: body_len - filter_offset,
+            file_len: body_len + FOOTER_LEN as u64,
+            body_crc32c: self.body_crc,
+        };
+        self.file.append(&footer.encode())?;
+        if self.opts.durability == Durability::Synced {
+            self.file.sync_data()?;
+        }
+        self.fs.rename(&self.tmp_path, &self.path)?;
+        self.finished = true;
+        if self.opts.durability == Durability::Synced {
+            self.fs.sync_dir(&parent_dir(&self.path))?;
+        }
+        let n = self.index.offsets.len();
+        let key_range = (n > 0).then(|| {
+            let ends = &self.index.key_ends;
+            let last_start = ends[2 * n - 2] as usize;
+            (self.index.keys[..ends[0] as usize].to_vec(), self.index.keys[last_start..ends[2 * n - 1] as usize].to_vec())
+        });
+        Ok(RunMeta {
+            path: std::mem::take(&mut self.path),
+            mode: footer.mode,
+            entry_count: footer.entry_count,
+            block_count: footer.block_count,
+            compressed_blocks: self.compressed_blocks,
+            key_range,
+            file_len: footer.file_len,
+            data_len: footer.index_offset,
+            index_len: footer.index_len,
+            filter_len: footer.filter_len,
+            body_crc32c: footer.body_crc32c,
+        })
+    }
+
+    /// The final path of the run.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Entries pushed so far.
+    pub fn entry_count(&self) -> u64 {
+        self.entry_count
+    }
+}
+
+impl Drop for RunWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Abandoned: the temporary file is garbage. Failing to remove it is
+            // harmless (nothing reads `.tmp` files; open-time cleanup removes them).
+            let _ = self.fs.remove_file(&self.tmp_path);
+        }
+    }
+}
