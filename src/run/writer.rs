@@ -57,7 +57,17 @@ pub struct RunWriter {
     body_crc: u32,
     archive: AlignedVec<16>,
     compressed: Vec<u8>,
+    compressor: Option<Zstd>,
     finished: bool,
+}
+
+/// A reusable zstd context (creating one per block would allocate per block).
+struct Zstd(zstd::bulk::Compressor<'static>);
+
+impl std::fmt::Debug for Zstd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Zstd")
+    }
 }
 
 impl RunWriter {
@@ -71,6 +81,12 @@ impl RunWriter {
         if fs.exists(&tmp_path)? {
             fs.remove_file(&tmp_path)?;
         }
+        let compressor = match opts.compression {
+            Compression::None => None,
+            Compression::Zstd { level } => Some(Zstd(
+                zstd::bulk::Compressor::new(level).map_err(|e| Error::io("zstd init", &tmp_path, e))?,
+            )),
+        };
         let file = fs.create(&tmp_path)?;
         Ok(RunWriter {
             fs,
@@ -90,6 +106,7 @@ impl RunWriter {
             body_crc: 0,
             archive: AlignedVec::new(),
             compressed: Vec::new(),
+            compressor,
             finished: false,
         })
     }
@@ -196,12 +213,13 @@ impl RunWriter {
             .map_err(|e| Error::InvalidArgument(format!("archiving a data block: {e}")))?;
         let raw_len = u32::try_from(archive.len())
             .map_err(|_| Error::InvalidArgument("data block over 4 GiB".into()))?;
-        let (codec, payload): (Codec, &[u8]) = match self.opts.compression {
-            Compression::None => (Codec::None, &archive),
-            Compression::Zstd { level } => {
+        let (codec, payload): (Codec, &[u8]) = match &mut self.compressor {
+            None => (Codec::None, &archive),
+            Some(Zstd(compressor)) => {
                 self.compressed.clear();
                 self.compressed.reserve(zstd::zstd_safe::compress_bound(archive.len()));
-                zstd::bulk::compress_to_buffer(&archive, &mut self.compressed, level)
+                compressor
+                    .compress_to_buffer(archive.as_slice(), &mut self.compressed)
                     .map_err(|e| Error::io("zstd compress", &self.tmp_path, e))?;
                 if self.compressed.len() <= archive.len() - archive.len() / 8 {
                     self.compressed_blocks += 1;
