@@ -456,3 +456,87 @@ impl<'a> IndexView<'a> {
         lo
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(keys: &[&[u8]], values: &[&[u8]]) -> DataBlock {
+        let mut b = DataBlock::default();
+        for (k, v) in keys.iter().zip(values) {
+            b.keys.extend_from_slice(k);
+            b.key_ends.push(b.keys.len() as u32);
+            b.values.resize(align_up_to(b.values.len(), 8), 0);
+            b.values.extend_from_slice(v);
+            b.value_ends.push(b.values.len() as u32);
+            b.kinds.push(KIND_PUT);
+        }
+        b
+    }
+
+    fn archive(b: &DataBlock) -> rkyv::util::AlignedVec<16> {
+        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(b, rkyv::util::AlignedVec::<16>::new()).unwrap()
+    }
+
+    fn expect<'a>(n: usize, first: &'a [u8], last: &'a [u8]) -> BlockExpect<'a> {
+        BlockExpect { mode: RunMode::KeyValue, value_align: 8, entry_count: n, first_key: first, last_key: last }
+    }
+
+    fn check(b: &DataBlock, e: &BlockExpect<'_>) -> Result<BlockLayout> {
+        validate_block(&archive(b), e, Path::new("t.run"), 100)
+    }
+
+    #[test]
+    fn well_formed_block_validates() {
+        let b = block(&[b"a", b"b", b"c"], &[b"1", b"", b"333"]);
+        let layout = check(&b, &expect(3, b"a", b"c")).unwrap();
+        let bytes = archive(&b);
+        let v = BlockView::new(&bytes, &layout, RunMode::KeyValue, 8);
+        assert_eq!((v.key(2), v.value(2)), (&b"c"[..], &b"333"[..]));
+        assert_eq!(v.lower_bound(b"bb"), 2);
+    }
+
+    #[test]
+    fn checksummed_but_wrong_blocks_are_refused() {
+        // Out-of-order keys: a writer bug or a forged block, not a bit flip.
+        let b = block(&[b"b", b"a"], &[b"", b""]);
+        let err = check(&b, &expect(2, b"b", b"a")).unwrap_err();
+        assert!(err.to_string().contains("out of order"), "{err}");
+        // Entry count disagreeing with the index.
+        let b = block(&[b"a", b"b"], &[b"", b""]);
+        assert!(check(&b, &expect(3, b"a", b"b")).unwrap_err().is_corruption());
+        // Keys disagreeing with the index's first/last key.
+        assert!(check(&b, &expect(2, b"a", b"c")).unwrap_err().is_corruption());
+        // A key end past the key bytes.
+        let mut b = block(&[b"a", b"b"], &[b"", b""]);
+        b.key_ends[1] = 99;
+        assert!(check(&b, &expect(2, b"a", b"b")).unwrap_err().is_corruption());
+        // A value end before its (aligned) start.
+        let mut b = block(&[b"a", b"b"], &[b"12345", b"x"]);
+        b.value_ends[1] = 6;
+        assert!(check(&b, &expect(2, b"a", b"b")).unwrap_err().is_corruption());
+        // An unknown kind byte, and a delete that carries a value.
+        let mut b = block(&[b"a", b"b"], &[b"v", b""]);
+        b.kinds[1] = 0;
+        assert!(check(&b, &expect(2, b"a", b"b")).unwrap_err().is_corruption());
+        b.kinds[0] = KIND_DELETE;
+        b.kinds[1] = KIND_PUT;
+        assert!(check(&b, &expect(2, b"a", b"b")).unwrap_err().is_corruption());
+        // Z-set columns in a key-value run.
+        let mut b = block(&[b"a"], &[b""]);
+        b.weights.push(1);
+        assert!(check(&b, &expect(1, b"a", b"a")).unwrap_err().is_corruption());
+    }
+
+    #[test]
+    fn truncated_archive_is_refused() {
+        let b = block(&[b"a", b"b"], &[b"1", b"2"]);
+        let bytes = archive(&b);
+        for cut in 0..bytes.len() {
+            let mut short = rkyv::util::AlignedVec::<16>::new();
+            short.extend_from_slice(&bytes[..cut]);
+            let r = validate_block(&short, &expect(2, b"a", b"b"), Path::new("t"), 0);
+            assert!(r.is_err(), "cut at {cut}");
+        }
+    }
+}

@@ -274,7 +274,7 @@ impl Footer {
         let stored_crc = le_u32(b, FOOTER_CRC_AT);
         let crc = crc32c::crc32c(&b[..FOOTER_CRC_AT]);
         if crc != stored_crc {
-            return Err(bad(FOOTER_CRC_AT as u64, format!("footer crc32c {stored_crc:#010x}"), format!("{crc:#010x}")));
+            return Err(bad(0, format!("footer crc32c {stored_crc:#010x}"), format!("{crc:#010x}")));
         }
         let format_version = le_u32(b, 8);
         let min_reader_version = le_u32(b, 12);
