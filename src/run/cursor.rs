@@ -47,6 +47,9 @@ impl<'a> Cursor<'a> {
         self.view = None;
         if b < self.run.block_count() {
             self.view = Some(self.run.block(b)?);
+            // Cursors mostly move forward: overlap the next block's memory
+            // latency with the work on this one.
+            self.run.prefetch_block(b + 1);
         }
         Ok(())
     }
