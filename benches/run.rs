@@ -5,6 +5,7 @@
 //! operation is measured next to the same operation on a sorted
 //! `Vec<([u8; 16], Vec<u8>)>`, so ratios come from one run on one machine.
 //! Set `RUN_BENCH_ENTRIES` to change the size.
+#![allow(clippy::unwrap_used)]
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -49,7 +50,7 @@ fn data() -> Data {
             (k, vec![(i % 251) as u8; VALUE_BYTES])
         })
         .collect();
-    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    entries.sort_unstable_by_key(|e| e.0);
     entries.dedup_by(|a, b| a.0 == b.0);
     let probes = 100_000;
     let present = (0..probes).map(|_| entries[(rng.next() % entries.len() as u64) as usize].0).collect();

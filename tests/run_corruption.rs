@@ -1,5 +1,6 @@
 //! Damaged run files give typed errors naming the file and offset: never a
 //! panic, never a wrong answer.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Runs read back exactly what was written: entries, point lookups, seeks.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
