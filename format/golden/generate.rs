@@ -1,1 +1,47 @@
-fn main() {}
+//! Writes the golden run files under `format/golden/v1/`.
+//!
+//! `cargo run --example golden` — run once when a format version is added, then
+//! commit the files; they pin the format forever (`tests/golden.rs` reads them).
+//! Re-running must reproduce the same bytes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "entries.rs"]
+mod entries;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use statespine::io::{Fs, StdFs};
+use statespine::run::{Run, RunWriter};
+
+fn main() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("format/golden/v1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fs: Arc<dyn Fs> = Arc::new(StdFs::new());
+    for g in entries::goldens_v1() {
+        let path = dir.join(g.name);
+        let _ = std::fs::remove_file(&path);
+        let mut w = RunWriter::create(fs.clone(), &path, g.options).unwrap();
+        for (k, v, kind) in &g.entries {
+            w.push(k, v, *kind).unwrap();
+        }
+        let meta = w.finish().unwrap();
+        println!("{}: {} entries, {} blocks, {} bytes", g.name, meta.entry_count, meta.block_count, meta.file_len);
+    }
+    // The damaged twin: the second data block of kv.run with one bit flipped.
+    let kv = dir.join("kv.run");
+    let run = Run::open(&StdFs::new(), &kv).unwrap();
+    let second = second_block_offset(&run);
+    let mut bytes = std::fs::read(&kv).unwrap();
+    bytes[entries::damaged_offset(second) as usize] ^= 0x04;
+    std::fs::write(dir.join(entries::DAMAGED_NAME), bytes).unwrap();
+    println!("{}: bit 2 of byte {} flipped", entries::DAMAGED_NAME, entries::damaged_offset(second));
+}
+
+/// Offset of the second data block: the first block's frame length, read from
+/// its header (format/run.md: frame = 32-byte header + payload padded to 16).
+fn second_block_offset(run: &Run) -> u64 {
+    let bytes = std::fs::read(run.path()).unwrap();
+    let stored_len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as u64;
+    32 + stored_len.div_ceil(16) * 16
+}
