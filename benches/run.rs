@@ -42,7 +42,10 @@ struct Data {
 }
 
 fn data() -> Data {
-    let n: usize = std::env::var("RUN_BENCH_ENTRIES").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = std::env::var("RUN_BENCH_ENTRIES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut entries: Vec<([u8; 16], Vec<u8>)> = (0..n)
         .map(|i| {
@@ -53,9 +56,15 @@ fn data() -> Data {
     entries.sort_unstable_by_key(|e| e.0);
     entries.dedup_by(|a, b| a.0 == b.0);
     let probes = 100_000;
-    let present = (0..probes).map(|_| entries[(rng.next() % entries.len() as u64) as usize].0).collect();
+    let present = (0..probes)
+        .map(|_| entries[(rng.next() % entries.len() as u64) as usize].0)
+        .collect();
     let absent = (0..probes).map(|_| rng.key()).collect();
-    Data { entries, present, absent }
+    Data {
+        entries,
+        present,
+        absent,
+    }
 }
 
 fn write(fs: &Arc<dyn Fs>, path: &std::path::Path, entries: &[([u8; 16], Vec<u8>)]) {
@@ -113,7 +122,12 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 1) % probes.len();
                 let k = &probes[i];
-                black_box(d.entries.binary_search_by(|e| e.0.as_slice().cmp(k)).ok().map(|j| d.entries[j].1.len()))
+                black_box(
+                    d.entries
+                        .binary_search_by(|e| e.0.as_slice().cmp(k))
+                        .ok()
+                        .map(|j| d.entries[j].1.len()),
+                )
             })
         });
         g.finish();

@@ -22,7 +22,11 @@ fn golden_v1_files_read_back_every_entry() {
         let run = Run::open(&StdFs::new(), golden_dir().join(g.name)).unwrap();
         assert_eq!(run.mode(), g.options.mode(), "{}", g.name);
         run.verify().unwrap();
-        let got: Vec<_> = run.iter().map(|e| e.unwrap()).map(|e| (e.key.to_vec(), e.value.to_vec(), e.kind)).collect();
+        let got: Vec<_> = run
+            .iter()
+            .map(|e| e.unwrap())
+            .map(|e| (e.key.to_vec(), e.value.to_vec(), e.kind))
+            .collect();
         assert_eq!(got, g.entries, "{}", g.name);
         for (k, v, kind) in &g.entries {
             let mut c = run.seek(k).unwrap();
@@ -46,7 +50,11 @@ fn writing_golden_inputs_again_gives_identical_bytes() {
         }
         w.finish().unwrap();
         let committed = std::fs::read(golden_dir().join(g.name)).unwrap();
-        assert!(fs.read(path).unwrap() == committed, "{} differs from the committed golden file", g.name);
+        assert!(
+            fs.read(path).unwrap() == committed,
+            "{} differs from the committed golden file",
+            g.name
+        );
     }
 }
 
@@ -54,9 +62,17 @@ fn writing_golden_inputs_again_gives_identical_bytes() {
 fn damaged_twin_reports_its_damage() {
     let path = golden_dir().join(entries::DAMAGED_NAME);
     let run = Run::open(&StdFs::new(), &path).expect("damage in a data block is found lazily");
-    let err = run.iter().find_map(|e| e.err()).expect("the damaged block must fail");
+    let err = run
+        .iter()
+        .find_map(|e| e.err())
+        .expect("the damaged block must fail");
     match &err {
-        Error::Corruption { path: p, offset, region, .. } => {
+        Error::Corruption {
+            path: p,
+            offset,
+            region,
+            ..
+        } => {
             assert_eq!(p, &path);
             assert_eq!(*region, "data block");
             // The error names the second block's frame, whose byte 40 was flipped

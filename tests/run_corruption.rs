@@ -32,7 +32,9 @@ fn read_everything(fs: &MemFs, path: &Path, entries: &[Owned]) -> statespine::Re
 
 fn small_run(fs: &MemFs, compression: Compression) -> (Vec<u8>, Vec<Owned>) {
     let entries = kv_entries(300);
-    let opts = RunOptions::new(RunMode::KeyValue).block_size_bytes(512).compression(compression);
+    let opts = RunOptions::new(RunMode::KeyValue)
+        .block_size_bytes(512)
+        .compression(compression);
     write_run(fs, &run_path(), opts, &entries);
     (fs.read(&run_path()).unwrap(), entries)
 }
@@ -104,13 +106,22 @@ fn garbage_files_are_refused() {
             })
             .collect();
         fs.write(&run_path(), &bytes).unwrap();
-        assert!(Run::open(&fs, run_path()).unwrap_err().is_corruption(), "len {len}");
+        assert!(
+            Run::open(&fs, run_path()).unwrap_err().is_corruption(),
+            "len {len}"
+        );
     }
 }
 
 fn footer_of(bytes: &[u8]) -> Footer {
     let at = bytes.len() - FOOTER_LEN;
-    Footer::decode(bytes[at..].try_into().unwrap(), at as u64, bytes.len() as u64, &run_path()).unwrap()
+    Footer::decode(
+        bytes[at..].try_into().unwrap(),
+        at as u64,
+        bytes.len() as u64,
+        &run_path(),
+    )
+    .unwrap()
 }
 
 fn region_of(err: &Error) -> &'static str {
@@ -133,15 +144,24 @@ fn each_region_reports_itself() {
 
     damage(f.file_len - 50);
     let err = Run::open(&fs, run_path()).unwrap_err();
-    assert_eq!((region_of(&err), corruption_offset(&err)), ("footer", f.file_len - FOOTER_LEN as u64));
+    assert_eq!(
+        (region_of(&err), corruption_offset(&err)),
+        ("footer", f.file_len - FOOTER_LEN as u64)
+    );
 
     damage(f.index_offset + 40);
     let err = Run::open(&fs, run_path()).unwrap_err();
-    assert_eq!((region_of(&err), corruption_offset(&err)), ("index", f.index_offset));
+    assert_eq!(
+        (region_of(&err), corruption_offset(&err)),
+        ("index", f.index_offset)
+    );
 
     damage(f.filter_offset + 40);
     let err = Run::open(&fs, run_path()).unwrap_err();
-    assert_eq!((region_of(&err), corruption_offset(&err)), ("filter", f.filter_offset));
+    assert_eq!(
+        (region_of(&err), corruption_offset(&err)),
+        ("filter", f.filter_offset)
+    );
 
     // A damaged data block is found when touched; other blocks stay readable.
     damage(40);
@@ -165,5 +185,8 @@ fn newer_format_is_refused_by_version() {
     let at = d.len() - FOOTER_LEN;
     d[at..].copy_from_slice(&f.encode());
     fs.write(&run_path(), &d).unwrap();
-    assert!(matches!(Run::open(&fs, run_path()), Err(Error::UnsupportedVersion { found: 7, .. })));
+    assert!(matches!(
+        Run::open(&fs, run_path()),
+        Err(Error::UnsupportedVersion { found: 7, .. })
+    ));
 }

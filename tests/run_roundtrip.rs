@@ -34,15 +34,27 @@ fn key() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn kv_model() -> impl Strategy<Value = BTreeMap<Vec<u8>, Option<Vec<u8>>>> {
-    prop::collection::btree_map(key(), prop::option::weighted(0.8, prop::collection::vec(any::<u8>(), 0..50)), 0..300)
+    prop::collection::btree_map(
+        key(),
+        prop::option::weighted(0.8, prop::collection::vec(any::<u8>(), 0..50)),
+        0..300,
+    )
 }
 
 fn kv_from_model(model: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Vec<Owned> {
     model
         .iter()
         .map(|(k, v)| match v {
-            Some(v) => Owned { key: k.clone(), value: v.clone(), kind: EntryKind::Put },
-            None => Owned { key: k.clone(), value: Vec::new(), kind: EntryKind::Delete },
+            Some(v) => Owned {
+                key: k.clone(),
+                value: v.clone(),
+                kind: EntryKind::Put,
+            },
+            None => Owned {
+                key: k.clone(),
+                value: Vec::new(),
+                kind: EntryKind::Delete,
+            },
         })
         .collect()
 }
@@ -118,7 +130,10 @@ proptest! {
 fn empty_run() {
     let fs = MemFs::new();
     let meta = write_run(&fs, &run_path(), RunOptions::new(RunMode::KeyValue), &[]);
-    assert_eq!((meta.entry_count, meta.block_count, meta.key_range.clone()), (0, 0, None));
+    assert_eq!(
+        (meta.entry_count, meta.block_count, meta.key_range.clone()),
+        (0, 0, None)
+    );
     let run = Run::open(&fs, run_path()).unwrap();
     assert!(run.is_empty());
     assert_eq!(read_all(&run).unwrap(), vec![]);
@@ -132,9 +147,21 @@ fn single_huge_value() {
     let fs = MemFs::new();
     let value: Vec<u8> = (0..24u32 << 20).map(|i| (i % 253) as u8).collect();
     let entries = vec![
-        Owned { key: b"a".to_vec(), value: b"small".to_vec(), kind: EntryKind::Put },
-        Owned { key: b"b".to_vec(), value: value.clone(), kind: EntryKind::Put },
-        Owned { key: b"c".to_vec(), value: Vec::new(), kind: EntryKind::Put },
+        Owned {
+            key: b"a".to_vec(),
+            value: b"small".to_vec(),
+            kind: EntryKind::Put,
+        },
+        Owned {
+            key: b"b".to_vec(),
+            value: value.clone(),
+            kind: EntryKind::Put,
+        },
+        Owned {
+            key: b"c".to_vec(),
+            value: Vec::new(),
+            kind: EntryKind::Put,
+        },
     ];
     for compression in [Compression::None, Compression::Zstd { level: 1 }] {
         let opts = RunOptions::new(RunMode::KeyValue).compression(compression);
@@ -154,11 +181,28 @@ fn empty_and_64_kib_keys() {
     let mut bigger = big.clone();
     bigger.push(0);
     let entries = vec![
-        Owned { key: Vec::new(), value: b"empty key".to_vec(), kind: EntryKind::Put },
-        Owned { key: big.clone(), value: b"64 KiB key".to_vec(), kind: EntryKind::Put },
-        Owned { key: bigger.clone(), value: Vec::new(), kind: EntryKind::Delete },
+        Owned {
+            key: Vec::new(),
+            value: b"empty key".to_vec(),
+            kind: EntryKind::Put,
+        },
+        Owned {
+            key: big.clone(),
+            value: b"64 KiB key".to_vec(),
+            kind: EntryKind::Put,
+        },
+        Owned {
+            key: bigger.clone(),
+            value: Vec::new(),
+            kind: EntryKind::Delete,
+        },
     ];
-    write_run(&fs, &run_path(), RunOptions::new(RunMode::KeyValue).block_size_bytes(128), &entries);
+    write_run(
+        &fs,
+        &run_path(),
+        RunOptions::new(RunMode::KeyValue).block_size_bytes(128),
+        &entries,
+    );
     let run = Run::open(&fs, run_path()).unwrap();
     assert_eq!(read_all(&run).unwrap(), entries);
     assert_eq!(run.get(b"").unwrap().unwrap().value, b"empty key");
@@ -174,7 +218,12 @@ fn values_are_aligned_in_the_mapping() {
     for align in [1usize, 2, 4, 8, 16] {
         let entries = kv_entries(2000);
         let path = std::path::PathBuf::from(format!("/db/a{align}.run"));
-        write_run(&fs, &path, RunOptions::new(RunMode::KeyValue).value_align_bytes(align), &entries);
+        write_run(
+            &fs,
+            &path,
+            RunOptions::new(RunMode::KeyValue).value_align_bytes(align),
+            &entries,
+        );
         let run = Run::open(&fs, &path).unwrap();
         for e in run.iter() {
             let e = e.unwrap();
@@ -189,18 +238,39 @@ fn misuse_is_a_typed_error() {
     let kv = RunOptions::new(RunMode::KeyValue);
     let mut w = RunWriter::create(fs.clone(), "/x.run", kv).unwrap();
     w.put(b"b", b"1").unwrap();
-    assert!(matches!(w.put(b"a", b"1"), Err(statespine::Error::OutOfOrder { index: 1, .. })));
-    assert!(matches!(w.put(b"b", b"2"), Err(statespine::Error::OutOfOrder { .. })));
-    assert!(matches!(w.update(b"c", b"", 1), Err(statespine::Error::InvalidArgument(_))));
-    assert!(matches!(w.push(b"c", b"v", EntryKind::Delete), Err(statespine::Error::InvalidArgument(_))));
+    assert!(matches!(
+        w.put(b"a", b"1"),
+        Err(statespine::Error::OutOfOrder { index: 1, .. })
+    ));
+    assert!(matches!(
+        w.put(b"b", b"2"),
+        Err(statespine::Error::OutOfOrder { .. })
+    ));
+    assert!(matches!(
+        w.update(b"c", b"", 1),
+        Err(statespine::Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        w.push(b"c", b"v", EntryKind::Delete),
+        Err(statespine::Error::InvalidArgument(_))
+    ));
     w.put(b"c", b"3").unwrap();
     assert_eq!(w.finish().unwrap().entry_count, 2);
 
     let mut z = RunWriter::create(fs.clone(), "/z.run", RunOptions::new(RunMode::ZSet)).unwrap();
     z.update(b"k", b"v2", 1).unwrap();
-    assert!(matches!(z.update(b"k", b"v1", 1), Err(statespine::Error::OutOfOrder { .. })));
-    assert!(matches!(z.update(b"k", b"v3", 0), Err(statespine::Error::InvalidArgument(_))));
-    assert!(matches!(z.put(b"l", b""), Err(statespine::Error::InvalidArgument(_))));
+    assert!(matches!(
+        z.update(b"k", b"v1", 1),
+        Err(statespine::Error::OutOfOrder { .. })
+    ));
+    assert!(matches!(
+        z.update(b"k", b"v3", 0),
+        Err(statespine::Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        z.put(b"l", b""),
+        Err(statespine::Error::InvalidArgument(_))
+    ));
     z.update(b"k", b"v3", -2).unwrap();
     z.update(b"l", b"", 7).unwrap();
     assert_eq!(z.finish().unwrap().entry_count, 3);
@@ -210,11 +280,19 @@ fn misuse_is_a_typed_error() {
 fn unfinished_run_is_invisible_and_cleaned_up() {
     let fs = MemFs::new();
     fs.create_dir_all(std::path::Path::new("/db")).unwrap();
-    let mut w = RunWriter::create(Arc::new(fs.clone()), "/db/r.run", RunOptions::new(RunMode::KeyValue)).unwrap();
+    let mut w = RunWriter::create(
+        Arc::new(fs.clone()),
+        "/db/r.run",
+        RunOptions::new(RunMode::KeyValue),
+    )
+    .unwrap();
     for e in kv_entries(10_000) {
         w.push(&e.key, &e.value, e.kind).unwrap();
     }
-    assert_eq!(fs.list(std::path::Path::new("/db")).unwrap(), vec!["r.run.tmp".to_string()]);
+    assert_eq!(
+        fs.list(std::path::Path::new("/db")).unwrap(),
+        vec!["r.run.tmp".to_string()]
+    );
     assert!(Run::open(&fs, "/db/r.run").is_err());
     drop(w);
     assert!(fs.list(std::path::Path::new("/db")).unwrap().is_empty());
@@ -225,11 +303,19 @@ fn synced_run_survives_a_crash_deferred_one_need_not() {
     use statespine::run::Durability;
     let fs = MemFs::new();
     let entries = kv_entries(1000);
-    write_run(&fs, std::path::Path::new("/db/s.run"), RunOptions::new(RunMode::KeyValue), &entries);
+    write_run(
+        &fs,
+        std::path::Path::new("/db/s.run"),
+        RunOptions::new(RunMode::KeyValue),
+        &entries,
+    );
     let deferred = RunOptions::new(RunMode::KeyValue).durability(Durability::Deferred);
     write_run(&fs, std::path::Path::new("/db/d.run"), deferred, &entries);
     let after = fs.crash();
-    assert_eq!(read_all(&Run::open(&after, "/db/s.run").unwrap()).unwrap(), entries);
+    assert_eq!(
+        read_all(&Run::open(&after, "/db/s.run").unwrap()).unwrap(),
+        entries
+    );
     assert!(Run::open(&after, "/db/d.run").unwrap_err().is_corruption());
 }
 
@@ -262,7 +348,10 @@ fn writing_the_same_input_twice_gives_identical_bytes() {
         let opts = RunOptions::new(RunMode::KeyValue).compression(compression);
         write_run(&fs, std::path::Path::new("/db/1.run"), opts, &entries);
         write_run(&fs, std::path::Path::new("/db/2.run"), opts, &entries);
-        assert_eq!(fs.read("/db/1.run".as_ref()).unwrap(), fs.read("/db/2.run".as_ref()).unwrap());
+        assert_eq!(
+            fs.read("/db/1.run".as_ref()).unwrap(),
+            fs.read("/db/2.run".as_ref()).unwrap()
+        );
         fs.remove_file("/db/1.run".as_ref()).unwrap();
         fs.remove_file("/db/2.run".as_ref()).unwrap();
     }
@@ -272,13 +361,27 @@ fn writing_the_same_input_twice_gives_identical_bytes() {
 fn compression_shrinks_compressible_blocks() {
     let fs = MemFs::new();
     let entries: Vec<Owned> = (0..20_000u32)
-        .map(|i| Owned { key: i.to_be_bytes().to_vec(), value: vec![b'x'; 100], kind: EntryKind::Put })
+        .map(|i| Owned {
+            key: i.to_be_bytes().to_vec(),
+            value: vec![b'x'; 100],
+            kind: EntryKind::Put,
+        })
         .collect();
-    let plain = write_run(&fs, "/db/p.run".as_ref(), RunOptions::new(RunMode::KeyValue), &entries);
+    let plain = write_run(
+        &fs,
+        "/db/p.run".as_ref(),
+        RunOptions::new(RunMode::KeyValue),
+        &entries,
+    );
     let opts = RunOptions::new(RunMode::KeyValue).compression(Compression::Zstd { level: 3 });
     let packed = write_run(&fs, "/db/z.run".as_ref(), opts, &entries);
     assert_eq!(packed.compressed_blocks, packed.block_count);
-    assert!(packed.file_len * 4 < plain.file_len, "{} vs {}", packed.file_len, plain.file_len);
+    assert!(
+        packed.file_len * 4 < plain.file_len,
+        "{} vs {}",
+        packed.file_len,
+        plain.file_len
+    );
     let run = Run::open(&fs, "/db/z.run").unwrap();
     assert_eq!(run.meta().compressed_blocks, packed.block_count);
     assert_eq!(read_all(&run).unwrap(), entries);

@@ -26,7 +26,10 @@ fn main() {
             w.push(k, v, *kind).unwrap();
         }
         let meta = w.finish().unwrap();
-        println!("{}: {} entries, {} blocks, {} bytes", g.name, meta.entry_count, meta.block_count, meta.file_len);
+        println!(
+            "{}: {} entries, {} blocks, {} bytes",
+            g.name, meta.entry_count, meta.block_count, meta.file_len
+        );
     }
     // The damaged twin: the second data block of kv.run with one bit flipped.
     let kv = dir.join("kv.run");
@@ -35,7 +38,11 @@ fn main() {
     let mut bytes = std::fs::read(&kv).unwrap();
     bytes[entries::damaged_offset(second) as usize] ^= 0x04;
     std::fs::write(dir.join(entries::DAMAGED_NAME), bytes).unwrap();
-    println!("{}: bit 2 of byte {} flipped", entries::DAMAGED_NAME, entries::damaged_offset(second));
+    println!(
+        "{}: bit 2 of byte {} flipped",
+        entries::DAMAGED_NAME,
+        entries::damaged_offset(second)
+    );
 }
 
 /// Offset of the second data block: the first block's frame length, read from

@@ -108,8 +108,7 @@ impl MemFs {
             written: bytes.to_vec(),
             durable: bytes.to_vec(),
         };
-        tree.files
-            .insert(path.to_path_buf(), Arc::new(Mutex::new(inode)));
+        tree.files.insert(path.to_path_buf(), Arc::new(Mutex::new(inode)));
         Ok(())
     }
 
@@ -160,10 +159,7 @@ impl Fs for MemFs {
     fn rename(&self, from: &Path, to: &Path) -> Result<()> {
         let mut tree = lock(&self.tree);
         tree.check_parent("rename", to)?;
-        let inode = tree
-            .files
-            .remove(from)
-            .ok_or_else(|| not_found("rename", from))?;
+        let inode = tree.files.remove(from).ok_or_else(|| not_found("rename", from))?;
         tree.files.insert(to.to_path_buf(), inode);
         Ok(())
     }
@@ -271,8 +267,8 @@ impl WritableFile for MemWritable {
     }
 
     fn set_len(&mut self, len: u64) -> Result<()> {
-        let len = usize::try_from(len)
-            .map_err(|_| Error::InvalidArgument(format!("set_len {len} too large")))?;
+        let len =
+            usize::try_from(len).map_err(|_| Error::InvalidArgument(format!("set_len {len} too large")))?;
         lock(&self.inode).written.resize(len, 0);
         Ok(())
     }
@@ -302,9 +298,7 @@ impl ReadableFile for MemReadable {
         let src = usize::try_from(offset)
             .ok()
             .and_then(|start| inode.written.get(start..start.checked_add(buf.len())?))
-            .ok_or_else(|| {
-                Error::io("read", &self.path, std::io::Error::from(ErrorKind::UnexpectedEof))
-            })?;
+            .ok_or_else(|| Error::io("read", &self.path, std::io::Error::from(ErrorKind::UnexpectedEof)))?;
         buf.copy_from_slice(src);
         Ok(())
     }
@@ -314,9 +308,7 @@ impl ReadableFile for MemReadable {
         let bytes = usize::try_from(len)
             .ok()
             .and_then(|len| inode.written.get(..len))
-            .ok_or_else(|| {
-                Error::io("mmap", &self.path, std::io::Error::from(ErrorKind::UnexpectedEof))
-            })?;
+            .ok_or_else(|| Error::io("mmap", &self.path, std::io::Error::from(ErrorKind::UnexpectedEof)))?;
         Ok(Mapping::from_bytes(bytes))
     }
 

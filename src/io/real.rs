@@ -39,10 +39,7 @@ impl Fs for StdFs {
             .append(true)
             .open(path)
             .map_err(|e| Error::io("open for append", path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("stat", path, e))?
-            .len();
+        let len = file.metadata().map_err(|e| Error::io("stat", path, e))?.len();
         Ok(Box::new(StdWritable {
             file,
             path: path.to_path_buf(),
@@ -98,8 +95,7 @@ impl Fs for StdFs {
 
     fn sync_file(&self, path: &Path) -> Result<()> {
         let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-        file.sync_data()
-            .map_err(|e| Error::io("fdatasync", path, e))
+        file.sync_data().map_err(|e| Error::io("fdatasync", path, e))
     }
 
     fn sync_dir(&self, dir: &Path) -> Result<()> {

@@ -136,13 +136,20 @@ pub(crate) fn validate_block(
     };
     let n = archived.key_ends.len();
     if n != expect.entry_count || n == 0 {
-        return Err(bad(format!("{} entries (from the index)", expect.entry_count), format!("{n}")));
+        return Err(bad(
+            format!("{} entries (from the index)", expect.entry_count),
+            format!("{n}"),
+        ));
     }
     let (kinds_len, weights_len) = match expect.mode {
         RunMode::KeyValue => (n, 0),
         RunMode::ZSet => (0, n),
     };
-    let lens = (archived.value_ends.len(), archived.kinds.len(), archived.weights.len());
+    let lens = (
+        archived.value_ends.len(),
+        archived.kinds.len(),
+        archived.weights.len(),
+    );
     if lens != (n, kinds_len, weights_len) {
         return Err(bad(
             format!("columns of {n} value ends, {kinds_len} kinds, {weights_len} weights"),
@@ -156,16 +163,31 @@ pub(crate) fn validate_block(
         ));
     }
     let view = BlockView::new(payload, &layout, expect.mode, expect.value_align);
+    check_entries(&view, expect).map_err(|(expected, found)| bad(expected, found))?;
+    Ok(layout)
+}
+
+/// The per-entry rules of format/run.md ("Data block payload"): offsets in
+/// range and gap-free, kinds and weights valid, entries strictly ordered, first
+/// and last keys as the index says. Returns (expected, found) on violation.
+fn check_entries(
+    view: &BlockView<'_>,
+    expect: &BlockExpect<'_>,
+) -> std::result::Result<(), (String, String)> {
+    let n = view.len();
     let (mut key_start, mut value_end) = (0usize, 0usize);
     for i in 0..n {
         let key_end = le_u32(view.key_ends, 4 * i) as usize;
         let value_start = align_up_to(value_end, expect.value_align);
         let next_value_end = le_u32(view.value_ends, 4 * i) as usize;
         if key_end < key_start || key_end > view.keys.len() {
-            return Err(bad(format!("key {i} ending in {key_start}..={}", view.keys.len()), format!("{key_end}")));
+            return Err((
+                format!("key {i} ending in {key_start}..={}", view.keys.len()),
+                format!("{key_end}"),
+            ));
         }
         if next_value_end < value_start || next_value_end > view.values.len() {
-            return Err(bad(
+            return Err((
                 format!("value {i} ending in {value_start}..={}", view.values.len()),
                 format!("{next_value_end}"),
             ));
@@ -176,28 +198,40 @@ pub(crate) fn validate_block(
             RunMode::KeyValue => {
                 let k = view.kinds[i];
                 if k != KIND_PUT && !(k == KIND_DELETE && value_start == next_value_end) {
-                    return Err(bad(format!("entry {i}: a put, or a delete with no value"), format!("kind {k}")));
+                    return Err((
+                        format!("entry {i}: a put, or a delete with no value"),
+                        format!("kind {k}"),
+                    ));
                 }
             }
             RunMode::ZSet => {
                 if le_u64(view.weights, 8 * i) == 0 {
-                    return Err(bad(format!("entry {i}: a non-zero weight"), "0".into()));
+                    return Err((format!("entry {i}: a non-zero weight"), "0".into()));
                 }
             }
         }
     }
     if key_start != view.keys.len() || value_end != view.values.len() {
-        return Err(bad("columns with no trailing bytes".into(), "trailing key or value bytes".into()));
+        return Err((
+            "columns with no trailing bytes".into(),
+            "trailing key or value bytes".into(),
+        ));
     }
     for i in 1..n {
         if view.cmp_entries(i - 1, i) != Ordering::Less {
-            return Err(bad(format!("entry {i} greater than entry {}", i - 1), "out of order".into()));
+            return Err((
+                format!("entry {i} greater than entry {}", i - 1),
+                "out of order".into(),
+            ));
         }
     }
     if view.key(0) != expect.first_key || view.key(n - 1) != expect.last_key {
-        return Err(bad("first and last keys equal to the index's".into(), "different keys".into()));
+        return Err((
+            "first and last keys equal to the index's".into(),
+            "different keys".into(),
+        ));
     }
-    Ok(layout)
+    Ok(())
 }
 
 const fn align_up_to(n: usize, align: usize) -> usize {
@@ -237,14 +271,22 @@ impl<'a> BlockView<'a> {
 
     #[inline]
     pub(crate) fn key(&self, i: usize) -> &'a [u8] {
-        let start = if i == 0 { 0 } else { le_u32(self.key_ends, 4 * (i - 1)) as usize };
+        let start = if i == 0 {
+            0
+        } else {
+            le_u32(self.key_ends, 4 * (i - 1)) as usize
+        };
         let end = le_u32(self.key_ends, 4 * i) as usize;
         &self.keys[start..end]
     }
 
     #[inline]
     pub(crate) fn value(&self, i: usize) -> &'a [u8] {
-        let prev = if i == 0 { 0 } else { le_u32(self.value_ends, 4 * (i - 1)) as usize };
+        let prev = if i == 0 {
+            0
+        } else {
+            le_u32(self.value_ends, 4 * (i - 1)) as usize
+        };
         let start = align_up_to(prev, self.value_align);
         let end = le_u32(self.value_ends, 4 * i) as usize;
         &self.values[start..end]
@@ -332,13 +374,25 @@ pub(crate) struct IndexExpect {
 
 /// Validates an index payload: structure, then that its rows tile the data
 /// region exactly, that entry counts add up, and that key ranges are ordered.
-pub(crate) fn validate_index(payload: &[u8], expect: &IndexExpect, path: &Path, offset: u64) -> Result<IndexLayout> {
+pub(crate) fn validate_index(
+    payload: &[u8],
+    expect: &IndexExpect,
+    path: &Path,
+    offset: u64,
+) -> Result<IndexLayout> {
     const REGION: &str = "index";
     let bad = |expected: String, found: String| Error::corrupt(path, offset, REGION, expected, found);
     let a = rkyv::access::<ArchivedIndexBlock, rkyv::rancor::Error>(payload)
         .map_err(|e| rkyv_err(path, offset, REGION, e))?;
     let n = expect.block_count;
-    let lens = [a.key_ends.len() / 2, a.offsets.len(), a.frame_lens.len(), a.crcs.len(), a.entry_counts.len(), a.codecs.len()];
+    let lens = [
+        a.key_ends.len() / 2,
+        a.offsets.len(),
+        a.frame_lens.len(),
+        a.crcs.len(),
+        a.entry_counts.len(),
+        a.codecs.len(),
+    ];
     if a.key_ends.len() != 2 * n || lens.iter().any(|&l| l != n) {
         return Err(bad(format!("{n} rows in every column"), format!("{lens:?}")));
     }
@@ -358,24 +412,39 @@ pub(crate) fn validate_index(payload: &[u8], expect: &IndexExpect, path: &Path, 
     for j in 0..2 * n {
         let end = le_u32(view.key_ends, 4 * j) as usize;
         if end < key_start || end > view.keys.len() {
-            return Err(bad(format!("key end {j} in {key_start}..={}", view.keys.len()), format!("{end}")));
+            return Err(bad(
+                format!("key end {j} in {key_start}..={}", view.keys.len()),
+                format!("{end}"),
+            ));
         }
         key_start = end;
     }
     if key_start != view.keys.len() {
-        return Err(bad("no trailing key bytes".into(), format!("{} trailing", view.keys.len() - key_start)));
+        return Err(bad(
+            "no trailing key bytes".into(),
+            format!("{} trailing", view.keys.len() - key_start),
+        ));
     }
     let (mut next_offset, mut entries) = (0u64, 0u64);
     for i in 0..n {
         let row = view.row(i);
         if row.offset != next_offset {
-            return Err(bad(format!("block {i} at offset {next_offset}"), format!("{}", row.offset)));
+            return Err(bad(
+                format!("block {i} at offset {next_offset}"),
+                format!("{}", row.offset),
+            ));
         }
         if row.entry_count == 0 || row.codec > 1 {
-            return Err(bad(format!("block {i}: entries > 0, codec 0 or 1"), format!("{} entries, codec {}", row.entry_count, row.codec)));
+            return Err(bad(
+                format!("block {i}: entries > 0, codec 0 or 1"),
+                format!("{} entries, codec {}", row.entry_count, row.codec),
+            ));
         }
         if row.first_key > row.last_key {
-            return Err(bad(format!("block {i}: first key <= last key"), "first key > last key".into()));
+            return Err(bad(
+                format!("block {i}: first key <= last key"),
+                "first key > last key".into(),
+            ));
         }
         if i > 0 {
             let prev_last = view.row(i - 1).last_key;
@@ -385,7 +454,10 @@ pub(crate) fn validate_index(payload: &[u8], expect: &IndexExpect, path: &Path, 
                 RunMode::ZSet => prev_last <= row.first_key,
             };
             if !ordered {
-                return Err(bad(format!("block {i} starting after block {}'s last key", i - 1), "overlapping key ranges".into()));
+                return Err(bad(
+                    format!("block {i} starting after block {}'s last key", i - 1),
+                    "overlapping key ranges".into(),
+                ));
             }
         }
         next_offset += u64::from(row.frame_len);
@@ -393,7 +465,10 @@ pub(crate) fn validate_index(payload: &[u8], expect: &IndexExpect, path: &Path, 
     }
     if next_offset != expect.data_len || entries != expect.entry_count {
         return Err(bad(
-            format!("blocks covering {} bytes and {} entries", expect.data_len, expect.entry_count),
+            format!(
+                "blocks covering {} bytes and {} entries",
+                expect.data_len, expect.entry_count
+            ),
             format!("{next_offset} bytes and {entries} entries"),
         ));
     }
@@ -420,7 +495,11 @@ impl<'a> IndexView<'a> {
 
     #[inline]
     fn key_at(&self, j: usize) -> &'a [u8] {
-        let start = if j == 0 { 0 } else { le_u32(self.key_ends, 4 * (j - 1)) as usize };
+        let start = if j == 0 {
+            0
+        } else {
+            le_u32(self.key_ends, 4 * (j - 1)) as usize
+        };
         &self.keys[start..le_u32(self.key_ends, 4 * j) as usize]
     }
 
@@ -475,11 +554,18 @@ mod tests {
     }
 
     fn archive(b: &DataBlock) -> rkyv::util::AlignedVec<16> {
-        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(b, rkyv::util::AlignedVec::<16>::new()).unwrap()
+        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(b, rkyv::util::AlignedVec::<16>::new())
+            .unwrap()
     }
 
     fn expect<'a>(n: usize, first: &'a [u8], last: &'a [u8]) -> BlockExpect<'a> {
-        BlockExpect { mode: RunMode::KeyValue, value_align: 8, entry_count: n, first_key: first, last_key: last }
+        BlockExpect {
+            mode: RunMode::KeyValue,
+            value_align: 8,
+            entry_count: n,
+            first_key: first,
+            last_key: last,
+        }
     }
 
     fn check(b: &DataBlock, e: &BlockExpect<'_>) -> Result<BlockLayout> {

@@ -109,7 +109,9 @@ mod tests {
             assert!(f.may_contain_hash(h));
         }
         let absent = 200_000u64;
-        let fp = (n..n + absent).filter(|&i| f.may_contain_hash(key_hash(&key(i)))).count();
+        let fp = (n..n + absent)
+            .filter(|&i| f.may_contain_hash(key_hash(&key(i))))
+            .count();
         let rate = fp as f64 / absent as f64;
         assert!(rate < 0.015, "false-positive rate {rate}");
         assert!(rate > 0.002, "suspiciously low false-positive rate {rate}");

@@ -21,14 +21,24 @@ pub struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     pub(crate) fn first(run: &'a Run) -> Result<Self> {
-        let mut c = Cursor { run, block: 0, view: None, pos: 0 };
+        let mut c = Cursor {
+            run,
+            block: 0,
+            view: None,
+            pos: 0,
+        };
         c.enter(0)?;
         Ok(c)
     }
 
     pub(crate) fn seek(run: &'a Run, key: &[u8]) -> Result<Self> {
         let b = run.index().find_block(key);
-        let mut c = Cursor { run, block: b, view: None, pos: 0 };
+        let mut c = Cursor {
+            run,
+            block: b,
+            view: None,
+            pos: 0,
+        };
         c.enter(b)?;
         if let Some(view) = c.view {
             // The index promised this block's last key is >= key.
@@ -103,7 +113,9 @@ enum IterState<'a> {
 
 impl<'a> Iter<'a> {
     pub(crate) fn new(run: &'a Run) -> Self {
-        Iter { state: IterState::Start(run) }
+        Iter {
+            state: IterState::Start(run),
+        }
     }
 }
 

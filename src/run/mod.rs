@@ -14,6 +14,26 @@
 //! | `writer` | [`RunWriter`] |
 //! | `reader` | [`Run`]: open, get, verify |
 //! | `cursor` | [`Cursor`] and [`Iter`] |
+//!
+//! ```
+//! use std::sync::Arc;
+//! use statespine::io::{Fs, MemFs};
+//! use statespine::run::{EntryKind, Run, RunMode, RunOptions, RunWriter};
+//!
+//! let fs = MemFs::new();
+//! let mut w = RunWriter::create(Arc::new(fs.clone()), "/a.run", RunOptions::new(RunMode::KeyValue))?;
+//! w.put(b"apple", b"red")?;
+//! w.delete(b"banana")?;
+//! w.put(b"cherry", b"dark red")?;
+//! let meta = w.finish()?;
+//! let run = Run::open(&fs, &meta.path)?;
+//! assert_eq!(run.get(b"apple")?.map(|e| e.value), Some(&b"red"[..]));
+//! let mut c = run.seek(b"b")?;
+//! assert_eq!(c.current().map(|e| (e.key, e.kind)), Some((&b"banana"[..], EntryKind::Delete)));
+//! c.advance()?;
+//! assert_eq!(c.key(), Some(&b"cherry"[..]));
+//! # Ok::<(), statespine::Error>(())
+//! ```
 
 mod archive;
 pub mod bloom;

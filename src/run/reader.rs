@@ -77,11 +77,22 @@ impl Run {
     }
 
     fn from_mapping(path: PathBuf, map: Mapping, footer: Footer) -> Result<Run> {
-        let spec = FrameSpec { magic: format::INDEX_MAGIC, region: "index", len: footer.index_len, crc: None };
+        let spec = FrameSpec {
+            magic: format::INDEX_MAGIC,
+            region: "index",
+            len: footer.index_len,
+            crc: None,
+        };
         let index = format::read_frame(&map, footer.index_offset, spec, &path)?;
         let header = format::FRAME_HEADER_LEN as u64;
         if index.codec != Codec::None {
-            return Err(Error::corrupt(&path, footer.index_offset + 4, "index", "codec 0", "a compressed index"));
+            return Err(Error::corrupt(
+                &path,
+                footer.index_offset + 4,
+                "index",
+                "codec 0",
+                "a compressed index",
+            ));
         }
         let block_count = usize::try_from(footer.block_count).unwrap_or(usize::MAX);
         let expect = IndexExpect {
@@ -90,10 +101,16 @@ impl Run {
             entry_count: footer.entry_count,
             data_len: footer.index_offset,
         };
-        let index_layout = super::archive::validate_index(index.payload, &expect, &path, footer.index_offset + header)?;
+        let index_layout =
+            super::archive::validate_index(index.payload, &expect, &path, footer.index_offset + header)?;
         let index_payload = payload_range(&index, &map);
 
-        let spec = FrameSpec { magic: format::FILTER_MAGIC, region: "filter", len: footer.filter_len, crc: None };
+        let spec = FrameSpec {
+            magic: format::FILTER_MAGIC,
+            region: "filter",
+            len: footer.filter_len,
+            crc: None,
+        };
         let filter = format::read_frame(&map, footer.filter_offset, spec, &path)?;
         if filter.codec != Codec::None || filter.payload.len() % LINE_BYTES != 0 {
             return Err(Error::corrupt(
@@ -105,14 +122,26 @@ impl Run {
             ));
         }
         if footer.entry_count > 0 && filter.payload.is_empty() {
-            return Err(Error::corrupt(&path, footer.filter_offset, "filter", "a non-empty filter", "0 lines"));
+            return Err(Error::corrupt(
+                &path,
+                footer.filter_offset,
+                "filter",
+                "a non-empty filter",
+                "0 lines",
+            ));
         }
         let filter_payload = payload_range(&filter, &map);
 
         let view = IndexView::new(&map[index_payload.clone()], &index_layout);
-        let key_range = (block_count > 0)
-            .then(|| (view.row(0).first_key.to_vec(), view.row(block_count - 1).last_key.to_vec()));
-        let compressed_blocks = (0..block_count).filter(|&i| view.row(i).codec == Codec::Zstd as u8).count();
+        let key_range = (block_count > 0).then(|| {
+            (
+                view.row(0).first_key.to_vec(),
+                view.row(block_count - 1).last_key.to_vec(),
+            )
+        });
+        let compressed_blocks = (0..block_count)
+            .filter(|&i| view.row(i).codec == Codec::Zstd as u8)
+            .count();
         if compressed_blocks > 0 && footer.incompat_features & format::INCOMPAT_ZSTD_BLOCKS == 0 {
             return Err(Error::corrupt(
                 &path,
@@ -136,7 +165,16 @@ impl Run {
             body_crc32c: footer.body_crc32c,
         };
         let blocks = (0..block_count).map(|_| OnceLock::new()).collect();
-        Ok(Run { path, map, footer, index_payload, index_layout, filter_payload, blocks, meta })
+        Ok(Run {
+            path,
+            map,
+            footer,
+            index_payload,
+            index_layout,
+            filter_payload,
+            blocks,
+            meta,
+        })
     }
 
     /// What the run holds, in numbers.
@@ -192,14 +230,20 @@ impl Run {
                 let loaded = self.load_block(i)?;
                 // A racing thread may have set it first; its layout is identical.
                 let _ = slot.set(loaded);
-                slot.get().ok_or_else(|| Error::InvalidArgument("block cache lost a value".into()))?
+                slot.get()
+                    .ok_or_else(|| Error::InvalidArgument("block cache lost a value".into()))?
             }
         };
         let payload = match &loaded.decoded {
             Some(buf) => buf.as_slice(),
             None => self.stored_payload(i),
         };
-        Ok(BlockView::new(payload, &loaded.layout, self.footer.mode, value_align))
+        Ok(BlockView::new(
+            payload,
+            &loaded.layout,
+            self.footer.mode,
+            value_align,
+        ))
     }
 
     /// Starts pulling block `i`'s bytes into the CPU cache (no validation, no
@@ -262,9 +306,16 @@ impl Run {
         let mut out = AlignedVec::<16>::with_capacity(raw_len);
         out.resize(raw_len, 0);
         let bad = |found: String| {
-            Error::corrupt(&self.path, at, "data block", format!("a zstd frame of {raw_len} bytes"), found)
+            Error::corrupt(
+                &self.path,
+                at,
+                "data block",
+                format!("a zstd frame of {raw_len} bytes"),
+                found,
+            )
         };
-        let n = zstd::bulk::decompress_to_buffer(frame.payload, out.as_mut_slice()).map_err(|e| bad(e.to_string()))?;
+        let n = zstd::bulk::decompress_to_buffer(frame.payload, out.as_mut_slice())
+            .map_err(|e| bad(e.to_string()))?;
         if n != raw_len {
             return Err(bad(format!("{n} bytes")));
         }
@@ -311,7 +362,7 @@ impl Run {
     pub fn verify(&self) -> Result<()> {
         let body_len = self.footer.file_len as usize - FOOTER_LEN;
         let crc = crc32c::crc32c(&self.map[..body_len]);
-        if crc != self.footer.body_crc32c {
+        if !format::crc_matches(self.footer.body_crc32c, crc) {
             return Err(Error::corrupt(
                 &self.path,
                 0,

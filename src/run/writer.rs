@@ -138,7 +138,10 @@ impl RunWriter {
                 RunMode::ZSet => (key, value) > (self.last_key.as_slice(), self.last_value.as_slice()),
             };
             if !ordered {
-                return Err(Error::OutOfOrder { path: self.path.clone(), index: self.entry_count });
+                return Err(Error::OutOfOrder {
+                    path: self.path.clone(),
+                    index: self.entry_count,
+                });
             }
         }
         let align = self.opts.value_align_bytes;
@@ -197,7 +200,9 @@ impl RunWriter {
             return Err(Error::InvalidArgument("Z-set weights must be non-zero".into()));
         }
         if u32::try_from(self.index.keys.len() + 2 * key.len()).is_err() {
-            return Err(Error::InvalidArgument("run index would exceed 4 GiB of keys".into()));
+            return Err(Error::InvalidArgument(
+                "run index would exceed 4 GiB of keys".into(),
+            ));
         }
         Ok(())
     }
@@ -217,7 +222,8 @@ impl RunWriter {
             None => (Codec::None, &archive),
             Some(Zstd(compressor)) => {
                 self.compressed.clear();
-                self.compressed.reserve(zstd::zstd_safe::compress_bound(archive.len()));
+                self.compressed
+                    .reserve(zstd::zstd_safe::compress_bound(archive.len()));
                 compressor
                     .compress_to_buffer(archive.as_slice(), &mut self.compressed)
                     .map_err(|e| Error::io("zstd compress", &self.tmp_path, e))?;
@@ -264,23 +270,35 @@ impl RunWriter {
     pub fn finish(mut self) -> Result<RunMeta> {
         self.flush_block()?;
         let index_offset = self.written + self.out.len() as u64;
-        let index = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.index, AlignedVec::<16>::new())
-            .map_err(|e| Error::InvalidArgument(format!("archiving the index: {e}")))?;
-        let index_raw = u32::try_from(index.len()).map_err(|_| Error::InvalidArgument("index over 4 GiB".into()))?;
+        let index =
+            rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.index, AlignedVec::<16>::new())
+                .map_err(|e| Error::InvalidArgument(format!("archiving the index: {e}")))?;
+        let index_raw =
+            u32::try_from(index.len()).map_err(|_| Error::InvalidArgument("index over 4 GiB".into()))?;
         format::write_frame(&mut self.out, format::INDEX_MAGIC, Codec::None, &index, index_raw);
         let filter_offset = self.written + self.out.len() as u64;
         let probes = bloom::probes_for(self.opts.bloom_bits_per_key);
         let filter = bloom::build(&self.key_hashes, self.opts.bloom_bits_per_key, probes);
         let filter_raw =
             u32::try_from(filter.len()).map_err(|_| Error::InvalidArgument("filter over 4 GiB".into()))?;
-        format::write_frame(&mut self.out, format::FILTER_MAGIC, Codec::None, &filter, filter_raw);
+        format::write_frame(
+            &mut self.out,
+            format::FILTER_MAGIC,
+            Codec::None,
+            &filter,
+            filter_raw,
+        );
         let body_len = self.written + self.out.len() as u64;
         self.drain_out()?;
         let footer = Footer {
             format_version: FORMAT_VERSION,
             min_reader_version: MIN_READER_VERSION,
             compat_features: 0,
-            incompat_features: if self.compressed_blocks > 0 { INCOMPAT_ZSTD_BLOCKS } else { 0 },
+            incompat_features: if self.compressed_blocks > 0 {
+                INCOMPAT_ZSTD_BLOCKS
+            } else {
+                0
+            },
             mode: self.opts.mode,
             value_align_log2: self.opts.value_align_bytes.trailing_zeros() as u8,
             filter_probes: probes,
@@ -307,7 +325,10 @@ impl RunWriter {
         let key_range = (n > 0).then(|| {
             let ends = &self.index.key_ends;
             let last_start = ends[2 * n - 2] as usize;
-            (self.index.keys[..ends[0] as usize].to_vec(), self.index.keys[last_start..ends[2 * n - 1] as usize].to_vec())
+            (
+                self.index.keys[..ends[0] as usize].to_vec(),
+                self.index.keys[last_start..ends[2 * n - 1] as usize].to_vec(),
+            )
         });
         Ok(RunMeta {
             path: std::mem::take(&mut self.path),

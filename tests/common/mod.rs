@@ -17,7 +17,11 @@ pub struct Owned {
 
 impl Owned {
     pub fn of(e: EntryRef<'_>) -> Owned {
-        Owned { key: e.key.to_vec(), value: e.value.to_vec(), kind: e.kind }
+        Owned {
+            key: e.key.to_vec(),
+            value: e.value.to_vec(),
+            kind: e.kind,
+        }
     }
 }
 
