@@ -12,6 +12,16 @@ use proptest::test_runner::FileFailurePersistence;
 use statespine::io::{Fs, MemFs, StdFs};
 use statespine::run::{Compression, EntryKind, Run, RunMode, RunOptions, RunWriter};
 
+/// Every entry from the cursor's position on.
+fn rest_of(mut c: statespine::run::Cursor<'_>) -> Vec<Owned> {
+    let mut got = Vec::new();
+    while let Some(e) = c.current() {
+        got.push(Owned::of(e));
+        c.advance().unwrap();
+    }
+    got
+}
+
 fn options() -> impl Strategy<Value = RunOptions> {
     (
         prop_oneof![Just(64usize), Just(300), Just(4096)],
@@ -84,12 +94,7 @@ proptest! {
             prop_assert_eq!(run.get(p).unwrap().map(Owned::of), want);
             // seek: the first entry >= p, then the rest in order.
             let tail: Vec<Owned> = entries.iter().filter(|e| &e.key >= p).cloned().collect();
-            let mut c = run.seek(p).unwrap();
-            let mut got = Vec::new();
-            while let Some(e) = c.current() {
-                got.push(Owned::of(e));
-                c.advance().unwrap();
-            }
+            let got = rest_of(run.seek(p).unwrap());
             prop_assert_eq!(got, tail);
         }
         run.verify().unwrap();
@@ -113,12 +118,7 @@ proptest! {
         prop_assert_eq!(read_all(&run).unwrap(), entries.clone());
         for p in &probes {
             let tail: Vec<Owned> = entries.iter().filter(|e| &e.key >= p).cloned().collect();
-            let mut c = run.seek(p).unwrap();
-            let mut got = Vec::new();
-            while let Some(e) = c.current() {
-                got.push(Owned::of(e));
-                c.advance().unwrap();
-            }
+            let got = rest_of(run.seek(p).unwrap());
             prop_assert_eq!(&got, &tail);
             let first = entries.iter().find(|e| &e.key == p).cloned();
             prop_assert_eq!(run.get(p).unwrap().map(Owned::of), first);

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::format::RunMode;
+use super::format::{Footer, RunMode};
 
 /// Metadata of a sealed run, returned by [`super::RunWriter::finish`] and
 /// [`super::Run::meta`].
@@ -30,4 +30,28 @@ pub struct RunMeta {
     pub filter_len: u64,
     /// crc32c of every byte before the footer: the run's content checksum.
     pub body_crc32c: u32,
+}
+
+impl RunMeta {
+    /// The metadata of a run with this footer.
+    pub(crate) fn from_footer(
+        path: PathBuf,
+        footer: &Footer,
+        compressed_blocks: u64,
+        key_range: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> RunMeta {
+        RunMeta {
+            path,
+            mode: footer.mode,
+            entry_count: footer.entry_count,
+            block_count: footer.block_count,
+            compressed_blocks,
+            key_range,
+            file_len: footer.file_len,
+            data_len: footer.index_offset,
+            index_len: footer.index_len,
+            filter_len: footer.filter_len,
+            body_crc32c: footer.body_crc32c,
+        }
+    }
 }

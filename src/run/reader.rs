@@ -151,19 +151,7 @@ impl Run {
                 format!("{compressed_blocks} compressed blocks"),
             ));
         }
-        let meta = RunMeta {
-            path: path.clone(),
-            mode: footer.mode,
-            entry_count: footer.entry_count,
-            block_count: footer.block_count,
-            compressed_blocks: compressed_blocks as u64,
-            key_range,
-            file_len: footer.file_len,
-            data_len: footer.index_offset,
-            index_len: footer.index_len,
-            filter_len: footer.filter_len,
-            body_crc32c: footer.body_crc32c,
-        };
+        let meta = RunMeta::from_footer(path.clone(), &footer, compressed_blocks as u64, key_range);
         let blocks = (0..block_count).map(|_| OnceLock::new()).collect();
         Ok(Run {
             path,

@@ -330,19 +330,13 @@ impl RunWriter {
                 self.index.keys[last_start..ends[2 * n - 1] as usize].to_vec(),
             )
         });
-        Ok(RunMeta {
-            path: std::mem::take(&mut self.path),
-            mode: footer.mode,
-            entry_count: footer.entry_count,
-            block_count: footer.block_count,
-            compressed_blocks: self.compressed_blocks,
+        let path = std::mem::take(&mut self.path);
+        Ok(RunMeta::from_footer(
+            path,
+            &footer,
+            self.compressed_blocks,
             key_range,
-            file_len: footer.file_len,
-            data_len: footer.index_offset,
-            index_len: footer.index_len,
-            filter_len: footer.filter_len,
-            body_crc32c: footer.body_crc32c,
-        })
+        ))
     }
 
     /// The final path of the run.
