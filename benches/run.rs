@@ -154,6 +154,17 @@ fn benches(c: &mut Criterion) {
             black_box(sum)
         })
     });
+    // The same walk without reading value bytes: a lower bound no store that
+    // returns values can reach; reported for context, not as the target.
+    g.bench_function("vec_keys_only", |b| {
+        b.iter(|| {
+            let mut sum = 0usize;
+            for (k, v) in &d.entries {
+                sum += k[0] as usize + v.len();
+            }
+            black_box(sum)
+        })
+    });
     g.finish();
 }
 
