@@ -26,6 +26,9 @@ use super::meta::RunMeta;
 use crate::io::{Fs, Mapping};
 use crate::{Error, Result};
 
+/// Output chunk of block decompression: a typical block fits in one.
+const DECOMPRESS_CHUNK_BYTES: usize = 64 << 10;
+
 /// A block after its first touch: where its columns are, and its bytes if they
 /// had to be decompressed.
 #[derive(Debug)]
@@ -289,10 +292,12 @@ impl Run {
         Ok(LoadedBlock { layout, decoded })
     }
 
+    /// Decompresses a block into an aligned buffer. The buffer grows with the
+    /// bytes zstd actually produces, so a damaged or forged `raw_len` cannot
+    /// make us allocate gigabytes up front.
     fn decompress(&self, frame: &format::Frame<'_>, at: u64) -> Result<AlignedVec<16>> {
+        use std::io::Read;
         let raw_len = frame.raw_len as usize;
-        let mut out = AlignedVec::<16>::with_capacity(raw_len);
-        out.resize(raw_len, 0);
         let bad = |found: String| {
             Error::corrupt(
                 &self.path,
@@ -302,10 +307,22 @@ impl Run {
                 found,
             )
         };
-        let n = zstd::bulk::decompress_to_buffer(frame.payload, out.as_mut_slice())
-            .map_err(|e| bad(e.to_string()))?;
-        if n != raw_len {
-            return Err(bad(format!("{n} bytes")));
+        let mut decoder =
+            zstd::stream::read::Decoder::with_buffer(frame.payload).map_err(|e| bad(e.to_string()))?;
+        let mut out = AlignedVec::<16>::with_capacity(raw_len.min(DECOMPRESS_CHUNK_BYTES));
+        let mut chunk = vec![0u8; DECOMPRESS_CHUNK_BYTES.min(raw_len + 1)];
+        loop {
+            let n = decoder.read(&mut chunk).map_err(|e| bad(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            if out.len() + n > raw_len {
+                return Err(bad(format!("more than {raw_len} bytes")));
+            }
+            out.extend_from_slice(&chunk[..n]);
+        }
+        if out.len() != raw_len {
+            return Err(bad(format!("{} bytes", out.len())));
         }
         Ok(out)
     }
