@@ -318,6 +318,19 @@ impl<'a> BlockView<'a> {
         }
     }
 
+    /// Whether this block's last entry sorts strictly before `next`'s first.
+    /// Blocks are validated one at a time, and in Z-set runs one key's values
+    /// may span blocks, so order across a boundary is checked when crossed.
+    pub(crate) fn precedes(&self, next: &BlockView<'_>) -> bool {
+        let last = self.len() - 1;
+        let by_key = self.key(last).cmp(next.key(0));
+        let ord = match self.mode {
+            RunMode::KeyValue => by_key,
+            RunMode::ZSet => by_key.then_with(|| self.value(last).cmp(next.value(0))),
+        };
+        ord == Ordering::Less
+    }
+
     /// Index of the first entry whose key is `>= key` (`len()` if none).
     #[inline]
     pub(crate) fn lower_bound(&self, key: &[u8]) -> usize {

@@ -85,7 +85,11 @@ impl<'a> Cursor<'a> {
             return Ok(());
         }
         let (block, pos) = (self.block, self.pos);
-        self.enter(block + 1).inspect_err(|_| {
+        let entered = self.enter(block + 1).and_then(|()| match self.view {
+            Some(next) => self.run.check_boundary(block + 1, &view, &next),
+            None => Ok(()),
+        });
+        entered.inspect_err(|_| {
             self.block = block;
             self.pos = pos;
             self.view = Some(view);

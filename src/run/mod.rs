@@ -43,6 +43,8 @@ pub mod format;
 mod meta;
 mod options;
 mod reader;
+#[cfg(test)]
+mod testing;
 mod writer;
 
 pub use cursor::{Cursor, Iter};

@@ -237,6 +237,21 @@ impl Run {
         ))
     }
 
+    /// Checks that block `b` (`next`) starts strictly after block `b - 1`
+    /// (`prev`) ends; see [`BlockView::precedes`].
+    pub(crate) fn check_boundary(&self, b: usize, prev: &BlockView<'_>, next: &BlockView<'_>) -> Result<()> {
+        if prev.precedes(next) {
+            return Ok(());
+        }
+        Err(Error::corrupt(
+            &self.path,
+            self.index().row(b).offset,
+            "data block",
+            format!("a first entry greater than block {}'s last entry", b - 1),
+            "entries out of order across blocks",
+        ))
+    }
+
     /// Starts pulling block `i`'s bytes into the CPU cache (no validation, no
     /// effect on results; a no-op past the last block).
     #[inline]
@@ -376,6 +391,14 @@ impl Run {
                 format!("{crc:#010x}"),
             ));
         }
-        (0..self.blocks.len()).try_for_each(|i| self.block(i).map(|_| ()))
+        let mut prev: Option<BlockView<'_>> = None;
+        for b in 0..self.blocks.len() {
+            let view = self.block(b)?;
+            if let Some(prev) = prev {
+                self.check_boundary(b, &prev, &view)?;
+            }
+            prev = Some(view);
+        }
+        Ok(())
     }
 }
