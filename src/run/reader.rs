@@ -35,6 +35,8 @@ const DECOMPRESS_CHUNK_BYTES: usize = 64 << 10;
 struct LoadedBlock {
     layout: BlockLayout,
     decoded: Option<AlignedVec<16>>,
+    /// Where the stored payload lies in the mapping (used when not decoded).
+    stored: std::ops::Range<usize>,
 }
 
 /// An open, immutable run. `Send + Sync`: blocks are validated at most once
@@ -227,7 +229,7 @@ impl Run {
         };
         let payload = match &loaded.decoded {
             Some(buf) => buf.as_slice(),
-            None => self.stored_payload(i),
+            None => &self.map[loaded.stored.clone()],
         };
         Ok(BlockView::new(
             payload,
@@ -263,14 +265,6 @@ impl Run {
         }
     }
 
-    fn stored_payload(&self, i: usize) -> &[u8] {
-        let row = self.index().row(i);
-        // Offsets were checked at open to tile the data region.
-        let start = row.offset as usize + format::FRAME_HEADER_LEN;
-        let stored_len = format::le_u32(&self.map, row.offset as usize + 8) as usize;
-        &self.map[start..start + stored_len]
-    }
-
     #[cold]
     fn load_block(&self, i: usize) -> Result<LoadedBlock> {
         let row = self.index().row(i);
@@ -304,7 +298,12 @@ impl Run {
         };
         let payload = decoded.as_ref().map_or(frame.payload, |d| d.as_slice());
         let layout = super::archive::validate_block(payload, &expect, &self.path, payload_at)?;
-        Ok(LoadedBlock { layout, decoded })
+        let stored = payload_range(&frame, &self.map);
+        Ok(LoadedBlock {
+            layout,
+            decoded,
+            stored,
+        })
     }
 
     /// Decompresses a block into an aligned buffer. The buffer grows with the
