@@ -16,7 +16,7 @@ use std::path::Path;
 use rkyv::{Archive, Serialize};
 
 use super::entry::{EntryKind, EntryRef, KIND_DELETE, KIND_PUT};
-use super::format::{RunMode, le_u32, le_u64};
+use super::format::{RunMode, align_up, le_u32, le_u64};
 use crate::{Error, Result};
 
 /// Columns of one data block, as written. `values` is the first field so that
@@ -178,7 +178,7 @@ fn check_entries(
     let (mut key_start, mut value_end) = (0usize, 0usize);
     for i in 0..n {
         let key_end = le_u32(view.key_ends, 4 * i) as usize;
-        let value_start = align_up_to(value_end, expect.value_align);
+        let value_start = align_up(value_end, expect.value_align);
         let next_value_end = le_u32(view.value_ends, 4 * i) as usize;
         if key_end < key_start || key_end > view.keys.len() {
             return Err((
@@ -234,10 +234,6 @@ fn check_entries(
     Ok(())
 }
 
-const fn align_up_to(n: usize, align: usize) -> usize {
-    (n + align - 1) & !(align - 1)
-}
-
 /// A validated data block, borrowed from the mapping (or the decompressed copy).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BlockView<'a> {
@@ -287,7 +283,7 @@ impl<'a> BlockView<'a> {
         } else {
             le_u32(self.value_ends, 4 * (i - 1)) as usize
         };
-        let start = align_up_to(prev, self.value_align);
+        let start = align_up(prev, self.value_align);
         let end = le_u32(self.value_ends, 4 * i) as usize;
         &self.values[start..end]
     }
@@ -553,17 +549,14 @@ impl<'a> IndexView<'a> {
 mod tests {
     use super::*;
 
+    /// A block of puts.
     fn block(keys: &[&[u8]], values: &[&[u8]]) -> DataBlock {
-        let mut b = DataBlock::default();
-        for (k, v) in keys.iter().zip(values) {
-            b.keys.extend_from_slice(k);
-            b.key_ends.push(b.keys.len() as u32);
-            b.values.resize(align_up_to(b.values.len(), 8), 0);
-            b.values.extend_from_slice(v);
-            b.value_ends.push(b.values.len() as u32);
-            b.kinds.push(KIND_PUT);
-        }
-        b
+        let entries: Vec<_> = keys
+            .iter()
+            .zip(values)
+            .map(|(k, v)| (*k, *v, EntryKind::Put))
+            .collect();
+        crate::run::testing::block(&entries)
     }
 
     fn archive(b: &DataBlock) -> rkyv::util::AlignedVec<16> {

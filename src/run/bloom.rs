@@ -36,6 +36,17 @@ fn line_of(h: u64, lines: usize) -> usize {
     (((h >> 32) * lines as u64) >> 32) as usize
 }
 
+/// The bit positions (0..512) a key with hash `h` sets in its line. Building
+/// and querying share this one definition, so they cannot disagree.
+#[inline]
+fn probe_bits(h: u64, probes: u8) -> impl Iterator<Item = usize> {
+    let mut x = h;
+    (0..probes).map(move |_| {
+        x = x.wrapping_mul(PROBE_MUL);
+        (x >> 55) as usize
+    })
+}
+
 /// Builds a filter's bytes from the hashes of every distinct key.
 pub fn build(hashes: &[u64], bits_per_key: u8, probes: u8) -> Vec<u8> {
     let bits = hashes.len() as u64 * u64::from(bits_per_key);
@@ -43,10 +54,7 @@ pub fn build(hashes: &[u64], bits_per_key: u8, probes: u8) -> Vec<u8> {
     let mut out = vec![0u8; lines * LINE_BYTES];
     for &h in hashes {
         let line = &mut out[line_of(h, lines) * LINE_BYTES..][..LINE_BYTES];
-        let mut x = h;
-        for _ in 0..probes {
-            x = x.wrapping_mul(PROBE_MUL);
-            let bit = (x >> 55) as usize;
+        for bit in probe_bits(h, probes) {
             line[bit / 8] |= 1 << (bit % 8);
         }
     }
@@ -74,15 +82,7 @@ impl<'a> FilterView<'a> {
             return false;
         }
         let line = &self.bytes[line_of(h, lines) * LINE_BYTES..][..LINE_BYTES];
-        let mut x = h;
-        for _ in 0..self.probes {
-            x = x.wrapping_mul(PROBE_MUL);
-            let bit = (x >> 55) as usize;
-            if line[bit / 8] & (1 << (bit % 8)) == 0 {
-                return false;
-            }
-        }
-        true
+        probe_bits(h, self.probes).all(|bit| line[bit / 8] & (1 << (bit % 8)) != 0)
     }
 }
 
