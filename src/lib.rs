@@ -12,6 +12,7 @@
 //! | --- | --- |
 //! | [`io`] | the storage seam: every file-system call, real and in-memory |
 //! | [`run`] | immutable run files: writer, zero-copy reader, index, filter |
+//! | [`memtable`] | the mutable write buffer of one spine |
 //!
 //! `unsafe` is denied everywhere except `io::mapping`, which maps files.
 #![deny(unsafe_code)]
@@ -19,6 +20,7 @@
 
 mod error;
 pub mod io;
+pub mod memtable;
 pub mod run;
 
 pub use error::{Error, Result};

@@ -1,0 +1,343 @@
+//! [`Memtable`]: the mutable in-memory write buffer of one spine.
+//!
+//! 1. Key and value bytes are appended to one arena (values aligned like a
+//!    run's, so a typed read can borrow them in place); an entry records where
+//!    they are and what it says (put, delete, or a Z-set weight).
+//! 2. A [`HashIndex`] over the key (key-value) or the `(key, value)` pair
+//!    (Z-set) finds an existing entry in O(1): a put overwrites it in place, an
+//!    update adds to its weight. A Z-set also chains the entries of each key
+//!    from a second index, so reading one key's values never sorts anything.
+//! 3. Order is made lazily: [`Memtable::sort`] sorts the entries added since
+//!    the last sort and merges them into the sorted list, so the memtable pays
+//!    for ordering only when a range read or a seal asks for it.
+//!
+//! Invariant: `sorted` is a permutation of `entries[..sorted.len()]` in
+//! increasing key (key-value) or `(key, value)` (Z-set) order. Entries are
+//! never removed; a delete is a tombstone, a weight that sums to zero stays as
+//! a zero that merges drop.
+//!
+//! Nothing here allocates per write beyond amortised growth of the arena and
+//! entry vector, both sized from the byte budget up front.
+
+mod index;
+
+use rkyv::util::AlignedVec;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use crate::run::bloom::key_hash;
+use crate::run::format::{RunMode, align_up};
+use crate::run::{EntryKind, EntryRef, MAX_ENTRY_BYTES};
+use crate::{Error, Result};
+use index::HashIndex;
+
+/// No next entry in a key's chain.
+const NO_ENTRY: u32 = u32::MAX;
+/// Expected bytes per entry, to size the tables from the byte budget: a guess
+/// on the small side (a 16-byte key and a 32-byte value plus the entry), so
+/// typical workloads never grow the table.
+const SIZING_BYTES_PER_ENTRY: usize = 96;
+/// Largest memtable budget: arena offsets are `u32`, and one entry of
+/// [`MAX_ENTRY_BYTES`] must still fit on top of a full memtable.
+pub const MAX_MEMTABLE_BYTES: usize = 1 << 30;
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    key_off: u32,
+    key_len: u32,
+    val_off: u32,
+    val_len: u32,
+    kind: EntryKind,
+    /// Z-set: the previous entry with the same key (a chain per key).
+    next_same_key: u32,
+}
+
+/// The write buffer of one spine. See the module docs.
+#[derive(Debug)]
+pub struct Memtable {
+    mode: RunMode,
+    value_align: usize,
+    arena: AlignedVec<16>,
+    entries: Vec<Slot>,
+    table: HashIndex,
+    /// Z-set only: key -> newest entry with that key.
+    keys: HashIndex,
+    sorted: Vec<u32>,
+}
+
+/// Hash of a `(key, value)` pair, seeded by the key's hash.
+#[inline]
+fn pair_hash(kh: u64, value: &[u8]) -> u64 {
+    xxh3_64_with_seed(value, kh)
+}
+
+impl Memtable {
+    /// An empty memtable sized for `budget_bytes` of writes.
+    pub fn new(mode: RunMode, budget_bytes: usize, value_align: usize) -> Memtable {
+        let budget_bytes = budget_bytes.min(MAX_MEMTABLE_BYTES);
+        let expect = budget_bytes / SIZING_BYTES_PER_ENTRY;
+        Memtable {
+            mode,
+            value_align,
+            arena: AlignedVec::with_capacity(budget_bytes),
+            entries: Vec::with_capacity(expect),
+            table: HashIndex::with_capacity(expect),
+            keys: HashIndex::with_capacity(if mode == RunMode::ZSet { expect } else { 0 }),
+            sorted: Vec::new(),
+        }
+    }
+
+    /// Key-value or Z-set.
+    pub fn mode(&self) -> RunMode {
+        self.mode
+    }
+
+    /// Entries held (overwritten keys count once; zero weights count).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Memory held: arena, entries and tables.
+    pub fn size_bytes(&self) -> usize {
+        self.arena.len()
+            + self.entries.len() * std::mem::size_of::<Slot>()
+            + self.table.size_bytes()
+            + self.keys.size_bytes()
+            + self.sorted.len() * std::mem::size_of::<u32>()
+    }
+
+    #[inline]
+    fn bytes(&self, off: u32, len: u32) -> &[u8] {
+        &self.arena[off as usize..off as usize + len as usize]
+    }
+
+    #[inline]
+    fn key_of(&self, e: u32) -> &[u8] {
+        let s = &self.entries[e as usize];
+        self.bytes(s.key_off, s.key_len)
+    }
+
+    #[inline]
+    fn value_of(&self, e: u32) -> &[u8] {
+        let s = &self.entries[e as usize];
+        self.bytes(s.val_off, s.val_len)
+    }
+
+    /// Entry number `e` as an entry reference.
+    #[inline]
+    pub fn entry(&self, e: u32) -> EntryRef<'_> {
+        let s = &self.entries[e as usize];
+        EntryRef {
+            key: self.bytes(s.key_off, s.key_len),
+            value: self.bytes(s.val_off, s.val_len),
+            kind: s.kind,
+        }
+    }
+
+    fn check(&self, key: &[u8], value: &[u8], kind: EntryKind) -> Result<()> {
+        if key.len() > MAX_ENTRY_BYTES || value.len() > MAX_ENTRY_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "keys and values are limited to {MAX_ENTRY_BYTES} bytes, got {} and {}",
+                key.len(),
+                value.len()
+            )));
+        }
+        let ok = matches!(
+            (self.mode, kind),
+            (RunMode::KeyValue, EntryKind::Put | EntryKind::Delete) | (RunMode::ZSet, EntryKind::Weight(_))
+        );
+        if !ok {
+            return Err(Error::InvalidArgument(format!(
+                "a {:?} spine cannot take {kind:?}",
+                self.mode
+            )));
+        }
+        if self.arena.len() + key.len() + value.len() + self.value_align > u32::MAX as usize {
+            return Err(Error::InvalidArgument(
+                "memtable arena would pass 4 GiB; seal it first".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn append_value(&mut self, value: &[u8]) -> u32 {
+        let off = align_up(self.arena.len(), self.value_align);
+        self.arena.resize(off, 0);
+        self.arena.extend_from_slice(value);
+        off as u32
+    }
+
+    fn push_slot(&mut self, key: &[u8], value: &[u8], kind: EntryKind, next_same_key: u32) -> u32 {
+        let key_off = self.arena.len() as u32;
+        self.arena.extend_from_slice(key);
+        let val_off = self.append_value(value);
+        let e = self.entries.len() as u32;
+        self.entries.push(Slot {
+            key_off,
+            key_len: key.len() as u32,
+            val_off,
+            val_len: value.len() as u32,
+            kind,
+            next_same_key,
+        });
+        e
+    }
+
+    /// Sets `key` to `value` (key-value).
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.upsert(key, value, EntryKind::Put)
+    }
+
+    /// Deletes `key` (key-value): a tombstone that hides older runs.
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.upsert(key, &[], EntryKind::Delete)
+    }
+
+    fn upsert(&mut self, key: &[u8], value: &[u8], kind: EntryKind) -> Result<()> {
+        self.check(key, value, kind)?;
+        let h = key_hash(key);
+        match self.table.find(h, |e| self.key_of(e) == key) {
+            Some(e) => {
+                // The old value's bytes stay in the arena as garbage until the seal.
+                let val_off = self.append_value(value);
+                let s = &mut self.entries[e as usize];
+                s.val_off = val_off;
+                s.val_len = value.len() as u32;
+                s.kind = kind;
+            }
+            None => {
+                let e = self.push_slot(key, value, kind, NO_ENTRY);
+                let (arena, entries) = (&self.arena, &self.entries);
+                self.table.insert(h, e, |x| {
+                    let s = &entries[x as usize];
+                    key_hash(&arena[s.key_off as usize..(s.key_off + s.key_len) as usize])
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `weight` to the multiplicity of `(key, value)` (Z-set). A sum of
+    /// zero stays as an entry of weight zero, which reads and merges skip.
+    pub fn update(&mut self, key: &[u8], value: &[u8], weight: i64) -> Result<()> {
+        self.check(key, value, EntryKind::Weight(weight))?;
+        let kh = key_hash(key);
+        let h = pair_hash(kh, value);
+        let found = self
+            .table
+            .find(h, |e| self.key_of(e) == key && self.value_of(e) == value);
+        if let Some(e) = found {
+            let s = &mut self.entries[e as usize];
+            if let EntryKind::Weight(w) = &mut s.kind {
+                *w = w.wrapping_add(weight);
+            }
+            return Ok(());
+        }
+        let head = self.keys.find(kh, |e| self.key_of(e) == key);
+        let e = self.push_slot(key, value, EntryKind::Weight(weight), head.unwrap_or(NO_ENTRY));
+        let (arena, entries) = (&self.arena, &self.entries);
+        let slice = |x: u32, value: bool| {
+            let s = &entries[x as usize];
+            let (off, len) = if value { (s.val_off, s.val_len) } else { (s.key_off, s.key_len) };
+            &arena[off as usize..(off + len) as usize]
+        };
+        self.table.insert(h, e, |x| pair_hash(key_hash(slice(x, false)), slice(x, true)));
+        match head {
+            // The chain head moves to the new entry: repoint the key slot.
+            Some(_) => self.keys.replace(kh, |x| slice(x, false) == key, e),
+            None => self.keys.insert(kh, e, |x| key_hash(slice(x, false))),
+        }
+        Ok(())
+    }
+
+    /// The entry for `key` (key-value), given `h = key_hash(key)`.
+    #[inline]
+    pub fn get_hashed(&self, key: &[u8], h: u64) -> Option<EntryRef<'_>> {
+        debug_assert_eq!(self.mode, RunMode::KeyValue);
+        self.table
+            .find(h, |e| self.key_of(e) == key)
+            .map(|e| self.entry(e))
+    }
+
+    /// Every entry with this key (Z-set, in no particular order), given
+    /// `h = key_hash(key)`. Weights may be zero.
+    pub fn key_entries(&self, key: &[u8], h: u64) -> impl Iterator<Item = EntryRef<'_>> {
+        let mut next = self.keys.find(h, |e| self.key_of(e) == key).unwrap_or(NO_ENTRY);
+        std::iter::from_fn(move || {
+            if next == NO_ENTRY {
+                return None;
+            }
+            let e = next;
+            next = self.entries[e as usize].next_same_key;
+            Some(self.entry(e))
+        })
+    }
+
+    /// True when every entry is in the sorted list.
+    pub fn is_sorted(&self) -> bool {
+        self.sorted.len() == self.entries.len()
+    }
+
+    #[inline]
+    fn order(&self, a: u32, b: u32) -> std::cmp::Ordering {
+        let by_key = self.key_of(a).cmp(self.key_of(b));
+        match self.mode {
+            RunMode::KeyValue => by_key,
+            RunMode::ZSet => by_key.then_with(|| self.value_of(a).cmp(self.value_of(b))),
+        }
+    }
+
+    /// Brings the sorted list up to date: sorts the entries added since the
+    /// last call and merges them in (O(new · log new + total)).
+    pub fn sort(&mut self) {
+        let done = self.sorted.len();
+        let total = self.entries.len() as u32;
+        if done as u32 == total {
+            return;
+        }
+        let mut fresh: Vec<u32> = (done as u32..total).collect();
+        fresh.sort_unstable_by(|&a, &b| self.order(a, b));
+        if done == 0 {
+            self.sorted = fresh;
+            return;
+        }
+        let old = std::mem::take(&mut self.sorted);
+        let mut merged = Vec::with_capacity(total as usize);
+        let (mut i, mut j) = (0, 0);
+        while i < old.len() && j < fresh.len() {
+            if self.order(old[i], fresh[j]).is_le() {
+                merged.push(old[i]);
+                i += 1;
+            } else {
+                merged.push(fresh[j]);
+                j += 1;
+            }
+        }
+        merged.extend_from_slice(&old[i..]);
+        merged.extend_from_slice(&fresh[j..]);
+        self.sorted = merged;
+    }
+
+    /// Entries in the sorted list.
+    pub fn sorted_len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// The `i`-th entry in order (`i < sorted_len()`).
+    #[inline]
+    pub fn sorted_entry(&self, i: usize) -> EntryRef<'_> {
+        self.entry(self.sorted[i])
+    }
+
+    /// Position in the sorted list of the first entry whose key is `>= key`.
+    pub fn lower_bound(&self, key: &[u8]) -> usize {
+        self.sorted.partition_point(|&e| self.key_of(e) < key)
+    }
+}
+
+#[cfg(test)]
+mod tests;
