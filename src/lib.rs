@@ -13,6 +13,7 @@
 //! | [`io`] | the storage seam: every file-system call, real and in-memory |
 //! | [`run`] | immutable run files: writer, zero-copy reader, index, filter |
 //! | [`memtable`] | the mutable write buffer of one spine |
+//! | [`spine`] | one sorted collection: memtable, levels of runs, merges, reads |
 //!
 //! `unsafe` is denied everywhere except `io::mapping`, which maps files.
 #![deny(unsafe_code)]
@@ -22,5 +23,6 @@ mod error;
 pub mod io;
 pub mod memtable;
 pub mod run;
+pub mod spine;
 
 pub use error::{Error, Result};

@@ -47,18 +47,80 @@ fn probe_bits(h: u64, probes: u8) -> impl Iterator<Item = usize> {
     })
 }
 
+fn lines_for(keys: u64, bits_per_key: u8) -> usize {
+    (keys * u64::from(bits_per_key)).div_ceil(LINE_BITS) as usize
+}
+
+#[inline]
+fn insert(filter: &mut [u8], h: u64, probes: u8) {
+    let lines = filter.len() / LINE_BYTES;
+    let line = &mut filter[line_of(h, lines) * LINE_BYTES..][..LINE_BYTES];
+    for bit in probe_bits(h, probes) {
+        line[bit / 8] |= 1 << (bit % 8);
+    }
+}
+
 /// Builds a filter's bytes from the hashes of every distinct key.
 pub fn build(hashes: &[u64], bits_per_key: u8, probes: u8) -> Vec<u8> {
-    let bits = hashes.len() as u64 * u64::from(bits_per_key);
-    let lines = bits.div_ceil(LINE_BITS) as usize;
-    let mut out = vec![0u8; lines * LINE_BYTES];
+    let mut out = vec![0u8; lines_for(hashes.len() as u64, bits_per_key) * LINE_BYTES];
     for &h in hashes {
-        let line = &mut out[line_of(h, lines) * LINE_BYTES..][..LINE_BYTES];
-        for bit in probe_bits(h, probes) {
-            line[bit / 8] |= 1 << (bit % 8);
-        }
+        insert(&mut out, h, probes);
     }
     out
+}
+
+/// Builds a filter while keys stream in. Sized up front when the caller knows
+/// an upper bound on the key count (a merge does: the sum of its inputs), so
+/// finishing costs nothing; otherwise it keeps the hashes and sizes at the end.
+/// An over-estimate only lowers the false-positive rate.
+#[derive(Debug)]
+pub(crate) enum Builder {
+    Sized { bits: Vec<u8>, probes: u8 },
+    Collecting { hashes: Vec<u64>, bits_per_key: u8, probes: u8 },
+}
+
+impl Builder {
+    pub(crate) fn new(bits_per_key: u8, expected_keys: Option<u64>) -> Self {
+        let probes = probes_for(bits_per_key);
+        match expected_keys {
+            Some(n) => Builder::Sized {
+                bits: vec![0; lines_for(n.max(1), bits_per_key) * LINE_BYTES],
+                probes,
+            },
+            None => Builder::Collecting {
+                hashes: Vec::new(),
+                bits_per_key,
+                probes,
+            },
+        }
+    }
+
+    #[inline]
+    pub(crate) fn add(&mut self, h: u64) {
+        match self {
+            Builder::Sized { bits, probes } => insert(bits, h, *probes),
+            Builder::Collecting { hashes, .. } => hashes.push(h),
+        }
+    }
+
+    pub(crate) fn probes(&self) -> u8 {
+        match self {
+            Builder::Sized { probes, .. } | Builder::Collecting { probes, .. } => *probes,
+        }
+    }
+
+    /// The filter bytes; empty when no key was added.
+    pub(crate) fn finish(self, keys: u64) -> Vec<u8> {
+        match self {
+            Builder::Sized { bits, .. } if keys > 0 => bits,
+            Builder::Sized { .. } => Vec::new(),
+            Builder::Collecting {
+                hashes,
+                bits_per_key,
+                probes,
+            } => build(&hashes, bits_per_key, probes),
+        }
+    }
 }
 
 /// A filter borrowed from a validated frame.
@@ -115,6 +177,20 @@ mod tests {
         let rate = fp as f64 / absent as f64;
         assert!(rate < 0.015, "false-positive rate {rate}");
         assert!(rate > 0.002, "suspiciously low false-positive rate {rate}");
+    }
+
+    #[test]
+    fn a_presized_builder_agrees_with_build() {
+        let hashes: Vec<u64> = (0..5000).map(|i| key_hash(&key(i))).collect();
+        let mut b = Builder::new(10, Some(5000));
+        hashes.iter().for_each(|&h| b.add(h));
+        assert_eq!(b.finish(5000), build(&hashes, 10, 7));
+        // Under-estimated: more keys than planned still never give a false negative.
+        let mut b = Builder::new(10, Some(10));
+        hashes.iter().for_each(|&h| b.add(h));
+        let bytes = b.finish(5000);
+        assert!(hashes.iter().all(|&h| FilterView::new(&bytes, 7).may_contain_hash(h)));
+        assert!(Builder::new(10, Some(10)).finish(0).is_empty());
     }
 
     #[test]

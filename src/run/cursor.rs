@@ -50,6 +50,38 @@ impl<'a> Cursor<'a> {
         Ok(c)
     }
 
+    /// A cursor at a position an earlier cursor reported with
+    /// [`Cursor::position`] (how a merge resumes where it stopped).
+    pub(crate) fn at(run: &'a Run, (block, pos): (usize, usize)) -> Result<Self> {
+        let mut c = Cursor {
+            run,
+            block,
+            view: None,
+            pos: 0,
+        };
+        c.enter(block)?;
+        if let Some(view) = c.view {
+            if pos >= view.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "cursor position {pos} past block {block} of {} entries",
+                    view.len()
+                )));
+            }
+            c.pos = pos;
+        }
+        Ok(c)
+    }
+
+    /// Where the cursor rests: `(block, entry in block)`.
+    pub(crate) fn position(&self) -> (usize, usize) {
+        (self.block, self.pos)
+    }
+
+    /// The run under the cursor.
+    pub(crate) fn run(&self) -> &'a Run {
+        self.run
+    }
+
     /// Positions at entry 0 of block `b`, or exhausted if `b` is past the end.
     fn enter(&mut self, b: usize) -> Result<()> {
         self.block = b;

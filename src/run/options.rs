@@ -50,6 +50,7 @@ pub struct RunOptions {
     pub(crate) compression: Compression,
     pub(crate) value_align_bytes: usize,
     pub(crate) durability: Durability,
+    pub(crate) expected_entries: Option<u64>,
 }
 
 impl RunOptions {
@@ -62,6 +63,7 @@ impl RunOptions {
             compression: Compression::None,
             value_align_bytes: DEFAULT_VALUE_ALIGN_BYTES,
             durability: Durability::Synced,
+            expected_entries: None,
         }
     }
 
@@ -101,6 +103,16 @@ impl RunOptions {
     #[must_use]
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
+        self
+    }
+
+    /// An upper bound on the entries the run will hold (default: unknown). When
+    /// given, the bloom filter is built as entries arrive instead of at
+    /// `finish`, which keeps `finish` short; more entries than this still work,
+    /// with a higher false-positive rate.
+    #[must_use]
+    pub fn expected_entries(mut self, entries: u64) -> Self {
+        self.expected_entries = Some(entries);
         self
     }
 

@@ -213,6 +213,12 @@ impl Run {
         self.filter().may_contain_hash(bloom::key_hash(key))
     }
 
+    /// [`Run::may_contain`] for a key whose `run::bloom::key_hash` is `hash`.
+    #[inline]
+    pub fn may_contain_hash(&self, hash: u64) -> bool {
+        self.filter().may_contain_hash(hash)
+    }
+
     /// The validated view of block `i`, validating it on first touch.
     pub(crate) fn block(&self, i: usize) -> Result<BlockView<'_>> {
         let value_align = 1usize << self.footer.value_align_log2;
@@ -346,7 +352,14 @@ impl Run {
     /// to iterate all values of a key).
     #[inline]
     pub fn get(&self, key: &[u8]) -> Result<Option<EntryRef<'_>>> {
-        if !self.may_contain(key) {
+        self.get_hashed(key, bloom::key_hash(key))
+    }
+
+    /// [`Run::get`] with the key's hash already computed
+    /// (`run::bloom::key_hash(key)`), so a caller probing many runs hashes once.
+    #[inline]
+    pub fn get_hashed(&self, key: &[u8], hash: u64) -> Result<Option<EntryRef<'_>>> {
+        if !self.filter().may_contain_hash(hash) {
             return Ok(None);
         }
         let index = self.index();

@@ -1,0 +1,121 @@
+//! [`Helper`]: the opt-in background mode, one helper thread per spine.
+//!
+//! The owner hands each new [`Merge`] to the helper over a channel; the helper
+//! advances all it holds round-robin, one budget slice each (the same `work`
+//! calls `merge_step` makes), finishes them with `done`, and sends the output
+//! back. The owner installs outputs when it next looks (`merge_step`, a seal,
+//! or a write under backpressure), so it never waits for the helper unless it
+//! is past its backpressure limit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::merge::{Merge, Output};
+use crate::io::Fs;
+use crate::{Error, Result};
+
+/// A finished (or failed) merge, by id.
+pub(crate) type Finished = (u64, Result<Output>);
+
+#[derive(Debug)]
+pub(crate) struct Helper {
+    to_helper: Option<Sender<(u64, Merge)>>,
+    from_helper: Receiver<Finished>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Helper {
+    pub(crate) fn spawn(fs: Arc<dyn Fs>, budget: usize) -> Result<Helper> {
+        let (to_helper, inbox) = mpsc::channel::<(u64, Merge)>();
+        let (outbox, from_helper) = mpsc::channel::<Finished>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("statespine-merge".into())
+            .spawn(move || run(&fs, budget, &inbox, &outbox, &stop2))
+            .map_err(|e| Error::io("spawn merge thread", std::path::Path::new(""), e))?;
+        Ok(Helper {
+            to_helper: Some(to_helper),
+            from_helper,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub(crate) fn submit(&self, id: u64, merge: Merge) -> Result<()> {
+        self.to_helper
+            .as_ref()
+            .and_then(|tx| tx.send((id, merge)).ok())
+            .ok_or_else(|| Error::InvalidArgument("the merge thread has stopped".into()))
+    }
+
+    /// A finished merge, if one is ready (never waits).
+    pub(crate) fn try_finished(&self) -> Option<Finished> {
+        match self.from_helper.try_recv() {
+            Ok(f) => Some(f),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+        }
+    }
+
+    /// A finished merge, waiting at most `timeout` (backpressure only).
+    pub(crate) fn wait_finished(&self, timeout: Duration) -> Option<Finished> {
+        match self.from_helper.recv_timeout(timeout) {
+            Ok(f) => Some(f),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+}
+
+fn run(
+    fs: &Arc<dyn Fs>,
+    budget: usize,
+    inbox: &Receiver<(u64, Merge)>,
+    outbox: &Sender<Finished>,
+    stop: &AtomicBool,
+) {
+    let mut active: Vec<(u64, Merge)> = Vec::new();
+    while !stop.load(Ordering::Acquire) {
+        if active.is_empty() {
+            match inbox.recv() {
+                Ok(m) => active.push(m),
+                Err(_) => return,
+            }
+        }
+        active.extend(inbox.try_iter());
+        let mut i = 0;
+        while i < active.len() && !stop.load(Ordering::Acquire) {
+            let mut left = budget;
+            match active[i].1.work(&mut left) {
+                Ok(false) => i += 1,
+                Ok(true) => {
+                    let (id, m) = active.swap_remove(i);
+                    if outbox.send((id, m.done(fs))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let (id, _) = active.swap_remove(i);
+                    if outbox.send((id, Err(e))).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Closing the inbox wakes a helper waiting for work.
+        self.to_helper = None;
+        if let Some(t) = self.thread.take() {
+            // Unfinished merges drop with the thread, removing their temporary files.
+            let _ = t.join();
+        }
+    }
+}

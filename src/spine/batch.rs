@@ -1,0 +1,175 @@
+//! What a spine is made of: [`Batch`]es (sealed memtables in memory, or run
+//! files on disk), and [`Source`] cursors that walk either kind alike.
+//!
+//! A [`RunFile`] deletes its file when the last reference to it goes away
+//! after it was retired by a merge: readers and background merges that still
+//! hold it keep reading the mapped bytes undisturbed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::io::Fs;
+use crate::memtable::Memtable;
+use crate::run::{self, EntryRef, Run};
+use crate::Result;
+
+/// A run file owned by a spine.
+#[derive(Debug)]
+pub(crate) struct RunFile {
+    pub(crate) run: Run,
+    fs: Arc<dyn Fs>,
+    retired: AtomicBool,
+}
+
+impl RunFile {
+    pub(crate) fn new(run: Run, fs: Arc<dyn Fs>) -> Self {
+        RunFile {
+            run,
+            fs,
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the file for deletion once nothing refers to it.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for RunFile {
+    fn drop(&mut self) {
+        if *self.retired.get_mut() {
+            // A file that fails to go is garbage that the store's open-time
+            // cleanup removes; nothing reads a retired run.
+            let _ = self.fs.remove_file(self.run.path());
+        }
+    }
+}
+
+/// One immutable sorted batch of a spine.
+#[derive(Debug, Clone)]
+pub(crate) enum Batch {
+    /// A sealed (and sorted) memtable.
+    Mem(Arc<Memtable>),
+    /// A run file.
+    Disk(Arc<RunFile>),
+}
+
+impl Batch {
+    /// Bytes the batch holds (memory for a memtable, file length for a run).
+    pub(crate) fn size_bytes(&self) -> u64 {
+        match self {
+            Batch::Mem(m) => m.size_bytes() as u64,
+            Batch::Disk(r) => r.run.meta().file_len,
+        }
+    }
+
+    /// Entries in the batch.
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Batch::Mem(m) => m.len() as u64,
+            Batch::Disk(r) => r.run.len(),
+        }
+    }
+
+    /// The key-value entry for `key` with hash `h`.
+    #[inline]
+    pub(crate) fn get_hashed(&self, key: &[u8], h: u64) -> Result<Option<EntryRef<'_>>> {
+        match self {
+            Batch::Mem(m) => Ok(m.get_hashed(key, h)),
+            Batch::Disk(r) => r.run.get_hashed(key, h),
+        }
+    }
+
+    /// A cursor at the first entry.
+    pub(crate) fn first(&self) -> Result<Source<'_>> {
+        Ok(match self {
+            Batch::Mem(m) => Source::Mem { mt: m, i: 0 },
+            Batch::Disk(r) => Source::Disk(r.run.cursor()?),
+        })
+    }
+
+    /// A cursor at the first entry whose key is `>= key`.
+    pub(crate) fn seek(&self, key: &[u8]) -> Result<Source<'_>> {
+        Ok(match self {
+            Batch::Mem(m) => Source::Mem {
+                mt: m,
+                i: m.lower_bound(key),
+            },
+            Batch::Disk(r) => Source::Disk(r.run.seek(key)?),
+        })
+    }
+
+    /// A cursor at a position an earlier one reported.
+    pub(crate) fn at(&self, pos: Pos) -> Result<Source<'_>> {
+        Ok(match (self, pos) {
+            (Batch::Mem(m), Pos::Mem(i)) => Source::Mem { mt: m, i },
+            (Batch::Disk(r), Pos::Disk(b, i)) => Source::Disk(run::Cursor::at(&r.run, (b, i))?),
+            (b, pos) => {
+                return Err(crate::Error::InvalidArgument(format!(
+                    "position {pos:?} does not fit a {} batch",
+                    if matches!(b, Batch::Mem(_)) { "memory" } else { "disk" }
+                )));
+            }
+        })
+    }
+}
+
+/// A resumable position in a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pos {
+    Mem(usize),
+    Disk(usize, usize),
+}
+
+/// A forward cursor over one batch or the live memtable.
+#[derive(Debug, Clone)]
+pub(crate) enum Source<'a> {
+    Mem { mt: &'a Memtable, i: usize },
+    Disk(run::Cursor<'a>),
+}
+
+impl<'a> Source<'a> {
+    /// A cursor over a sorted memtable from position `i`.
+    pub(crate) fn memtable(mt: &'a Memtable, i: usize) -> Self {
+        Source::Mem { mt, i }
+    }
+
+    #[inline]
+    pub(crate) fn current(&self) -> Option<EntryRef<'a>> {
+        match self {
+            Source::Mem { mt, i } => (*i < mt.sorted_len()).then(|| mt.sorted_entry(*i)),
+            Source::Disk(c) => c.current(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn advance(&mut self) -> Result<()> {
+        match self {
+            Source::Mem { mt, i } => {
+                *i = (*i + 1).min(mt.sorted_len());
+                Ok(())
+            }
+            Source::Disk(c) => c.advance(),
+        }
+    }
+
+    /// Moves to the first entry whose key is `>= key` (anywhere in the batch).
+    pub(crate) fn seek(&mut self, key: &[u8]) -> Result<()> {
+        match self {
+            Source::Mem { mt, i } => *i = mt.lower_bound(key),
+            Source::Disk(c) => *c = c.run().seek(key)?,
+        }
+        Ok(())
+    }
+
+    pub(crate) fn position(&self) -> Pos {
+        match self {
+            Source::Mem { i, .. } => Pos::Mem(*i),
+            Source::Disk(c) => {
+                let (b, i) = c.position();
+                Pos::Disk(b, i)
+            }
+        }
+    }
+}

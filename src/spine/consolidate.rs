@@ -1,0 +1,99 @@
+//! [`Consolidate`]: the k-way merge at the heart of both reads and merges.
+//!
+//! Sources are ordered newest first. Each step:
+//! 1. Find the smallest head: by key (key-value) or `(key, value)` (Z-set);
+//!    on a tie the newest source's entry is the one kept (scan order).
+//! 2. Advance every source whose head equals it, adding up Z-set weights.
+//! 3. Key-value: the newest entry wins; a tombstone is emitted only when the
+//!    caller keeps tombstones (a merge above the bottom of the spine), else
+//!    skipped. Z-set: the summed weight is emitted unless it is zero.
+//!
+//! Heads are scanned linearly: fan-in and the number of sources a read
+//! consults are small (a few dozen at most), and a scan of them is cheaper
+//! than a heap's bookkeeping at that size.
+
+use std::cmp::Ordering;
+
+use super::batch::{Pos, Source};
+use crate::run::{EntryKind, EntryRef, RunMode};
+use crate::Result;
+
+/// Bytes of budget an input entry costs beyond its key and value, so that a
+/// merge of many tiny entries still yields within its budget.
+pub(crate) const ENTRY_OVERHEAD_BYTES: usize = 16;
+
+#[derive(Debug)]
+pub(crate) struct Consolidate<'a> {
+    sources: Vec<Source<'a>>,
+    mode: RunMode,
+    keep_tombstones: bool,
+}
+
+#[inline]
+fn order(mode: RunMode, a: &EntryRef<'_>, b: &EntryRef<'_>) -> Ordering {
+    match mode {
+        RunMode::KeyValue => a.key.cmp(b.key),
+        RunMode::ZSet => (a.key, a.value).cmp(&(b.key, b.value)),
+    }
+}
+
+impl<'a> Consolidate<'a> {
+    /// `sources` newest first.
+    pub(crate) fn new(sources: Vec<Source<'a>>, mode: RunMode, keep_tombstones: bool) -> Self {
+        Consolidate {
+            sources,
+            mode,
+            keep_tombstones,
+        }
+    }
+
+    /// The next consolidated entry, or `None` when every source is exhausted.
+    /// Adds the input bytes it consumed to `consumed`.
+    #[inline]
+    pub(crate) fn next(&mut self, consumed: &mut usize) -> Result<Option<EntryRef<'a>>> {
+        loop {
+            let mut min: Option<EntryRef<'a>> = None;
+            for s in &self.sources {
+                if let Some(e) = s.current() {
+                    if min.is_none_or(|m| order(self.mode, &e, &m).is_lt()) {
+                        min = Some(e);
+                    }
+                }
+            }
+            let Some(first) = min else { return Ok(None) };
+            let mut weight = 0i64;
+            for s in &mut self.sources {
+                let Some(e) = s.current() else { continue };
+                if order(self.mode, &e, &first).is_eq() {
+                    *consumed += e.key.len() + e.value.len() + ENTRY_OVERHEAD_BYTES;
+                    if let EntryKind::Weight(w) = e.kind {
+                        weight = weight.wrapping_add(w);
+                    }
+                    s.advance()?;
+                }
+            }
+            match first.kind {
+                EntryKind::Put => return Ok(Some(first)),
+                EntryKind::Delete if self.keep_tombstones => return Ok(Some(first)),
+                EntryKind::Delete => {}
+                EntryKind::Weight(_) if weight != 0 => {
+                    return Ok(Some(EntryRef {
+                        kind: EntryKind::Weight(weight),
+                        ..first
+                    }));
+                }
+                EntryKind::Weight(_) => {}
+            }
+        }
+    }
+
+    /// Moves every source to the first entry whose key is `>= key`.
+    pub(crate) fn seek(&mut self, key: &[u8]) -> Result<()> {
+        self.sources.iter_mut().try_for_each(|s| s.seek(key))
+    }
+
+    /// Where each source rests, in source order.
+    pub(crate) fn positions(&self) -> impl Iterator<Item = Pos> + '_ {
+        self.sources.iter().map(Source::position)
+    }
+}

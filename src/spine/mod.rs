@@ -1,0 +1,529 @@
+//! [`Spine`]: one sorted collection owned by one thread — a memtable over
+//! levels of immutable batches, merged by the owner in bounded steps.
+//!
+//! # Shape
+//! Batches are kept in one list ordered by age (oldest first); every batch is
+//! labelled with a level:
+//! - level 0: sealed memtables, still in memory (sorted, hash-indexed);
+//! - level `L >= 1`: run files of at most `base · F^(L-1)` bytes, where `F` is
+//!   the fan-in and `base = 2 · F · memtable_size_bytes`.
+//!
+//! Levels never increase from older to newer batches, and each level's
+//! batches are contiguous in the list.
+//!
+//! # Policy
+//! 1. A write goes to the memtable. At `memtable_size_bytes` it is sorted and
+//!    sealed into a level-0 batch (no I/O on the writer's path).
+//! 2. A level with `F` batches not already merging, and no merge running,
+//!    starts a merge of its `F` oldest. Level 0 also starts one, of everything
+//!    it holds, once memtables use half the memory budget: small state can
+//!    stay in memory, large state spills.
+//! 3. A merge replaces its inputs in place (so age order holds) with one run
+//!    labelled `max(level by size, input level)`. It is the bottom merge —
+//!    tombstones vanish — when its inputs include the oldest batch.
+//! 4. `merge_step(budget)` advances the running merges round-robin by at most
+//!    `budget` input bytes in total. Past `max_runs` batches, or past the
+//!    memory budget, every write first does one step itself (backpressure);
+//!    in background mode it waits for the helper instead.
+//!
+//! # Arithmetic (N bytes of state, B = memtable, F = fan-in)
+//! - Levels: `1 + ceil(log_F(N / (2·F·B)))`; N = 2 GiB, B = 8 MiB, F = 4: 4.
+//! - Write amplification: each byte is written once per level it passes
+//!   through: ≈ levels (one flush plus one rewrite per higher level).
+//! - Runs per read: a settled level holds at most `F - 1` batches, one merging
+//!   level at most `2F - 1`; a read consults the memtable, the in-memory
+//!   batches (≤ budget / B) and `O(F · log_F N)` runs, each behind a bloom
+//!   filter, so an absent key costs one filter line per run.
+//! - Space amplification: a key appears at most once per batch. With unique
+//!   keys it is the format's overhead only (≈ 1.1); with overwrites it is
+//!   bounded by the number of batches holding the key, and a bottom merge
+//!   removes dead versions and tombstones.
+//!
+//! # Reads
+//! [`Spine::get`] probes the memtable's hash index, then each batch newest
+//! first (hash once; a bloom filter line per run). Cursors merge every batch
+//! with the consolidation rules above; see [`Cursor`].
+
+mod background;
+mod batch;
+mod consolidate;
+mod levels;
+mod merge;
+mod options;
+mod read;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::io::Fs;
+use crate::memtable::Memtable;
+use crate::run::{Durability, RunMode, RunWriter};
+use crate::{Error, Result};
+use background::Helper;
+use batch::Batch;
+use merge::{Merge, Output};
+
+pub use options::{
+    DEFAULT_FAN_IN, DEFAULT_MAX_RUNS, DEFAULT_MEMORY_BUDGET_BYTES, DEFAULT_MEMTABLE_SIZE_BYTES,
+    DEFAULT_MERGE_BUDGET_BYTES, MAX_FAN_IN, MergeMode, SpineOptions,
+};
+pub use read::Cursor;
+
+/// File name suffix of a spine's runs.
+pub const RUN_SUFFIX: &str = ".run";
+/// Longest a write under backpressure waits for the background helper before
+/// going on (it then re-checks; the wait only paces the writer).
+const BACKPRESSURE_WAIT: Duration = Duration::from_millis(10);
+
+#[derive(Debug)]
+struct Slot {
+    id: u64,
+    batch: Batch,
+    level: usize,
+    merging: bool,
+}
+
+#[derive(Debug)]
+struct Running {
+    id: u64,
+    level: usize,
+    /// Input batch ids, oldest first.
+    inputs: Vec<u64>,
+    /// `None` while the background helper holds it.
+    merge: Option<Merge>,
+}
+
+/// What one [`Spine::merge_step`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeStep {
+    /// Input bytes merged (keys, values and a small per-entry overhead).
+    pub bytes: usize,
+    /// Merges finished and published.
+    pub completed: usize,
+    /// Merges still running.
+    pub pending: usize,
+}
+
+impl MergeStep {
+    /// True when no merge is running: the spine is settled.
+    pub fn is_idle(&self) -> bool {
+        self.pending == 0
+    }
+}
+
+/// Counters of a spine since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpineStats {
+    /// Key and value bytes the user wrote.
+    pub bytes_put: u64,
+    /// Bytes of run files written by merges.
+    pub bytes_written: u64,
+    /// Input bytes merges consumed (keys, values, per-entry overhead).
+    pub bytes_merged: u64,
+    /// Memtables sealed.
+    pub seals: u64,
+    /// Merges published.
+    pub merges: u64,
+    /// Writes that had to merge (or wait) first because of backpressure.
+    pub stalled_writes: u64,
+}
+
+/// One level of the spine, as [`Spine::levels`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelShape {
+    /// 0 for sealed memtables in memory, 1.. for run files.
+    pub level: usize,
+    /// Batches in the level.
+    pub batches: usize,
+    /// Entries in them.
+    pub entries: u64,
+    /// Their bytes (memory for level 0, file length above).
+    pub bytes: u64,
+    /// Batches of it being merged right now.
+    pub merging: usize,
+}
+
+/// One sorted collection owned by one thread. See the module docs.
+#[derive(Debug)]
+pub struct Spine {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    opts: SpineOptions,
+    memtable: Memtable,
+    /// Oldest first.
+    batches: Vec<Slot>,
+    merges: Vec<Running>,
+    next_id: u64,
+    next_merge: usize,
+    /// Past `max_runs` or the memory budget: writes help merging.
+    pressure: bool,
+    helper: Option<Helper>,
+    stats: SpineStats,
+}
+
+impl Spine {
+    /// Creates an empty spine whose runs live in `dir` (created if missing).
+    /// Run names continue after any run already in `dir`, so an old file is
+    /// never overwritten.
+    pub fn create(fs: Arc<dyn Fs>, dir: impl Into<PathBuf>, mut opts: SpineOptions) -> Result<Spine> {
+        let dir = dir.into();
+        fs.create_dir_all(&dir)?;
+        let next_id = fs
+            .list(&dir)?
+            .iter()
+            .filter_map(|n| n.split('.').next()?.parse::<u64>().ok())
+            .max()
+            .map_or(1, |m| m + 1);
+        opts.run.mode = opts.mode;
+        opts.memory_budget_bytes = opts.memory_budget_bytes.max(2 * opts.memtable_size_bytes);
+        let helper = match opts.merge_mode {
+            MergeMode::Cooperative => None,
+            MergeMode::Background => Some(Helper::spawn(Arc::clone(&fs), opts.merge_budget_bytes)?),
+        };
+        Ok(Spine {
+            memtable: Memtable::new(opts.mode, opts.memtable_size_bytes, opts.run.value_align_bytes),
+            fs,
+            dir,
+            opts,
+            batches: Vec::new(),
+            merges: Vec::new(),
+            next_id,
+            next_merge: 0,
+            pressure: false,
+            helper,
+            stats: SpineStats::default(),
+        })
+    }
+
+    /// The options the spine runs with.
+    pub fn options(&self) -> &SpineOptions {
+        &self.opts
+    }
+
+    /// Key-value or Z-set.
+    pub fn mode(&self) -> RunMode {
+        self.opts.mode
+    }
+
+    /// Where the spine's runs live.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> SpineStats {
+        self.stats
+    }
+
+    /// Sets `key` to `value` (key-value spines).
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.memtable.put(key, value)?;
+        self.after_write(key.len() + value.len())
+    }
+
+    /// Deletes `key` (key-value spines).
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.memtable.delete(key)?;
+        self.after_write(key.len())
+    }
+
+    /// Adds `weight` to `(key, value)` (Z-set spines).
+    pub fn update(&mut self, key: &[u8], value: &[u8], weight: i64) -> Result<()> {
+        self.memtable.update(key, value, weight)?;
+        self.after_write(key.len() + value.len())
+    }
+
+    #[inline]
+    fn after_write(&mut self, bytes: usize) -> Result<()> {
+        self.stats.bytes_put += bytes as u64;
+        if self.memtable.size_bytes() >= self.opts.memtable_size_bytes {
+            self.seal()?;
+        }
+        if self.pressure {
+            self.relieve()?;
+        }
+        Ok(())
+    }
+
+    /// Seals the memtable into a level-0 batch now (a no-op when empty).
+    pub fn seal(&mut self) -> Result<()> {
+        if self.memtable.is_empty() {
+            return Ok(());
+        }
+        let fresh = Memtable::new(self.opts.mode, self.opts.memtable_size_bytes, self.opts.run.value_align_bytes);
+        let mut sealed = std::mem::replace(&mut self.memtable, fresh);
+        sealed.sort();
+        let id = self.take_id();
+        self.batches.push(Slot {
+            id,
+            batch: Batch::Mem(Arc::new(sealed)),
+            level: 0,
+            merging: false,
+        });
+        self.stats.seals += 1;
+        self.collect_background()?;
+        self.schedule()
+    }
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn memory_bytes(&self) -> usize {
+        let sealed: u64 = self
+            .batches
+            .iter()
+            .filter(|s| s.level == 0)
+            .map(|s| s.batch.size_bytes())
+            .sum();
+        sealed as usize + self.memtable.size_bytes()
+    }
+
+    fn update_pressure(&mut self) {
+        self.pressure =
+            self.batches.len() > self.opts.max_runs || self.memory_bytes() > self.opts.memory_budget_bytes;
+    }
+
+    /// Backpressure: one merge step (cooperative) or one wait for the helper.
+    #[cold]
+    fn relieve(&mut self) -> Result<()> {
+        self.stats.stalled_writes += 1;
+        if self.helper.is_none() {
+            self.merge_step(self.opts.merge_budget_bytes)?;
+        } else if let Some(f) = self.helper.as_ref().and_then(|h| h.wait_finished(BACKPRESSURE_WAIT)) {
+            self.finish_background(f)?;
+        }
+        self.update_pressure();
+        Ok(())
+    }
+
+    /// Starts every merge the policy calls for (module docs, step 2).
+    fn schedule(&mut self) -> Result<()> {
+        let top = self.batches.iter().map(|s| s.level).max().unwrap_or(0);
+        let memtables_half_budget = self.memory_bytes() * 2 >= self.opts.memory_budget_bytes;
+        for level in 0..=top {
+            if self.merges.iter().any(|m| m.level == level) {
+                continue;
+            }
+            let idle: Vec<usize> = (0..self.batches.len())
+                .filter(|&i| self.batches[i].level == level && !self.batches[i].merging)
+                .collect();
+            let take = if idle.len() >= self.opts.fan_in {
+                self.opts.fan_in
+            } else if level == 0 && memtables_half_budget && !idle.is_empty() {
+                idle.len()
+            } else {
+                continue;
+            };
+            self.start_merge(level, &idle[..take])?;
+        }
+        self.update_pressure();
+        Ok(())
+    }
+
+    fn start_merge(&mut self, level: usize, picked: &[usize]) -> Result<()> {
+        let contiguous = picked.windows(2).all(|w| w[1] == w[0] + 1);
+        if !contiguous {
+            return Err(Error::InvalidArgument(format!(
+                "spine invariant broken: level {level} batches {picked:?} are not contiguous in age"
+            )));
+        }
+        let inputs: Vec<Batch> = picked.iter().rev().map(|&i| self.batches[i].batch.clone()).collect();
+        let id = self.take_id();
+        let path = self.dir.join(format!("{id:012}{RUN_SUFFIX}"));
+        let run_opts = self
+            .opts
+            .run
+            .durability(Durability::Deferred)
+            .expected_entries(Merge::input_entries(&inputs));
+        let writer = RunWriter::create(Arc::clone(&self.fs), path, run_opts)?;
+        let bottom = picked[0] == 0;
+        let merge = Merge::new(inputs, writer, self.opts.mode, bottom)?;
+        for &i in picked {
+            self.batches[i].merging = true;
+        }
+        let running = Running {
+            id,
+            level,
+            inputs: picked.iter().map(|&i| self.batches[i].id).collect(),
+            merge: None,
+        };
+        match &self.helper {
+            Some(h) => h.submit(id, merge)?,
+            None => {
+                self.merges.push(Running {
+                    merge: Some(merge),
+                    ..running
+                });
+                return Ok(());
+            }
+        }
+        self.merges.push(running);
+        Ok(())
+    }
+
+    /// Advances running merges by at most about `budget` input bytes (one
+    /// entry group past it at most), publishing those that finish. In
+    /// background mode it only publishes what the helper finished.
+    pub fn merge_step(&mut self, budget: usize) -> Result<MergeStep> {
+        let mut step = MergeStep::default();
+        if self.helper.is_some() {
+            step.completed = self.collect_background()?;
+            step.pending = self.merges.len();
+            return Ok(step);
+        }
+        let mut left = budget;
+        while left > 0 && !self.merges.is_empty() {
+            let i = self.next_merge % self.merges.len();
+            let before = left;
+            let worked = match self.merges[i].merge.as_mut() {
+                Some(m) => m.work(&mut left),
+                None => Ok(false),
+            };
+            step.bytes += before - left;
+            match worked {
+                Ok(false) => self.next_merge = i + 1,
+                Ok(true) => {
+                    let Running { id, inputs, merge, .. } = self.merges.remove(i);
+                    if let Some(m) = merge {
+                        self.publish(id, &inputs, m.done(&self.fs))?;
+                        step.completed += 1;
+                    }
+                }
+                Err(e) => {
+                    let running = self.merges.remove(i);
+                    self.abandon(&running.inputs);
+                    return Err(e);
+                }
+            }
+        }
+        step.pending = self.merges.len();
+        Ok(step)
+    }
+
+    /// Runs merges until none is left (tests, benchmarks, shutdown).
+    pub fn settle(&mut self) -> Result<()> {
+        loop {
+            let step = self.merge_step(self.opts.merge_budget_bytes.max(1 << 20))?;
+            if step.is_idle() {
+                return Ok(());
+            }
+            if self.helper.is_some() && step.completed == 0 {
+                if let Some(f) = self.helper.as_ref().and_then(|h| h.wait_finished(BACKPRESSURE_WAIT)) {
+                    self.finish_background(f)?;
+                }
+            }
+        }
+    }
+
+    /// Installs every merge the helper has finished; returns how many.
+    fn collect_background(&mut self) -> Result<usize> {
+        let mut n = 0;
+        while let Some(f) = self.helper.as_ref().and_then(Helper::try_finished) {
+            self.finish_background(f)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn finish_background(&mut self, (id, output): background::Finished) -> Result<()> {
+        let Some(i) = self.merges.iter().position(|m| m.id == id) else {
+            return Err(Error::InvalidArgument(format!("unknown merge {id} finished")));
+        };
+        let running = self.merges.remove(i);
+        self.publish(running.id, &running.inputs, output)
+    }
+
+    /// A failed merge: its inputs stay as they were, free to merge again.
+    fn abandon(&mut self, inputs: &[u64]) {
+        for s in &mut self.batches {
+            if inputs.contains(&s.id) {
+                s.merging = false;
+            }
+        }
+    }
+
+    /// Replaces a finished merge's inputs by its output and retires them.
+    fn publish(&mut self, id: u64, inputs: &[u64], output: Result<Output>) -> Result<()> {
+        let output = match output {
+            Ok(o) => o,
+            Err(e) => {
+                self.abandon(inputs);
+                return Err(e);
+            }
+        };
+        let first = self.batches.iter().position(|s| s.id == inputs[0]);
+        let Some(first) = first.filter(|&f| {
+            inputs.iter().enumerate().all(|(k, id)| self.batches.get(f + k).is_some_and(|s| s.id == *id))
+        }) else {
+            return Err(Error::InvalidArgument(format!(
+                "spine invariant broken: inputs of merge {id} are gone or out of place"
+            )));
+        };
+        let in_level = self.batches[first].level;
+        let replacement = output.run.map(|rf| {
+            self.stats.bytes_written += rf.run.meta().file_len;
+            let bytes = rf.run.meta().file_len;
+            let level = levels::level_for_size(bytes, self.opts.memtable_size_bytes, self.opts.fan_in);
+            Slot {
+                id,
+                batch: Batch::Disk(Arc::new(rf)),
+                level: level.max(in_level),
+                merging: false,
+            }
+        });
+        let retired: Vec<Slot> = self.batches.splice(first..first + inputs.len(), replacement).collect();
+        for s in &retired {
+            if let Batch::Disk(rf) = &s.batch {
+                rf.retire();
+            }
+        }
+        self.stats.merges += 1;
+        self.stats.bytes_merged += output.bytes_in;
+        self.schedule()
+    }
+
+    /// The shape of the spine, level by level (empty levels omitted).
+    pub fn levels(&self) -> Vec<LevelShape> {
+        let mut out = std::collections::BTreeMap::<usize, LevelShape>::new();
+        for s in &self.batches {
+            let shape = out.entry(s.level).or_insert(LevelShape {
+                level: s.level,
+                batches: 0,
+                entries: 0,
+                bytes: 0,
+                merging: 0,
+            });
+            shape.batches += 1;
+            shape.entries += s.batch.len();
+            shape.bytes += s.batch.size_bytes();
+            shape.merging += usize::from(s.merging);
+        }
+        out.into_values().collect()
+    }
+
+    /// Batches a read may consult, besides the live memtable.
+    pub fn batch_count(&self) -> usize {
+        self.batches.len()
+    }
+
+    /// Bytes of memtables (live and sealed) in memory.
+    pub fn memory_size_bytes(&self) -> usize {
+        self.memory_bytes()
+    }
+
+    /// Bytes of the spine's run files.
+    pub fn disk_size_bytes(&self) -> u64 {
+        self.batches
+            .iter()
+            .filter(|s| s.level > 0)
+            .map(|s| s.batch.size_bytes())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests;
