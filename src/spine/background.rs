@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -55,18 +55,12 @@ impl Helper {
 
     /// A finished merge, if one is ready (never waits).
     pub(crate) fn try_finished(&self) -> Option<Finished> {
-        match self.from_helper.try_recv() {
-            Ok(f) => Some(f),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        self.from_helper.try_recv().ok()
     }
 
     /// A finished merge, waiting at most `timeout` (backpressure only).
     pub(crate) fn wait_finished(&self, timeout: Duration) -> Option<Finished> {
-        match self.from_helper.recv_timeout(timeout) {
-            Ok(f) => Some(f),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.from_helper.recv_timeout(timeout).ok()
     }
 }
 
