@@ -6,10 +6,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
+use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use statespine::io::{Fs, MemFs, StdFs};
 use statespine::run::{EntryKind, RunMode};
 use statespine::spine::{MergeMode, Spine, SpineOptions};
@@ -241,10 +242,12 @@ fn run_zset(s: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-use std::ops::RangeBounds;
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 24,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("tests/proptest-regressions/spine_model.txt"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn key_value_spine_matches_a_btreemap(s in setup(), ops in prop::collection::vec(op(), 1000..3000)) {
