@@ -333,7 +333,7 @@ impl<'a> BlockView<'a> {
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.key(mid) < key {
+            if super::entry::key_cmp(self.key(mid), key).is_lt() {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -535,7 +535,7 @@ impl<'a> IndexView<'a> {
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.last_key(mid) < key {
+            if super::entry::key_cmp(self.last_key(mid), key).is_lt() {
                 lo = mid + 1;
             } else {
                 hi = mid;

@@ -26,3 +26,32 @@ pub struct EntryRef<'a> {
     /// Put, delete or weight.
     pub kind: EntryKind,
 }
+
+/// Byte-wise (lexicographic) order of keys, as `a.cmp(b)`, but without a
+/// call into `memcmp` for the common case: the first 8 bytes compared as one
+/// big-endian integer decide most comparisons of distinct keys.
+#[inline]
+pub fn key_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    if let (Some(pa), Some(pb)) = (a.first_chunk::<8>(), b.first_chunk::<8>()) {
+        let (x, y) = (u64::from_be_bytes(*pa), u64::from_be_bytes(*pb));
+        if x != y {
+            return x.cmp(&y);
+        }
+        return a[8..].cmp(&b[8..]);
+    }
+    a.cmp(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn key_cmp_is_byte_order(a in prop::collection::vec(any::<u8>(), 0..20), b in prop::collection::vec(any::<u8>(), 0..20)) {
+            prop_assert_eq!(super::key_cmp(&a, &b), a.cmp(&b));
+            let c = [&a[..], &b[..]].concat();
+            prop_assert_eq!(super::key_cmp(&a, &c), a.as_slice().cmp(&c));
+        }
+    }
+}

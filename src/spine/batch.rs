@@ -148,6 +148,7 @@ impl<'a> Source<'a> {
         match self {
             Source::Mem { mt, i } => {
                 *i = (*i + 1).min(mt.sorted_len());
+                mt.prefetch_sorted(*i);
                 Ok(())
             }
             Source::Disk(c) => c.advance(),

@@ -15,7 +15,7 @@
 use std::cmp::Ordering;
 
 use super::batch::{Pos, Source};
-use crate::run::{EntryKind, EntryRef, RunMode};
+use crate::run::{EntryKind, EntryRef, RunMode, key_cmp};
 use crate::Result;
 
 /// Bytes of budget an input entry costs beyond its key and value, so that a
@@ -32,8 +32,8 @@ pub(crate) struct Consolidate<'a> {
 #[inline]
 fn order(mode: RunMode, a: &EntryRef<'_>, b: &EntryRef<'_>) -> Ordering {
     match mode {
-        RunMode::KeyValue => a.key.cmp(b.key),
-        RunMode::ZSet => (a.key, a.value).cmp(&(b.key, b.value)),
+        RunMode::KeyValue => key_cmp(a.key, b.key),
+        RunMode::ZSet => key_cmp(a.key, b.key).then_with(|| key_cmp(a.value, b.value)),
     }
 }
 

@@ -1,0 +1,266 @@
+//! The spine benchmark table: one process per workload (so each has its own
+//! peak RSS), cooperative and background merging side by side.
+//!
+//! `cargo run --release --example spine_bench [-- --entries N] [--modes coop,background]`
+//!
+//! Single thread, 16-byte pseudo-random keys, 100-byte values, default
+//! options, runs on the real file system under `target/spine-bench`.
+//! Workloads: fillrandom, fillseq, readrandom present and absent (ops/s and
+//! p99), full scan, Z-set updates (N updates over N/10 keys × 10 values),
+//! and for fillrandom the merge_step latency histogram, write and space
+//! amplification, and peak RSS.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use statespine::io::{Fs, StdFs};
+use statespine::run::RunMode;
+use statespine::spine::{MergeMode, Spine, SpineOptions};
+
+/// Writes between two `merge_step` calls of the owner's loop.
+const WRITES_PER_STEP: u64 = 64;
+const VALUE_BYTES: usize = 100;
+
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn key(i: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&mix(i).to_be_bytes());
+    k[8..].copy_from_slice(&mix(i ^ 0x5555).to_be_bytes());
+    k
+}
+
+fn seq_key(i: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&i.to_be_bytes());
+    k
+}
+
+fn value(i: u64) -> [u8; VALUE_BYTES] {
+    let mut v = [0x5a; VALUE_BYTES];
+    v[..8].copy_from_slice(&i.to_le_bytes());
+    v
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn status_kib(field: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Bench {
+    spine: Spine,
+    steps: Vec<Duration>,
+    peak_anon_kib: u64,
+}
+
+impl Bench {
+    fn new(dir: &std::path::Path, mode: RunMode, merge: MergeMode) -> Bench {
+        let fs: Arc<dyn Fs> = Arc::new(StdFs::new());
+        let _ = fs.remove_dir_all(dir);
+        let opts = SpineOptions::new(mode).merge_mode(merge);
+        Bench {
+            spine: Spine::create(fs, dir, opts).unwrap(),
+            steps: Vec::new(),
+            peak_anon_kib: 0,
+        }
+    }
+
+    /// The owner's loop: every `WRITES_PER_STEP` writes, one timed merge step.
+    fn tick(&mut self, i: u64) {
+        if i % WRITES_PER_STEP == WRITES_PER_STEP - 1 {
+            let budget = self.spine.options().merge_budget();
+            let t = Instant::now();
+            let step = self.spine.merge_step(budget).unwrap();
+            if step.bytes > 0 {
+                self.steps.push(t.elapsed());
+            }
+        }
+        if i % 65_536 == 0 {
+            self.peak_anon_kib = self.peak_anon_kib.max(status_kib("RssAnon:"));
+        }
+    }
+}
+
+fn row(name: &str, merge: &str, figure: String, extra: String) {
+    println!("| {name} | {merge} | {figure} | {extra} |");
+}
+
+fn mops(n: u64, d: Duration) -> String {
+    format!("{:.2} M ops/s", n as f64 / d.as_secs_f64() / 1e6)
+}
+
+fn fill(dir: &std::path::Path, n: u64, merge: MergeMode, seq: bool) {
+    let mut b = Bench::new(dir, RunMode::KeyValue, merge);
+    let t = Instant::now();
+    for i in 0..n {
+        let k = if seq { seq_key(i) } else { key(i) };
+        b.spine.put(&k, &value(i)).unwrap();
+        b.tick(i);
+    }
+    let ingest = t.elapsed();
+    let t = Instant::now();
+    b.spine.settle().unwrap();
+    let settle = t.elapsed();
+    let name = if seq { "fillseq" } else { "fillrandom" };
+    let label = format!("{merge:?}");
+    row(name, &label, mops(n, ingest), format!("settle after: {settle:.2?}"));
+    if seq {
+        return;
+    }
+    let st = b.spine.stats();
+    b.steps.sort_unstable();
+    let hist: Vec<String> = [0.5, 0.9, 0.99, 0.999, 1.0]
+        .iter()
+        .map(|&p| format!("p{}={:.0?}", p * 100.0, percentile(&b.steps, p)))
+        .collect();
+    row("merge_step latency", &label, format!("{} steps", b.steps.len()), hist.join(" "));
+    let user = n * (16 + VALUE_BYTES as u64);
+    row(
+        "write amplification",
+        &label,
+        format!("{:.2}", st.bytes_written as f64 / st.bytes_put as f64),
+        format!("{} MB written for {} MB put", st.bytes_written / 1_000_000, st.bytes_put / 1_000_000),
+    );
+    row(
+        "space amplification",
+        &label,
+        format!("{:.3}", b.spine.disk_size_bytes() as f64 / user as f64),
+        format!("levels {:?}", b.spine.levels().iter().map(|l| (l.level, l.batches)).collect::<Vec<_>>()),
+    );
+    row(
+        "peak RSS",
+        &label,
+        format!("{} MiB", status_kib("VmHWM:") / 1024),
+        format!(
+            "anonymous (sampled) {} MiB; stalled writes {}",
+            b.peak_anon_kib / 1024,
+            st.stalled_writes
+        ),
+    );
+    reads(&mut b, n, &label);
+}
+
+fn timed_reads(b: &Bench, n: u64, label: &str, absent: bool) {
+    let ops: u64 = std::env::var("SPINE_BENCH_READS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let mut x = 12345u64;
+    let t = Instant::now();
+    let mut found = 0u64;
+    for _ in 0..ops {
+        x = mix(x);
+        let i = if absent { n + x % n } else { x % n };
+        if let Some(v) = b.spine.get(&key(i)).unwrap() {
+            assert_eq!(v[..8], i.to_le_bytes());
+            found += 1;
+        }
+    }
+    let total = t.elapsed();
+    assert_eq!(found, if absent { 0 } else { ops });
+    let mut lat = Vec::with_capacity(100_000);
+    for _ in 0..ops.min(100_000) {
+        x = mix(x);
+        let i = if absent { n + x % n } else { x % n };
+        let t = Instant::now();
+        std::hint::black_box(b.spine.get(&key(i)).unwrap());
+        lat.push(t.elapsed());
+    }
+    lat.sort_unstable();
+    let name = if absent { "readrandom absent" } else { "readrandom present" };
+    row(
+        name,
+        label,
+        mops(ops, total),
+        format!("p50 {:.0?} p99 {:.0?} (timed singly)", percentile(&lat, 0.5), percentile(&lat, 0.99)),
+    );
+}
+
+fn reads(b: &mut Bench, n: u64, label: &str) {
+    timed_reads(b, n, label, false);
+    timed_reads(b, n, label, true);
+    let t = Instant::now();
+    let mut count = 0u64;
+    let mut c = b.spine.cursor().unwrap();
+    while let Some(e) = c.current() {
+        std::hint::black_box((e.key[0], e.value[0]));
+        count += 1;
+        c.advance().unwrap();
+    }
+    let d = t.elapsed();
+    assert_eq!(count, n);
+    row("full scan", label, format!("{:.1} M entries/s", n as f64 / d.as_secs_f64() / 1e6), format!("{d:.2?}"));
+}
+
+fn zset(dir: &std::path::Path, n: u64, merge: MergeMode) {
+    let mut b = Bench::new(dir, RunMode::ZSet, merge);
+    let keys = (n / 10).max(1);
+    let t = Instant::now();
+    for i in 0..n {
+        let x = mix(i);
+        let (k, v) = (x % keys, (x >> 32) % 10);
+        let w = if i % 4 == 3 { -1 } else { 1 };
+        b.spine.update(&key(k), &v.to_le_bytes(), w).unwrap();
+        b.tick(i);
+    }
+    let d = t.elapsed();
+    b.spine.settle().unwrap();
+    let probe = b.spine.values(&key(7)).unwrap().len();
+    row(
+        "Z-set updates",
+        &format!("{merge:?}"),
+        mops(n, d),
+        format!("{keys} keys × 10 values; key 7 has {probe} values after settling"),
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let n: u64 = flag("--entries").map_or(2_000_000, |s| s.parse().expect("--entries N"));
+    let modes = flag("--modes").unwrap_or_else(|| "coop,background".into());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/spine-bench");
+    if let Some(only) = flag("--only") {
+        let merge = if flag("--merge").as_deref() == Some("background") {
+            MergeMode::Background
+        } else {
+            MergeMode::Cooperative
+        };
+        let dir = root.join(format!("{only}-{merge:?}"));
+        match only.as_str() {
+            "fillrandom" => fill(&dir, n, merge, false),
+            "fillseq" => fill(&dir, n, merge, true),
+            "zset" => zset(&dir, n, merge),
+            other => panic!("unknown workload {other}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    println!("spine_bench: {n} entries, 16-byte keys, {VALUE_BYTES}-byte values, default options");
+    println!("owner loop: one merge_step at the default budget every {WRITES_PER_STEP} writes\n");
+    println!("| workload | merge mode | result | detail |");
+    println!("| --- | --- | --- | --- |");
+    let exe = std::env::current_exe().unwrap();
+    for merge in modes.split(',') {
+        for only in ["fillrandom", "fillseq", "zset"] {
+            let status = std::process::Command::new(&exe)
+                .args(["--only", only, "--merge", merge, "--entries", &n.to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success(), "{only} {merge} failed");
+        }
+    }
+}
