@@ -30,9 +30,9 @@ use crate::io::{Fs, WritableFile, parent_dir};
 use crate::{Error, Result};
 
 /// Bytes buffered before a write system call.
-/// 256 KiB: one `write` of it costs tens of microseconds, short enough to sit
+/// 64 KiB: one `write` of it costs tens of microseconds, short enough to sit
 /// inside a bounded merge step.
-const WRITE_BUFFER_BYTES: usize = 256 << 10;
+const WRITE_BUFFER_BYTES: usize = 64 << 10;
 /// Suffix of a run being written; such files are never read and are removed at
 /// open by the layers above.
 pub const TMP_SUFFIX: &str = ".tmp";

@@ -25,6 +25,9 @@ pub(crate) const ENTRY_OVERHEAD_BYTES: usize = 16;
 #[derive(Debug)]
 pub(crate) struct Consolidate<'a> {
     sources: Vec<Source<'a>>,
+    /// `heads[i]` is `sources[i].current()`, cached: each step reads every
+    /// head but advances only the sources that held the smallest one.
+    heads: Vec<Option<EntryRef<'a>>>,
     mode: RunMode,
     keep_tombstones: bool,
 }
@@ -40,8 +43,10 @@ fn order(mode: RunMode, a: &EntryRef<'_>, b: &EntryRef<'_>) -> Ordering {
 impl<'a> Consolidate<'a> {
     /// `sources` newest first.
     pub(crate) fn new(sources: Vec<Source<'a>>, mode: RunMode, keep_tombstones: bool) -> Self {
+        let heads = sources.iter().map(Source::current).collect();
         Consolidate {
             sources,
+            heads,
             mode,
             keep_tombstones,
         }
@@ -53,23 +58,22 @@ impl<'a> Consolidate<'a> {
     pub(crate) fn next(&mut self, consumed: &mut usize) -> Result<Option<EntryRef<'a>>> {
         loop {
             let mut min: Option<EntryRef<'a>> = None;
-            for s in &self.sources {
-                if let Some(e) = s.current() {
-                    if min.is_none_or(|m| order(self.mode, &e, &m).is_lt()) {
-                        min = Some(e);
-                    }
+            for e in self.heads.iter().flatten() {
+                if min.is_none_or(|m| order(self.mode, e, &m).is_lt()) {
+                    min = Some(*e);
                 }
             }
             let Some(first) = min else { return Ok(None) };
             let mut weight = 0i64;
-            for s in &mut self.sources {
-                let Some(e) = s.current() else { continue };
+            for (s, head) in self.sources.iter_mut().zip(self.heads.iter_mut()) {
+                let Some(e) = *head else { continue };
                 if order(self.mode, &e, &first).is_eq() {
                     *consumed += e.key.len() + e.value.len() + ENTRY_OVERHEAD_BYTES;
                     if let EntryKind::Weight(w) = e.kind {
                         weight = weight.wrapping_add(w);
                     }
                     s.advance()?;
+                    *head = s.current();
                 }
             }
             match first.kind {
@@ -89,7 +93,11 @@ impl<'a> Consolidate<'a> {
 
     /// Moves every source to the first entry whose key is `>= key`.
     pub(crate) fn seek(&mut self, key: &[u8]) -> Result<()> {
-        self.sources.iter_mut().try_for_each(|s| s.seek(key))
+        for (s, head) in self.sources.iter_mut().zip(self.heads.iter_mut()) {
+            s.seek(key)?;
+            *head = s.current();
+        }
+        Ok(())
     }
 
     /// Where each source rests, in source order.

@@ -24,7 +24,7 @@ pub const MAX_FAN_IN: usize = 16;
 pub const DEFAULT_MAX_RUNS: usize = 32;
 /// Default work of one `merge_step`: 64 KiB of input, about 500 entries of
 /// 116 bytes; measured to stay well inside 200 µs (docs/benchmarks.md).
-pub const DEFAULT_MERGE_BUDGET_BYTES: usize = 64 << 10;
+pub const DEFAULT_MERGE_BUDGET_BYTES: usize = 16 << 10;
 
 /// Who advances merges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
