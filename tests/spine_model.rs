@@ -89,9 +89,9 @@ fn open(mode: RunMode, s: Setup) -> (Spine, Arc<dyn Fs>, Option<tempfile::TempDi
     (Spine::create(Arc::clone(&fs), dir, opts).unwrap(), fs, tmp)
 }
 
-fn bounds(a: &[u8], b: &[u8]) -> (Bound<&'static [u8]>, Bound<Vec<u8>>, Bound<Vec<u8>>) {
+fn bounds(a: &[u8], b: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    (Bound::Unbounded, Bound::Included(lo.to_vec()), Bound::Excluded(hi.to_vec()))
+    (Bound::Included(lo.to_vec()), Bound::Excluded(hi.to_vec()))
 }
 
 /// Every run file in the spine's directory is a live batch: retired inputs
@@ -133,7 +133,7 @@ fn run_kv(s: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(spine.contains(&k).unwrap(), model.contains_key(&k));
             }
             Op::Range(a, b) => {
-                let (_, lo, hi) = bounds(&a, &b);
+                let (lo, hi) = bounds(&a, &b);
                 let got = kv_range(&mut spine, lo.as_ref().map(Vec::as_slice), hi.as_ref().map(Vec::as_slice));
                 let want: Vec<_> = model.range::<Vec<u8>, _>((lo, hi)).map(|(k, v)| (k.clone(), v.clone())).collect();
                 prop_assert_eq!(got, want);
@@ -165,6 +165,7 @@ fn run_kv(s: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 type ZModel = HashMap<(Vec<u8>, Vec<u8>), i64>;
+type ZEntries = Vec<((Vec<u8>, Vec<u8>), i64)>;
 
 fn z_values(model: &ZModel, k: &[u8]) -> Vec<(Vec<u8>, i64)> {
     let mut v: Vec<_> = model
@@ -176,7 +177,7 @@ fn z_values(model: &ZModel, k: &[u8]) -> Vec<(Vec<u8>, i64)> {
     v
 }
 
-fn z_all(spine: &mut Spine) -> Vec<((Vec<u8>, Vec<u8>), i64)> {
+fn z_all(spine: &mut Spine) -> ZEntries {
     spine
         .cursor()
         .unwrap()
@@ -189,7 +190,7 @@ fn z_all(spine: &mut Spine) -> Vec<((Vec<u8>, Vec<u8>), i64)> {
         .collect()
 }
 
-fn z_model_all(model: &ZModel) -> Vec<((Vec<u8>, Vec<u8>), i64)> {
+fn z_model_all(model: &ZModel) -> ZEntries {
     let mut v: Vec<_> = model.iter().filter(|(_, w)| **w != 0).map(|(k, w)| (k.clone(), *w)).collect();
     v.sort();
     v
@@ -215,7 +216,7 @@ fn run_zset(s: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert!(spine.get(&k).is_err());
             }
             Op::Range(a, b) => {
-                let (_, lo, hi) = bounds(&a, &b);
+                let (lo, hi) = bounds(&a, &b);
                 let got: Vec<_> = spine
                     .range((lo.as_ref().map(Vec::as_slice), hi.as_ref().map(Vec::as_slice)))
                     .unwrap()

@@ -528,21 +528,6 @@ impl<'a> IndexView<'a> {
             codec: self.codecs[i],
         }
     }
-
-    /// The first block whose last key is `>= key` (`len()` if none).
-    #[inline]
-    pub(crate) fn find_block(&self, key: &[u8]) -> usize {
-        let (mut lo, mut hi) = (0, self.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if super::entry::key_cmp(self.last_key(mid), key).is_lt() {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
-    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ impl<'a> Cursor<'a> {
     }
 
     pub(crate) fn seek(run: &'a Run, key: &[u8]) -> Result<Self> {
-        let b = run.index().find_block(key);
+        let b = run.find_block(key);
         let mut c = Cursor {
             run,
             block: b,

@@ -50,7 +50,21 @@ pub struct Run {
     index_layout: IndexLayout,
     filter_payload: std::ops::Range<usize>,
     blocks: Box<[OnceLock<LoadedBlock>]>,
+    /// The first 8 bytes of each block's last key, big-endian, zero-padded:
+    /// a compact array that narrows a block search to the few blocks whose
+    /// fences tie before any mapped index byte is touched.
+    fences: Box<[u64]>,
     meta: RunMeta,
+}
+
+/// A key's fence: its first 8 bytes as a big-endian integer, zero-padded, so
+/// `fence(a) < fence(b)` implies `a < b`.
+#[inline]
+fn fence(key: &[u8]) -> u64 {
+    let mut p = [0u8; 8];
+    let n = key.len().min(8);
+    p[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(p)
 }
 
 fn payload_range(frame: &format::Frame<'_>, file: &[u8]) -> std::ops::Range<usize> {
@@ -158,6 +172,7 @@ impl Run {
         }
         let meta = RunMeta::from_footer(path.clone(), &footer, compressed_blocks as u64, key_range);
         let blocks = (0..block_count).map(|_| OnceLock::new()).collect();
+        let fences = (0..block_count).map(|i| fence(view.last_key(i))).collect();
         Ok(Run {
             path,
             map,
@@ -166,6 +181,7 @@ impl Run {
             index_layout,
             filter_payload,
             blocks,
+            fences,
             meta,
         })
     }
@@ -197,6 +213,29 @@ impl Run {
 
     pub(crate) fn index(&self) -> IndexView<'_> {
         IndexView::new(&self.map[self.index_payload.clone()], &self.index_layout)
+    }
+
+    /// The first block whose last key is `>= key` (`block_count()` if none).
+    #[inline]
+    pub(crate) fn find_block(&self, key: &[u8]) -> usize {
+        let f = fence(key);
+        let lo = self.fences.partition_point(|&x| x < f);
+        let hi = lo + self.fences[lo..].partition_point(|&x| x == f);
+        if lo == hi {
+            return lo;
+        }
+        // Blocks whose fence ties with the key's: decide on the full keys.
+        let index = self.index();
+        let (mut a, mut b) = (lo, hi);
+        while a < b {
+            let mid = a + (b - a) / 2;
+            if super::entry::key_cmp(index.last_key(mid), key).is_lt() {
+                a = mid + 1;
+            } else {
+                b = mid;
+            }
+        }
+        a
     }
 
     pub(crate) fn block_count(&self) -> usize {
@@ -363,7 +402,7 @@ impl Run {
             return Ok(None);
         }
         let index = self.index();
-        let b = index.find_block(key);
+        let b = self.find_block(key);
         if b == index.len() || index.row(b).first_key > key {
             return Ok(None);
         }
