@@ -265,6 +265,14 @@ impl<'a> BlockView<'a> {
         self.key_ends.len() / 4
     }
 
+    /// Starts loading the key columns into cache, so the cache misses of a
+    /// binary search overlap instead of following one another.
+    #[inline]
+    pub(crate) fn prefetch_keys(&self) {
+        crate::io::prefetch(self.key_ends);
+        crate::io::prefetch(self.keys);
+    }
+
     #[inline]
     pub(crate) fn key(&self, i: usize) -> &'a [u8] {
         let start = if i == 0 {

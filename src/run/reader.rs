@@ -407,6 +407,7 @@ impl Run {
             return Ok(None);
         }
         let block = self.block(b)?;
+        block.prefetch_keys();
         let i = block.lower_bound(key);
         Ok((i < block.len() && block.key(i) == key).then(|| block.entry(i)))
     }
