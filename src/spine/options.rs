@@ -22,9 +22,10 @@ pub const MAX_FAN_IN: usize = 16;
 /// fan-in 4, a settled spine holds at most 3 runs per level, ~20 for a
 /// terabyte; 32 leaves room for merges in flight without letting reads grow.
 pub const DEFAULT_MAX_RUNS: usize = 32;
-/// Default work of one `merge_step`: 64 KiB of input, about 500 entries of
-/// 116 bytes; measured to stay well inside 200 µs (docs/benchmarks.md).
-pub const DEFAULT_MERGE_BUDGET_BYTES: usize = 16 << 10;
+/// Default work of one `merge_step`: 8 KiB of input, about 60 entries of
+/// 116 bytes. Measured p99 of a step at this budget: well under 200 µs, where
+/// 16 KiB came close to it and 64 KiB passed it (docs/benchmarks.md).
+pub const DEFAULT_MERGE_BUDGET_BYTES: usize = 8 << 10;
 
 /// Who advances merges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -95,7 +96,7 @@ impl SpineOptions {
         self
     }
 
-    /// Input bytes one merge step processes at the default budget (default 64 KiB).
+    /// Input bytes one merge step processes at the default budget (default 8 KiB).
     #[must_use]
     pub fn merge_budget_bytes(mut self, bytes: usize) -> Self {
         self.merge_budget_bytes = bytes.max(1);
