@@ -135,7 +135,7 @@ impl<'a> Source<'a> {
         Source::Mem { mt, i }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn current(&self) -> Option<EntryRef<'a>> {
         match self {
             Source::Mem { mt, i } => (*i < mt.sorted_len()).then(|| mt.sorted_entry(*i)),
