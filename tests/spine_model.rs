@@ -25,6 +25,7 @@ enum Op {
     Prefix(Vec<u8>),
     Seal,
     MergeStep(usize),
+    Compact,
 }
 
 fn key() -> impl Strategy<Value = Vec<u8>> {
@@ -42,6 +43,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (key(), key()).prop_map(|(a, b)| Op::Range(a, b)),
         1 => key().prop_map(|mut k| { k.truncate(1); Op::Prefix(k) }),
         1 => Just(Op::Seal),
+        1 => Just(Op::Compact),
         6 => prop_oneof![Just(1usize), Just(200), Just(4096), Just(1 << 20)].prop_map(Op::MergeStep),
     ]
 }
@@ -144,6 +146,10 @@ fn run_kv(s: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(got, want);
             }
             Op::Seal => spine.seal().unwrap(),
+            Op::Compact => {
+                spine.compact().unwrap();
+                prop_assert!(spine.batch_count() <= 1, "{:?}", spine.levels());
+            }
             Op::MergeStep(b) => {
                 spine.merge_step(b).unwrap();
             }
@@ -231,6 +237,7 @@ fn run_zset(s: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Prefix(_) => {}
             Op::Seal => spine.seal().unwrap(),
+            Op::Compact => spine.compact().unwrap(),
             Op::MergeStep(b) => {
                 spine.merge_step(b).unwrap();
             }

@@ -288,8 +288,13 @@ impl Spine {
     }
 
     /// Backpressure: one merge step (cooperative) or one wait for the helper.
+    /// With no merge in flight there is nothing to wait for: the count is then
+    /// at most one idle batch per level short of a merge, and writes go on.
     #[cold]
     fn relieve(&mut self) -> Result<()> {
+        if self.merges.is_empty() {
+            return Ok(());
+        }
         self.stats.stalled_writes += 1;
         if self.helper.is_none() {
             self.merge_step(self.opts.merge_budget_bytes)?;
@@ -417,6 +422,23 @@ impl Spine {
                 }
             }
         }
+    }
+
+    /// Merges everything into one bottom run now, waiting for it: tombstones
+    /// and zero weights vanish, dead versions go, and reads then consult one
+    /// run. For an owner that wants its space back (after mass deletes) or
+    /// read-optimised state; ordinary merging never needs it.
+    pub fn compact(&mut self) -> Result<()> {
+        self.seal()?;
+        self.settle()?;
+        let single_run = self.batches.len() == 1 && self.batches[0].level > 0;
+        if self.batches.is_empty() || single_run {
+            return Ok(());
+        }
+        let top = self.batches.iter().map(|s| s.level).max().unwrap_or(0);
+        let all: Vec<usize> = (0..self.batches.len()).collect();
+        self.start_merge(top, &all)?;
+        self.settle()
     }
 
     /// Installs every merge the helper has finished; returns how many.
