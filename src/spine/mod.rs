@@ -43,6 +43,32 @@
 //! [`Spine::get`] probes the memtable's hash index, then each batch newest
 //! first (hash once; a bloom filter line per run). Cursors merge every batch
 //! with the consolidation rules above; see [`Cursor`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use statespine::io::MemFs;
+//! use statespine::run::RunMode;
+//! use statespine::spine::{Spine, SpineOptions};
+//!
+//! let mut s = Spine::create(Arc::new(MemFs::new()), "/state", SpineOptions::new(RunMode::KeyValue))?;
+//! s.put(b"apple", b"red")?;
+//! s.put(b"banana", b"yellow")?;
+//! s.delete(b"apple")?;
+//! // The owner's loop gives merging a bounded slice of time now and then.
+//! s.merge_step(s.options().merge_budget())?;
+//! assert_eq!(s.get(b"banana")?, Some(&b"yellow"[..]));
+//! assert_eq!(s.get(b"apple")?, None);
+//! let keys: Vec<_> = s.prefix(b"b")?.map(|e| e.map(|e| e.key.to_vec())).collect::<Result<_, _>>()?;
+//! assert_eq!(keys, [b"banana".to_vec()]);
+//!
+//! let mut z = Spine::create(Arc::new(MemFs::new()), "/z", SpineOptions::new(RunMode::ZSet))?;
+//! z.update(b"k", b"v1", 2)?;
+//! z.update(b"k", b"v2", 1)?;
+//! z.update(b"k", b"v1", -2)?;
+//! assert_eq!(z.values(b"k")?, [(&b"v2"[..], 1)]);
+//! assert_eq!(z.key_weight(b"k")?, 1);
+//! # Ok::<(), statespine::Error>(())
+//! ```
 
 mod background;
 mod batch;
