@@ -32,7 +32,10 @@ fn key(i: u64) -> [u8; 16] {
 const VALUE: [u8; 100] = [0x5a; 100];
 
 fn entries() -> u64 {
-    std::env::var("SPINE_BENCH_ENTRIES").ok().and_then(|s| s.parse().ok()).unwrap_or(200_000)
+    std::env::var("SPINE_BENCH_ENTRIES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000)
 }
 
 fn spine(dir: &std::path::Path, opts: SpineOptions) -> Spine {
@@ -121,7 +124,9 @@ fn merge_step(c: &mut Criterion) {
             let mut done = 0;
             while done < iters {
                 let tmp = tempfile::tempdir().unwrap();
-                let opts = SpineOptions::new(RunMode::KeyValue).max_runs(1 << 20).memory_budget_bytes(1 << 34);
+                let opts = SpineOptions::new(RunMode::KeyValue)
+                    .max_runs(1 << 20)
+                    .memory_budget_bytes(1 << 34);
                 let mut s = spine(tmp.path(), opts);
                 for i in 0..n {
                     s.put(&key(i), &VALUE).unwrap();
@@ -163,7 +168,13 @@ fn scan(c: &mut Criterion) {
         })
     });
     g.bench_function("btreemap", |b| {
-        b.iter(|| black_box(map.iter().map(|(k, v)| u64::from(k[0]) + u64::from(v[0])).sum::<u64>()))
+        b.iter(|| {
+            black_box(
+                map.iter()
+                    .map(|(k, v)| u64::from(k[0]) + u64::from(v[0]))
+                    .sum::<u64>(),
+            )
+        })
     });
     g.finish();
 }

@@ -53,7 +53,10 @@ fn main() -> statespine::Result<()> {
     let opts = SpineOptions::new(RunMode::KeyValue);
     let budget = opts.merge_budget();
     let mut spine = Spine::create(fs, &dir, opts)?;
-    println!("statespine demo: {n} puts (16-byte keys, 100-byte values) into one spine at {}", dir.display());
+    println!(
+        "statespine demo: {n} puts (16-byte keys, 100-byte values) into one spine at {}",
+        dir.display()
+    );
 
     // The owner's loop: write, and every 64 writes give merging one short step.
     let t = Instant::now();
@@ -70,7 +73,10 @@ fn main() -> statespine::Result<()> {
     spine.settle()?;
     let settle = t.elapsed().as_secs_f64();
     let stats = spine.stats();
-    println!("  ingest             {} ({ingest:.2} s, {steps} merge steps of {budget} bytes)", rate(n, ingest));
+    println!(
+        "  ingest             {} ({ingest:.2} s, {steps} merge steps of {budget} bytes)",
+        rate(n, ingest)
+    );
     println!("  settle merges      {:.0} ms", settle * 1e3);
     println!(
         "  write amplification {:.2} ({} MB of runs for {} MB put; {} seals, {} merges, {} stalled writes)",
@@ -83,8 +89,18 @@ fn main() -> statespine::Result<()> {
     );
     println!("  level shape:");
     for l in spine.levels() {
-        let kind = if l.level == 0 { "sealed memtables" } else { "run files" };
-        println!("    L{}: {} {kind}, {} entries, {:.1} MB", l.level, l.batches, l.entries, l.bytes as f64 / 1e6);
+        let kind = if l.level == 0 {
+            "sealed memtables"
+        } else {
+            "run files"
+        };
+        println!(
+            "    L{}: {} {kind}, {} entries, {:.1} MB",
+            l.level,
+            l.batches,
+            l.entries,
+            l.bytes as f64 / 1e6
+        );
     }
 
     let probes = n.min(1_000_000);
@@ -112,6 +128,10 @@ fn main() -> statespine::Result<()> {
         c.advance()?;
     }
     assert_eq!(count, n);
-    println!("  full scan          {} entries, {}", count, rate(count, t.elapsed().as_secs_f64()));
+    println!(
+        "  full scan          {} entries, {}",
+        count,
+        rate(count, t.elapsed().as_secs_f64())
+    );
     Ok(())
 }

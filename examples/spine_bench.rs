@@ -105,12 +105,14 @@ impl Bench {
     }
 }
 
-fn row(name: &str, merge: &str, figure: String, extra: String) {
-    println!("| {name} | {merge} | {figure} | {extra} |");
+/// One result, as a machine-readable line the driver collects:
+/// name, merge mode, the figure the table ranks by, its unit, free detail.
+fn row(name: &str, merge: &str, (value, unit): (f64, &str), extra: String) {
+    println!("ROW\t{name}\t{merge}\t{value}\t{unit}\t{extra}");
 }
 
-fn mops(n: u64, d: Duration) -> String {
-    format!("{:.2} M ops/s", n as f64 / d.as_secs_f64() / 1e6)
+fn mops(n: u64, d: Duration) -> (f64, &'static str) {
+    (n as f64 / d.as_secs_f64() / 1e6, "M ops/s")
 }
 
 fn fill(dir: &std::path::Path, n: u64, merge: MergeMode, seq: bool) {
@@ -127,7 +129,12 @@ fn fill(dir: &std::path::Path, n: u64, merge: MergeMode, seq: bool) {
     let settle = t.elapsed();
     let name = if seq { "fillseq" } else { "fillrandom" };
     let label = format!("{merge:?}");
-    row(name, &label, mops(n, ingest), format!("settle after: {settle:.2?}"));
+    row(
+        name,
+        &label,
+        mops(n, ingest),
+        format!("then settling merges took {settle:.2?}"),
+    );
     if seq {
         return;
     }
@@ -139,11 +146,12 @@ fn fill(dir: &std::path::Path, n: u64, merge: MergeMode, seq: bool) {
         .collect();
     b.completing.sort_unstable();
     row(
-        "merge_step latency",
+        "merge_step p99",
         &label,
-        format!("{} steps", b.steps.len()),
+        (percentile(&b.steps, 0.99).as_secs_f64() * 1e6, "µs"),
         format!(
-            "{}; {} steps published a merge (median {:.0?}, max {:.0?})",
+            "{} steps: {}; {} published a merge (median {:.0?}, max {:.0?})",
+            b.steps.len(),
             hist.join(" "),
             b.completing.len(),
             percentile(&b.completing, 0.5),
@@ -154,30 +162,47 @@ fn fill(dir: &std::path::Path, n: u64, merge: MergeMode, seq: bool) {
     row(
         "write amplification",
         &label,
-        format!("{:.2}", st.bytes_written as f64 / st.bytes_put as f64),
-        format!("{} MB written for {} MB put", st.bytes_written / 1_000_000, st.bytes_put / 1_000_000),
-    );
-    row(
-        "space amplification",
-        &label,
-        format!("{:.3}", b.spine.disk_size_bytes() as f64 / user as f64),
-        format!("levels {:?}", b.spine.levels().iter().map(|l| (l.level, l.batches)).collect::<Vec<_>>()),
+        (st.bytes_written as f64 / st.bytes_put as f64, "×"),
+        format!(
+            "{} MB written for {} MB put",
+            st.bytes_written / 1_000_000,
+            st.bytes_put / 1_000_000
+        ),
     );
     row(
         "peak RSS",
         &label,
-        format!("{} MiB", status_kib("VmHWM:") / 1024),
+        (status_kib("VmHWM:") as f64 / 1024.0, "MiB"),
         format!(
-            "anonymous (sampled) {} MiB; stalled writes {}",
+            "of it anonymous (sampled): {} MiB; memory budget {} MiB; stalled writes {}",
             b.peak_anon_kib / 1024,
+            b.spine.options().memory_budget() >> 20,
             st.stalled_writes
         ),
     );
     reads(&mut b, n, &label);
+    let settled = format!(
+        "levels after settling {:?}",
+        b.spine
+            .levels()
+            .iter()
+            .map(|l| (l.level, l.batches))
+            .collect::<Vec<_>>()
+    );
+    b.spine.compact().unwrap();
+    row(
+        "space amplification",
+        &label,
+        (b.spine.disk_size_bytes() as f64 / user as f64, "×"),
+        format!("run bytes / key+value bytes after compact(); {settled}"),
+    );
 }
 
 fn timed_reads(b: &Bench, n: u64, label: &str, absent: bool) {
-    let ops: u64 = std::env::var("SPINE_BENCH_READS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let ops: u64 = std::env::var("SPINE_BENCH_READS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let mut x = 12345u64;
     let t = Instant::now();
     let mut found = 0u64;
@@ -200,12 +225,20 @@ fn timed_reads(b: &Bench, n: u64, label: &str, absent: bool) {
         lat.push(t.elapsed());
     }
     lat.sort_unstable();
-    let name = if absent { "readrandom absent" } else { "readrandom present" };
+    let name = if absent {
+        "readrandom absent"
+    } else {
+        "readrandom present"
+    };
     row(
         name,
         label,
         mops(ops, total),
-        format!("p50 {:.0?} p99 {:.0?} (timed singly)", percentile(&lat, 0.5), percentile(&lat, 0.99)),
+        format!(
+            "p50 {:.0?} p99 {:.0?} (timed singly)",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
+        ),
     );
 }
 
@@ -213,7 +246,10 @@ fn reads(b: &mut Bench, n: u64, label: &str) {
     timed_reads(b, n, label, false);
     timed_reads(b, n, label, true);
     // SPINE_BENCH_SCANS repeats the scan (for profiling); the last one counts.
-    let scans: u32 = std::env::var("SPINE_BENCH_SCANS").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let scans: u32 = std::env::var("SPINE_BENCH_SCANS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let (mut count, mut d) = (0u64, Duration::ZERO);
     for _ in 0..scans {
         let t = Instant::now();
@@ -227,7 +263,12 @@ fn reads(b: &mut Bench, n: u64, label: &str) {
         d = t.elapsed();
     }
     assert_eq!(count, n);
-    row("full scan", label, format!("{:.1} M entries/s", n as f64 / d.as_secs_f64() / 1e6), format!("{d:.2?}"));
+    row(
+        "full scan",
+        label,
+        (n as f64 / d.as_secs_f64() / 1e6, "M entries/s"),
+        format!("{d:.2?}"),
+    );
 }
 
 fn zset(dir: &std::path::Path, n: u64, merge: MergeMode) {
@@ -254,7 +295,12 @@ fn zset(dir: &std::path::Path, n: u64, merge: MergeMode) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let n: u64 = flag("--entries").map_or(2_000_000, |s| s.parse().expect("--entries N"));
     let modes = flag("--modes").unwrap_or_else(|| "coop,background".into());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/spine-bench");
@@ -274,18 +320,51 @@ fn main() {
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }
+    let runs: usize = flag("--runs").map_or(3, |s| s.parse().expect("--runs N"));
     println!("spine_bench: {n} entries, 16-byte keys, {VALUE_BYTES}-byte values, default options");
-    println!("owner loop: one merge_step at the default budget every {WRITES_PER_STEP} writes\n");
-    println!("| workload | merge mode | result | detail |");
-    println!("| --- | --- | --- | --- |");
+    println!("owner loop: one merge_step at the default budget every {WRITES_PER_STEP} writes");
+    println!(
+        "each workload runs {runs} times in a fresh process; median [min–max], detail from the median run\n"
+    );
+    println!("| workload | merge mode | median | range | detail |");
+    println!("| --- | --- | --- | --- | --- |");
     let exe = std::env::current_exe().unwrap();
     for merge in modes.split(',') {
         for only in ["fillrandom", "fillseq", "zset"] {
-            let status = std::process::Command::new(&exe)
-                .args(["--only", only, "--merge", merge, "--entries", &n.to_string()])
-                .status()
-                .unwrap();
-            assert!(status.success(), "{only} {merge} failed");
+            let mut rows: Vec<(String, String, String, Vec<(f64, String)>)> = Vec::new();
+            for _ in 0..runs {
+                let out = std::process::Command::new(&exe)
+                    .args(["--only", only, "--merge", merge, "--entries", &n.to_string()])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{only} {merge} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                for line in String::from_utf8_lossy(&out.stdout).lines() {
+                    let f: Vec<&str> = line.split('\t').collect();
+                    let [_, name, mode, value, unit, detail] = f[..] else {
+                        continue;
+                    };
+                    let v: f64 = value.parse().unwrap();
+                    match rows.iter_mut().find(|r| r.0 == name) {
+                        Some(r) => r.3.push((v, detail.to_string())),
+                        None => rows.push((
+                            name.into(),
+                            mode.into(),
+                            unit.into(),
+                            vec![(v, detail.to_string())],
+                        )),
+                    }
+                }
+            }
+            for (name, mode, unit, mut vals) in rows {
+                vals.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let (med, detail) = &vals[vals.len() / 2];
+                let (lo, hi) = (vals[0].0, vals[vals.len() - 1].0);
+                println!("| {name} | {mode} | {med:.2} {unit} | {lo:.2}–{hi:.2} | {detail} |");
+            }
         }
     }
 }

@@ -43,7 +43,13 @@ fn key() -> impl Strategy<Value = Vec<u8>> {
     let short = prop::collection::vec(prop_oneof![Just(0u8), Just(1), Just(b'a'), Just(0xff)], 0..6);
     // Half the keys share a 9-byte prefix, so block fences (8-byte key
     // prefixes) tie and searches must fall back to whole keys.
-    (short, any::<bool>()).prop_map(|(k, shared)| if shared { [&b"prefix-00"[..], &k].concat() } else { k })
+    (short, any::<bool>()).prop_map(|(k, shared)| {
+        if shared {
+            [&b"prefix-00"[..], &k].concat()
+        } else {
+            k
+        }
+    })
 }
 
 fn kv_model() -> impl Strategy<Value = BTreeMap<Vec<u8>, Option<Vec<u8>>>> {

@@ -26,7 +26,11 @@ fn never_stepped(mode: MergeMode) {
     // Past the limit each write does a step; with one merge per level, a level
     // can gather up to another fan-in of batches while its merge runs.
     let fan_in = 3;
-    assert!(most <= max_runs + 2 * fan_in, "{most} batches, levels {:?}", s.levels());
+    assert!(
+        most <= max_runs + 2 * fan_in,
+        "{most} batches, levels {:?}",
+        s.levels()
+    );
     let stats = s.stats();
     assert!(stats.stalled_writes > 0, "{stats:?}");
     assert!(stats.merges > 0, "{stats:?}");

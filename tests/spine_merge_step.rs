@@ -16,7 +16,8 @@ fn each_step_stays_within_its_budget() {
         .memory_budget_bytes(1 << 30);
     let mut s = Spine::create(Arc::new(MemFs::new()), "/m", opts).unwrap();
     for i in 0..40_000u32 {
-        s.put(&i.wrapping_mul(2_654_435_761).to_be_bytes(), &[3; 60]).unwrap();
+        s.put(&i.wrapping_mul(2_654_435_761).to_be_bytes(), &[3; 60])
+            .unwrap();
     }
     s.seal().unwrap();
     let before = s.batch_count();
@@ -42,7 +43,9 @@ fn each_step_stays_within_its_budget() {
 
 #[test]
 fn a_zero_budget_does_nothing() {
-    let opts = SpineOptions::new(RunMode::KeyValue).memtable_size_bytes(4 << 10).max_runs(1 << 20);
+    let opts = SpineOptions::new(RunMode::KeyValue)
+        .memtable_size_bytes(4 << 10)
+        .max_runs(1 << 20);
     let mut s = Spine::create(Arc::new(MemFs::new()), "/z", opts).unwrap();
     for i in 0..5_000u32 {
         s.put(&i.to_be_bytes(), &[1; 30]).unwrap();

@@ -97,11 +97,28 @@ fn bounds(a: &[u8], b: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
 }
 
 /// Every run file in the spine's directory is a live batch: retired inputs
-/// were deleted and no temporary file was left behind.
+/// were deleted and no temporary file was left behind. (In background mode
+/// the helper thread deletes retired files, so they may take a moment.)
 fn no_garbage(spine: &Spine, fs: &dyn Fs) {
-    let files = fs.list(spine.dir()).unwrap();
-    let runs: usize = spine.levels().iter().filter(|l| l.level > 0).map(|l| l.batches).sum();
-    assert_eq!(files.len(), runs, "files {files:?} vs levels {:?}", spine.levels());
+    let runs: usize = spine
+        .levels()
+        .iter()
+        .filter(|l| l.level > 0)
+        .map(|l| l.batches)
+        .sum();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let files = fs.list(spine.dir()).unwrap();
+        if files.len() == runs {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "files {files:?} vs levels {:?}",
+            spine.levels()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 fn kv_range(spine: &mut Spine, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -136,12 +153,23 @@ fn run_kv(s: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Range(a, b) => {
                 let (lo, hi) = bounds(&a, &b);
-                let got = kv_range(&mut spine, lo.as_ref().map(Vec::as_slice), hi.as_ref().map(Vec::as_slice));
-                let want: Vec<_> = model.range::<Vec<u8>, _>((lo, hi)).map(|(k, v)| (k.clone(), v.clone())).collect();
+                let got = kv_range(
+                    &mut spine,
+                    lo.as_ref().map(Vec::as_slice),
+                    hi.as_ref().map(Vec::as_slice),
+                );
+                let want: Vec<_> = model
+                    .range::<Vec<u8>, _>((lo, hi))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
                 prop_assert_eq!(got, want);
             }
             Op::Prefix(p) => {
-                let got: Vec<_> = spine.prefix(&p).unwrap().map(|e| e.unwrap().key.to_vec()).collect();
+                let got: Vec<_> = spine
+                    .prefix(&p)
+                    .unwrap()
+                    .map(|e| e.unwrap().key.to_vec())
+                    .collect();
                 let want: Vec<_> = model.keys().filter(|k| k.starts_with(&p)).cloned().collect();
                 prop_assert_eq!(got, want);
             }
@@ -154,7 +182,11 @@ fn run_kv(s: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 spine.merge_step(b).unwrap();
             }
         }
-        prop_assert!(spine.batch_count() <= s.max_runs + 2 * s.fan_in + 2, "{:?}", spine.levels());
+        prop_assert!(
+            spine.batch_count() <= s.max_runs + 2 * s.fan_in + 2,
+            "{:?}",
+            spine.levels()
+        );
     }
     let all = kv_range(&mut spine, Bound::Unbounded, Bound::Unbounded);
     prop_assert_eq!(all, model.clone().into_iter().collect::<Vec<_>>());
@@ -166,7 +198,10 @@ fn run_kv(s: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
     prop_assert_eq!(all, model.into_iter().collect::<Vec<_>>());
     no_garbage(&spine, fs.as_ref());
     let stats = spine.stats();
-    prop_assert!(stats.seals > 0 && stats.merges > 0, "the case never merged: {stats:?}");
+    prop_assert!(
+        stats.seals > 0 && stats.merges > 0,
+        "the case never merged: {stats:?}"
+    );
     Ok(())
 }
 
@@ -189,7 +224,9 @@ fn z_all(spine: &mut Spine) -> ZEntries {
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            let EntryKind::Weight(w) = e.kind else { panic!("{e:?}") };
+            let EntryKind::Weight(w) = e.kind else {
+                panic!("{e:?}")
+            };
             assert_ne!(w, 0);
             ((e.key.to_vec(), e.value.to_vec()), w)
         })
@@ -197,7 +234,11 @@ fn z_all(spine: &mut Spine) -> ZEntries {
 }
 
 fn z_model_all(model: &ZModel) -> ZEntries {
-    let mut v: Vec<_> = model.iter().filter(|(_, w)| **w != 0).map(|(k, w)| (k.clone(), *w)).collect();
+    let mut v: Vec<_> = model
+        .iter()
+        .filter(|(_, w)| **w != 0)
+        .map(|(k, w)| (k.clone(), *w))
+        .collect();
     v.sort();
     v
 }
@@ -214,10 +255,18 @@ fn run_zset(s: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Put(k, v) => prop_assert!(spine.put(&k, &v).is_err()),
             Op::Delete(k) => prop_assert!(spine.delete(&k).is_err()),
             Op::Get(k) => {
-                let got: Vec<_> = spine.values(&k).unwrap().into_iter().map(|(v, w)| (v.to_vec(), w)).collect();
+                let got: Vec<_> = spine
+                    .values(&k)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(v, w)| (v.to_vec(), w))
+                    .collect();
                 let want = z_values(&model, &k);
                 prop_assert_eq!(spine.contains(&k).unwrap(), !want.is_empty());
-                prop_assert_eq!(spine.key_weight(&k).unwrap(), want.iter().map(|x| x.1).sum::<i64>());
+                prop_assert_eq!(
+                    spine.key_weight(&k).unwrap(),
+                    want.iter().map(|x| x.1).sum::<i64>()
+                );
                 prop_assert_eq!(got, want);
                 prop_assert!(spine.get(&k).is_err());
             }

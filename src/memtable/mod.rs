@@ -24,9 +24,9 @@ mod index;
 use rkyv::util::AlignedVec;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use crate::io::{prefetch, prefetch_value};
 use crate::run::bloom::key_hash;
 use crate::run::format::{RunMode, align_up};
-use crate::io::{prefetch, prefetch_value};
 use crate::run::{EntryKind, EntryRef, MAX_ENTRY_BYTES, key_cmp};
 use crate::{Error, Result};
 use index::HashIndex;
@@ -243,10 +243,15 @@ impl Memtable {
         let (arena, entries) = (&self.arena, &self.entries);
         let slice = |x: u32, value: bool| {
             let s = &entries[x as usize];
-            let (off, len) = if value { (s.val_off, s.val_len) } else { (s.key_off, s.key_len) };
+            let (off, len) = if value {
+                (s.val_off, s.val_len)
+            } else {
+                (s.key_off, s.key_len)
+            };
             &arena[off as usize..(off + len) as usize]
         };
-        self.table.insert(h, e, |x| pair_hash(key_hash(slice(x, false)), slice(x, true)));
+        self.table
+            .insert(h, e, |x| pair_hash(key_hash(slice(x, false)), slice(x, true)));
         match head {
             // The chain head moves to the new entry: repoint the key slot.
             Some(_) => self.keys.replace(kh, |x| slice(x, false) == key, e),
@@ -366,7 +371,8 @@ impl Memtable {
 
     /// Position in the sorted list of the first entry whose key is `>= key`.
     pub fn lower_bound(&self, key: &[u8]) -> usize {
-        self.sorted.partition_point(|&e| key_cmp(self.key_of(e), key).is_lt())
+        self.sorted
+            .partition_point(|&e| key_cmp(self.key_of(e), key).is_lt())
     }
 }
 

@@ -75,8 +75,15 @@ pub fn build(hashes: &[u64], bits_per_key: u8, probes: u8) -> Vec<u8> {
 /// An over-estimate only lowers the false-positive rate.
 #[derive(Debug)]
 pub(crate) enum Builder {
-    Sized { bits: Vec<u8>, probes: u8 },
-    Collecting { hashes: Vec<u64>, bits_per_key: u8, probes: u8 },
+    Sized {
+        bits: Vec<u8>,
+        probes: u8,
+    },
+    Collecting {
+        hashes: Vec<u64>,
+        bits_per_key: u8,
+        probes: u8,
+    },
 }
 
 impl Builder {
@@ -189,7 +196,11 @@ mod tests {
         let mut b = Builder::new(10, Some(10));
         hashes.iter().for_each(|&h| b.add(h));
         let bytes = b.finish(5000);
-        assert!(hashes.iter().all(|&h| FilterView::new(&bytes, 7).may_contain_hash(h)));
+        assert!(
+            hashes
+                .iter()
+                .all(|&h| FilterView::new(&bytes, 7).may_contain_hash(h))
+        );
         assert!(Builder::new(10, Some(10)).finish(0).is_empty());
     }
 

@@ -280,7 +280,8 @@ impl RunWriter {
         format::write_frame(&mut self.out, format::INDEX_MAGIC, Codec::None, &index, index_raw);
         let filter_offset = self.written + self.out.len() as u64;
         let probes = self.filter.probes();
-        let filter = std::mem::replace(&mut self.filter, bloom::Builder::new(1, None)).finish(self.entry_count);
+        let filter =
+            std::mem::replace(&mut self.filter, bloom::Builder::new(1, None)).finish(self.entry_count);
         let filter_raw =
             u32::try_from(filter.len()).map_err(|_| Error::InvalidArgument("filter over 4 GiB".into()))?;
         format::write_frame(

@@ -13,6 +13,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::batch::Batch;
 use super::merge::{Merge, Output};
 use crate::io::Fs;
 use crate::{Error, Result};
@@ -20,9 +21,19 @@ use crate::{Error, Result};
 /// A finished (or failed) merge, by id.
 pub(crate) type Finished = (u64, Result<Output>);
 
+/// What the owner sends the helper.
+#[derive(Debug)]
+enum Msg {
+    /// A merge to run, by id.
+    Merge(u64, Merge),
+    /// Retired batches whose last references the helper should drop, so the
+    /// owner never pays for unmapping memtables or unlinking run files.
+    Drop(Vec<Batch>),
+}
+
 #[derive(Debug)]
 pub(crate) struct Helper {
-    to_helper: Option<Sender<(u64, Merge)>>,
+    to_helper: Option<Sender<Msg>>,
     from_helper: Receiver<Finished>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -30,7 +41,7 @@ pub(crate) struct Helper {
 
 impl Helper {
     pub(crate) fn spawn(fs: Arc<dyn Fs>, budget: usize) -> Result<Helper> {
-        let (to_helper, inbox) = mpsc::channel::<(u64, Merge)>();
+        let (to_helper, inbox) = mpsc::channel::<Msg>();
         let (outbox, from_helper) = mpsc::channel::<Finished>();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
@@ -49,8 +60,16 @@ impl Helper {
     pub(crate) fn submit(&self, id: u64, merge: Merge) -> Result<()> {
         self.to_helper
             .as_ref()
-            .and_then(|tx| tx.send((id, merge)).ok())
+            .and_then(|tx| tx.send(Msg::Merge(id, merge)).ok())
             .ok_or_else(|| Error::InvalidArgument("the merge thread has stopped".into()))
+    }
+
+    /// Hands retired batches to the helper to drop. If the helper is gone they
+    /// come back and drop here.
+    pub(crate) fn bury(&self, retired: Vec<Batch>) {
+        if let Some(tx) = &self.to_helper {
+            let _ = tx.send(Msg::Drop(retired));
+        }
     }
 
     /// A finished merge, if one is ready (never waits).
@@ -64,22 +83,22 @@ impl Helper {
     }
 }
 
-fn run(
-    fs: &Arc<dyn Fs>,
-    budget: usize,
-    inbox: &Receiver<(u64, Merge)>,
-    outbox: &Sender<Finished>,
-    stop: &AtomicBool,
-) {
+fn run(fs: &Arc<dyn Fs>, budget: usize, inbox: &Receiver<Msg>, outbox: &Sender<Finished>, stop: &AtomicBool) {
     let mut active: Vec<(u64, Merge)> = Vec::new();
     while !stop.load(Ordering::Acquire) {
         if active.is_empty() {
             match inbox.recv() {
-                Ok(m) => active.push(m),
+                Ok(Msg::Merge(id, m)) => active.push((id, m)),
+                Ok(Msg::Drop(retired)) => drop(retired),
                 Err(_) => return,
             }
         }
-        active.extend(inbox.try_iter());
+        for msg in inbox.try_iter() {
+            match msg {
+                Msg::Merge(id, m) => active.push((id, m)),
+                Msg::Drop(retired) => drop(retired),
+            }
+        }
         let mut i = 0;
         while i < active.len() && !stop.load(Ordering::Acquire) {
             let mut left = budget;

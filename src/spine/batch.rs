@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::Result;
 use crate::io::Fs;
 use crate::memtable::Memtable;
 use crate::run::{self, EntryRef, Run};
-use crate::Result;
 
 /// A run file owned by a spine.
 #[derive(Debug)]
@@ -108,7 +108,11 @@ impl Batch {
             (b, pos) => {
                 return Err(crate::Error::InvalidArgument(format!(
                     "position {pos:?} does not fit a {} batch",
-                    if matches!(b, Batch::Mem(_)) { "memory" } else { "disk" }
+                    if matches!(b, Batch::Mem(_)) {
+                        "memory"
+                    } else {
+                        "disk"
+                    }
                 )));
             }
         })

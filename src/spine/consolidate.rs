@@ -15,8 +15,8 @@
 use std::cmp::Ordering;
 
 use super::batch::{Pos, Source};
-use crate::run::{EntryKind, EntryRef, RunMode, key_cmp};
 use crate::Result;
+use crate::run::{EntryKind, EntryRef, RunMode, key_cmp};
 
 /// Bytes of budget an input entry costs beyond its key and value, so that a
 /// merge of many tiny entries still yields within its budget.
@@ -45,7 +45,12 @@ fn order(mode: RunMode, a: &EntryRef<'_>, b: &EntryRef<'_>) -> Ordering {
 /// Consumes head `e` of source `s`: counts its bytes, advances the source,
 /// refreshes the cached head, and returns its weight (0 for key-value).
 #[inline(always)]
-fn take<'a>(s: &mut Source<'a>, head: &mut Option<EntryRef<'a>>, e: EntryRef<'a>, consumed: &mut usize) -> Result<i64> {
+fn take<'a>(
+    s: &mut Source<'a>,
+    head: &mut Option<EntryRef<'a>>,
+    e: EntryRef<'a>,
+    consumed: &mut usize,
+) -> Result<i64> {
     *consumed += e.key.len() + e.value.len() + ENTRY_OVERHEAD_BYTES;
     s.advance()?;
     *head = s.current();

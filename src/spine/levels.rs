@@ -27,6 +27,9 @@ mod tests {
         assert_eq!(level_for_size((8 << 20) + 1, mt, 4), 2);
         assert_eq!(level_for_size(32 << 20, mt, 4), 2);
         assert_eq!(level_for_size(33 << 20, mt, 4), 3);
-        assert!(level_for_size(u64::MAX, mt, 4) < 64, "saturates instead of looping");
+        assert!(
+            level_for_size(u64::MAX, mt, 4) < 64,
+            "saturates instead of looping"
+        );
     }
 }

@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 use super::batch::{Batch, Pos, RunFile};
 use super::consolidate::Consolidate;
+use crate::Result;
 use crate::io::Fs;
 use crate::run::{Run, RunMode, RunWriter};
-use crate::Result;
 
 #[derive(Debug)]
 pub(crate) struct Merge {

@@ -277,7 +277,11 @@ impl Spine {
         if self.memtable.is_empty() {
             return Ok(());
         }
-        let fresh = Memtable::new(self.opts.mode, self.opts.memtable_size_bytes, self.opts.run.value_align_bytes);
+        let fresh = Memtable::new(
+            self.opts.mode,
+            self.opts.memtable_size_bytes,
+            self.opts.run.value_align_bytes,
+        );
         let mut sealed = std::mem::replace(&mut self.memtable, fresh);
         sealed.sort();
         let id = self.take_id();
@@ -324,7 +328,11 @@ impl Spine {
         self.stats.stalled_writes += 1;
         if self.helper.is_none() {
             self.merge_step(self.opts.merge_budget_bytes)?;
-        } else if let Some(f) = self.helper.as_ref().and_then(|h| h.wait_finished(BACKPRESSURE_WAIT)) {
+        } else if let Some(f) = self
+            .helper
+            .as_ref()
+            .and_then(|h| h.wait_finished(BACKPRESSURE_WAIT))
+        {
             self.finish_background(f)?;
         }
         self.update_pressure();
@@ -362,7 +370,11 @@ impl Spine {
                 "spine invariant broken: level {level} batches {picked:?} are not contiguous in age"
             )));
         }
-        let inputs: Vec<Batch> = picked.iter().rev().map(|&i| self.batches[i].batch.clone()).collect();
+        let inputs: Vec<Batch> = picked
+            .iter()
+            .rev()
+            .map(|&i| self.batches[i].batch.clone())
+            .collect();
         let id = self.take_id();
         let path = self.dir.join(format!("{id:012}{RUN_SUFFIX}"));
         let run_opts = self
@@ -418,7 +430,9 @@ impl Spine {
             match worked {
                 Ok(false) => self.next_merge = i + 1,
                 Ok(true) => {
-                    let Running { id, inputs, merge, .. } = self.merges.remove(i);
+                    let Running {
+                        id, inputs, merge, ..
+                    } = self.merges.remove(i);
                     if let Some(m) = merge {
                         self.publish(id, &inputs, m.done(&self.fs))?;
                         step.completed += 1;
@@ -443,7 +457,11 @@ impl Spine {
                 return Ok(());
             }
             if self.helper.is_some() && step.completed == 0 {
-                if let Some(f) = self.helper.as_ref().and_then(|h| h.wait_finished(BACKPRESSURE_WAIT)) {
+                if let Some(f) = self
+                    .helper
+                    .as_ref()
+                    .and_then(|h| h.wait_finished(BACKPRESSURE_WAIT))
+                {
                     self.finish_background(f)?;
                 }
             }
@@ -505,7 +523,10 @@ impl Spine {
         };
         let first = self.batches.iter().position(|s| s.id == inputs[0]);
         let Some(first) = first.filter(|&f| {
-            inputs.iter().enumerate().all(|(k, id)| self.batches.get(f + k).is_some_and(|s| s.id == *id))
+            inputs
+                .iter()
+                .enumerate()
+                .all(|(k, id)| self.batches.get(f + k).is_some_and(|s| s.id == *id))
         }) else {
             return Err(Error::InvalidArgument(format!(
                 "spine invariant broken: inputs of merge {id} are gone or out of place"
@@ -523,11 +544,18 @@ impl Spine {
                 merging: false,
             }
         });
-        let retired: Vec<Slot> = self.batches.splice(first..first + inputs.len(), replacement).collect();
-        for s in &retired {
-            if let Batch::Disk(rf) = &s.batch {
+        let retired: Vec<Batch> = self
+            .batches
+            .splice(first..first + inputs.len(), replacement)
+            .map(|s| s.batch)
+            .collect();
+        for b in &retired {
+            if let Batch::Disk(rf) = b {
                 rf.retire();
             }
+        }
+        if let Some(h) = &self.helper {
+            h.bury(retired);
         }
         self.stats.merges += 1;
         self.stats.bytes_merged += output.bytes_in;

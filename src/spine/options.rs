@@ -131,6 +131,11 @@ impl SpineOptions {
         self.mode
     }
 
+    /// Bytes of memtables held in memory before writes help flush them.
+    pub fn memory_budget(&self) -> usize {
+        self.memory_budget_bytes
+    }
+
     /// The default budget of one merge step, in input bytes.
     pub fn merge_budget(&self) -> usize {
         self.merge_budget_bytes

@@ -74,7 +74,9 @@ impl Spine {
     where
         T: Portable + for<'b> CheckBytes<HighValidator<'b, rkyv::rancor::Error>>,
     {
-        let Some(bytes) = self.get(key)? else { return Ok(None) };
+        let Some(bytes) = self.get(key)? else {
+            return Ok(None);
+        };
         rkyv::access::<T, rkyv::rancor::Error>(bytes)
             .map(Some)
             .map_err(|e| Error::InvalidArgument(format!("the value of the key is not a valid archive: {e}")))
@@ -143,7 +145,11 @@ impl Spine {
             EntryKind::Weight(w) => w,
             _ => 0,
         };
-        let mut total = self.memtable.key_entries(key, h).map(weight).fold(0i64, i64::wrapping_add);
+        let mut total = self
+            .memtable
+            .key_entries(key, h)
+            .map(weight)
+            .fold(0i64, i64::wrapping_add);
         for s in &self.batches {
             if let Batch::Disk(rf) = &s.batch {
                 if !rf.run.may_contain_hash(h) {
@@ -208,7 +214,8 @@ impl Spine {
 
     /// A cursor over the live entries whose keys start with `prefix`.
     pub fn prefix(&mut self, prefix: &[u8]) -> Result<Cursor<'_>> {
-        let mut c = self.range::<(Bound<&[u8]>, Bound<&[u8]>)>((Bound::Included(prefix), Bound::Unbounded))?;
+        let mut c =
+            self.range::<(Bound<&[u8]>, Bound<&[u8]>)>((Bound::Included(prefix), Bound::Unbounded))?;
         c.prefix = Some(prefix.to_vec());
         c.current = c.current.filter(|e| e.key.starts_with(prefix));
         Ok(c)
