@@ -293,6 +293,9 @@ fn zset(dir: &std::path::Path, n: u64, merge: MergeMode) {
     );
 }
 
+/// name, merge mode, unit, and (value, detail) of every run.
+type Row = (String, String, String, Vec<(f64, String)>);
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |name: &str| {
@@ -331,7 +334,7 @@ fn main() {
     let exe = std::env::current_exe().unwrap();
     for merge in modes.split(',') {
         for only in ["fillrandom", "fillseq", "zset"] {
-            let mut rows: Vec<(String, String, String, Vec<(f64, String)>)> = Vec::new();
+            let mut rows: Vec<Row> = Vec::new();
             for _ in 0..runs {
                 let out = std::process::Command::new(&exe)
                     .args(["--only", only, "--merge", merge, "--entries", &n.to_string()])

@@ -25,7 +25,7 @@ pub(crate) type Finished = (u64, Result<Output>);
 #[derive(Debug)]
 enum Msg {
     /// A merge to run, by id.
-    Merge(u64, Merge),
+    Merge(u64, Box<Merge>),
     /// Retired batches whose last references the helper should drop, so the
     /// owner never pays for unmapping memtables or unlinking run files.
     Drop(Vec<Batch>),
@@ -60,7 +60,7 @@ impl Helper {
     pub(crate) fn submit(&self, id: u64, merge: Merge) -> Result<()> {
         self.to_helper
             .as_ref()
-            .and_then(|tx| tx.send(Msg::Merge(id, merge)).ok())
+            .and_then(|tx| tx.send(Msg::Merge(id, Box::new(merge))).ok())
             .ok_or_else(|| Error::InvalidArgument("the merge thread has stopped".into()))
     }
 
@@ -88,14 +88,14 @@ fn run(fs: &Arc<dyn Fs>, budget: usize, inbox: &Receiver<Msg>, outbox: &Sender<F
     while !stop.load(Ordering::Acquire) {
         if active.is_empty() {
             match inbox.recv() {
-                Ok(Msg::Merge(id, m)) => active.push((id, m)),
+                Ok(Msg::Merge(id, m)) => active.push((id, *m)),
                 Ok(Msg::Drop(retired)) => drop(retired),
                 Err(_) => return,
             }
         }
         for msg in inbox.try_iter() {
             match msg {
-                Msg::Merge(id, m) => active.push((id, m)),
+                Msg::Merge(id, m) => active.push((id, *m)),
                 Msg::Drop(retired) => drop(retired),
             }
         }
