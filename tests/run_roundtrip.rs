@@ -395,3 +395,49 @@ fn compression_shrinks_compressible_blocks() {
     assert_eq!(run.meta().compressed_blocks, packed.block_count);
     assert_eq!(read_all(&run).unwrap(), entries);
 }
+
+/// Thousands of tiny blocks, so the block search crosses many fence groups,
+/// with runs of keys that share their first 8 bytes (fences tie) between
+/// keys that do not.
+#[test]
+fn block_search_across_many_fence_groups_and_ties() {
+    let fs = MemFs::new();
+    fs.create_dir_all(run_path().parent().unwrap()).unwrap();
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    for i in 0..3000u32 {
+        let group = (i / 100).to_be_bytes();
+        if i % 3 == 0 {
+            keys.push([&b"shared-p"[..], &group, &i.to_be_bytes()].concat());
+        } else {
+            keys.push([&group[..], &i.to_be_bytes()].concat());
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    let mut w = RunWriter::create(
+        Arc::new(fs.clone()),
+        run_path(),
+        RunOptions::new(RunMode::KeyValue).block_size_bytes(48),
+    )
+    .unwrap();
+    for k in &keys {
+        w.put(k, &k[..2]).unwrap();
+    }
+    let meta = w.finish().unwrap();
+    assert!(meta.block_count > 64 * 10, "{} blocks", meta.block_count);
+    let run = Run::open(&fs, &meta.path).unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(run.get(k).unwrap().map(|e| e.value), Some(&k[..2]), "key {i}");
+        let mut between = k.clone();
+        between.push(0);
+        assert_eq!(run.get(&between).unwrap(), None);
+        assert_eq!(
+            run.seek(&between).unwrap().key(),
+            keys.get(i + 1).map(Vec::as_slice),
+            "after key {i}"
+        );
+        assert_eq!(run.seek(k).unwrap().key(), Some(k.as_slice()));
+    }
+    assert_eq!(run.seek(b"").unwrap().key(), Some(keys[0].as_slice()));
+    assert_eq!(run.seek(&[0xff; 20]).unwrap().key(), None);
+}

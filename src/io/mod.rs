@@ -19,7 +19,7 @@ mod real;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
-pub use mapping::{Mapping, prefetch, prefetch_value};
+pub use mapping::{Mapping, prefetch, prefetch_slice, prefetch_value};
 pub use mem::MemFs;
 pub use real::StdFs;
 

@@ -61,6 +61,12 @@ impl HashIndex {
         }
     }
 
+    /// Starts loading the slot a lookup of `h` begins at.
+    #[inline]
+    pub(crate) fn prefetch(&self, h: u64) {
+        crate::io::prefetch_value(&self.slots[h as usize & self.mask]);
+    }
+
     /// Adds `entry` under hash `h`; the caller has checked it is absent.
     /// `rehash` gives the hash of any entry already in the table (for growth).
     #[inline]

@@ -269,6 +269,12 @@ impl Memtable {
             .map(|e| self.entry(e))
     }
 
+    /// Starts loading what a lookup of a key with hash `h` touches first.
+    #[inline]
+    pub fn prefetch(&self, h: u64) {
+        self.table.prefetch(h);
+    }
+
     /// Every entry with this key (Z-set, in no particular order), given
     /// `h = key_hash(key)`. Weights may be zero.
     pub fn key_entries(&self, key: &[u8], h: u64) -> impl Iterator<Item = EntryRef<'_>> {

@@ -143,6 +143,15 @@ impl<'a> FilterView<'a> {
         FilterView { bytes, probes }
     }
 
+    /// Starts loading the line a key with hash `h` maps to.
+    #[inline]
+    pub fn prefetch(&self, h: u64) {
+        let lines = self.bytes.len() / LINE_BYTES;
+        if lines > 0 {
+            crate::io::prefetch(&self.bytes[line_of(h, lines) * LINE_BYTES..][..1]);
+        }
+    }
+
     /// False means the key is certainly absent.
     #[inline]
     pub fn may_contain_hash(&self, h: u64) -> bool {

@@ -54,8 +54,14 @@ pub struct Run {
     /// a compact array that narrows a block search to the few blocks whose
     /// fences tie before any mapped index byte is touched.
     fences: Box<[u64]>,
+    /// Every `FENCE_GROUP`-th fence: small enough to stay in L1, so a search
+    /// touches one group of `fences` (a few cache lines, prefetched together).
+    fence_top: Box<[u64]>,
     meta: RunMeta,
 }
+
+/// Fences per group of the two-level fence search: 64 × 8 bytes = 8 cache lines.
+const FENCE_GROUP: usize = 64;
 
 /// A key's fence: its first 8 bytes as a big-endian integer, zero-padded, so
 /// `fence(a) < fence(b)` implies `a < b`.
@@ -172,7 +178,8 @@ impl Run {
         }
         let meta = RunMeta::from_footer(path.clone(), &footer, compressed_blocks as u64, key_range);
         let blocks = (0..block_count).map(|_| OnceLock::new()).collect();
-        let fences = (0..block_count).map(|i| fence(view.last_key(i))).collect();
+        let fences: Box<[u64]> = (0..block_count).map(|i| fence(view.last_key(i))).collect();
+        let fence_top = fences.iter().step_by(FENCE_GROUP).copied().collect();
         Ok(Run {
             path,
             map,
@@ -182,6 +189,7 @@ impl Run {
             filter_payload,
             blocks,
             fences,
+            fence_top,
             meta,
         })
     }
@@ -219,11 +227,19 @@ impl Run {
     #[inline]
     pub(crate) fn find_block(&self, key: &[u8]) -> usize {
         let f = fence(key);
-        let lo = self.fences.partition_point(|&x| x < f);
-        let hi = lo + self.fences[lo..].partition_point(|&x| x == f);
-        if lo == hi {
+        // The first group whose first fence is >= f; the answer lies after
+        // the previous group's first fence and at or before this one's.
+        let t = self.fence_top.partition_point(|&x| x < f);
+        let start = t.saturating_sub(1) * FENCE_GROUP;
+        let end = (t * FENCE_GROUP + 1).min(self.fences.len());
+        let window = &self.fences[start..end];
+        crate::io::prefetch_slice(window);
+        let lo = start + window.partition_point(|&x| x < f);
+        if self.fences.get(lo) != Some(&f) {
+            // No tie (the common case): the fence alone decides.
             return lo;
         }
+        let hi = lo + self.fences[lo..].partition_point(|&x| x == f);
         // Blocks whose fence ties with the key's: decide on the full keys.
         let index = self.index();
         let (mut a, mut b) = (lo, hi);
@@ -256,6 +272,13 @@ impl Run {
     #[inline]
     pub fn may_contain_hash(&self, hash: u64) -> bool {
         self.filter().may_contain_hash(hash)
+    }
+
+    /// Starts loading the filter line of a key with hash `hash`, so a caller
+    /// probing many runs overlaps their cache misses.
+    #[inline]
+    pub fn prefetch_filter(&self, hash: u64) {
+        self.filter().prefetch(hash);
     }
 
     /// The validated view of block `i`, validating it on first touch.

@@ -72,6 +72,15 @@ impl Batch {
         }
     }
 
+    /// Starts loading what a lookup of hash `h` touches first.
+    #[inline]
+    pub(crate) fn prefetch(&self, h: u64) {
+        match self {
+            Batch::Mem(m) => m.prefetch(h),
+            Batch::Disk(r) => r.run.prefetch_filter(h),
+        }
+    }
+
     /// The key-value entry for `key` with hash `h`.
     #[inline]
     pub(crate) fn get_hashed(&self, key: &[u8], h: u64) -> Result<Option<EntryRef<'_>>> {

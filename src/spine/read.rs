@@ -43,6 +43,10 @@ impl Spine {
     pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
         self.require(RunMode::KeyValue, "get")?;
         let h = key_hash(key);
+        // Independent first touches: issue them all, then probe in order.
+        for s in &self.batches {
+            s.batch.prefetch(h);
+        }
         if let Some(e) = self.memtable.get_hashed(key, h) {
             return Ok(visible(e));
         }
