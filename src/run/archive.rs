@@ -520,6 +520,12 @@ impl<'a> IndexView<'a> {
         &self.keys[start..le_u32(self.key_ends, 4 * j) as usize]
     }
 
+    /// Block `i`'s first key (reads only the key columns, unlike [`Self::row`]).
+    #[inline]
+    pub(crate) fn first_key(&self, i: usize) -> &'a [u8] {
+        self.key_at(2 * i)
+    }
+
     #[inline]
     pub(crate) fn last_key(&self, i: usize) -> &'a [u8] {
         self.key_at(2 * i + 1)

@@ -20,7 +20,7 @@ use rkyv::util::AlignedVec;
 use super::archive::{BlockExpect, BlockLayout, BlockView, IndexExpect, IndexLayout, IndexView};
 use super::bloom::{self, FilterView, LINE_BYTES};
 use super::cursor::Cursor;
-use super::entry::EntryRef;
+use super::entry::{EntryRef, key_cmp};
 use super::format::{self, Codec, FOOTER_LEN, Footer, FrameSpec, RunMode};
 use super::meta::RunMeta;
 use crate::io::{Fs, Mapping};
@@ -426,7 +426,12 @@ impl Run {
         }
         let index = self.index();
         let b = self.find_block(key);
-        if b == index.len() || index.row(b).first_key > key {
+        if b == index.len() {
+            return Ok(None);
+        }
+        // Both of these miss the cache for a cold block; start them together.
+        crate::io::prefetch_value(&self.blocks[b]);
+        if key_cmp(index.first_key(b), key).is_gt() {
             return Ok(None);
         }
         let block = self.block(b)?;
