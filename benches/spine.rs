@@ -5,6 +5,10 @@
 //! `cargo run --release --example spine_bench`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/keys.rs"]
+mod keys;
+
+use keys::{key, mix};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -14,20 +18,6 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use statespine::io::{Fs, StdFs};
 use statespine::run::RunMode;
 use statespine::spine::{Spine, SpineOptions};
-
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-fn key(i: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&mix(i).to_be_bytes());
-    k[8..].copy_from_slice(&mix(i ^ 0x5555).to_be_bytes());
-    k
-}
 
 const VALUE: [u8; 100] = [0x5a; 100];
 

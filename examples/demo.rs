@@ -6,26 +6,16 @@
 //! `dir`), default options.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../benches/common/keys.rs"]
+mod keys;
+
+use keys::{key, mix};
 use std::sync::Arc;
 use std::time::Instant;
 
 use statespine::io::{Fs, StdFs};
 use statespine::run::RunMode;
 use statespine::spine::{Spine, SpineOptions};
-
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-fn key(i: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&mix(i).to_be_bytes());
-    k[8..].copy_from_slice(&mix(!i).to_be_bytes());
-    k
-}
 
 fn value(i: u64) -> [u8; 100] {
     let mut v = [b'v'; 100];

@@ -11,6 +11,10 @@
 //! amplification, and peak RSS.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../benches/common/keys.rs"]
+mod keys;
+
+use keys::{key, mix};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,20 +25,6 @@ use statespine::spine::{MergeMode, Spine, SpineOptions};
 /// Writes between two `merge_step` calls of the owner's loop.
 const WRITES_PER_STEP: u64 = 64;
 const VALUE_BYTES: usize = 100;
-
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-fn key(i: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&mix(i).to_be_bytes());
-    k[8..].copy_from_slice(&mix(i ^ 0x5555).to_be_bytes());
-    k
-}
 
 fn seq_key(i: u64) -> [u8; 16] {
     let mut k = [0u8; 16];

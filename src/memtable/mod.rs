@@ -27,7 +27,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 use crate::io::{prefetch, prefetch_value};
 use crate::run::bloom::key_hash;
 use crate::run::format::{RunMode, align_up};
-use crate::run::{EntryKind, EntryRef, MAX_ENTRY_BYTES, key_cmp};
+use crate::run::{EntryKind, EntryRef, MAX_ENTRY_BYTES, key_cmp, key_prefix};
 use crate::{Error, Result};
 use index::HashIndex;
 
@@ -303,17 +303,6 @@ impl Memtable {
         }
     }
 
-    /// The first 8 key bytes as a big-endian integer, zero-padded: ordering by
-    /// it agrees with byte order wherever it is not a tie.
-    #[inline]
-    fn prefix(&self, e: u32) -> u64 {
-        let key = self.key_of(e);
-        let mut p = [0u8; 8];
-        let n = key.len().min(8);
-        p[..n].copy_from_slice(&key[..n]);
-        u64::from_be_bytes(p)
-    }
-
     /// Starts pulling the bytes of sorted entries a little ahead of `i` into
     /// cache: a walk in key order visits the arena in random order.
     #[inline]
@@ -340,7 +329,9 @@ impl Memtable {
         }
         // Sort on (8-byte big-endian key prefix, entry): most comparisons of
         // distinct keys are then one integer compare on contiguous memory.
-        let mut keyed: Vec<(u64, u32)> = (done as u32..total).map(|e| (self.prefix(e), e)).collect();
+        let mut keyed: Vec<(u64, u32)> = (done as u32..total)
+            .map(|e| (key_prefix(self.key_of(e)), e))
+            .collect();
         keyed.sort_unstable_by(|x, y| x.0.cmp(&y.0).then_with(|| self.order(x.1, y.1)));
         let fresh: Vec<u32> = keyed.into_iter().map(|(_, e)| e).collect();
         if done == 0 {

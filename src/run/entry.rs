@@ -27,6 +27,17 @@ pub struct EntryRef<'a> {
     pub kind: EntryKind,
 }
 
+/// The first 8 bytes of a key as a big-endian integer, zero-padded:
+/// `key_prefix(a) < key_prefix(b)` implies `a < b`, so sorting or searching by
+/// it first agrees with byte order wherever it does not tie.
+#[inline]
+pub fn key_prefix(key: &[u8]) -> u64 {
+    let mut p = [0u8; 8];
+    let n = key.len().min(8);
+    p[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(p)
+}
+
 /// Byte-wise (lexicographic) order of keys, as `a.cmp(b)`, but without a
 /// call into `memcmp` for the common case: the first 8 bytes compared as one
 /// big-endian integer decide most comparisons of distinct keys.

@@ -20,7 +20,7 @@ use rkyv::util::AlignedVec;
 use super::archive::{BlockExpect, BlockLayout, BlockView, IndexExpect, IndexLayout, IndexView};
 use super::bloom::{self, FilterView, LINE_BYTES};
 use super::cursor::Cursor;
-use super::entry::{EntryRef, key_cmp};
+use super::entry::{EntryRef, key_cmp, key_prefix};
 use super::format::{self, Codec, FOOTER_LEN, Footer, FrameSpec, RunMode};
 use super::meta::RunMeta;
 use crate::io::{Fs, Mapping};
@@ -62,16 +62,6 @@ pub struct Run {
 
 /// Fences per group of the two-level fence search: 64 × 8 bytes = 8 cache lines.
 const FENCE_GROUP: usize = 64;
-
-/// A key's fence: its first 8 bytes as a big-endian integer, zero-padded, so
-/// `fence(a) < fence(b)` implies `a < b`.
-#[inline]
-fn fence(key: &[u8]) -> u64 {
-    let mut p = [0u8; 8];
-    let n = key.len().min(8);
-    p[..n].copy_from_slice(&key[..n]);
-    u64::from_be_bytes(p)
-}
 
 fn payload_range(frame: &format::Frame<'_>, file: &[u8]) -> std::ops::Range<usize> {
     let start = frame.payload.as_ptr() as usize - file.as_ptr() as usize;
@@ -178,7 +168,7 @@ impl Run {
         }
         let meta = RunMeta::from_footer(path.clone(), &footer, compressed_blocks as u64, key_range);
         let blocks = (0..block_count).map(|_| OnceLock::new()).collect();
-        let fences: Box<[u64]> = (0..block_count).map(|i| fence(view.last_key(i))).collect();
+        let fences: Box<[u64]> = (0..block_count).map(|i| key_prefix(view.last_key(i))).collect();
         let fence_top = fences.iter().step_by(FENCE_GROUP).copied().collect();
         Ok(Run {
             path,
@@ -226,7 +216,7 @@ impl Run {
     /// The first block whose last key is `>= key` (`block_count()` if none).
     #[inline]
     pub(crate) fn find_block(&self, key: &[u8]) -> usize {
-        let f = fence(key);
+        let f = key_prefix(key);
         // The first group whose first fence is >= f; the answer lies after
         // the previous group's first fence and at or before this one's.
         let t = self.fence_top.partition_point(|&x| x < f);

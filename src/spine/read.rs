@@ -20,6 +20,15 @@ use crate::run::bloom::key_hash;
 use crate::run::{EntryKind, EntryRef, RunMode};
 use crate::{Error, Result};
 
+/// The weight of a Z-set entry (0 for anything else).
+#[inline]
+fn weight(e: &EntryRef<'_>) -> i64 {
+    match e.kind {
+        EntryKind::Weight(w) => w,
+        _ => 0,
+    }
+}
+
 /// The value a key-value entry makes visible (none for a tombstone).
 #[inline]
 fn visible(e: EntryRef<'_>) -> Option<&[u8]> {
@@ -92,24 +101,7 @@ impl Spine {
     pub fn values_into<'a>(&'a self, key: &[u8], out: &mut Vec<(&'a [u8], i64)>) -> Result<()> {
         self.require(RunMode::ZSet, "values")?;
         let start = out.len();
-        let h = key_hash(key);
-        let weight = |e: &EntryRef<'_>| match e.kind {
-            EntryKind::Weight(w) => w,
-            _ => 0,
-        };
-        out.extend(self.memtable.key_entries(key, h).map(|e| (e.value, weight(&e))));
-        for s in &self.batches {
-            if let Batch::Disk(rf) = &s.batch {
-                if !rf.run.may_contain_hash(h) {
-                    continue;
-                }
-            }
-            let mut c = s.batch.seek(key)?;
-            while let Some(e) = c.current().filter(|e| e.key == key) {
-                out.push((e.value, weight(&e)));
-                c.advance()?;
-            }
-        }
+        self.for_each_of_key(key, |e| out.push((e.value, weight(&e))))?;
         let tail = &mut out[start..];
         tail.sort_unstable_by(|a, b| a.0.cmp(b.0));
         // Sum runs of equal values into their first slot, then keep non-zeros.
@@ -144,16 +136,17 @@ impl Spine {
     /// The sum of the weights of every value of `key` (Z-set spines).
     pub fn key_weight(&self, key: &[u8]) -> Result<i64> {
         self.require(RunMode::ZSet, "key_weight")?;
+        let mut total = 0i64;
+        self.for_each_of_key(key, |e| total = total.wrapping_add(weight(&e)))?;
+        Ok(total)
+    }
+
+    /// Calls `f` on every entry of `key` in the memtable and every batch
+    /// (Z-set; unconsolidated, in no particular order). Runs whose filter
+    /// rules the key out are skipped.
+    fn for_each_of_key<'a>(&'a self, key: &[u8], mut f: impl FnMut(EntryRef<'a>)) -> Result<()> {
         let h = key_hash(key);
-        let weight = |e: EntryRef<'_>| match e.kind {
-            EntryKind::Weight(w) => w,
-            _ => 0,
-        };
-        let mut total = self
-            .memtable
-            .key_entries(key, h)
-            .map(weight)
-            .fold(0i64, i64::wrapping_add);
+        self.memtable.key_entries(key, h).for_each(&mut f);
         for s in &self.batches {
             if let Batch::Disk(rf) = &s.batch {
                 if !rf.run.may_contain_hash(h) {
@@ -162,11 +155,11 @@ impl Spine {
             }
             let mut c = s.batch.seek(key)?;
             while let Some(e) = c.current().filter(|e| e.key == key) {
-                total = total.wrapping_add(weight(e));
+                f(e);
                 c.advance()?;
             }
         }
-        Ok(total)
+        Ok(())
     }
 
     /// Sources newest first, each at its first entry `>= key` (or its first).
