@@ -14,11 +14,13 @@
 //! | [`run`] | immutable run files: writer, zero-copy reader, index, filter |
 //! | [`memtable`] | the mutable write buffer of one spine |
 //! | [`spine`] | one sorted collection: memtable, levels of runs, merges, reads |
+//! | [`changelog`] | the SPSC ring that carries every mutation off the hot thread |
 //!
 //! `unsafe` is denied everywhere except `io::mapping`, which maps files.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod changelog;
 mod error;
 pub mod io;
 pub mod memtable;

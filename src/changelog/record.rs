@@ -1,0 +1,58 @@
+//! [`ChangeRecord`]: one complete, replayable state mutation.
+
+/// Words of a record's header in the ring: `(record_bytes, key_len)`,
+/// `(spine, op)`, `epoch`, `weight`.
+pub(crate) const HEADER_WORDS: usize = 4;
+
+/// What a mutation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StateOp {
+    /// Set the key to the value (key-value spines).
+    Put,
+    /// Delete the key (key-value spines).
+    Delete,
+    /// Add this weight to `(key, value)` (Z-set spines).
+    Update(i64),
+}
+
+impl StateOp {
+    pub(crate) fn tag(self) -> u32 {
+        match self {
+            StateOp::Put => 1,
+            StateOp::Delete => 2,
+            StateOp::Update(_) => 3,
+        }
+    }
+
+    pub(crate) fn weight(self) -> i64 {
+        match self {
+            StateOp::Update(w) => w,
+            StateOp::Put | StateOp::Delete => 0,
+        }
+    }
+
+    /// The op of a tag and weight; unknown tags read as `Put` only if the
+    /// ring was corrupted in memory, which its single writer rules out.
+    pub(crate) fn from_tag(tag: u32, weight: i64) -> StateOp {
+        match tag {
+            2 => StateOp::Delete,
+            3 => StateOp::Update(weight),
+            _ => StateOp::Put,
+        }
+    }
+}
+
+/// One mutation of one spine: enough to replay it from the log alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChangeRecord<'a> {
+    /// Which spine of the shard.
+    pub spine: u32,
+    /// The epoch the mutation belongs to.
+    pub epoch: u64,
+    /// Put, delete or weighted update.
+    pub op: StateOp,
+    /// The key bytes.
+    pub key: &'a [u8],
+    /// The value bytes (empty for a delete).
+    pub value: &'a [u8],
+}
