@@ -80,6 +80,17 @@ pub enum Error {
         index: u64,
     },
 
+    /// A write-ahead log refused work after an earlier write or sync failed:
+    /// what it had acknowledged stays durable, but nothing more is, and no
+    /// retry may pretend otherwise (fail-stop). Reopen to recover.
+    #[error("{path}: poisoned by an earlier failure: {cause}", path = .path.display())]
+    Poisoned {
+        /// The log's directory.
+        path: PathBuf,
+        /// The failure that poisoned it.
+        cause: String,
+    },
+
     /// An argument is outside what the API accepts.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

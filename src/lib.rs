@@ -15,6 +15,7 @@
 //! | [`memtable`] | the mutable write buffer of one spine |
 //! | [`spine`] | one sorted collection: memtable, levels of runs, merges, reads |
 //! | [`changelog`] | the SPSC ring that carries every mutation off the hot thread |
+//! | [`wal`] | the segmented write-ahead log of a shard; spec in `format/wal.md` |
 //!
 //! `unsafe` is denied everywhere except `io::mapping`, which maps files.
 #![deny(unsafe_code)]
@@ -26,5 +27,6 @@ pub mod io;
 pub mod memtable;
 pub mod run;
 pub mod spine;
+pub mod wal;
 
 pub use error::{Error, Result};

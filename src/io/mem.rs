@@ -47,6 +47,8 @@ impl Tree {
 #[derive(Debug, Default, Clone)]
 pub struct MemFs {
     tree: Arc<Mutex<Tree>>,
+    /// Test hook: when set, `sync_data` fails (see [`MemFs::fail_syncs`]).
+    fail_syncs: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn not_found(op: &'static str, path: &Path) -> Error {
@@ -62,6 +64,13 @@ impl MemFs {
     /// An empty file system.
     pub fn new() -> MemFs {
         MemFs::default()
+    }
+
+    /// Makes every later `sync_data` fail with EIO (or succeed again). Like
+    /// ext4 after a failed writeback, the bytes are then neither durable nor
+    /// retried: a later successful sync makes durable only what it writes.
+    pub fn fail_syncs(&self, fail: bool) {
+        self.fail_syncs.store(fail, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The file system a power loss would leave: every file holds only the bytes
@@ -85,6 +94,7 @@ impl MemFs {
             files.insert(path.clone(), copy);
         }
         MemFs {
+            fail_syncs: Arc::default(),
             tree: Arc::new(Mutex::new(Tree {
                 files,
                 dirs: tree.dirs.clone(),
@@ -137,6 +147,7 @@ impl Fs for MemFs {
         Ok(Box::new(MemWritable {
             inode,
             path: path.to_path_buf(),
+            fail_syncs: Arc::clone(&self.fail_syncs),
         }))
     }
 
@@ -145,6 +156,7 @@ impl Fs for MemFs {
         Ok(Box::new(MemWritable {
             inode,
             path: path.to_path_buf(),
+            fail_syncs: Arc::clone(&self.fail_syncs),
         }))
     }
 
@@ -252,6 +264,7 @@ impl Fs for MemFs {
 struct MemWritable {
     inode: InodeRef,
     path: PathBuf,
+    fail_syncs: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl WritableFile for MemWritable {
@@ -261,6 +274,13 @@ impl WritableFile for MemWritable {
     }
 
     fn sync_data(&mut self) -> Result<()> {
+        if self.fail_syncs.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::io(
+                "fdatasync",
+                &self.path,
+                std::io::Error::other("injected EIO"),
+            ));
+        }
         let mut inode = lock(&self.inode);
         inode.durable = inode.written.clone();
         Ok(())

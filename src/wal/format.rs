@@ -1,0 +1,195 @@
+//! The bytes of a WAL segment (`format/wal.md`): the 64-byte header and the
+//! record frames. Field names match the spec.
+
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// `magic` of a segment header.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"SSPNWAL\0";
+/// Format version this build writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Oldest reader version that can read what this build writes.
+pub const MIN_READER_VERSION: u32 = 1;
+/// Bytes of the segment header.
+pub const HEADER_LEN: usize = 64;
+/// Bytes of a record frame before its payload.
+pub const FRAME_HEADER_LEN: usize = 24;
+/// Largest payload of one record.
+pub const MAX_PAYLOAD_BYTES: usize = 1 << 30;
+/// Suffix of segment file names.
+pub const SEGMENT_SUFFIX: &str = ".wal";
+
+/// The header of one segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// The shard the log belongs to.
+    pub shard_id: u32,
+    /// Random id of this segment, mixed into every record's crc.
+    pub segment_id: u64,
+    /// LSN of the segment's first record.
+    pub first_lsn: u64,
+}
+
+/// The file name of the segment starting at `first_lsn`.
+pub fn segment_name(first_lsn: u64) -> String {
+    format!("{first_lsn:020}{SEGMENT_SUFFIX}")
+}
+
+/// The first LSN a segment file name stands for.
+pub fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+#[inline]
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+#[inline]
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// crc32c checks, disabled under `cfg(fuzzing)` so the fuzzer reaches what
+/// lies behind them.
+#[inline]
+fn crc_ok(stored: u32, computed: u32) -> bool {
+    cfg!(fuzzing) || stored == computed
+}
+
+impl SegmentHeader {
+    /// The 64 header bytes.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&MIN_READER_VERSION.to_le_bytes());
+        b[16..20].copy_from_slice(&self.shard_id.to_le_bytes());
+        b[24..32].copy_from_slice(&self.segment_id.to_le_bytes());
+        b[32..40].copy_from_slice(&self.first_lsn.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Parses and checks a header (magic, crc, version).
+    pub fn decode(bytes: &[u8], path: &Path) -> Result<SegmentHeader> {
+        let bad = |at: u64, field: &'static str, expected: String, found: String| {
+            Error::corrupt(path, at, field, expected, found)
+        };
+        if bytes.len() < HEADER_LEN {
+            return Err(bad(
+                0,
+                "segment header",
+                format!("{HEADER_LEN} bytes"),
+                format!("{} bytes", bytes.len()),
+            ));
+        }
+        let b = &bytes[..HEADER_LEN];
+        if b[0..8] != SEGMENT_MAGIC {
+            return Err(bad(
+                0,
+                "segment header",
+                "magic SSPNWAL\\0".into(),
+                format!("{:02x?}", &b[0..8]),
+            ));
+        }
+        let crc = crc32c::crc32c(&b[..60]);
+        if !crc_ok(le_u32(b, 60), crc) {
+            return Err(bad(
+                60,
+                "segment header",
+                format!("crc32c {:#010x}", le_u32(b, 60)),
+                format!("{crc:#010x}"),
+            ));
+        }
+        let min_reader = le_u32(b, 12);
+        if min_reader > FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: le_u32(b, 8),
+                min_reader,
+                supported: FORMAT_VERSION,
+            });
+        }
+        Ok(SegmentHeader {
+            shard_id: le_u32(b, 16),
+            segment_id: le_u64(b, 24),
+            first_lsn: le_u64(b, 32),
+        })
+    }
+}
+
+/// A record as found in a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// Its LSN.
+    pub lsn: u64,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Its payload, borrowed from the segment.
+    pub payload: &'a [u8],
+}
+
+fn record_crc(segment_id: u64, len: u32, lsn: u64, epoch: u64, payload: &[u8]) -> u32 {
+    let mut head = [0u8; 28];
+    head[0..8].copy_from_slice(&segment_id.to_le_bytes());
+    head[8..12].copy_from_slice(&len.to_le_bytes());
+    head[12..20].copy_from_slice(&lsn.to_le_bytes());
+    head[20..28].copy_from_slice(&epoch.to_le_bytes());
+    crc32c::crc32c_append(crc32c::crc32c(&head), payload)
+}
+
+/// Appends one record frame to `out`.
+pub fn encode_frame(out: &mut Vec<u8>, segment_id: u64, lsn: u64, epoch: u64, payload: &[u8]) {
+    let len = payload.len() as u32;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&record_crc(segment_id, len, lsn, epoch, payload).to_le_bytes());
+    out.extend_from_slice(&lsn.to_le_bytes());
+    out.extend_from_slice(&epoch.to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// The record at `at` if it is valid (`format/wal.md`, "Reading and recovery
+/// rules") with LSN `lsn`, or with any LSN in `lsn` when `lsn` is a range.
+pub fn parse_frame(
+    bytes: &[u8],
+    at: usize,
+    segment_id: u64,
+    lsn: std::ops::RangeInclusive<u64>,
+) -> Option<Frame<'_>> {
+    let head = bytes.get(at..at.checked_add(FRAME_HEADER_LEN)?)?;
+    let len = le_u32(head, 0);
+    if len as usize > MAX_PAYLOAD_BYTES {
+        return None;
+    }
+    let found_lsn = le_u64(head, 8);
+    if !lsn.contains(&found_lsn) {
+        return None;
+    }
+    let start = at + FRAME_HEADER_LEN;
+    let payload = bytes.get(start..start.checked_add(len as usize)?)?;
+    let epoch = le_u64(head, 16);
+    if !crc_ok(
+        le_u32(head, 4),
+        record_crc(segment_id, len, found_lsn, epoch, payload),
+    ) {
+        return None;
+    }
+    Some(Frame {
+        lsn: found_lsn,
+        epoch,
+        payload,
+    })
+}
+
+/// Bytes a frame with this payload takes.
+pub fn frame_len(payload_len: usize) -> usize {
+    FRAME_HEADER_LEN + payload_len
+}

@@ -1,0 +1,457 @@
+//! [`WriteAheadLog`]: the segmented log of one shard (`format/wal.md`).
+//!
+//! 1. `open` scans every segment (header, then records), trims a torn tail
+//!    of the last one and syncs it, refuses damage in the middle, and syncs
+//!    the last segment once so that everything it then holds is durable.
+//! 2. `append` frames a record into a memory buffer and returns its LSN; the
+//!    buffer goes to the file when it fills or on `sync`.
+//! 3. `sync` writes the buffer and `fdatasync`s the segment: one sync for
+//!    every record appended so far (group commit); returns the durable LSN.
+//! 4. A segment that reaches its size is synced whole, and the next one is
+//!    created, synced and its directory entry synced before any of its
+//!    records can be acknowledged.
+//! 5. Any failed write or sync poisons the log (fail-stop): later calls
+//!    return [`Error::Poisoned`] and nothing is deleted.
+
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::format::{
+    HEADER_LEN, MAX_PAYLOAD_BYTES, SegmentHeader, encode_frame, frame_len, parse_segment_name, segment_name,
+};
+use super::segment::{Tail, scan};
+use crate::io::{Fs, WritableFile};
+use crate::{Error, Result};
+
+/// Default segment size: 64 MiB, so truncation after a checkpoint frees
+/// space in steps that are large next to one checkpoint's worth of records
+/// yet small next to the disk.
+pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = 64 << 20;
+/// Frames buffered before a `write`: 256 KiB.
+const WRITE_BUFFER_BYTES: usize = 256 << 10;
+
+/// What to do about damage in the middle of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Damage before the tail is an error (default).
+    #[default]
+    Strict,
+    /// Treat the first invalid record as the end of the log: it and
+    /// everything after it (including later segments, which are deleted) are
+    /// lost. Opt-in only, for salvaging a damaged log.
+    TolerateCorruption,
+}
+
+/// Options of a [`WriteAheadLog`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalOptions {
+    pub(crate) shard_id: u32,
+    pub(crate) segment_size_bytes: u64,
+    pub(crate) recovery: RecoveryMode,
+}
+
+impl WalOptions {
+    /// Defaults for the log of shard `shard_id`.
+    pub fn new(shard_id: u32) -> Self {
+        WalOptions {
+            shard_id,
+            segment_size_bytes: DEFAULT_SEGMENT_SIZE_BYTES,
+            recovery: RecoveryMode::Strict,
+        }
+    }
+
+    /// Size at which a segment is closed and the next one started (default 64 MiB).
+    #[must_use]
+    pub fn segment_size_bytes(mut self, bytes: u64) -> Self {
+        self.segment_size_bytes = bytes.max(HEADER_LEN as u64 + 1);
+        self
+    }
+
+    /// Strict (default) or tolerant of damage in the middle.
+    #[must_use]
+    pub fn recovery(mut self, mode: RecoveryMode) -> Self {
+        self.recovery = mode;
+        self
+    }
+}
+
+/// What `open` found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Segments found.
+    pub segments: usize,
+    /// Valid records found.
+    pub records: u64,
+    /// Bytes of torn tail trimmed from the last segment.
+    pub torn_bytes: u64,
+    /// Records lost to `RecoveryMode::TolerateCorruption` (0 when strict).
+    pub dropped_segments: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Segment {
+    first_lsn: u64,
+    path: PathBuf,
+    len: u64,
+}
+
+/// The write-ahead log of one shard. See the module docs.
+#[derive(Debug)]
+pub struct WriteAheadLog {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    opts: WalOptions,
+    /// Oldest first; the last is the one being written.
+    segments: Vec<Segment>,
+    file: Box<dyn WritableFile>,
+    segment_id: u64,
+    next_lsn: u64,
+    durable_lsn: u64,
+    buf: Vec<u8>,
+    poisoned: Option<String>,
+    report: OpenReport,
+}
+
+fn random_u64() -> u64 {
+    // std's RandomState is seeded from the OS's randomness per process and
+    // varied per instance: enough for an id that only has to differ.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+impl WriteAheadLog {
+    /// Opens (or creates) the log in `dir`; see the module docs, step 1.
+    pub fn open(fs: Arc<dyn Fs>, dir: impl Into<PathBuf>, opts: WalOptions) -> Result<WriteAheadLog> {
+        let dir = dir.into();
+        fs.create_dir_all(&dir)?;
+        let mut names: Vec<(u64, String)> = fs
+            .list(&dir)?
+            .into_iter()
+            .filter_map(|n| Some((parse_segment_name(&n)?, n)))
+            .collect();
+        names.sort();
+        let mut report = OpenReport::default();
+        let mut segments = Vec::new();
+        let mut next_lsn = names.first().map_or(1, |n| n.0);
+        let mut trim: Option<u64> = None;
+        let mut current: Option<SegmentHeader> = None;
+        for (i, (first_lsn, name)) in names.iter().enumerate() {
+            let path = dir.join(name);
+            let last = i + 1 == names.len();
+            let file = fs.open(&path)?;
+            let len = file.size()?;
+            let map = file.map(len)?;
+            let header = match SegmentHeader::decode(&map, &path) {
+                Ok(h) => h,
+                // A last segment cut short while its header was written
+                // never held an acknowledged record (step 4): it goes. With
+                // bytes past the header, a bad header is damage instead.
+                Err(e) if last && e.is_corruption() && len <= HEADER_LEN as u64 => {
+                    drop(map);
+                    fs.remove_file(&path)?;
+                    fs.sync_dir(&dir)?;
+                    report.torn_bytes += len;
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            if header.first_lsn != *first_lsn || header.first_lsn != next_lsn {
+                return Err(Error::corrupt(
+                    &path,
+                    32,
+                    "segment header",
+                    format!("first LSN {next_lsn} (from the name and the previous segment)"),
+                    format!("{}", header.first_lsn),
+                ));
+            }
+            let s = scan(&map, &header, |_| {});
+            report.segments += 1;
+            report.records += s.records;
+            next_lsn = header.first_lsn + s.records;
+            segments.push(Segment {
+                first_lsn: header.first_lsn,
+                path: path.clone(),
+                len,
+            });
+            current = Some(header);
+            let cut = match s.tail {
+                Tail::Clean => continue,
+                Tail::Torn { at } if last => at,
+                Tail::Torn { at } | Tail::Corrupt { at, .. } => {
+                    if opts.recovery == RecoveryMode::Strict {
+                        return Err(corruption(&path, s.tail, last));
+                    }
+                    at
+                }
+            };
+            report.torn_bytes += len - cut as u64;
+            trim = Some(cut as u64);
+            if !last {
+                // Tolerant mode: what follows the damage is dropped.
+                for (_, later) in &names[i + 1..] {
+                    fs.remove_file(&dir.join(later))?;
+                    report.dropped_segments += 1;
+                }
+                fs.sync_dir(&dir)?;
+            }
+            break;
+        }
+        let mut wal = match current {
+            Some(header) => Self::resume(fs, dir, opts, segments, header, trim)?,
+            None => Self::create_first(fs, dir, opts, next_lsn)?,
+        };
+        wal.next_lsn = next_lsn;
+        wal.durable_lsn = next_lsn - 1;
+        wal.report = report;
+        Ok(wal)
+    }
+
+    /// Continues the last segment: trims a torn tail and syncs it once.
+    fn resume(
+        fs: Arc<dyn Fs>,
+        dir: PathBuf,
+        opts: WalOptions,
+        mut segments: Vec<Segment>,
+        header: SegmentHeader,
+        trim: Option<u64>,
+    ) -> Result<WriteAheadLog> {
+        let Some(last) = segments.last_mut() else {
+            return Err(Error::InvalidArgument("no segment to resume".into()));
+        };
+        let mut file = fs.open_append(&last.path)?;
+        if let Some(cut) = trim {
+            file.set_len(cut)?;
+            last.len = cut;
+        }
+        // Whatever the segment holds now is what recovery will see: make it
+        // durable before acknowledging anything after it.
+        file.sync_data()?;
+        Ok(WriteAheadLog {
+            fs,
+            dir,
+            opts,
+            segments,
+            file,
+            segment_id: header.segment_id,
+            next_lsn: 0,
+            durable_lsn: 0,
+            buf: Vec::with_capacity(WRITE_BUFFER_BYTES),
+            poisoned: None,
+            report: OpenReport::default(),
+        })
+    }
+
+    fn create_first(
+        fs: Arc<dyn Fs>,
+        dir: PathBuf,
+        opts: WalOptions,
+        first_lsn: u64,
+    ) -> Result<WriteAheadLog> {
+        let (file, segment) = create_segment(fs.as_ref(), &dir, opts.shard_id, first_lsn)?;
+        Ok(WriteAheadLog {
+            fs,
+            dir,
+            opts,
+            segments: vec![Segment {
+                first_lsn,
+                path: segment.0,
+                len: HEADER_LEN as u64,
+            }],
+            file,
+            segment_id: segment.1,
+            next_lsn: first_lsn,
+            durable_lsn: first_lsn - 1,
+            buf: Vec::with_capacity(WRITE_BUFFER_BYTES),
+            poisoned: None,
+            report: OpenReport::default(),
+        })
+    }
+
+    /// What `open` found.
+    pub fn open_report(&self) -> OpenReport {
+        self.report
+    }
+
+    /// The LSN the next record will get.
+    pub fn next_lsn(&self) -> u64 {
+        self.next_lsn
+    }
+
+    /// The highest LSN known durable (0 if none).
+    pub fn durable_lsn(&self) -> u64 {
+        self.durable_lsn
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn check(&self) -> Result<()> {
+        match &self.poisoned {
+            None => Ok(()),
+            Some(cause) => Err(Error::Poisoned {
+                path: self.dir.clone(),
+                cause: cause.clone(),
+            }),
+        }
+    }
+
+    /// Runs an I/O step; a failure poisons the log.
+    fn guard<T>(&mut self, step: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        step(self).inspect_err(|e| self.poisoned = Some(e.to_string()))
+    }
+
+    /// Appends one record; returns its LSN. Durable only after [`Self::sync`].
+    pub fn append(&mut self, epoch: u64, payload: &[u8]) -> Result<u64> {
+        self.check()?;
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "a WAL record holds at most {MAX_PAYLOAD_BYTES} bytes, got {}",
+                payload.len()
+            )));
+        }
+        let current = self.segments.last().map_or(0, |s| s.len) + self.buf.len() as u64;
+        let has_records = self.segments.last().is_some_and(|s| s.first_lsn < self.next_lsn);
+        if has_records && current + frame_len(payload.len()) as u64 > self.opts.segment_size_bytes {
+            self.guard(Self::rotate)?;
+        }
+        let lsn = self.next_lsn;
+        encode_frame(&mut self.buf, self.segment_id, lsn, epoch, payload);
+        self.next_lsn += 1;
+        if self.buf.len() >= WRITE_BUFFER_BYTES {
+            self.guard(Self::flush)?;
+        }
+        Ok(lsn)
+    }
+
+    /// Appends records in order; returns the LSN of the last (or of the last
+    /// record before, for an empty batch).
+    pub fn append_batch<'a>(&mut self, records: impl IntoIterator<Item = (u64, &'a [u8])>) -> Result<u64> {
+        let mut last = self.next_lsn - 1;
+        for (epoch, payload) in records {
+            last = self.append(epoch, payload)?;
+        }
+        Ok(last)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.file.append(&self.buf)?;
+        if let Some(s) = self.segments.last_mut() {
+            s.len += self.buf.len() as u64;
+        }
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Makes every record appended so far durable with one `fdatasync`;
+    /// returns the durable LSN.
+    pub fn sync(&mut self) -> Result<u64> {
+        self.check()?;
+        if self.durable_lsn + 1 == self.next_lsn {
+            return Ok(self.durable_lsn);
+        }
+        self.guard(|w| {
+            w.flush()?;
+            w.file.sync_data()
+        })?;
+        self.durable_lsn = self.next_lsn - 1;
+        Ok(self.durable_lsn)
+    }
+
+    /// Closes the current segment (synced whole) and starts the next.
+    fn rotate(&mut self) -> Result<()> {
+        self.flush()?;
+        self.file.sync_data()?;
+        self.durable_lsn = self.next_lsn - 1;
+        let (file, (path, id)) =
+            create_segment(self.fs.as_ref(), &self.dir, self.opts.shard_id, self.next_lsn)?;
+        self.file = file;
+        self.segment_id = id;
+        self.segments.push(Segment {
+            first_lsn: self.next_lsn,
+            path,
+            len: HEADER_LEN as u64,
+        });
+        Ok(())
+    }
+
+    /// Deletes every segment whose records are all below `lsn` (never the
+    /// current one); returns how many went.
+    pub fn truncate_below(&mut self, lsn: u64) -> Result<usize> {
+        self.check()?;
+        let doomed = self
+            .segments
+            .windows(2)
+            .take_while(|w| w[1].first_lsn <= lsn)
+            .count();
+        for s in self.segments.drain(..doomed).collect::<Vec<_>>() {
+            self.guard(|w| w.fs.remove_file(&s.path))?;
+        }
+        Ok(doomed)
+    }
+
+    /// Bytes of the log: every segment plus what is buffered.
+    pub fn wal_size(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum::<u64>() + self.buf.len() as u64
+    }
+
+    /// Segments on disk.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+}
+
+fn corruption(path: &Path, tail: Tail, last: bool) -> Error {
+    let found = match tail {
+        Tail::Corrupt {
+            next_at, next_lsn, ..
+        } => {
+            format!("an invalid record followed by a valid one (LSN {next_lsn} at offset {next_at})")
+        }
+        _ if !last => "an invalid record in a segment that is not the last".into(),
+        _ => "an invalid record".into(),
+    };
+    let at = match tail {
+        Tail::Torn { at } | Tail::Corrupt { at, .. } => at as u64,
+        Tail::Clean => 0,
+    };
+    Error::corrupt(
+        path,
+        at,
+        "wal record",
+        "a valid record or the end of the log",
+        found,
+    )
+}
+
+/// Creates segment `<first_lsn>.wal`: header written, file synced, directory
+/// synced (format/wal.md, writing rule 1).
+fn create_segment(
+    fs: &dyn Fs,
+    dir: &Path,
+    shard_id: u32,
+    first_lsn: u64,
+) -> Result<(Box<dyn WritableFile>, (PathBuf, u64))> {
+    let path = dir.join(segment_name(first_lsn));
+    let segment_id = random_u64();
+    let header = SegmentHeader {
+        shard_id,
+        segment_id,
+        first_lsn,
+    };
+    let mut file = fs.create(&path)?;
+    file.append(&header.encode())?;
+    file.sync_data()?;
+    fs.sync_dir(dir)?;
+    Ok((file, (path, segment_id)))
+}

@@ -1,0 +1,17 @@
+//! The write-ahead log: segmented, checksummed, synced in groups, per shard.
+//! Byte layout and recovery rules: `format/wal.md`.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `format` | segment header and record frames, as bytes |
+//! | `segment` | scanning a segment: valid records, torn tail or corruption |
+//! | `log` | [`WriteAheadLog`]: open, append, sync, rotate, truncate, fail-stop |
+//! | `reader` | [`replay`] from an LSN |
+
+pub mod format;
+mod log;
+mod reader;
+pub mod segment;
+
+pub use log::{DEFAULT_SEGMENT_SIZE_BYTES, OpenReport, RecoveryMode, WalOptions, WriteAheadLog};
+pub use reader::{ReplayReport, replay};

@@ -1,0 +1,317 @@
+//! The write-ahead log: round trips across rotations, torn tails trimmed,
+//! damage in the middle refused (file and offset named), stale records
+//! rejected, fail-stop after a failed sync, truncation by whole segments, and
+//! a crash model: after any crash, replay returns every synced record and a
+//! gap-free prefix of the rest.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+use statespine::Error;
+use statespine::io::{Fs, MemFs};
+use statespine::wal::{RecoveryMode, WalOptions, WriteAheadLog, replay};
+
+const DIR: &str = "/wal";
+
+fn open(fs: &MemFs, segment: u64) -> statespine::Result<WriteAheadLog> {
+    WriteAheadLog::open(
+        Arc::new(fs.clone()),
+        DIR,
+        WalOptions::new(7).segment_size_bytes(segment),
+    )
+}
+
+fn payload(i: u64) -> Vec<u8> {
+    let len = (i * 37 % 300) as usize;
+    (0..len).map(|j| (i as usize + j) as u8).collect()
+}
+
+fn all(fs: &MemFs, from: u64) -> statespine::Result<Vec<(u64, u64, Vec<u8>)>> {
+    let mut out = Vec::new();
+    replay(fs, Path::new(DIR), from, RecoveryMode::Strict, |f| {
+        out.push((f.lsn, f.epoch, f.payload.to_vec()));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn segments(fs: &MemFs) -> Vec<String> {
+    fs.list(Path::new(DIR)).unwrap()
+}
+
+#[test]
+fn round_trip_across_rotations_and_reopens() {
+    let fs = MemFs::new();
+    let mut wal = open(&fs, 4096).unwrap();
+    for i in 1..=500u64 {
+        assert_eq!(wal.append(i / 10, &payload(i)).unwrap(), i);
+    }
+    assert_eq!(wal.sync().unwrap(), 500);
+    assert!(segments(&fs).len() > 10, "{:?}", segments(&fs));
+    drop(wal);
+    let mut wal = open(&fs, 4096).unwrap();
+    assert_eq!(wal.next_lsn(), 501);
+    assert_eq!(wal.open_report().records, 500);
+    assert_eq!(wal.append_batch([(60, &b"x"[..]), (60, &b"y"[..])]).unwrap(), 502);
+    wal.sync().unwrap();
+    let got = all(&fs, 1).unwrap();
+    assert_eq!(got.len(), 502);
+    for (i, (lsn, epoch, p)) in got.iter().take(500).enumerate() {
+        let i = i as u64 + 1;
+        assert_eq!((*lsn, *epoch, p.clone()), (i, i / 10, payload(i)));
+    }
+    assert_eq!(all(&fs, 250).unwrap().first().map(|r| r.0), Some(250));
+    assert_eq!(all(&fs, 503).unwrap(), vec![]);
+}
+
+#[test]
+fn unsynced_records_may_vanish_in_a_crash_synced_ones_never() {
+    let fs = MemFs::new();
+    let mut wal = open(&fs, 1 << 20).unwrap();
+    for i in 1..=100u64 {
+        wal.append(1, &payload(i)).unwrap();
+    }
+    wal.sync().unwrap();
+    for i in 101..=150u64 {
+        wal.append(1, &payload(i)).unwrap();
+    }
+    let crashed = fs.crash();
+    let mut wal = open(&crashed, 1 << 20).unwrap();
+    assert_eq!(wal.next_lsn(), 101);
+    assert_eq!(wal.append(2, b"after").unwrap(), 101);
+    wal.sync().unwrap();
+    let got = all(&crashed, 1).unwrap();
+    assert_eq!(got.len(), 101);
+    assert_eq!(got[100], (101, 2, b"after".to_vec()));
+}
+
+fn last_segment(fs: &MemFs) -> std::path::PathBuf {
+    Path::new(DIR).join(segments(fs).last().unwrap())
+}
+
+#[test]
+fn a_torn_tail_is_trimmed_and_synced_before_new_appends() {
+    for tail in [
+        vec![0u8; 100],
+        vec![0xa5; 7],
+        b"\x10\x00\x00\x00garbage that is not a record".to_vec(),
+    ] {
+        let fs = MemFs::new();
+        let mut wal = open(&fs, 1 << 20).unwrap();
+        for i in 1..=20u64 {
+            wal.append(1, &payload(i)).unwrap();
+        }
+        wal.sync().unwrap();
+        drop(wal);
+        let path = last_segment(&fs);
+        let mut bytes = fs.read(&path).unwrap();
+        let good = bytes.len();
+        bytes.extend_from_slice(&tail);
+        fs.write(&path, &bytes).unwrap();
+
+        let mut wal = open(&fs, 1 << 20).unwrap();
+        assert_eq!(wal.open_report().torn_bytes, tail.len() as u64);
+        // Trimmed *durably*: a crash right after open still sees the trim.
+        assert_eq!(fs.crash().read(&path).unwrap().len(), good);
+        wal.append(3, b"new").unwrap();
+        wal.sync().unwrap();
+        let got = all(&fs, 1).unwrap();
+        assert_eq!(got.len(), 21);
+        assert_eq!(got[20], (21, 3, b"new".to_vec()));
+    }
+}
+
+#[test]
+fn damage_in_the_middle_is_an_error_naming_file_and_offset() {
+    let fs = MemFs::new();
+    let mut wal = open(&fs, 1 << 20).unwrap();
+    for i in 1..=50u64 {
+        wal.append(1, &payload(i)).unwrap();
+    }
+    wal.sync().unwrap();
+    drop(wal);
+    let path = last_segment(&fs);
+    let mut bytes = fs.read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    fs.write(&path, &bytes).unwrap();
+    let before = bytes.clone();
+
+    let err = open(&fs, 1 << 20).unwrap_err();
+    let Error::Corruption { path: p, offset, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(p, &path);
+    assert!(*offset as usize <= at && *offset > 64, "{err}");
+    assert!(err.to_string().contains("followed by a valid one"), "{err}");
+    assert!(all(&fs, 1).unwrap_err().is_corruption());
+    assert_eq!(fs.read(&path).unwrap(), before, "a refused open changes nothing");
+
+    // Opting in by name: the log ends before the damage.
+    let wal = WriteAheadLog::open(
+        Arc::new(fs.clone()),
+        DIR,
+        WalOptions::new(7).recovery(RecoveryMode::TolerateCorruption),
+    )
+    .unwrap();
+    let kept = wal.next_lsn() - 1;
+    assert!(kept < 50 && kept > 0);
+}
+
+#[test]
+fn damage_in_an_earlier_segment_is_an_error() {
+    let fs = MemFs::new();
+    let mut wal = open(&fs, 2048).unwrap();
+    for i in 1..=100u64 {
+        wal.append(1, &payload(i)).unwrap();
+    }
+    wal.sync().unwrap();
+    drop(wal);
+    let first = Path::new(DIR).join(&segments(&fs)[0]);
+    let mut bytes = fs.read(&first).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 1; // the last record of a closed segment
+    fs.write(&first, &bytes).unwrap();
+    let err = open(&fs, 2048).unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+    assert!(err.to_string().contains(&segments(&fs)[0]), "{err}");
+}
+
+#[test]
+fn a_record_from_another_segment_fails_its_checksum() {
+    let fs = MemFs::new();
+    let mut wal = open(&fs, 1 << 20).unwrap();
+    wal.append(1, b"one").unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    // A second log elsewhere writes LSN 2 with a different segment id.
+    let other = MemFs::new();
+    let mut wal2 = open(&other, 1 << 20).unwrap();
+    wal2.append(1, b"one").unwrap();
+    wal2.append(1, b"stale").unwrap();
+    wal2.sync().unwrap();
+    let theirs = other.read(&last_segment(&other)).unwrap();
+    let path = last_segment(&fs);
+    let mut ours = fs.read(&path).unwrap();
+    let one_len = ours.len();
+    ours.extend_from_slice(&theirs[one_len..]);
+    fs.write(&path, &ours).unwrap();
+    let wal = open(&fs, 1 << 20).unwrap();
+    assert_eq!(wal.next_lsn(), 2, "the foreign record is a torn tail, not LSN 2");
+}
+
+#[test]
+fn a_failed_sync_poisons_the_log_and_deletes_nothing() {
+    let fs = MemFs::new();
+    let mut wal = open(&fs, 2048).unwrap();
+    for i in 1..=60u64 {
+        wal.append(1, &payload(i)).unwrap();
+    }
+    assert_eq!(wal.sync().unwrap(), 60);
+    wal.append(1, b"61").unwrap();
+    fs.fail_syncs(true);
+    assert!(wal.sync().is_err());
+    fs.fail_syncs(false);
+    let files = segments(&fs);
+    for err in [
+        wal.sync().unwrap_err(),
+        wal.append(1, b"62").unwrap_err(),
+        wal.truncate_below(50).unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    }
+    assert_eq!(segments(&fs), files, "nothing deleted after a failure");
+    assert_eq!(wal.durable_lsn(), 60, "the failed sync acknowledged nothing");
+    drop(wal);
+    let wal = open(&fs.crash(), 2048).unwrap();
+    assert!(wal.next_lsn() >= 61, "every acknowledged record survives");
+}
+
+#[test]
+fn truncation_deletes_whole_segments_below_the_lsn() {
+    let fs = MemFs::new();
+    let mut wal = open(&fs, 2048).unwrap();
+    for i in 1..=200u64 {
+        wal.append(1, &payload(i)).unwrap();
+    }
+    wal.sync().unwrap();
+    let (before, size) = (wal.segment_count(), wal.wal_size());
+    let gone = wal.truncate_below(120).unwrap();
+    assert!(gone > 0 && gone < before);
+    assert!(wal.wal_size() < size);
+    assert_eq!(segments(&fs).len(), before - gone);
+    let got = all(&fs, 120).unwrap();
+    assert_eq!(got.first().map(|r| r.0), Some(120), "LSN 120 and on are kept");
+    assert_eq!(got.len(), 81);
+    let remaining = wal.segment_count();
+    assert_eq!(wal.truncate_below(u64::MAX).unwrap(), remaining - 1);
+    assert_eq!(wal.segment_count(), 1, "the current segment stays");
+    drop(wal);
+    assert_eq!(open(&fs, 2048).unwrap().next_lsn(), 201);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(u16),
+    Sync,
+    Crash { garbage: Vec<u8> },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (0u16..400).prop_map(Op::Append),
+        2 => Just(Op::Sync),
+        1 => prop::collection::vec(any::<u8>(), 0..64).prop_map(|garbage| Op::Crash { garbage }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("tests/proptest-regressions/wal_log.txt"))),
+        ..ProptestConfig::default()
+    })]
+
+    /// After any crash (unsynced bytes lost, then garbage appended to the last
+    /// segment), the log holds every synced record and a gap-free prefix of
+    /// the rest, with the exact payloads.
+    #[test]
+    fn crashes_keep_every_synced_record(ops in prop::collection::vec(op(), 1..200)) {
+        let mut fs = MemFs::new();
+        let mut wal = open(&fs, 1024).unwrap();
+        let mut written: Vec<Vec<u8>> = Vec::new();
+        let mut synced = 0usize;
+        for op in ops {
+            match op {
+                Op::Append(len) => {
+                    let p: Vec<u8> = (0..len).map(|j| (j as usize + written.len()) as u8).collect();
+                    prop_assert_eq!(wal.append(9, &p).unwrap(), written.len() as u64 + 1);
+                    written.push(p);
+                }
+                Op::Sync => synced = wal.sync().unwrap() as usize,
+                Op::Crash { garbage } => {
+                    drop(wal);
+                    fs = fs.crash();
+                    let path = last_segment(&fs);
+                    let mut bytes = fs.read(&path).unwrap();
+                    bytes.extend_from_slice(&garbage);
+                    fs.write(&path, &bytes).unwrap();
+                    wal = open(&fs, 1024).unwrap();
+                    let kept = wal.next_lsn() as usize - 1;
+                    prop_assert!(kept >= synced, "lost synced records: kept {} of {}", kept, synced);
+                    written.truncate(kept);
+                    synced = kept;
+                    let got = all(&fs, 1).unwrap();
+                    prop_assert_eq!(got.len(), kept);
+                    for (i, (lsn, _, p)) in got.iter().enumerate() {
+                        prop_assert_eq!(*lsn, i as u64 + 1);
+                        prop_assert_eq!(p, &written[i]);
+                    }
+                }
+            }
+        }
+    }
+}
