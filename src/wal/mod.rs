@@ -7,11 +7,19 @@
 //! | `segment` | scanning a segment: valid records, torn tail or corruption |
 //! | `log` | [`WriteAheadLog`]: open, append, sync, rotate, truncate, fail-stop |
 //! | `reader` | [`replay`] from an LSN |
+//! | `change` | the WAL payload of a changelog record |
+//! | `drainer` | [`ChangelogDrainer`]: rings into logs, sync policy, watermarks |
 
+mod change;
+mod drainer;
 pub mod format;
 mod log;
 mod reader;
 pub mod segment;
 
+pub use change::{CHANGE_HEADER_LEN, decode_change, encode_change};
+pub use drainer::{
+    ChangelogDrainer, DEFAULT_BATCH_RECORDS, DrainStats, DrainerHandle, SyncPolicy, Watermark,
+};
 pub use log::{DEFAULT_SEGMENT_SIZE_BYTES, OpenReport, RecoveryMode, WalOptions, WriteAheadLog};
 pub use reader::{ReplayReport, replay};

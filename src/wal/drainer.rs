@@ -1,0 +1,306 @@
+//! [`ChangelogDrainer`]: the Ring-1 side. It drains the changelog rings of
+//! one or more shards into their write-ahead logs in batches, syncs by the
+//! [`SyncPolicy`], and publishes each shard's durable position as a
+//! [`Watermark`] the hot thread reads without waiting.
+//!
+//! 1. Per shard, pop up to `batch_records` records, encode each as a WAL
+//!    payload (`format/wal.md`, "Changelog payload") and append it.
+//! 2. If the policy says so, `sync` the shard's log: one `fdatasync` covers
+//!    the whole batch and everything before it (group commit).
+//! 3. Publish the durable LSN, the epoch of the last durable record, and the
+//!    count of durable records (what the producer compares with its own
+//!    `pushed()` count) with Release stores.
+//! 4. A failed append or sync marks the watermark failed and stops the
+//!    drainer with the error: nothing after it is acknowledged (fail-stop).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::change::encode_change;
+use super::log::WriteAheadLog;
+use crate::changelog::ChangelogConsumer;
+use crate::{Error, Result};
+
+/// Records drained from one shard per round before the next shard's turn.
+pub const DEFAULT_BATCH_RECORDS: usize = 4096;
+/// Longest an idle drainer sleeps between rounds.
+const IDLE_SLEEP: Duration = Duration::from_micros(100);
+
+/// When the drainer makes appended records durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// After every append the drainer makes (one drained batch per shard).
+    EveryAppend,
+    /// Once this many bytes are appended and not yet synced.
+    EveryBytes(u64),
+    /// Once this many records are appended and not yet synced.
+    EveryRecords(u64),
+    /// At this interval, by a timer on the drainer thread, so an idle log's
+    /// tail is synced too.
+    Interval(Duration),
+    /// Only when a shard asks ([`Watermark::request_sync`]).
+    Manual,
+}
+
+/// A shard's durable position, published by the drainer.
+#[derive(Debug, Default)]
+pub struct Watermark {
+    durable_lsn: AtomicU64,
+    durable_epoch: AtomicU64,
+    durable_records: AtomicU64,
+    sync_requested: AtomicU64,
+    failed: AtomicBool,
+}
+
+impl Watermark {
+    /// The highest durable LSN of the shard's log.
+    pub fn durable_lsn(&self) -> u64 {
+        self.durable_lsn.load(Ordering::Acquire)
+    }
+
+    /// The epoch of the last durable record: every record of an earlier
+    /// epoch is durable.
+    pub fn durable_epoch(&self) -> u64 {
+        self.durable_epoch.load(Ordering::Acquire)
+    }
+
+    /// Records of the ring made durable: durable up to the producer's
+    /// `pushed()` count of that moment.
+    pub fn durable_records(&self) -> u64 {
+        self.durable_records.load(Ordering::Acquire)
+    }
+
+    /// True once the drainer failed on this shard (fail-stop).
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Asks for a sync of the first `records` records (for
+    /// [`SyncPolicy::Manual`]; harmless with the others).
+    pub fn request_sync(&self, records: u64) {
+        self.sync_requested.fetch_max(records, Ordering::AcqRel);
+    }
+
+    /// Waits until `records` records are durable: spins, then sleeps with a
+    /// bounded backoff. False on timeout or failure.
+    pub fn wait_durable(&self, records: u64, timeout: Duration) -> bool {
+        let start = Instant::now();
+        let mut round = 0u32;
+        loop {
+            if self.durable_records() >= records {
+                return true;
+            }
+            if self.is_failed() || start.elapsed() >= timeout {
+                return false;
+            }
+            if round < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(Duration::from_micros(1 << (round - 64).min(7)));
+            }
+            round += 1;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shard {
+    consumer: ChangelogConsumer,
+    wal: WriteAheadLog,
+    watermark: Arc<Watermark>,
+    appended: u64,
+    unsynced_records: u64,
+    unsynced_bytes: u64,
+    last_epoch: u64,
+}
+
+/// Counters of a drainer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrainStats {
+    /// Records moved from rings to logs.
+    pub records: u64,
+    /// `fdatasync`s issued.
+    pub syncs: u64,
+}
+
+/// Drains shards' rings into their logs. See the module docs.
+#[derive(Debug)]
+pub struct ChangelogDrainer {
+    shards: Vec<Shard>,
+    policy: SyncPolicy,
+    batch_records: usize,
+    last_sync: Instant,
+    payload: Vec<u8>,
+    stats: DrainStats,
+}
+
+impl ChangelogDrainer {
+    /// A drainer with no shards yet.
+    pub fn new(policy: SyncPolicy) -> Self {
+        ChangelogDrainer {
+            shards: Vec::new(),
+            policy,
+            batch_records: DEFAULT_BATCH_RECORDS,
+            last_sync: Instant::now(),
+            payload: Vec::new(),
+            stats: DrainStats::default(),
+        }
+    }
+
+    /// Takes over a shard's ring and log; returns its watermark.
+    pub fn add_shard(&mut self, consumer: ChangelogConsumer, wal: WriteAheadLog) -> Arc<Watermark> {
+        let watermark = Arc::new(Watermark::default());
+        watermark.durable_lsn.store(wal.durable_lsn(), Ordering::Release);
+        self.shards.push(Shard {
+            consumer,
+            wal,
+            watermark: Arc::clone(&watermark),
+            appended: 0,
+            unsynced_records: 0,
+            unsynced_bytes: 0,
+            last_epoch: 0,
+        });
+        watermark
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> DrainStats {
+        self.stats
+    }
+
+    /// One round over every shard (module docs, steps 1–3); returns the
+    /// records moved.
+    pub fn drain_once(&mut self) -> Result<usize> {
+        let mut moved = 0;
+        let interval_due = match self.policy {
+            SyncPolicy::Interval(d) => self.last_sync.elapsed() >= d,
+            _ => false,
+        };
+        let mut synced_any = false;
+        for i in 0..self.shards.len() {
+            let result = self.drain_shard(i, interval_due);
+            let shard = &self.shards[i];
+            match result {
+                Ok((n, synced)) => {
+                    moved += n;
+                    synced_any |= synced;
+                }
+                Err(e) => {
+                    shard.watermark.failed.store(true, Ordering::Release);
+                    return Err(e);
+                }
+            }
+        }
+        if interval_due || synced_any {
+            self.last_sync = Instant::now();
+        }
+        Ok(moved)
+    }
+
+    fn drain_shard(&mut self, i: usize, interval_due: bool) -> Result<(usize, bool)> {
+        let policy = self.policy;
+        let payload = &mut self.payload;
+        let s = &mut self.shards[i];
+        let mut n = 0;
+        while n < self.batch_records {
+            let Some(rec) = s.consumer.pop() else { break };
+            payload.clear();
+            encode_change(payload, &rec);
+            s.wal.append(rec.epoch, payload)?;
+            s.last_epoch = rec.epoch;
+            s.unsynced_bytes += payload.len() as u64;
+            n += 1;
+        }
+        s.appended += n as u64;
+        s.unsynced_records += n as u64;
+        self.stats.records += n as u64;
+        let due = s.unsynced_records > 0
+            && match policy {
+                SyncPolicy::EveryAppend => true,
+                SyncPolicy::EveryBytes(b) => s.unsynced_bytes >= b,
+                SyncPolicy::EveryRecords(r) => s.unsynced_records >= r,
+                SyncPolicy::Interval(_) => interval_due,
+                SyncPolicy::Manual => {
+                    s.watermark.sync_requested.load(Ordering::Acquire) > s.appended - s.unsynced_records
+                }
+            };
+        if due {
+            let lsn = s.wal.sync()?;
+            self.stats.syncs += 1;
+            s.unsynced_records = 0;
+            s.unsynced_bytes = 0;
+            s.watermark.durable_lsn.store(lsn, Ordering::Release);
+            s.watermark.durable_epoch.store(s.last_epoch, Ordering::Release);
+            s.watermark.durable_records.store(s.appended, Ordering::Release);
+        }
+        Ok((n, due))
+    }
+
+    /// Syncs every shard's log now and publishes the watermarks.
+    pub fn sync_all(&mut self) -> Result<()> {
+        for s in &mut self.shards {
+            if s.unsynced_records == 0 {
+                continue;
+            }
+            let lsn = s
+                .wal
+                .sync()
+                .inspect_err(|_| s.watermark.failed.store(true, Ordering::Release))?;
+            self.stats.syncs += 1;
+            s.unsynced_records = 0;
+            s.unsynced_bytes = 0;
+            s.watermark.durable_lsn.store(lsn, Ordering::Release);
+            s.watermark.durable_epoch.store(s.last_epoch, Ordering::Release);
+            s.watermark.durable_records.store(s.appended, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Drains until `stop` is set and every producer is gone and drained,
+    /// then syncs what is left.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<()> {
+        loop {
+            let moved = self.drain_once()?;
+            if moved == 0 {
+                let finished = self.shards.iter().all(|s| s.consumer.is_finished());
+                if stop.load(Ordering::Acquire) || finished {
+                    // One more round: records pushed just before the producers left.
+                    self.drain_once()?;
+                    return self.sync_all();
+                }
+                std::thread::sleep(IDLE_SLEEP);
+            }
+        }
+    }
+
+    /// Runs the drainer on its own thread.
+    pub fn spawn(mut self) -> Result<DrainerHandle> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("statespine-drainer".into())
+            .spawn(move || self.run(&flag).map(|()| self))
+            .map_err(|e| Error::io("spawn drainer thread", std::path::Path::new(""), e))?;
+        Ok(DrainerHandle { stop, thread })
+    }
+}
+
+/// A drainer running on its own thread.
+#[derive(Debug)]
+pub struct DrainerHandle {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<ChangelogDrainer>>,
+}
+
+impl DrainerHandle {
+    /// Stops after draining and syncing what the rings hold; returns the
+    /// drainer (its logs and counters) or the error that stopped it.
+    pub fn stop(self) -> Result<ChangelogDrainer> {
+        self.stop.store(true, Ordering::Release);
+        self.thread
+            .join()
+            .map_err(|_| Error::InvalidArgument("the drainer thread panicked".into()))?
+    }
+}
