@@ -315,3 +315,27 @@ proptest! {
         }
     }
 }
+
+/// Fuzz finding (`fuzz/regressions/wal_segment/first-lsn-zero`): a header
+/// claiming first LSN 0, which is reserved, made `open` underflow and panic.
+#[test]
+fn fuzz_finding_first_lsn_zero_is_corruption_not_a_panic() {
+    let data = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/wal_segment/first-lsn-zero"),
+    )
+    .unwrap();
+    assert_eq!(u64::from_le_bytes(data[32..40].try_into().unwrap()), 0);
+    let path = Path::new(DIR).join("00000000000000000000.wal");
+    let err = statespine::wal::format::SegmentHeader::decode(&data, &path).unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+    // Named after LSN 0 it is not a segment at all; named 1 it is damage.
+    for name in ["00000000000000000000.wal", "00000000000000000001.wal"] {
+        let fs = MemFs::new();
+        fs.create_dir_all(Path::new(DIR)).unwrap();
+        fs.write(&Path::new(DIR).join(name), &data).unwrap();
+        match open(&fs, 1 << 20) {
+            Ok(wal) => assert_eq!((name, wal.next_lsn()), ("00000000000000000000.wal", 1)),
+            Err(e) => assert!(e.is_corruption() && name.ends_with("1.wal"), "{e}"),
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! Writes the golden run files under `format/golden/v1/`.
+//! Writes the golden run files under `format/golden/v1/` and the golden WAL
+//! segments under `format/golden/wal-v1/`.
 //!
 //! `cargo run --example golden` — run once when a format version is added, then
 //! commit the files; they pin the format forever (`tests/golden.rs` reads them).
@@ -7,6 +8,8 @@
 
 #[path = "entries.rs"]
 mod entries;
+#[path = "wal_entries.rs"]
+mod wal_entries;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -43,6 +46,23 @@ fn main() {
         entries::DAMAGED_NAME,
         entries::damaged_offset(second)
     );
+    // The WAL segments: good, torn tail, damaged in the middle; one directory
+    // each, since a log is a directory.
+    let wal = Path::new(env!("CARGO_MANIFEST_DIR")).join("format/golden/wal-v1");
+    for (name, bytes) in [
+        ("good", wal_entries::good()),
+        ("torn", wal_entries::torn()),
+        ("corrupt", wal_entries::corrupt()),
+    ] {
+        let d = wal.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(wal_entries::SEGMENT_NAME), &bytes).unwrap();
+        println!(
+            "wal-v1/{name}/{}: {} bytes",
+            wal_entries::SEGMENT_NAME,
+            bytes.len()
+        );
+    }
 }
 
 /// Offset of the second data block: the first block's frame length, read from

@@ -42,6 +42,7 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
         .flatten()
+        .filter(|&lsn| lsn > 0)
 }
 
 #[inline]
@@ -118,10 +119,20 @@ impl SegmentHeader {
                 supported: FORMAT_VERSION,
             });
         }
+        let first_lsn = le_u64(b, 32);
+        if first_lsn == 0 {
+            // LSN 0 means "nothing" (format/wal.md, "Files"); found by fuzzing.
+            return Err(bad(
+                32,
+                "segment header",
+                "a first LSN of at least 1".into(),
+                "0".into(),
+            ));
+        }
         Ok(SegmentHeader {
             shard_id: le_u32(b, 16),
             segment_id: le_u64(b, 24),
-            first_lsn: le_u64(b, 32),
+            first_lsn,
         })
     }
 }

@@ -207,7 +207,7 @@ impl WriteAheadLog {
             None => Self::create_first(fs, dir, opts, next_lsn)?,
         };
         wal.next_lsn = next_lsn;
-        wal.durable_lsn = next_lsn - 1;
+        wal.durable_lsn = next_lsn.saturating_sub(1);
         wal.report = report;
         Ok(wal)
     }
