@@ -339,3 +339,23 @@ fn fuzz_finding_first_lsn_zero_is_corruption_not_a_panic() {
         }
     }
 }
+
+/// Fuzz finding (`fuzz/regressions/wal_segment/first-lsn-max`): a header
+/// claiming a first LSN near `u64::MAX` made the next append overflow.
+#[test]
+fn fuzz_finding_first_lsn_past_the_lsn_space_is_corruption() {
+    let data = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/wal_segment/first-lsn-max"),
+    )
+    .unwrap();
+    let first = u64::from_le_bytes(data[32..40].try_into().unwrap());
+    assert!(first > statespine::wal::format::MAX_LSN);
+    let err = statespine::wal::format::SegmentHeader::decode(&data, Path::new("x.wal")).unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+    let fs = MemFs::new();
+    fs.create_dir_all(Path::new(DIR)).unwrap();
+    fs.write(&Path::new(DIR).join(format!("{first:020}.wal")), &data)
+        .unwrap();
+    // Not a segment name either (outside the LSN space): the log starts afresh.
+    assert_eq!(open(&fs, 1 << 20).unwrap().next_lsn(), 1);
+}

@@ -17,6 +17,9 @@ pub const HEADER_LEN: usize = 64;
 pub const FRAME_HEADER_LEN: usize = 24;
 /// Largest payload of one record.
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 30;
+/// Largest LSN: 2^63 - 1, so LSN arithmetic never overflows (a log that
+/// wrote a billion records a second would take 292 years to get there).
+pub const MAX_LSN: u64 = i64::MAX as u64;
 /// Suffix of segment file names.
 pub const SEGMENT_SUFFIX: &str = ".wal";
 
@@ -42,7 +45,7 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
         .flatten()
-        .filter(|&lsn| lsn > 0)
+        .filter(|&lsn| lsn > 0 && lsn <= MAX_LSN)
 }
 
 #[inline]

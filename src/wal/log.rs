@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::format::{
-    HEADER_LEN, MAX_PAYLOAD_BYTES, SegmentHeader, encode_frame, frame_len, parse_segment_name, segment_name,
+    HEADER_LEN, MAX_LSN, MAX_PAYLOAD_BYTES, SegmentHeader, encode_frame, frame_len, parse_segment_name,
+    segment_name,
 };
 use super::segment::{Tail, scan};
 use crate::io::{Fs, WritableFile};
@@ -315,6 +316,11 @@ impl WriteAheadLog {
             return Err(Error::InvalidArgument(format!(
                 "a WAL record holds at most {MAX_PAYLOAD_BYTES} bytes, got {}",
                 payload.len()
+            )));
+        }
+        if self.next_lsn >= MAX_LSN {
+            return Err(Error::InvalidArgument(format!(
+                "the log has used every LSN up to {MAX_LSN}"
             )));
         }
         let current = self.segments.last().map_or(0, |s| s.len) + self.buf.len() as u64;
