@@ -123,13 +123,14 @@ impl SegmentHeader {
             });
         }
         let first_lsn = le_u64(b, 32);
-        if first_lsn == 0 {
-            // LSN 0 means "nothing" (format/wal.md, "Files"); found by fuzzing.
+        if first_lsn == 0 || first_lsn > MAX_LSN {
+            // LSN 0 means "nothing" and LSNs stop at MAX_LSN (format/wal.md,
+            // "Files"); both found by fuzzing.
             return Err(bad(
                 32,
                 "segment header",
-                "a first LSN of at least 1".into(),
-                "0".into(),
+                format!("a first LSN in 1..={MAX_LSN}"),
+                first_lsn.to_string(),
             ));
         }
         Ok(SegmentHeader {
