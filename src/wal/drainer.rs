@@ -6,7 +6,8 @@
 //! 1. Per shard, pop up to `batch_records` records, encode each as a WAL
 //!    payload (`format/wal.md`, "Changelog payload") and append it.
 //! 2. If the policy says so, `sync` the shard's log: one `fdatasync` covers
-//!    the whole batch and everything before it (group commit).
+//!    the whole batch and everything before it (group commit). The shards due
+//!    in one round are synced in parallel.
 //! 3. Publish the durable LSN, the epoch of the last durable record, and the
 //!    count of durable records (what the producer compares with its own
 //!    `pushed()` count) with Release stores.
@@ -25,6 +26,8 @@ use crate::{Error, Result};
 
 /// Records drained from one shard per round before the next shard's turn.
 pub const DEFAULT_BATCH_RECORDS: usize = 4096;
+/// Threads that issue one round's `fdatasync`s side by side.
+const MAX_SYNC_THREADS: usize = 16;
 /// Longest an idle drainer sleeps between rounds.
 const IDLE_SLEEP: Duration = Duration::from_micros(100);
 
@@ -171,36 +174,35 @@ impl ChangelogDrainer {
     }
 
     /// One round over every shard (module docs, steps 1–3); returns the
-    /// records moved.
+    /// records moved. The shards due for a sync are synced in parallel.
     pub fn drain_once(&mut self) -> Result<usize> {
-        let mut moved = 0;
         let interval_due = match self.policy {
             SyncPolicy::Interval(d) => self.last_sync.elapsed() >= d,
             _ => false,
         };
-        let mut synced_any = false;
+        let mut moved = 0;
+        let mut due = Vec::new();
         for i in 0..self.shards.len() {
-            let result = self.drain_shard(i, interval_due);
-            let shard = &self.shards[i];
-            match result {
-                Ok((n, synced)) => {
-                    moved += n;
-                    synced_any |= synced;
-                }
+            match self.drain_shard(i) {
+                Ok(n) => moved += n,
                 Err(e) => {
-                    shard.watermark.failed.store(true, Ordering::Release);
+                    self.shards[i].watermark.failed.store(true, Ordering::Release);
                     return Err(e);
                 }
             }
+            if self.is_due(&self.shards[i], interval_due) {
+                due.push(i);
+            }
         }
-        if interval_due || synced_any {
+        self.sync_shards(&due)?;
+        if interval_due || !due.is_empty() {
             self.last_sync = Instant::now();
         }
         Ok(moved)
     }
 
-    fn drain_shard(&mut self, i: usize, interval_due: bool) -> Result<(usize, bool)> {
-        let policy = self.policy;
+    /// Step 1 for shard `i`: pop and append up to a batch.
+    fn drain_shard(&mut self, i: usize) -> Result<usize> {
         let payload = &mut self.payload;
         let s = &mut self.shards[i];
         let mut n = 0;
@@ -216,8 +218,12 @@ impl ChangelogDrainer {
         s.appended += n as u64;
         s.unsynced_records += n as u64;
         self.stats.records += n as u64;
-        let due = s.unsynced_records > 0
-            && match policy {
+        Ok(n)
+    }
+
+    fn is_due(&self, s: &Shard, interval_due: bool) -> bool {
+        s.unsynced_records > 0
+            && match self.policy {
                 SyncPolicy::EveryAppend => true,
                 SyncPolicy::EveryBytes(b) => s.unsynced_bytes >= b,
                 SyncPolicy::EveryRecords(r) => s.unsynced_records >= r,
@@ -225,37 +231,70 @@ impl ChangelogDrainer {
                 SyncPolicy::Manual => {
                     s.watermark.sync_requested.load(Ordering::Acquire) > s.appended - s.unsynced_records
                 }
-            };
-        if due {
-            let lsn = s.wal.sync()?;
-            self.stats.syncs += 1;
-            s.unsynced_records = 0;
-            s.unsynced_bytes = 0;
-            s.watermark.durable_lsn.store(lsn, Ordering::Release);
-            s.watermark.durable_epoch.store(s.last_epoch, Ordering::Release);
-            s.watermark.durable_records.store(s.appended, Ordering::Release);
+            }
+    }
+
+    /// Steps 2–3 for the shards at `due`: their `fdatasync`s run in parallel
+    /// (the device and the file system's journal merge concurrent syncs, where
+    /// one after another each pays the full latency), then the watermarks.
+    fn sync_shards(&mut self, due: &[usize]) -> Result<()> {
+        let mut targets: Vec<&mut Shard> = Vec::with_capacity(due.len());
+        let mut rest: &mut [Shard] = &mut self.shards;
+        let mut base = 0;
+        for &i in due {
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut(i - base);
+            let (first, tail) = tail.split_at_mut(1);
+            targets.push(&mut first[0]);
+            rest = tail;
+            base = i + 1;
         }
-        Ok((n, due))
+        let results: Vec<Result<u64>> = if targets.len() <= 1 {
+            targets.iter_mut().map(|s| s.wal.sync()).collect()
+        } else {
+            let per = targets.len().div_ceil(MAX_SYNC_THREADS);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = targets
+                    .chunks_mut(per)
+                    .map(|chunk| {
+                        scope.spawn(move || chunk.iter_mut().map(|s| s.wal.sync()).collect::<Vec<_>>())
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            vec![Err(Error::InvalidArgument("a sync thread panicked".into()))]
+                        })
+                    })
+                    .collect()
+            })
+        };
+        let mut first_err = None;
+        for (s, r) in targets.into_iter().zip(results) {
+            match r {
+                Ok(lsn) => {
+                    self.stats.syncs += 1;
+                    s.unsynced_records = 0;
+                    s.unsynced_bytes = 0;
+                    s.watermark.durable_lsn.store(lsn, Ordering::Release);
+                    s.watermark.durable_epoch.store(s.last_epoch, Ordering::Release);
+                    s.watermark.durable_records.store(s.appended, Ordering::Release);
+                }
+                Err(e) => {
+                    s.watermark.failed.store(true, Ordering::Release);
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     }
 
     /// Syncs every shard's log now and publishes the watermarks.
     pub fn sync_all(&mut self) -> Result<()> {
-        for s in &mut self.shards {
-            if s.unsynced_records == 0 {
-                continue;
-            }
-            let lsn = s
-                .wal
-                .sync()
-                .inspect_err(|_| s.watermark.failed.store(true, Ordering::Release))?;
-            self.stats.syncs += 1;
-            s.unsynced_records = 0;
-            s.unsynced_bytes = 0;
-            s.watermark.durable_lsn.store(lsn, Ordering::Release);
-            s.watermark.durable_epoch.store(s.last_epoch, Ordering::Release);
-            s.watermark.durable_records.store(s.appended, Ordering::Release);
-        }
-        Ok(())
+        let due: Vec<usize> = (0..self.shards.len())
+            .filter(|&i| self.shards[i].unsynced_records > 0)
+            .collect();
+        self.sync_shards(&due)
     }
 
     /// Drains until `stop` is set and every producer is gone and drained,
