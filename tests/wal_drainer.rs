@@ -105,6 +105,23 @@ fn two_shards_replay_exactly_what_their_hot_threads_pushed() {
     assert_eq!(replayed(&fs.crash(), 1).len(), n as usize);
 }
 
+/// One shard on a fresh in-memory file system: its drainer, producer and
+/// watermark.
+fn one_shard(
+    policy: SyncPolicy,
+) -> (
+    MemFs,
+    ChangelogDrainer,
+    statespine::changelog::ChangelogProducer,
+    Arc<statespine::wal::Watermark>,
+) {
+    let fs = MemFs::new();
+    let mut drainer = ChangelogDrainer::new(policy);
+    let (p, c) = StateChangelogBuffer::with_capacity(64 << 10, 1024);
+    let mark = drainer.add_shard(c, wal(&fs, 0));
+    (fs, drainer, p, mark)
+}
+
 fn push(p: &mut statespine::changelog::ChangelogProducer, from: u64, to: u64) {
     for i in from..to {
         let (spine, epoch, op, key, value) = record(0, i);
@@ -131,10 +148,7 @@ fn each_policy_syncs_when_it_says() {
         (SyncPolicy::Interval(Duration::from_secs(3600)), 50, false),
     ];
     for (policy, records, durable) in cases {
-        let fs = MemFs::new();
-        let mut drainer = ChangelogDrainer::new(policy);
-        let (mut p, c) = StateChangelogBuffer::with_capacity(64 << 10, 1024);
-        let mark = drainer.add_shard(c, wal(&fs, 0));
+        let (fs, mut drainer, mut p, mark) = one_shard(policy);
         push(&mut p, 0, records);
         assert_eq!(drainer.drain_once().unwrap(), records as usize);
         let want = if durable { records } else { 0 };
@@ -149,10 +163,7 @@ fn each_policy_syncs_when_it_says() {
 
 #[test]
 fn manual_syncs_on_request_and_interval_syncs_an_idle_tail() {
-    let fs = MemFs::new();
-    let mut drainer = ChangelogDrainer::new(SyncPolicy::Manual);
-    let (mut p, c) = StateChangelogBuffer::with_capacity(64 << 10, 1024);
-    let mark = drainer.add_shard(c, wal(&fs, 0));
+    let (_fs, mut drainer, mut p, mark) = one_shard(SyncPolicy::Manual);
     push(&mut p, 0, 30);
     drainer.drain_once().unwrap();
     assert_eq!(mark.durable_records(), 0);
@@ -160,10 +171,7 @@ fn manual_syncs_on_request_and_interval_syncs_an_idle_tail() {
     drainer.drain_once().unwrap();
     assert_eq!(mark.durable_records(), 30);
 
-    let fs = MemFs::new();
-    let mut drainer = ChangelogDrainer::new(SyncPolicy::Interval(Duration::from_millis(20)));
-    let (mut p, c) = StateChangelogBuffer::with_capacity(64 << 10, 1024);
-    let mark = drainer.add_shard(c, wal(&fs, 0));
+    let (_fs, drainer, mut p, mark) = one_shard(SyncPolicy::Interval(Duration::from_millis(20)));
     let handle = drainer.spawn().unwrap();
     push(&mut p, 0, 5);
     // Nothing more is pushed: the timer alone must sync the tail.
@@ -174,10 +182,7 @@ fn manual_syncs_on_request_and_interval_syncs_an_idle_tail() {
 
 #[test]
 fn a_failed_sync_stops_the_drainer_and_flags_the_shard() {
-    let fs = MemFs::new();
-    let mut drainer = ChangelogDrainer::new(SyncPolicy::EveryAppend);
-    let (mut p, c) = StateChangelogBuffer::with_capacity(64 << 10, 1024);
-    let mark = drainer.add_shard(c, wal(&fs, 0));
+    let (fs, mut drainer, mut p, mark) = one_shard(SyncPolicy::EveryAppend);
     push(&mut p, 0, 10);
     drainer.drain_once().unwrap();
     assert_eq!(mark.durable_records(), 10);
