@@ -42,6 +42,16 @@ fn record(shard: u32, i: u64) -> Owned {
     ((i % 4) as u32, i / 100, op, i.to_be_bytes().to_vec(), value)
 }
 
+fn change(o: &Owned) -> ChangeRecord<'_> {
+    ChangeRecord {
+        spine: o.0,
+        epoch: o.1,
+        op: o.2,
+        key: &o.3,
+        value: &o.4,
+    }
+}
+
 fn replayed(fs: &MemFs, shard: u32) -> Vec<Owned> {
     let mut out = Vec::new();
     replay(fs, &dir(shard), 1, RecoveryMode::Strict, |f| {
@@ -70,15 +80,7 @@ fn two_shards_replay_exactly_what_their_hot_threads_pushed() {
         .map(|(shard, mut p, mark)| {
             std::thread::spawn(move || {
                 for i in 0..n {
-                    let (spine, epoch, op, key, value) = record(shard, i);
-                    p.push(&ChangeRecord {
-                        spine,
-                        epoch,
-                        op,
-                        key: &key,
-                        value: &value,
-                    })
-                    .unwrap();
+                    p.push(&change(&record(shard, i))).unwrap();
                 }
                 mark.request_sync(p.pushed());
                 drop(p);
@@ -124,15 +126,7 @@ fn one_shard(
 
 fn push(p: &mut statespine::changelog::ChangelogProducer, from: u64, to: u64) {
     for i in from..to {
-        let (spine, epoch, op, key, value) = record(0, i);
-        p.try_push(&ChangeRecord {
-            spine,
-            epoch,
-            op,
-            key: &key,
-            value: &value,
-        })
-        .unwrap();
+        p.try_push(&change(&record(0, i))).unwrap();
     }
 }
 

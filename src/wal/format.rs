@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use crate::io::Fs;
+use crate::run::format::{crc_matches, le_u32, le_u64};
 use crate::{Error, Result};
 
 /// `magic` of a segment header.
@@ -39,6 +41,18 @@ pub fn segment_name(first_lsn: u64) -> String {
     format!("{first_lsn:020}{SEGMENT_SUFFIX}")
 }
 
+/// The segments in `dir` as `(first_lsn, file name)`, oldest first; other
+/// files are not segments and are left alone.
+pub fn list_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<(u64, String)>> {
+    let mut names: Vec<(u64, String)> = fs
+        .list(dir)?
+        .into_iter()
+        .filter_map(|n| Some((parse_segment_name(&n)?, n)))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// The first LSN a segment file name stands for.
 pub fn parse_segment_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
@@ -46,25 +60,6 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
         .then(|| digits.parse().ok())
         .flatten()
         .filter(|&lsn| lsn > 0 && lsn <= MAX_LSN)
-}
-
-#[inline]
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-#[inline]
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
-}
-
-/// crc32c checks, disabled under `cfg(fuzzing)` so the fuzzer reaches what
-/// lies behind them.
-#[inline]
-fn crc_ok(stored: u32, computed: u32) -> bool {
-    cfg!(fuzzing) || stored == computed
 }
 
 impl SegmentHeader {
@@ -105,7 +100,7 @@ impl SegmentHeader {
             ));
         }
         let crc = crc32c::crc32c(&b[..60]);
-        if !crc_ok(le_u32(b, 60), crc) {
+        if !crc_matches(le_u32(b, 60), crc) {
             return Err(bad(
                 60,
                 "segment header",
@@ -191,7 +186,7 @@ pub fn parse_frame(
     let start = at + FRAME_HEADER_LEN;
     let payload = bytes.get(start..start.checked_add(len as usize)?)?;
     let epoch = le_u64(head, 16);
-    if !crc_ok(
+    if !crc_matches(
         le_u32(head, 4),
         record_crc(segment_id, len, found_lsn, epoch, payload),
     ) {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::format::{
-    HEADER_LEN, MAX_LSN, MAX_PAYLOAD_BYTES, SegmentHeader, encode_frame, frame_len, parse_segment_name,
+    HEADER_LEN, MAX_LSN, MAX_PAYLOAD_BYTES, SegmentHeader, encode_frame, frame_len, list_segments,
     segment_name,
 };
 use super::segment::{Tail, scan};
@@ -131,12 +131,7 @@ impl WriteAheadLog {
     pub fn open(fs: Arc<dyn Fs>, dir: impl Into<PathBuf>, opts: WalOptions) -> Result<WriteAheadLog> {
         let dir = dir.into();
         fs.create_dir_all(&dir)?;
-        let mut names: Vec<(u64, String)> = fs
-            .list(&dir)?
-            .into_iter()
-            .filter_map(|n| Some((parse_segment_name(&n)?, n)))
-            .collect();
-        names.sort();
+        let names = list_segments(fs.as_ref(), &dir)?;
         let mut report = OpenReport::default();
         let mut segments = Vec::new();
         let mut next_lsn = names.first().map_or(1, |n| n.0);

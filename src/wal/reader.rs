@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::format::{Frame, SegmentHeader, parse_segment_name};
+use super::format::{Frame, SegmentHeader, list_segments};
 use super::log::RecoveryMode;
 use super::segment::{Tail, scan};
 use crate::io::Fs;
@@ -30,12 +30,7 @@ pub fn replay(
     mode: RecoveryMode,
     mut f: impl FnMut(Frame<'_>) -> Result<()>,
 ) -> Result<ReplayReport> {
-    let mut names: Vec<(u64, String)> = fs
-        .list(dir)?
-        .into_iter()
-        .filter_map(|n| Some((parse_segment_name(&n)?, n)))
-        .collect();
-    names.sort();
+    let names = list_segments(fs, dir)?;
     // The last segment starting at or before `from_lsn` holds it.
     let start = names
         .iter()
