@@ -87,7 +87,7 @@ use crate::memtable::Memtable;
 use crate::run::{Durability, RunMode, RunWriter};
 use crate::{Error, Result};
 use background::Helper;
-use batch::Batch;
+use batch::{Batch, RunFile};
 use merge::{Merge, Output};
 
 pub use options::{
@@ -108,6 +108,8 @@ struct Slot {
     batch: Batch,
     level: usize,
     merging: bool,
+    /// The highest write sequence number (see [`Spine::set_seq`]) in the batch.
+    max_seq: u64,
 }
 
 #[derive(Debug)]
@@ -170,6 +172,18 @@ pub struct LevelShape {
     pub merging: usize,
 }
 
+/// A run file of a spine, kept on disk while the handle lives (a checkpoint
+/// holds these from its cut until it has linked them).
+#[derive(Debug, Clone)]
+pub struct RunHandle(Arc<RunFile>);
+
+impl RunHandle {
+    /// The open run.
+    pub fn run(&self) -> &crate::run::Run {
+        &self.0.run
+    }
+}
+
 /// One sorted collection owned by one thread. See the module docs.
 #[derive(Debug)]
 pub struct Spine {
@@ -186,6 +200,16 @@ pub struct Spine {
     pressure: bool,
     helper: Option<Helper>,
     stats: SpineStats,
+    /// Sequence number of the writes that follow ([`Spine::set_seq`]).
+    seq: u64,
+    /// Highest sequence number in the live memtable.
+    memtable_seq: u64,
+    /// Every write with a sequence number up to this is in a run file (or
+    /// was merged away): what [`Spine::covered_seq`] reports.
+    flushed_seq: u64,
+    /// Level-0 batches with data up to this sequence number are to be
+    /// flushed ([`Spine::request_flush`]).
+    flush_upto: u64,
 }
 
 impl Spine {
@@ -219,7 +243,107 @@ impl Spine {
             pressure: false,
             helper,
             stats: SpineStats::default(),
+            seq: 0,
+            memtable_seq: 0,
+            flushed_seq: 0,
+            flush_upto: 0,
         })
+    }
+
+    /// Opens a spine over run files already in `dir`, oldest first, which
+    /// hold every write up to sequence number `covered_seq` (recovery). They
+    /// are opened lazily: mapped, with only their footer, index and filter
+    /// checked.
+    pub fn open(
+        fs: Arc<dyn Fs>,
+        dir: impl Into<PathBuf>,
+        opts: SpineOptions,
+        runs: &[PathBuf],
+        covered_seq: u64,
+    ) -> Result<Spine> {
+        let mut spine = Spine::create(Arc::clone(&fs), dir, opts)?;
+        let mut level = usize::MAX;
+        for path in runs {
+            let run = crate::run::Run::open(fs.as_ref(), path)?;
+            if run.mode() != spine.opts.mode {
+                return Err(Error::InvalidArgument(format!(
+                    "run {} is {:?}, the spine is {:?}",
+                    path.display(),
+                    run.mode(),
+                    spine.opts.mode
+                )));
+            }
+            let size = levels::level_for_size(
+                run.meta().file_len,
+                spine.opts.memtable_size_bytes,
+                spine.opts.fan_in,
+            );
+            // Levels never increase from older to newer batches.
+            level = level.min(size);
+            let id = spine.take_id();
+            spine.batches.push(Slot {
+                id,
+                batch: Batch::Disk(Arc::new(RunFile::new(run, Arc::clone(&fs)))),
+                level,
+                merging: false,
+                max_seq: covered_seq,
+            });
+        }
+        spine.seq = covered_seq;
+        spine.memtable_seq = covered_seq;
+        spine.flushed_seq = covered_seq;
+        spine.schedule()?;
+        Ok(spine)
+    }
+
+    /// Sets the sequence number of the writes that follow. A store numbers
+    /// every write with its WAL LSN, so that [`Spine::covered_seq`] tells
+    /// which part of the log the run files already hold.
+    #[inline]
+    pub fn set_seq(&mut self, seq: u64) {
+        self.seq = seq;
+    }
+
+    /// Every write numbered up to this (by [`Spine::set_seq`]) is in the
+    /// spine's run files; later ones are in memory only.
+    pub fn covered_seq(&self) -> u64 {
+        self.flushed_seq
+    }
+
+    /// The run files of the spine, oldest first. A handle keeps its file on
+    /// disk while it lives, even after a merge retires it.
+    pub fn runs(&self) -> Vec<RunHandle> {
+        self.batches
+            .iter()
+            .filter_map(|s| match &s.batch {
+                Batch::Disk(rf) => Some(RunHandle(Arc::clone(rf))),
+                Batch::Mem(_) => None,
+            })
+            .collect()
+    }
+
+    /// Seals the memtable and asks for every batch in memory to be merged
+    /// into a run by the coming merge steps, so the WAL behind them can go.
+    pub fn request_flush(&mut self) -> Result<()> {
+        self.seal()?;
+        self.flush_upto = self.flush_upto.max(self.memtable_seq);
+        self.schedule()
+    }
+
+    /// Seals and writes everything in memory to run files now, waiting for
+    /// it (a store without a WAL does this at each checkpoint).
+    pub fn flush(&mut self) -> Result<()> {
+        self.seal()?;
+        loop {
+            self.settle()?;
+            let idle: Vec<usize> = (0..self.batches.len())
+                .filter(|&i| self.batches[i].level == 0)
+                .collect();
+            if idle.is_empty() {
+                return Ok(());
+            }
+            self.start_merge(0, &idle)?;
+        }
     }
 
     /// The options the spine runs with.
@@ -263,6 +387,7 @@ impl Spine {
     #[inline]
     fn after_write(&mut self, bytes: usize) -> Result<()> {
         self.stats.bytes_put += bytes as u64;
+        self.memtable_seq = self.seq;
         if self.memtable.size_bytes() >= self.opts.memtable_size_bytes {
             self.seal()?;
         }
@@ -290,6 +415,7 @@ impl Spine {
             batch: Batch::Mem(Arc::new(sealed)),
             level: 0,
             merging: false,
+            max_seq: self.memtable_seq,
         });
         self.stats.seals += 1;
         self.collect_background()?;
@@ -350,9 +476,10 @@ impl Spine {
             let idle: Vec<usize> = (0..self.batches.len())
                 .filter(|&i| self.batches[i].level == level && !self.batches[i].merging)
                 .collect();
+            let flush_due = level == 0 && idle.first().is_some_and(|&i| self.batches[i].max_seq <= self.flush_upto);
             let take = if idle.len() >= self.opts.fan_in {
                 self.opts.fan_in
-            } else if level == 0 && memtables_half_budget && !idle.is_empty() {
+            } else if level == 0 && (memtables_half_budget || flush_due) && !idle.is_empty() {
                 idle.len()
             } else {
                 continue;
@@ -533,6 +660,14 @@ impl Spine {
             )));
         };
         let in_level = self.batches[first].level;
+        let max_seq = self.batches[first..first + inputs.len()]
+            .iter()
+            .map(|s| s.max_seq)
+            .max()
+            .unwrap_or(0);
+        // Merges take the oldest batches of a level, so what is on disk is a
+        // prefix of the writes: everything up to the newest merged sequence.
+        self.flushed_seq = self.flushed_seq.max(max_seq);
         let replacement = output.run.map(|rf| {
             self.stats.bytes_written += rf.run.meta().file_len;
             let bytes = rf.run.meta().file_len;
@@ -542,6 +677,7 @@ impl Spine {
                 batch: Batch::Disk(Arc::new(rf)),
                 level: level.max(in_level),
                 merging: false,
+                max_seq,
             }
         });
         let retired: Vec<Batch> = self

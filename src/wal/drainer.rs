@@ -54,6 +54,8 @@ pub struct Watermark {
     durable_epoch: AtomicU64,
     durable_records: AtomicU64,
     sync_requested: AtomicU64,
+    truncate_requested: AtomicU64,
+    wal_bytes: AtomicU64,
     failed: AtomicBool,
 }
 
@@ -80,10 +82,21 @@ impl Watermark {
         self.failed.load(Ordering::Acquire)
     }
 
-    /// Asks for a sync of the first `records` records (for
-    /// [`SyncPolicy::Manual`]; harmless with the others).
+    /// Asks for a sync of the first `records` records, whatever the policy
+    /// (a checkpoint needs its cut durable now, not at the next interval).
     pub fn request_sync(&self, records: u64) {
         self.sync_requested.fetch_max(records, Ordering::AcqRel);
+    }
+
+    /// Asks the drainer to delete the log's segments whose records are all
+    /// below `lsn` (after a checkpoint covering them is durable).
+    pub fn request_truncate(&self, lsn: u64) {
+        self.truncate_requested.fetch_max(lsn, Ordering::AcqRel);
+    }
+
+    /// Bytes of the shard's log, as of the drainer's last round.
+    pub fn wal_size(&self) -> u64 {
+        self.wal_bytes.load(Ordering::Acquire)
     }
 
     /// Waits until `records` records are durable: spins, then sleeps with a
@@ -119,6 +132,7 @@ struct Shard {
     unsynced_records: u64,
     unsynced_bytes: u64,
     last_epoch: u64,
+    truncated: u64,
 }
 
 /// Counters of a drainer.
@@ -158,6 +172,7 @@ impl ChangelogDrainer {
     pub fn add_shard(&mut self, consumer: ChangelogConsumer, wal: WriteAheadLog) -> Arc<Watermark> {
         let watermark = Arc::new(Watermark::default());
         watermark.durable_lsn.store(wal.durable_lsn(), Ordering::Release);
+        watermark.wal_bytes.store(wal.wal_size(), Ordering::Release);
         self.shards.push(Shard {
             consumer,
             wal,
@@ -166,6 +181,7 @@ impl ChangelogDrainer {
             unsynced_records: 0,
             unsynced_bytes: 0,
             last_epoch: 0,
+            truncated: 0,
         });
         watermark
     }
@@ -219,21 +235,27 @@ impl ChangelogDrainer {
         }
         s.appended += n as u64;
         s.unsynced_records += n as u64;
+        let cut = s.watermark.truncate_requested.load(Ordering::Acquire);
+        if cut > s.truncated {
+            s.wal.truncate_below(cut)?;
+            s.truncated = cut;
+        }
+        s.watermark.wal_bytes.store(s.wal.wal_size(), Ordering::Release);
         self.stats.records += n as u64;
         Ok(n)
     }
 
     fn is_due(&self, s: &Shard, interval_due: bool) -> bool {
+        let requested = s.watermark.sync_requested.load(Ordering::Acquire) > s.appended - s.unsynced_records;
         s.unsynced_records > 0
-            && match self.policy {
-                SyncPolicy::EveryAppend => true,
-                SyncPolicy::EveryBytes(b) => s.unsynced_bytes >= b,
-                SyncPolicy::EveryRecords(r) => s.unsynced_records >= r,
-                SyncPolicy::Interval(_) => interval_due,
-                SyncPolicy::Manual => {
-                    s.watermark.sync_requested.load(Ordering::Acquire) > s.appended - s.unsynced_records
-                }
-            }
+            && (requested
+                || match self.policy {
+                    SyncPolicy::EveryAppend => true,
+                    SyncPolicy::EveryBytes(b) => s.unsynced_bytes >= b,
+                    SyncPolicy::EveryRecords(r) => s.unsynced_records >= r,
+                    SyncPolicy::Interval(_) => interval_due,
+                    SyncPolicy::Manual => false,
+                })
     }
 
     /// Steps 2–3 for the shards at `due`: their `fdatasync`s run in parallel

@@ -50,6 +50,7 @@ pub struct WalOptions {
     pub(crate) shard_id: u32,
     pub(crate) segment_size_bytes: u64,
     pub(crate) recovery: RecoveryMode,
+    pub(crate) first_lsn: u64,
 }
 
 impl WalOptions {
@@ -59,6 +60,7 @@ impl WalOptions {
             shard_id,
             segment_size_bytes: DEFAULT_SEGMENT_SIZE_BYTES,
             recovery: RecoveryMode::Strict,
+            first_lsn: 1,
         }
     }
 
@@ -66,6 +68,15 @@ impl WalOptions {
     #[must_use]
     pub fn segment_size_bytes(mut self, bytes: u64) -> Self {
         self.segment_size_bytes = bytes.max(HEADER_LEN as u64 + 1);
+        self
+    }
+
+    /// The LSN of the first record when the log has no segment yet (default
+    /// 1). A store whose checkpoint covers LSNs up to `n` starts an emptied
+    /// log at `n + 1`, so LSNs never go back.
+    #[must_use]
+    pub fn first_lsn(mut self, lsn: u64) -> Self {
+        self.first_lsn = lsn.clamp(1, MAX_LSN);
         self
     }
 
@@ -134,7 +145,7 @@ impl WriteAheadLog {
         let names = list_segments(fs.as_ref(), &dir)?;
         let mut report = OpenReport::default();
         let mut segments = Vec::new();
-        let mut next_lsn = names.first().map_or(1, |n| n.0);
+        let mut next_lsn = names.first().map_or(opts.first_lsn, |n| n.0);
         let mut trim: Option<u64> = None;
         let mut current: Option<SegmentHeader> = None;
         for (i, (first_lsn, name)) in names.iter().enumerate() {
