@@ -16,12 +16,14 @@
 //! | [`spine`] | one sorted collection: memtable, levels of runs, merges, reads |
 //! | [`changelog`] | the SPSC ring that carries every mutation off the hot thread |
 //! | [`wal`] | the segmented write-ahead log of a shard; spec in `format/wal.md` |
+//! | [`checkpoint`] | checkpoint directories, manifests, commit, validation |
 //!
 //! `unsafe` is denied everywhere except `io::mapping`, which maps files.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod changelog;
+pub mod checkpoint;
 mod error;
 pub mod io;
 pub mod memtable;

@@ -259,6 +259,22 @@ pub enum RunMode {
     ZSet = 2,
 }
 
+impl RunMode {
+    /// The mode's byte in file formats.
+    pub fn to_byte(self) -> u8 {
+        self as u8
+    }
+
+    /// The mode of a format byte, if it names one.
+    pub fn from_byte(b: u8) -> Option<RunMode> {
+        match b {
+            1 => Some(RunMode::KeyValue),
+            2 => Some(RunMode::ZSet),
+            _ => None,
+        }
+    }
+}
+
 /// The fixed-size footer at the end of a run file (format/run.md, "Footer").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Footer {

@@ -1,0 +1,299 @@
+//! Checkpoint directories and their commit protocol (`format/checkpoint.md`):
+//!
+//! 1. make `checkpoints/<uuid>.tmp/` and one subdirectory per shard;
+//! 2. make the runs written since the last checkpoint durable, side by side
+//!    (parallel `fdatasync`s: the device merges them);
+//! 3. hard-link every run the cut needs into it (copy and sync on a file
+//!    system without links, and say so in the manifest);
+//! 4. write operator side files and `MANIFEST`, and sync them;
+//! 5. sync the shard subdirectories and the directory itself;
+//! 6. rename it to `checkpoints/<uuid>/` — the commit point — and sync
+//!    `checkpoints/`.
+//!
+//! A crash before 6 leaves a `.tmp` directory that the next open deletes; a
+//! crash after it leaves a complete checkpoint.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::manifest::{CheckpointManifest, MANIFEST_NAME};
+use crate::io::Fs;
+use crate::{Error, Result};
+
+/// Suffix of a checkpoint directory being written.
+pub const TMP_DIR_SUFFIX: &str = ".tmp";
+/// Suffix of a checkpoint directory recovery found damaged and set aside.
+pub const DAMAGED_DIR_SUFFIX: &str = ".damaged";
+/// Threads that sync one checkpoint's new files side by side.
+const SYNC_THREADS: usize = 8;
+
+/// One run file a checkpoint links.
+#[derive(Debug, Clone)]
+pub struct RunLink {
+    /// The shard whose subdirectory gets the link.
+    pub shard: u32,
+    /// The live run file.
+    pub source: PathBuf,
+    /// The link's name in the shard's subdirectory.
+    pub name: String,
+    /// True if the run was written since the last checkpoint, so its bytes
+    /// may not be durable yet.
+    pub is_new: bool,
+}
+
+/// Everything a checkpoint directory receives.
+#[derive(Debug, Clone)]
+pub struct PreparedCheckpoint {
+    /// The manifest (its `runs_copied` is set by the commit).
+    pub manifest: CheckpointManifest,
+    /// The runs to link.
+    pub runs: Vec<RunLink>,
+    /// Operator side files: name in the directory, bytes.
+    pub side_files: Vec<(String, Vec<u8>)>,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    /// Runs linked.
+    pub linked: usize,
+    /// Runs copied because links failed.
+    pub copied: usize,
+    /// Runs synced because they were new.
+    pub synced_runs: usize,
+    /// Bytes of new runs (synced now) and copies.
+    pub new_bytes: u64,
+    /// Bytes of the manifest and side files.
+    pub metadata_bytes: u64,
+}
+
+/// Where checkpoints live and how they are read, written and removed.
+pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
+    /// Committed checkpoints, in no particular order.
+    fn list(&self) -> Result<Vec<Uuid>>;
+    /// The directory of checkpoint `id`.
+    fn checkpoint_dir(&self, id: Uuid) -> PathBuf;
+    /// Reads and checks the manifest of checkpoint `id`.
+    fn load_manifest(&self, id: Uuid) -> Result<CheckpointManifest>;
+    /// Writes and commits a checkpoint (module docs).
+    fn commit(&self, ck: &PreparedCheckpoint) -> Result<CommitReport>;
+    /// Deletes a checkpoint durably.
+    fn remove(&self, id: Uuid) -> Result<()>;
+    /// Sets a damaged checkpoint aside (renamed, kept for inspection).
+    fn quarantine(&self, id: Uuid) -> Result<()>;
+    /// Deletes half-written checkpoint directories; returns how many.
+    fn remove_temporaries(&self) -> Result<usize>;
+}
+
+/// The [`CheckpointStore`] of a directory, through an [`Fs`].
+#[derive(Debug, Clone)]
+pub struct FileSystemCheckpointStore {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+}
+
+impl FileSystemCheckpointStore {
+    /// Checkpoints in `dir` (usually `<store>/checkpoints`), created if missing.
+    pub fn new(fs: Arc<dyn Fs>, dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        fs.create_dir_all(&dir)?;
+        Ok(FileSystemCheckpointStore { fs, dir })
+    }
+
+    /// The directory holding the checkpoints.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file system.
+    pub fn fs(&self) -> &Arc<dyn Fs> {
+        &self.fs
+    }
+
+    fn sync_all(&self, paths: &[PathBuf]) -> Result<()> {
+        if paths.len() <= 1 {
+            return paths.iter().try_for_each(|p| self.fs.sync_file(p));
+        }
+        let per = paths.len().div_ceil(SYNC_THREADS);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = paths
+                .chunks(per)
+                .map(|chunk| scope.spawn(move || chunk.iter().try_for_each(|p| self.fs.sync_file(p))))
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::InvalidArgument("a sync thread panicked".into())))
+            })
+        })
+    }
+
+    /// Step 3 for one run; returns true if it had to copy.
+    fn link_or_copy(&self, from: &Path, to: &Path, copy: &mut bool) -> Result<bool> {
+        if !*copy {
+            match self.fs.hard_link(from, to) {
+                Ok(()) => return Ok(false),
+                Err(Error::Io { source, .. })
+                    if matches!(source.kind(), ErrorKind::CrossesDevices | ErrorKind::Unsupported)
+                        || source.raw_os_error() == Some(EPERM) =>
+                {
+                    *copy = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        copy_file(self.fs.as_ref(), from, to)?;
+        Ok(true)
+    }
+}
+
+/// `EPERM`: what some file systems (FAT, some FUSE mounts) answer to `link`.
+const EPERM: i32 = 1;
+
+/// Copies `from` to a new file `to` in 1 MiB pieces (not synced).
+pub fn copy_file(fs: &dyn Fs, from: &Path, to: &Path) -> Result<u64> {
+    let src = fs.open(from)?;
+    let len = src.size()?;
+    let mut dst = fs.create(to)?;
+    let mut buf = vec![0u8; (1 << 20).min(len as usize)];
+    let mut at = 0;
+    while at < len {
+        let n = buf.len().min((len - at) as usize);
+        src.read_exact_at(&mut buf[..n], at)?;
+        dst.append(&buf[..n])?;
+        at += n as u64;
+    }
+    Ok(len)
+}
+
+/// Reads a whole small file.
+pub fn read_file(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>> {
+    let f = fs.open(path)?;
+    let mut buf = vec![0u8; f.size()? as usize];
+    f.read_exact_at(&mut buf, 0)?;
+    Ok(buf)
+}
+
+fn write_new(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = fs.create(path)?;
+    f.append(bytes)?;
+    f.sync_data()
+}
+
+impl CheckpointStore for FileSystemCheckpointStore {
+    fn list(&self) -> Result<Vec<Uuid>> {
+        Ok(self
+            .fs
+            .list(&self.dir)?
+            .iter()
+            .filter_map(|n| Uuid::try_parse(n).ok())
+            .collect())
+    }
+
+    fn checkpoint_dir(&self, id: Uuid) -> PathBuf {
+        self.dir.join(id.to_string())
+    }
+
+    fn load_manifest(&self, id: Uuid) -> Result<CheckpointManifest> {
+        let path = self.checkpoint_dir(id).join(MANIFEST_NAME);
+        let m = CheckpointManifest::decode(&read_file(self.fs.as_ref(), &path)?, &path)?;
+        if m.id != id {
+            return Err(Error::corrupt(&path, 32, "checkpoint id", id.to_string(), m.id.to_string()));
+        }
+        Ok(m)
+    }
+
+    fn commit(&self, ck: &PreparedCheckpoint) -> Result<CommitReport> {
+        let id = ck.manifest.id;
+        let tmp = self.dir.join(format!("{id}{TMP_DIR_SUFFIX}"));
+        let mut shard_dirs: Vec<PathBuf> = ck
+            .manifest
+            .shards
+            .iter()
+            .map(|s| tmp.join(s.shard.to_string()))
+            .collect();
+        shard_dirs.sort();
+        shard_dirs.dedup();
+        for d in &shard_dirs {
+            self.fs.create_dir_all(d)?;
+        }
+        self.fs.create_dir_all(&tmp)?;
+        let mut report = CommitReport::default();
+        // Step 2: new runs, durable side by side.
+        let fresh: Vec<PathBuf> = ck
+            .runs
+            .iter()
+            .filter(|r| r.is_new)
+            .map(|r| r.source.clone())
+            .collect();
+        self.sync_all(&fresh)?;
+        report.synced_runs = fresh.len();
+        // Step 3: links (or copies, synced together afterwards).
+        let mut copy = false;
+        let mut copies = Vec::new();
+        for r in &ck.runs {
+            let to = tmp.join(r.shard.to_string()).join(&r.name);
+            if self.link_or_copy(&r.source, &to, &mut copy)? {
+                report.new_bytes += self.fs.open(&to)?.size()?;
+                copies.push(to);
+            } else {
+                report.linked += 1;
+                if r.is_new {
+                    report.new_bytes += self.fs.open(&to)?.size()?;
+                }
+            }
+        }
+        report.copied = copies.len();
+        self.sync_all(&copies)?;
+        // Step 4: side files and the manifest.
+        for (name, bytes) in &ck.side_files {
+            write_new(self.fs.as_ref(), &tmp.join(name), bytes)?;
+            report.metadata_bytes += bytes.len() as u64;
+        }
+        let mut manifest = ck.manifest.clone();
+        manifest.runs_copied = report.copied > 0;
+        let bytes = manifest.encode();
+        report.metadata_bytes += bytes.len() as u64;
+        write_new(self.fs.as_ref(), &tmp.join(MANIFEST_NAME), &bytes)?;
+        // Step 5: every entry made above.
+        for d in &shard_dirs {
+            self.fs.sync_dir(d)?;
+        }
+        self.fs.sync_dir(&tmp)?;
+        // Step 6: the commit point.
+        self.fs.rename(&tmp, &self.checkpoint_dir(id))?;
+        self.fs.sync_dir(&self.dir)?;
+        Ok(report)
+    }
+
+    fn remove(&self, id: Uuid) -> Result<()> {
+        // Rename first: a crash mid-delete must not leave a checkpoint that
+        // looks committed but lost files.
+        let doomed = self.dir.join(format!("{id}{TMP_DIR_SUFFIX}"));
+        self.fs.rename(&self.checkpoint_dir(id), &doomed)?;
+        self.fs.sync_dir(&self.dir)?;
+        self.fs.remove_dir_all(&doomed)
+    }
+
+    fn quarantine(&self, id: Uuid) -> Result<()> {
+        let to = self.dir.join(format!("{id}{DAMAGED_DIR_SUFFIX}"));
+        self.fs.rename(&self.checkpoint_dir(id), &to)?;
+        self.fs.sync_dir(&self.dir)
+    }
+
+    fn remove_temporaries(&self) -> Result<usize> {
+        let mut n = 0;
+        for name in self.fs.list(&self.dir)? {
+            if name.ends_with(TMP_DIR_SUFFIX) {
+                self.fs.remove_dir_all(&self.dir.join(&name))?;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.fs.sync_dir(&self.dir)?;
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,465 @@
+//! [`CheckpointManifest`]: what one checkpoint is, and its byte layout
+//! (`format/manifest.md`): a 32-byte header (magic, version, flags, body
+//! length, body crc32c, header crc32c) and a body of little-endian fields.
+//!
+//! Decoding checks every length against the bytes left before reading, so a
+//! damaged manifest is a typed error naming the file and offset, never a
+//! panic or an allocation sized by garbage.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use uuid::Uuid;
+
+use crate::run::RunMode;
+use crate::run::format::{crc_matches, le_u32, le_u64};
+use crate::{Error, Result};
+
+/// File name of the manifest inside a checkpoint directory.
+pub const MANIFEST_NAME: &str = "MANIFEST";
+/// First 8 bytes of every manifest.
+pub const MANIFEST_MAGIC: [u8; 8] = *b"SSPNMANI";
+/// The manifest format version this build writes and reads.
+pub const MANIFEST_VERSION: u32 = 1;
+/// Bytes of the header.
+pub const MANIFEST_HEADER_LEN: usize = 32;
+/// Flag: runs were copied, not hard-linked (another file system).
+pub const FLAG_RUNS_COPIED: u32 = 1;
+const KNOWN_FLAGS: u32 = FLAG_RUNS_COPIED;
+
+/// One run a spine's state needs, as the checkpoint holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunEntry {
+    /// File name inside the shard's directory of the checkpoint.
+    pub file: String,
+    /// File length in bytes.
+    pub size: u64,
+    /// The run's content checksum (its footer's `body_crc32c`).
+    pub crc32c: u32,
+    /// Entries in the run.
+    pub entries: u64,
+}
+
+/// One spine of a shard at the cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpineManifest {
+    /// The spine's id in its shard (ids are never reused).
+    pub id: u32,
+    /// The spine's name.
+    pub name: String,
+    /// Key-value or Z-set.
+    pub mode: RunMode,
+    /// Every write of the spine with an LSN up to this is in `runs`; replay
+    /// applies the spine's later records only.
+    pub covered_lsn: u64,
+    /// Its runs, oldest first.
+    pub runs: Vec<RunEntry>,
+}
+
+/// One shard at the cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardManifest {
+    /// The shard's number.
+    pub shard: u32,
+    /// LSN of the shard's last record of the checkpoint's epoch: the state at
+    /// the epoch is the runs plus the WAL replayed up to here.
+    pub cut_lsn: u64,
+    /// The id the shard's next new spine gets.
+    pub next_spine_id: u32,
+    /// Its spines, by id.
+    pub spines: Vec<SpineManifest>,
+}
+
+impl ShardManifest {
+    /// The first LSN recovery must replay: one past the least covered spine
+    /// (or past the cut, with no spine).
+    pub fn replay_from(&self) -> u64 {
+        self.spines
+            .iter()
+            .map(|s| s.covered_lsn)
+            .min()
+            .unwrap_or(self.cut_lsn)
+            .min(self.cut_lsn)
+            + 1
+    }
+}
+
+/// What a connector (source or sink) saved with the checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectorCheckpoint {
+    /// Opaque bytes the connector restores from.
+    pub state: Vec<u8>,
+    /// Transactions a two-phase-commit sink prepared for this epoch: recovery
+    /// hands them back so the sink commits or aborts each.
+    pub prepared_transactions: Vec<String>,
+}
+
+/// Where an operator's checkpoint bytes live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorCheckpoint {
+    /// In the manifest itself (small states).
+    Inline(Vec<u8>),
+    /// In a side file of the checkpoint directory.
+    File {
+        /// File name inside the checkpoint directory.
+        file: String,
+        /// Its length.
+        len: u64,
+        /// crc32c of its bytes.
+        crc32c: u32,
+    },
+}
+
+/// One committed checkpoint. See `format/manifest.md`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointManifest {
+    /// The checkpoint's id, also its directory's name.
+    pub id: Uuid,
+    /// The epoch it captures.
+    pub epoch: u64,
+    /// When it was cut, in milliseconds since the Unix epoch.
+    pub wall_time_ms: u64,
+    /// The program's fingerprint: recovery refuses a checkpoint whose
+    /// fingerprint differs from the one it is given.
+    pub fingerprint: Vec<u8>,
+    /// True if the runs were copied because hard links failed.
+    pub runs_copied: bool,
+    /// Every shard's cut.
+    pub shards: Vec<ShardManifest>,
+    /// Source offsets (`source -> offset`).
+    pub source_offsets: BTreeMap<String, u64>,
+    /// Connector checkpoints by connector name.
+    pub connectors: BTreeMap<String, ConnectorCheckpoint>,
+    /// Operator checkpoints by operator name.
+    pub operators: BTreeMap<String, OperatorCheckpoint>,
+}
+
+impl CheckpointManifest {
+    /// The manifest's bytes: header and body.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(256);
+        b.extend_from_slice(self.id.as_bytes());
+        put_u64(&mut b, self.epoch);
+        put_u64(&mut b, self.wall_time_ms);
+        put_bytes(&mut b, &self.fingerprint);
+        put_u32(&mut b, self.shards.len() as u32);
+        for s in &self.shards {
+            put_u32(&mut b, s.shard);
+            put_u64(&mut b, s.cut_lsn);
+            put_u32(&mut b, s.next_spine_id);
+            put_u32(&mut b, s.spines.len() as u32);
+            for sp in &s.spines {
+                put_u32(&mut b, sp.id);
+                put_bytes(&mut b, sp.name.as_bytes());
+                b.push(sp.mode.to_byte());
+                put_u64(&mut b, sp.covered_lsn);
+                put_u32(&mut b, sp.runs.len() as u32);
+                for r in &sp.runs {
+                    put_bytes(&mut b, r.file.as_bytes());
+                    put_u64(&mut b, r.size);
+                    put_u32(&mut b, r.crc32c);
+                    put_u64(&mut b, r.entries);
+                }
+            }
+        }
+        put_u32(&mut b, self.source_offsets.len() as u32);
+        for (name, off) in &self.source_offsets {
+            put_bytes(&mut b, name.as_bytes());
+            put_u64(&mut b, *off);
+        }
+        put_u32(&mut b, self.connectors.len() as u32);
+        for (name, c) in &self.connectors {
+            put_bytes(&mut b, name.as_bytes());
+            put_bytes(&mut b, &c.state);
+            put_u32(&mut b, c.prepared_transactions.len() as u32);
+            for t in &c.prepared_transactions {
+                put_bytes(&mut b, t.as_bytes());
+            }
+        }
+        put_u32(&mut b, self.operators.len() as u32);
+        for (name, op) in &self.operators {
+            put_bytes(&mut b, name.as_bytes());
+            match op {
+                OperatorCheckpoint::Inline(bytes) => {
+                    b.push(0);
+                    put_bytes(&mut b, bytes);
+                }
+                OperatorCheckpoint::File { file, len, crc32c } => {
+                    b.push(1);
+                    put_bytes(&mut b, file.as_bytes());
+                    put_u64(&mut b, *len);
+                    put_u32(&mut b, *crc32c);
+                }
+            }
+        }
+        let flags = if self.runs_copied { FLAG_RUNS_COPIED } else { 0 };
+        let mut out = Vec::with_capacity(MANIFEST_HEADER_LEN + b.len());
+        out.extend_from_slice(&MANIFEST_MAGIC);
+        put_u32(&mut out, MANIFEST_VERSION);
+        put_u32(&mut out, flags);
+        put_u64(&mut out, b.len() as u64);
+        put_u32(&mut out, crc32c::crc32c(&b));
+        let header_crc = crc32c::crc32c(&out);
+        put_u32(&mut out, header_crc);
+        out.extend_from_slice(&b);
+        out
+    }
+
+    /// Parses a manifest read from `path` (named in errors).
+    pub fn decode(bytes: &[u8], path: &Path) -> Result<CheckpointManifest> {
+        let corrupt = |off: u64, region: &'static str, exp: String, found: String| {
+            Error::corrupt(path, off, region, exp, found)
+        };
+        if bytes.len() < MANIFEST_HEADER_LEN {
+            return Err(corrupt(
+                0,
+                "manifest header",
+                format!("{MANIFEST_HEADER_LEN} bytes"),
+                format!("{} bytes", bytes.len()),
+            ));
+        }
+        if bytes[..8] != MANIFEST_MAGIC {
+            return Err(corrupt(0, "manifest magic", "SSPNMANI".into(), format!("{:02x?}", &bytes[..8])));
+        }
+        let stored = le_u32(bytes, 28);
+        if !crc_matches(stored, crc32c::crc32c(&bytes[..28])) {
+            return Err(corrupt(
+                28,
+                "manifest header checksum",
+                format!("{:#010x}", crc32c::crc32c(&bytes[..28])),
+                format!("{stored:#010x}"),
+            ));
+        }
+        let version = le_u32(bytes, 8);
+        if version != MANIFEST_VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: version,
+                min_reader: version,
+                supported: MANIFEST_VERSION,
+            });
+        }
+        let flags = le_u32(bytes, 12);
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(Error::UnsupportedFeatures {
+                path: path.to_path_buf(),
+                bits: u64::from(flags & !KNOWN_FLAGS),
+            });
+        }
+        let body_len = le_u64(bytes, 16);
+        let actual = (bytes.len() - MANIFEST_HEADER_LEN) as u64;
+        if body_len != actual {
+            return Err(corrupt(16, "manifest body length", format!("{actual}"), format!("{body_len}")));
+        }
+        let body = &bytes[MANIFEST_HEADER_LEN..];
+        let body_crc = le_u32(bytes, 24);
+        if !crc_matches(body_crc, crc32c::crc32c(body)) {
+            return Err(corrupt(
+                24,
+                "manifest body checksum",
+                format!("{:#010x}", crc32c::crc32c(body)),
+                format!("{body_crc:#010x}"),
+            ));
+        }
+        let mut r = Reader {
+            b: body,
+            at: 0,
+            path,
+        };
+        let mut m = r.header_fields()?;
+        m.runs_copied = flags & FLAG_RUNS_COPIED != 0;
+        let shards = r.count("shard count", 24)?;
+        for _ in 0..shards {
+            m.shards.push(r.shard()?);
+        }
+        let n = r.count("source offset count", 12)?;
+        for _ in 0..n {
+            let name = r.string("source name")?;
+            m.source_offsets.insert(name, r.u64("source offset")?);
+        }
+        let n = r.count("connector count", 12)?;
+        for _ in 0..n {
+            let name = r.string("connector name")?;
+            let state = r.bytes("connector state")?.to_vec();
+            let t = r.count("prepared transaction count", 4)?;
+            let mut prepared_transactions = Vec::with_capacity(t);
+            for _ in 0..t {
+                prepared_transactions.push(r.string("prepared transaction id")?);
+            }
+            m.connectors.insert(
+                name,
+                ConnectorCheckpoint {
+                    state,
+                    prepared_transactions,
+                },
+            );
+        }
+        let n = r.count("operator count", 9)?;
+        for _ in 0..n {
+            let name = r.string("operator name")?;
+            let op = r.operator()?;
+            m.operators.insert(name, op);
+        }
+        if r.at != body.len() {
+            return Err(r.err("manifest end", "end of body".into(), format!("{} more bytes", body.len() - r.at)));
+        }
+        Ok(m)
+    }
+}
+
+fn put_u32(b: &mut Vec<u8>, v: u32) {
+    b.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_u64(b: &mut Vec<u8>, v: u64) {
+    b.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_bytes(b: &mut Vec<u8>, v: &[u8]) {
+    put_u32(b, v.len() as u32);
+    b.extend_from_slice(v);
+}
+
+/// A bounds-checked cursor over the body; offsets in errors are file offsets.
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+    path: &'a Path,
+}
+
+impl<'a> Reader<'a> {
+    fn err(&self, region: &'static str, expected: String, found: String) -> Error {
+        Error::corrupt(self.path, (MANIFEST_HEADER_LEN + self.at) as u64, region, expected, found)
+    }
+
+    fn take(&mut self, n: usize, region: &'static str) -> Result<&'a [u8]> {
+        let left = self.b.len() - self.at;
+        if n > left {
+            return Err(self.err(region, format!("{n} bytes"), format!("{left} bytes left")));
+        }
+        let s = &self.b[self.at..self.at + n];
+        self.at += n;
+        Ok(s)
+    }
+
+    fn u8(&mut self, region: &'static str) -> Result<u8> {
+        Ok(self.take(1, region)?[0])
+    }
+
+    fn u32(&mut self, region: &'static str) -> Result<u32> {
+        Ok(le_u32(self.take(4, region)?, 0))
+    }
+
+    fn u64(&mut self, region: &'static str) -> Result<u64> {
+        Ok(le_u64(self.take(8, region)?, 0))
+    }
+
+    fn bytes(&mut self, region: &'static str) -> Result<&'a [u8]> {
+        let n = self.u32(region)? as usize;
+        self.take(n, region)
+    }
+
+    fn string(&mut self, region: &'static str) -> Result<String> {
+        let at = self.at;
+        let b = self.bytes(region)?;
+        match std::str::from_utf8(b) {
+            Ok(s) => Ok(s.to_owned()),
+            Err(e) => {
+                self.at = at;
+                Err(self.err(region, "UTF-8".into(), e.to_string()))
+            }
+        }
+    }
+
+    /// A count of items of at least `min_item` bytes each: larger than what
+    /// is left is damage (and never sizes an allocation).
+    fn count(&mut self, region: &'static str, min_item: usize) -> Result<usize> {
+        let n = self.u32(region)? as usize;
+        let left = self.b.len() - self.at;
+        if n.saturating_mul(min_item) > left {
+            self.at -= 4;
+            return Err(self.err(region, format!("at most {} items", left / min_item), format!("{n}")));
+        }
+        Ok(n)
+    }
+
+    fn header_fields(&mut self) -> Result<CheckpointManifest> {
+        let id = Uuid::from_slice(self.take(16, "checkpoint id")?)
+            .map_err(|e| self.err("checkpoint id", "16 bytes".into(), e.to_string()))?;
+        Ok(CheckpointManifest {
+            id,
+            epoch: self.u64("epoch")?,
+            wall_time_ms: self.u64("wall time")?,
+            fingerprint: self.bytes("fingerprint")?.to_vec(),
+            runs_copied: false,
+            shards: Vec::new(),
+            source_offsets: BTreeMap::new(),
+            connectors: BTreeMap::new(),
+            operators: BTreeMap::new(),
+        })
+    }
+
+    fn shard(&mut self) -> Result<ShardManifest> {
+        let shard = self.u32("shard number")?;
+        let cut_lsn = self.u64("shard cut LSN")?;
+        let next_spine_id = self.u32("next spine id")?;
+        let n = self.count("spine count", 21)?;
+        let mut spines = Vec::with_capacity(n);
+        for _ in 0..n {
+            let id = self.u32("spine id")?;
+            let name = self.string("spine name")?;
+            let at = self.at;
+            let mode = RunMode::from_byte(self.u8("spine mode")?).ok_or_else(|| {
+                self.at = at;
+                self.err("spine mode", "1 or 2".into(), format!("{}", self.b[at]))
+            })?;
+            let covered_lsn = self.u64("spine covered LSN")?;
+            let runs = self.count("run count", 24)?;
+            let mut entries = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                entries.push(RunEntry {
+                    file: self.string("run file name")?,
+                    size: self.u64("run size")?,
+                    crc32c: self.u32("run checksum")?,
+                    entries: self.u64("run entry count")?,
+                });
+            }
+            if covered_lsn > cut_lsn {
+                return Err(self.err(
+                    "spine covered LSN",
+                    format!("at most the cut LSN {cut_lsn}"),
+                    format!("{covered_lsn}"),
+                ));
+            }
+            spines.push(SpineManifest {
+                id,
+                name,
+                mode,
+                covered_lsn,
+                runs: entries,
+            });
+        }
+        Ok(ShardManifest {
+            shard,
+            cut_lsn,
+            next_spine_id,
+            spines,
+        })
+    }
+
+    fn operator(&mut self) -> Result<OperatorCheckpoint> {
+        let at = self.at;
+        match self.u8("operator kind")? {
+            0 => Ok(OperatorCheckpoint::Inline(self.bytes("operator state")?.to_vec())),
+            1 => Ok(OperatorCheckpoint::File {
+                file: self.string("operator file name")?,
+                len: self.u64("operator file length")?,
+                crc32c: self.u32("operator file checksum")?,
+            }),
+            k => {
+                self.at = at;
+                Err(self.err("operator kind", "0 (inline) or 1 (file)".into(), format!("{k}")))
+            }
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Checkpoints: UUID-named directories under `checkpoints/`, each holding a
+//! [`CheckpointManifest`] and hard links to every run its cut needs
+//! (`format/checkpoint.md`, `format/manifest.md`).
+//!
+//! A run already linked by an earlier checkpoint is linked again, never
+//! copied: only runs written since the last checkpoint are new bytes, and
+//! only they are synced. The file system's link count is each run's
+//! reference count: a checkpoint owns one link per run it needs, the live
+//! spine another, and a run's bytes go when the last link does — so keeping
+//! the newest N checkpoints is deleting whole directories, with no file list
+//! to diff.
+
+mod dir;
+mod manifest;
+mod validate;
+
+pub use dir::{
+    CheckpointStore, CommitReport, DAMAGED_DIR_SUFFIX, FileSystemCheckpointStore, PreparedCheckpoint, RunLink,
+    TMP_DIR_SUFFIX, copy_file, read_file,
+};
+pub use manifest::{
+    CheckpointManifest, ConnectorCheckpoint, FLAG_RUNS_COPIED, MANIFEST_HEADER_LEN, MANIFEST_MAGIC,
+    MANIFEST_NAME, MANIFEST_VERSION, OperatorCheckpoint, RunEntry, ShardManifest, SpineManifest,
+};
+pub use validate::{ValidationDepth, ValidationReport, validate_checkpoint};

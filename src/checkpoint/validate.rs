@@ -1,0 +1,185 @@
+//! [`validate_checkpoint`]: how sound a checkpoint directory is, at a chosen
+//! depth, as a report of everything wrong with it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::dir::read_file;
+use super::manifest::{CheckpointManifest, MANIFEST_NAME, OperatorCheckpoint};
+use crate::io::Fs;
+use crate::run::Run;
+use crate::{Error, Result};
+
+/// How deep [`validate_checkpoint`] looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ValidationDepth {
+    /// The manifest's checksums and structure, and that every file it names
+    /// exists with its recorded size.
+    Manifest,
+    /// Plus every run's footer, index and filter checksums, and its content
+    /// checksum and entry count against the manifest (no data block read).
+    Footers,
+    /// Plus every data block's checksum and the side files' checksums: reads
+    /// every byte.
+    Blocks,
+}
+
+/// What [`validate_checkpoint`] found.
+#[derive(Debug)]
+pub struct ValidationReport {
+    /// The checkpoint directory.
+    pub path: PathBuf,
+    /// The depth checked.
+    pub depth: ValidationDepth,
+    /// The manifest, if it could be read.
+    pub manifest: Option<CheckpointManifest>,
+    /// Run files checked.
+    pub runs_checked: usize,
+    /// Every problem found (empty when the checkpoint is sound).
+    pub problems: Vec<Error>,
+}
+
+impl ValidationReport {
+    /// True when nothing is wrong.
+    pub fn is_valid(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The first problem, as an error (for callers that stop at one).
+    pub fn into_result(mut self) -> Result<CheckpointManifest> {
+        if self.problems.is_empty() {
+            if let Some(m) = self.manifest {
+                return Ok(m);
+            }
+        }
+        Err(self
+            .problems
+            .drain(..)
+            .next()
+            .unwrap_or_else(|| Error::InvalidArgument("no manifest".into())))
+    }
+}
+
+impl fmt::Display for ValidationReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({:?}): {} runs checked, ",
+            self.path.display(),
+            self.depth,
+            self.runs_checked
+        )?;
+        if self.problems.is_empty() {
+            return write!(f, "valid");
+        }
+        write!(f, "{} problem(s)", self.problems.len())?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks the checkpoint in directory `dir` down to `depth`.
+pub fn validate_checkpoint(fs: &dyn Fs, dir: &Path, depth: ValidationDepth) -> ValidationReport {
+    let mut report = ValidationReport {
+        path: dir.to_path_buf(),
+        depth,
+        manifest: None,
+        runs_checked: 0,
+        problems: Vec::new(),
+    };
+    let path = dir.join(MANIFEST_NAME);
+    let manifest = match read_file(fs, &path).and_then(|b| CheckpointManifest::decode(&b, &path)) {
+        Ok(m) => m,
+        Err(e) => {
+            report.problems.push(e);
+            return report;
+        }
+    };
+    for shard in &manifest.shards {
+        let shard_dir = dir.join(shard.shard.to_string());
+        for spine in &shard.spines {
+            for entry in &spine.runs {
+                let path = shard_dir.join(&entry.file);
+                report.runs_checked += 1;
+                if let Err(e) = check_run(fs, &path, entry, spine.mode, depth) {
+                    report.problems.push(e);
+                }
+            }
+        }
+    }
+    for op in manifest.operators.values() {
+        if let OperatorCheckpoint::File { file, len, crc32c } = op {
+            if let Err(e) = check_side_file(fs, &dir.join(file), *len, *crc32c, depth) {
+                report.problems.push(e);
+            }
+        }
+    }
+    report.manifest = Some(manifest);
+    report
+}
+
+fn check_size(fs: &dyn Fs, path: &Path, len: u64) -> Result<()> {
+    let size = fs.open(path)?.size()?;
+    if size != len {
+        return Err(Error::corrupt(path, size, "file length", format!("{len} bytes (manifest)"), format!("{size}")));
+    }
+    Ok(())
+}
+
+fn check_run(
+    fs: &dyn Fs,
+    path: &Path,
+    entry: &super::manifest::RunEntry,
+    mode: crate::run::RunMode,
+    depth: ValidationDepth,
+) -> Result<()> {
+    check_size(fs, path, entry.size)?;
+    if depth == ValidationDepth::Manifest {
+        return Ok(());
+    }
+    let run = Run::open(fs, path)?;
+    let meta = run.meta();
+    let mismatch = |region: &'static str, expected: String, found: String| {
+        Error::corrupt(path, meta.file_len, region, expected, found)
+    };
+    if meta.body_crc32c != entry.crc32c {
+        return Err(mismatch(
+            "run content checksum",
+            format!("{:#010x} (manifest)", entry.crc32c),
+            format!("{:#010x}", meta.body_crc32c),
+        ));
+    }
+    if meta.entry_count != entry.entries {
+        return Err(mismatch(
+            "run entry count",
+            format!("{} (manifest)", entry.entries),
+            meta.entry_count.to_string(),
+        ));
+    }
+    if meta.mode != mode {
+        return Err(mismatch("run mode", format!("{mode:?} (manifest)"), format!("{:?}", meta.mode)));
+    }
+    if depth == ValidationDepth::Blocks {
+        run.verify()?;
+    }
+    Ok(())
+}
+
+fn check_side_file(fs: &dyn Fs, path: &Path, len: u64, crc: u32, depth: ValidationDepth) -> Result<()> {
+    check_size(fs, path, len)?;
+    if depth == ValidationDepth::Blocks {
+        let found = crc32c::crc32c(&read_file(fs, path)?);
+        if found != crc {
+            return Err(Error::corrupt(
+                path,
+                0,
+                "operator side file checksum",
+                format!("{crc:#010x}"),
+                format!("{found:#010x}"),
+            ));
+        }
+    }
+    Ok(())
+}
