@@ -17,6 +17,8 @@
 //! | [`changelog`] | the SPSC ring that carries every mutation off the hot thread |
 //! | [`wal`] | the segmented write-ahead log of a shard; spec in `format/wal.md` |
 //! | [`checkpoint`] | checkpoint directories, manifests, commit, validation |
+//! | [`recovery`] | newest valid checkpoint + WAL replay, per shard in parallel |
+//! | [`store`] | shards of named spines, the changelog drainer, the checkpoint coordinator |
 //!
 //! `unsafe` is denied everywhere except `io::mapping`, which maps files.
 #![deny(unsafe_code)]
@@ -27,8 +29,10 @@ pub mod checkpoint;
 mod error;
 pub mod io;
 pub mod memtable;
+pub mod recovery;
 pub mod run;
 pub mod spine;
+pub mod store;
 pub mod wal;
 
 pub use error::{Error, Result};

@@ -126,6 +126,14 @@ impl SpineOptions {
         self
     }
 
+    /// The same options for a spine of another mode.
+    #[must_use]
+    pub fn with_mode(mut self, mode: RunMode) -> Self {
+        self.mode = mode;
+        self.run.mode = mode;
+        self
+    }
+
     /// Key-value or Z-set.
     pub fn mode(&self) -> RunMode {
         self.mode

@@ -1,0 +1,472 @@
+//! [`CheckpointCoordinator`]: cuts a global checkpoint at an epoch by
+//! message passing, then does the file work on its own (Ring-1) thread.
+//!
+//! 1. Send every shard a cut request. Each shard answers at its next
+//!    `poll()`: the runs of its spines (handles that keep the files alive),
+//!    each spine's covered LSN, and the LSN of its last write of the epoch.
+//! 2. Wait until every shard's WAL is durable up to its cut.
+//! 3. Commit the directory (`checkpoint` module): sync the runs written
+//!    since the last checkpoint side by side, link all, write the manifest,
+//!    rename into place.
+//! 4. Retention: keep the newest `max_retained`; delete older directories.
+//! 5. Only now ask each shard's drainer to truncate its WAL below the least
+//!    LSN any retained checkpoint still replays from.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Sender};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use uuid::Uuid;
+
+use super::shard::{CutRequest, ShardCut};
+use crate::checkpoint::{
+    CheckpointManifest, CheckpointStore, CommitReport, ConnectorCheckpoint, FileSystemCheckpointStore,
+    OperatorCheckpoint, PreparedCheckpoint, RunEntry, RunLink, ShardManifest, SpineManifest,
+};
+use crate::recovery::checkpoint_run_name;
+use crate::wal::Watermark;
+use crate::{Error, Result};
+
+/// Operator states larger than this go to a side file, not the manifest.
+pub const INLINE_OPERATOR_LIMIT: usize = 64 << 10;
+
+/// How checkpoints are taken and kept (LaminarDB's `CheckpointConfig`).
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    pub(crate) dir: PathBuf,
+    pub(crate) wal_path: Option<PathBuf>,
+    pub(crate) interval: Option<Duration>,
+    pub(crate) max_retained: usize,
+    pub(crate) cut_timeout: Duration,
+    pub(crate) flush_after: usize,
+}
+
+impl CheckpointConfig {
+    /// Checkpoints of the store at `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        CheckpointConfig {
+            dir: dir.into(),
+            wal_path: None,
+            interval: None,
+            max_retained: 3,
+            cut_timeout: Duration::from_secs(60),
+            flush_after: 4,
+        }
+    }
+
+    /// The store directory the checkpoints belong to.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Where the WAL lives. Ours is always `<dir>/shards/<n>/wal`; a path
+    /// other than that is refused at open (kept for LaminarDB's callers).
+    #[must_use]
+    pub fn with_wal_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.wal_path = Some(path.into());
+        self
+    }
+
+    /// The interval [`CheckpointCoordinator::should_checkpoint`] uses.
+    #[must_use]
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = Some(interval);
+        self
+    }
+
+    /// Checkpoints kept (default 3; at least 1).
+    #[must_use]
+    pub fn with_max_retained(mut self, n: usize) -> Self {
+        self.max_retained = n.max(1);
+        self
+    }
+
+    /// Longest wait for every shard to answer (default 60 s).
+    #[must_use]
+    pub fn with_cut_timeout(mut self, timeout: Duration) -> Self {
+        self.cut_timeout = timeout;
+        self
+    }
+
+    /// A spine whose memtables have pinned the WAL through this many
+    /// checkpoints is asked to flush them (default 4), which bounds the WAL.
+    #[must_use]
+    pub fn with_flush_after(mut self, checkpoints: usize) -> Self {
+        self.flush_after = checkpoints.max(1);
+        self
+    }
+}
+
+/// What a checkpoint carries besides the state.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointRequest {
+    /// Source offsets (`source -> offset`).
+    pub source_offsets: BTreeMap<String, u64>,
+    /// Connector checkpoints by connector name.
+    pub connectors: BTreeMap<String, ConnectorCheckpoint>,
+    /// Operator states by operator name (large ones go to side files).
+    pub operators: BTreeMap<String, Vec<u8>>,
+}
+
+/// What one checkpoint did (LaminarDB's `IncrementalCheckpointMetadata`).
+#[derive(Debug, Clone)]
+pub struct IncrementalCheckpointMetadata {
+    /// Its id.
+    pub id: Uuid,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Its directory.
+    pub path: PathBuf,
+    /// Runs it references.
+    pub runs: usize,
+    /// The commit's numbers (links, copies, new bytes).
+    pub commit: CommitReport,
+    /// Each shard's pause on its own thread.
+    pub shard_pauses: Vec<Duration>,
+    /// From the request to every shard's answer.
+    pub cut_time: Duration,
+    /// Waiting for the WALs to be durable up to the cuts.
+    pub wal_sync_time: Duration,
+    /// Writing and committing the directory.
+    pub commit_time: Duration,
+    /// From the request to the end of retention.
+    pub total_time: Duration,
+    /// Checkpoints deleted by retention.
+    pub removed: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Retained {
+    id: Uuid,
+    epoch: u64,
+    /// Per shard: the first LSN recovery of it replays, and its cut.
+    replay_from: Vec<u64>,
+    cuts: Vec<u64>,
+}
+
+/// Cuts and commits checkpoints. See the module docs.
+#[derive(Debug)]
+pub struct CheckpointCoordinator {
+    store: FileSystemCheckpointStore,
+    config: CheckpointConfig,
+    fingerprint: Vec<u8>,
+    shards: Vec<Sender<CutRequest>>,
+    watermarks: Vec<Option<Arc<Watermark>>>,
+    retained: Vec<Retained>,
+    /// Live run files the newest checkpoint made durable.
+    durable: HashSet<PathBuf>,
+    last_epoch: u64,
+    last_time: Instant,
+    superseded: Vec<Uuid>,
+}
+
+impl CheckpointCoordinator {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        store: FileSystemCheckpointStore,
+        config: CheckpointConfig,
+        fingerprint: Vec<u8>,
+        shards: Vec<Sender<CutRequest>>,
+        watermarks: Vec<Option<Arc<Watermark>>>,
+        durable: HashSet<PathBuf>,
+        last_epoch: u64,
+    ) -> Result<Self> {
+        let mut retained = Vec::new();
+        for id in store.list()? {
+            if let Ok(m) = store.load_manifest(id) {
+                retained.push(Retained {
+                    id,
+                    epoch: m.epoch,
+                    replay_from: m.shards.iter().map(ShardManifest::replay_from).collect(),
+                    cuts: m.shards.iter().map(|s| s.cut_lsn).collect(),
+                });
+            }
+        }
+        retained.sort_by_key(|r| r.epoch);
+        Ok(CheckpointCoordinator {
+            store,
+            config,
+            fingerprint,
+            shards,
+            watermarks,
+            retained,
+            durable,
+            last_epoch,
+            last_time: Instant::now(),
+            superseded: Vec::new(),
+        })
+    }
+
+    /// The checkpoint store.
+    pub fn store(&self) -> &FileSystemCheckpointStore {
+        &self.store
+    }
+
+    /// The epoch of the newest checkpoint (0 if none).
+    pub fn last_epoch(&self) -> u64 {
+        self.last_epoch
+    }
+
+    /// Ids and epochs of the retained checkpoints, oldest first.
+    pub fn retained(&self) -> Vec<(Uuid, u64)> {
+        self.retained.iter().map(|r| (r.id, r.epoch)).collect()
+    }
+
+    /// True when the configured interval has passed since the last
+    /// checkpoint (for interval-driven callers).
+    pub fn should_checkpoint(&self) -> bool {
+        self.config
+            .interval
+            .is_some_and(|i| self.last_time.elapsed() >= i)
+    }
+
+    /// Sends every shard its cut request (step 1); the answers come at the
+    /// shards' next `poll()`.
+    pub fn begin(&mut self, epoch: u64, request: CheckpointRequest) -> Result<PendingCheckpoint> {
+        if epoch <= self.last_epoch {
+            return Err(Error::InvalidArgument(format!(
+                "checkpoint epoch {epoch} is not after the last one ({})",
+                self.last_epoch
+            )));
+        }
+        let (tx, rx) = mpsc::channel();
+        // A spine whose runs cover less than the cut `flush_after`
+        // checkpoints back has pinned the WAL long enough.
+        let back = self.retained.len().checked_sub(self.config.flush_after);
+        for (n, shard) in self.shards.iter().enumerate() {
+            let flush_below = back
+                .and_then(|b| self.retained.get(b))
+                .map_or(0, |r| r.cuts.get(n).copied().unwrap_or(0));
+            shard
+                .send(CutRequest {
+                    epoch,
+                    flush_below,
+                    reply: tx.clone(),
+                })
+                .map_err(|_| Error::InvalidArgument(format!("shard {n} is gone")))?;
+        }
+        Ok(PendingCheckpoint {
+            epoch,
+            request,
+            replies: rx,
+            started: Instant::now(),
+        })
+    }
+
+    /// Steps 1–5 for a checkpoint begun with [`CheckpointCoordinator::begin`]:
+    /// waits for every shard's answer, then commits.
+    pub fn finish(&mut self, pending: PendingCheckpoint) -> Result<IncrementalCheckpointMetadata> {
+        let mut cuts: Vec<ShardCut> = Vec::with_capacity(self.shards.len());
+        let deadline = pending.started + self.config.cut_timeout;
+        while cuts.len() < self.shards.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match pending.replies.recv_timeout(left) {
+                Ok(c) => cuts.push(c),
+                Err(_) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "checkpoint {}: {} of {} shards answered within {:?} (do they call poll()?)",
+                        pending.epoch,
+                        cuts.len(),
+                        self.shards.len(),
+                        self.config.cut_timeout
+                    )));
+                }
+            }
+        }
+        cuts.sort_by_key(|c| c.shard);
+        let cut_time = pending.started.elapsed();
+        let synced = Instant::now();
+        self.wait_wal(&cuts)?;
+        let wal_sync_time = synced.elapsed();
+        let committed = Instant::now();
+        let (prepared, live_paths) = self.prepare(pending.epoch, &pending.request, &cuts);
+        let commit = self.store.commit(&prepared)?;
+        let commit_time = committed.elapsed();
+        let m = &prepared.manifest;
+        self.retained.push(Retained {
+            id: m.id,
+            epoch: m.epoch,
+            replay_from: m.shards.iter().map(ShardManifest::replay_from).collect(),
+            cuts: m.shards.iter().map(|s| s.cut_lsn).collect(),
+        });
+        self.durable = live_paths;
+        self.last_epoch = pending.epoch;
+        self.last_time = Instant::now();
+        let removed = self.retire()?;
+        Ok(IncrementalCheckpointMetadata {
+            id: m.id,
+            epoch: m.epoch,
+            path: self.store.checkpoint_dir(m.id),
+            runs: prepared.runs.len(),
+            commit,
+            shard_pauses: cuts.iter().map(|c| c.pause).collect(),
+            cut_time,
+            wal_sync_time,
+            commit_time,
+            total_time: pending.started.elapsed(),
+            removed,
+        })
+    }
+
+    /// Step 2.
+    fn wait_wal(&self, cuts: &[ShardCut]) -> Result<()> {
+        for c in cuts {
+            let Some(w) = &self.watermarks[c.shard as usize] else { continue };
+            w.request_sync(c.records);
+            if !w.wait_durable(c.records, self.config.cut_timeout) {
+                return Err(Error::InvalidArgument(format!(
+                    "shard {}: the WAL did not become durable up to the cut ({})",
+                    c.shard,
+                    if w.is_failed() { "the log failed" } else { "timed out" }
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn prepare(
+        &self,
+        epoch: u64,
+        req: &CheckpointRequest,
+        cuts: &[ShardCut],
+    ) -> (PreparedCheckpoint, HashSet<PathBuf>) {
+        let mut runs = Vec::new();
+        let mut live = HashSet::new();
+        let mut shards = Vec::with_capacity(cuts.len());
+        for c in cuts {
+            let mut spines = Vec::with_capacity(c.spines.len());
+            for s in &c.spines {
+                let mut entries = Vec::with_capacity(s.runs.len());
+                for h in &s.runs {
+                    let meta = h.run().meta();
+                    let file = meta
+                        .path
+                        .file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                    let name = checkpoint_run_name(s.id, &file);
+                    runs.push(RunLink {
+                        shard: c.shard,
+                        source: meta.path.clone(),
+                        name: name.clone(),
+                        is_new: !self.durable.contains(&meta.path),
+                    });
+                    live.insert(meta.path.clone());
+                    entries.push(RunEntry {
+                        file: name,
+                        size: meta.file_len,
+                        crc32c: meta.body_crc32c,
+                        entries: meta.entry_count,
+                    });
+                }
+                spines.push(SpineManifest {
+                    id: s.id,
+                    name: s.name.clone(),
+                    mode: s.mode,
+                    covered_lsn: s.covered.min(c.cut_lsn),
+                    runs: entries,
+                });
+            }
+            shards.push(ShardManifest {
+                shard: c.shard,
+                cut_lsn: c.cut_lsn,
+                next_spine_id: c.next_spine_id,
+                spines,
+            });
+        }
+        let mut side_files = Vec::new();
+        let operators = req
+            .operators
+            .iter()
+            .enumerate()
+            .map(|(i, (name, bytes))| {
+                let op = if bytes.len() <= INLINE_OPERATOR_LIMIT {
+                    OperatorCheckpoint::Inline(bytes.clone())
+                } else {
+                    let file = format!("operator-{i}.bin");
+                    side_files.push((file.clone(), bytes.clone()));
+                    OperatorCheckpoint::File {
+                        file,
+                        len: bytes.len() as u64,
+                        crc32c: crc32c::crc32c(bytes),
+                    }
+                };
+                (name.clone(), op)
+            })
+            .collect();
+        let manifest = CheckpointManifest {
+            id: Uuid::new_v4(),
+            epoch,
+            wall_time_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            fingerprint: self.fingerprint.clone(),
+            runs_copied: false,
+            shards,
+            source_offsets: req.source_offsets.clone(),
+            connectors: req.connectors.clone(),
+            operators,
+        };
+        (
+            PreparedCheckpoint {
+                manifest,
+                runs,
+                side_files,
+            },
+            live,
+        )
+    }
+
+    /// Marks checkpoints a roll back to `epoch` abandons: the next commit
+    /// deletes them before it truncates any WAL.
+    pub(crate) fn supersede(&mut self, ids: &[Uuid], epoch: u64) {
+        let (gone, kept): (Vec<Retained>, Vec<Retained>) =
+            std::mem::take(&mut self.retained).into_iter().partition(|r| ids.contains(&r.id));
+        self.retained = kept;
+        self.superseded.extend(gone.into_iter().map(|r| r.id));
+        self.last_epoch = epoch.saturating_sub(1);
+    }
+
+    /// Steps 4–5; returns how many checkpoints went.
+    fn retire(&mut self) -> Result<usize> {
+        let mut removed = 0;
+        for id in std::mem::take(&mut self.superseded) {
+            self.store.remove(id)?;
+            removed += 1;
+        }
+        while self.retained.len() > self.config.max_retained {
+            let old = self.retained.remove(0);
+            self.store.remove(old.id)?;
+            removed += 1;
+        }
+        for (n, w) in self.watermarks.iter().enumerate() {
+            let Some(w) = w else { continue };
+            let floor = self
+                .retained
+                .iter()
+                .filter_map(|r| r.replay_from.get(n).copied())
+                .min();
+            if let Some(lsn) = floor {
+                w.request_truncate(lsn);
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// A checkpoint whose cut requests are out; see [`CheckpointCoordinator::finish`].
+#[derive(Debug)]
+pub struct PendingCheckpoint {
+    epoch: u64,
+    request: CheckpointRequest,
+    replies: mpsc::Receiver<ShardCut>,
+    started: Instant,
+}
+
+impl PendingCheckpoint {
+    /// The epoch being cut.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+}

@@ -1,0 +1,468 @@
+//! [`Store`]: the public face — N shared-nothing shards, each owned by one
+//! thread, a changelog drainer writing their WALs, and the checkpoint
+//! coordinator.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use statespine::io::MemFs;
+//! use statespine::run::RunMode;
+//! use statespine::store::{CheckpointRequest, Options};
+//!
+//! let fs = Arc::new(MemFs::new());
+//! let mut store = Options::new("/db").fs(fs.clone()).open()?;
+//! let mut shard = store.take_shards().remove(0);
+//! let counts = shard.create_spine("counts", RunMode::KeyValue)?;
+//! shard.put(counts, b"apple", b"3")?;
+//! let ck = store.checkpoint_inline(&mut [&mut shard], 1, CheckpointRequest::default())?;
+//! assert_eq!(ck.epoch, 1);
+//! shard.put(counts, b"pear", b"1")?;
+//! assert!(shard.wait_durable(std::time::Duration::from_secs(5)));
+//! drop((shard, store)); // a crash, as far as the files are concerned
+//!
+//! let state = Options::new("/db").fs(fs).recover()?;
+//! assert_eq!(state.epoch, 1);
+//! let mut store = state.store;
+//! let shard = store.take_shards().remove(0);
+//! let counts = shard.spine_id("counts").unwrap();
+//! assert_eq!(shard.get(counts, b"pear")?, Some(&b"1"[..]));
+//! # Ok::<(), statespine::Error>(())
+//! ```
+
+mod coordinator;
+mod shard;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::changelog::StateChangelogBuffer;
+use crate::checkpoint::{ConnectorCheckpoint, FileSystemCheckpointStore};
+use crate::io::{Fs, StdFs};
+use crate::recovery::{Layout, RecoveryConfig, recover};
+use crate::run::RunMode;
+use crate::spine::SpineOptions;
+use crate::wal::{ChangelogDrainer, DrainerHandle, SyncPolicy, WalOptions, Watermark};
+use crate::{Error, Result};
+
+pub use coordinator::{
+    CheckpointConfig, CheckpointCoordinator, CheckpointRequest, INLINE_OPERATOR_LIMIT,
+    IncrementalCheckpointMetadata, PendingCheckpoint,
+};
+pub use shard::{Shard, SpineId};
+
+/// LaminarDB's name for the coordinator.
+pub type IncrementalCheckpointManager = CheckpointCoordinator;
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct Options {
+    root: PathBuf,
+    fs: Arc<dyn Fs>,
+    shards: u32,
+    wal: bool,
+    sync_policy: SyncPolicy,
+    segment_size: u64,
+    ring_bytes: usize,
+    ring_entries: usize,
+    spine: SpineOptions,
+    checkpoint: CheckpointConfig,
+    recovery: RecoveryConfig,
+    fingerprint: Vec<u8>,
+}
+
+impl Options {
+    /// A store at `dir` on the real file system: one shard, WAL on with
+    /// group commit every millisecond, 3 checkpoints kept.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        let root = dir.into();
+        Options {
+            checkpoint: CheckpointConfig::new(root.clone()),
+            root,
+            fs: Arc::new(StdFs::new()),
+            shards: 1,
+            wal: true,
+            sync_policy: SyncPolicy::Interval(Duration::from_millis(1)),
+            segment_size: crate::wal::DEFAULT_SEGMENT_SIZE_BYTES,
+            ring_bytes: 8 << 20,
+            ring_entries: 1 << 16,
+            spine: SpineOptions::new(RunMode::KeyValue),
+            recovery: RecoveryConfig::default(),
+            fingerprint: Vec::new(),
+        }
+    }
+
+    /// The file system (tests use [`crate::io::MemFs`]).
+    #[must_use]
+    pub fn fs(mut self, fs: Arc<dyn Fs>) -> Self {
+        self.fs = fs;
+        self
+    }
+
+    /// Number of shards (default 1); fixed for the store's life.
+    #[must_use]
+    pub fn shards(mut self, n: u32) -> Self {
+        self.shards = n.max(1);
+        self
+    }
+
+    /// With the WAL off, a write is durable only once a checkpoint holding
+    /// it commits, and each checkpoint flushes the memtables.
+    #[must_use]
+    pub fn wal(mut self, on: bool) -> Self {
+        self.wal = on;
+        self
+    }
+
+    /// When the drainer syncs the WALs.
+    #[must_use]
+    pub fn sync_policy(mut self, policy: SyncPolicy) -> Self {
+        self.sync_policy = policy;
+        self
+    }
+
+    /// WAL segment size.
+    #[must_use]
+    pub fn wal_segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes;
+        self
+    }
+
+    /// Each shard's changelog ring: bytes and records.
+    #[must_use]
+    pub fn changelog_capacity(mut self, bytes: usize, entries: usize) -> Self {
+        self.ring_bytes = bytes;
+        self.ring_entries = entries;
+        self
+    }
+
+    /// Options of every spine (their mode is set per spine).
+    #[must_use]
+    pub fn spine_options(mut self, opts: SpineOptions) -> Self {
+        self.spine = opts;
+        self
+    }
+
+    /// Checkpoint settings (its directory is ignored: always this store's).
+    #[must_use]
+    pub fn checkpoint(mut self, config: CheckpointConfig) -> Self {
+        self.checkpoint = config;
+        self
+    }
+
+    /// Checkpoints kept (default 3).
+    #[must_use]
+    pub fn max_retained(mut self, n: usize) -> Self {
+        self.checkpoint = self.checkpoint.with_max_retained(n);
+        self
+    }
+
+    /// The program's fingerprint: written into every checkpoint, and a
+    /// checkpoint with another one is refused at recovery.
+    #[must_use]
+    pub fn fingerprint(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.fingerprint = bytes.into();
+        self
+    }
+
+    /// How recovery checks and replays.
+    #[must_use]
+    pub fn recovery(mut self, config: RecoveryConfig) -> Self {
+        self.recovery = config;
+        self
+    }
+
+    /// Opens the store: recovers whatever is there (nothing, for a new one).
+    pub fn open(self) -> Result<Store> {
+        Ok(self.recover()?.store)
+    }
+
+    /// Opens the store and says what it recovered.
+    pub fn recover(mut self) -> Result<RecoveredState> {
+        if !self.fingerprint.is_empty() && self.recovery.fingerprint.is_none() {
+            self.recovery.fingerprint = Some(self.fingerprint.clone());
+        }
+        RecoveryManager::new(self).recover()
+    }
+}
+
+/// What recovery brought back, and the store ready to continue (LaminarDB's
+/// `RecoveredState`).
+#[derive(Debug)]
+pub struct RecoveredState {
+    /// The checkpoint recovered from, if any.
+    pub checkpoint_id: Option<Uuid>,
+    /// Its epoch (0 without one).
+    pub epoch: u64,
+    /// Its source offsets.
+    pub source_offsets: BTreeMap<String, u64>,
+    /// Its connector checkpoints.
+    pub connectors: BTreeMap<String, ConnectorCheckpoint>,
+    /// Transactions two-phase-commit sinks had prepared, by connector: commit
+    /// or abort each.
+    pub prepared_transactions: BTreeMap<String, Vec<String>>,
+    /// Its operator checkpoints.
+    pub operators: BTreeMap<String, Vec<u8>>,
+    /// Checkpoints passed over (damaged), newest first, with the reason.
+    pub skipped: Vec<(Uuid, String)>,
+    /// WAL records replayed, over all shards.
+    pub replayed_records: u64,
+    /// WAL payload bytes replayed.
+    pub replayed_bytes: u64,
+    /// Time to choose and validate the checkpoint.
+    pub select_time: Duration,
+    /// Time to open runs and replay the WALs.
+    pub restore_time: Duration,
+    /// The open store.
+    pub store: Store,
+}
+
+/// Recovers a store (LaminarDB's `RecoveryManager`).
+#[derive(Debug)]
+pub struct RecoveryManager {
+    opts: Options,
+}
+
+impl RecoveryManager {
+    /// Recovery of the store `opts` describes.
+    pub fn new(opts: Options) -> Self {
+        RecoveryManager { opts }
+    }
+
+    /// The newest valid checkpoint plus the WAL (`recovery` module docs).
+    pub fn recover(self) -> Result<RecoveredState> {
+        let opts = self.opts;
+        if let Some(p) = &opts.checkpoint.wal_path {
+            if *p != opts.root {
+                return Err(Error::InvalidArgument(format!(
+                    "the WAL lives in the store's own directory; {} is not supported",
+                    p.display()
+                )));
+            }
+        }
+        let layout = Layout {
+            root: opts.root.clone(),
+        };
+        opts.fs.create_dir_all(&layout.root)?;
+        let wal_opts = opts.wal.then(|| WalOptions::new(0).segment_size_bytes(opts.segment_size));
+        let rec = recover(
+            &opts.fs,
+            &layout,
+            opts.shards,
+            &opts.spine,
+            wal_opts,
+            &opts.recovery,
+        )?;
+        let rolled_back = opts.recovery.to_epoch.is_some();
+        let manifest = rec.manifest.clone();
+        let epoch = manifest.as_ref().map_or(0, |m| m.epoch);
+        let replayed_records = rec.shards.iter().map(|s| s.replayed_records).sum();
+        let replayed_bytes = rec.shards.iter().map(|s| s.replayed_bytes).sum();
+        let mut store = Store::assemble(opts, layout, rec.shards, epoch, rolled_back)?;
+        if rolled_back {
+            store.roll_back(epoch)?;
+        }
+        let (source_offsets, connectors) = manifest
+            .as_ref()
+            .map(|m| (m.source_offsets.clone(), m.connectors.clone()))
+            .unwrap_or_default();
+        Ok(RecoveredState {
+            checkpoint_id: manifest.as_ref().map(|m| m.id),
+            epoch,
+            prepared_transactions: connectors
+                .iter()
+                .filter(|(_, c)| !c.prepared_transactions.is_empty())
+                .map(|(n, c)| (n.clone(), c.prepared_transactions.clone()))
+                .collect(),
+            source_offsets,
+            connectors,
+            operators: rec.operators,
+            skipped: rec.skipped,
+            replayed_records,
+            replayed_bytes,
+            select_time: rec.select_time,
+            restore_time: rec.restore_time,
+            store,
+        })
+    }
+}
+
+/// An open store. See the module docs.
+#[derive(Debug)]
+pub struct Store {
+    opts: Options,
+    layout: Layout,
+    shards: Vec<Shard>,
+    coordinator: CheckpointCoordinator,
+    watermarks: Vec<Option<Arc<Watermark>>>,
+    drainer: Option<DrainerHandle>,
+}
+
+impl Store {
+    fn assemble(
+        opts: Options,
+        layout: Layout,
+        recovered: Vec<crate::recovery::RecoveredShard>,
+        epoch: u64,
+        rolled_back: bool,
+    ) -> Result<Store> {
+        let mut drainer = opts.wal.then(|| ChangelogDrainer::new(opts.sync_policy));
+        let mut shards = Vec::with_capacity(recovered.len());
+        let mut senders = Vec::with_capacity(recovered.len());
+        let mut watermarks = Vec::with_capacity(recovered.len());
+        let mut durable = HashSet::new();
+        for mut rec in recovered {
+            let (tx, rx) = mpsc::channel();
+            senders.push(tx);
+            durable.extend(rec.durable_runs.drain(..));
+            let wal_epoch = rec.wal_epoch;
+            let next_lsn = rec.next_lsn;
+            let (producer, watermark) = match (rec.wal.take(), drainer.as_mut()) {
+                (Some(wal), Some(d)) => {
+                    let (p, c) = StateChangelogBuffer::with_capacity(opts.ring_bytes, opts.ring_entries);
+                    let w = d.add_shard(c, wal);
+                    (Some(p), Some(w))
+                }
+                _ => (None, None),
+            };
+            watermarks.push(watermark.clone());
+            let shard_epoch = if rolled_back { epoch + 1 } else { (epoch + 1).max(wal_epoch) };
+            let floor = if rolled_back { next_lsn - 1 } else { 0 };
+            shards.push(Shard::new(
+                Arc::clone(&opts.fs),
+                layout.clone(),
+                opts.spine.clone(),
+                rec,
+                producer,
+                watermark,
+                shard_epoch,
+                floor,
+                rx,
+            ));
+        }
+        let ck_store = FileSystemCheckpointStore::new(Arc::clone(&opts.fs), layout.checkpoints())?;
+        let coordinator = CheckpointCoordinator::new(
+            ck_store,
+            opts.checkpoint.clone(),
+            opts.fingerprint.clone(),
+            senders,
+            watermarks.clone(),
+            durable,
+            epoch,
+        )?;
+        let drainer = drainer.map(ChangelogDrainer::spawn).transpose()?;
+        Ok(Store {
+            opts,
+            layout,
+            shards,
+            coordinator,
+            watermarks,
+            drainer,
+        })
+    }
+
+    /// Point-in-time recovery, second half: make the recovered epoch the
+    /// newest checkpoint and forget the newer ones (module docs of
+    /// `recovery`). Every spine is flushed, so the new checkpoint covers the
+    /// abandoned WAL records and none is ever replayed.
+    fn roll_back(&mut self, epoch: u64) -> Result<()> {
+        let newer: Vec<Uuid> = self
+            .coordinator
+            .retained()
+            .into_iter()
+            .filter(|(_, e)| *e >= epoch)
+            .map(|(id, _)| id)
+            .collect();
+        let mut shards = std::mem::take(&mut self.shards);
+        for s in &mut shards {
+            s.flush_all()?;
+        }
+        let mut refs: Vec<&mut Shard> = shards.iter_mut().collect();
+        self.coordinator.supersede(&newer, epoch);
+        let result = self.checkpoint_inline(&mut refs, epoch, CheckpointRequest::default());
+        self.shards = shards;
+        result.map(drop)
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.layout.root
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    /// Hands out the shards, one per worker thread (once; later calls get
+    /// none).
+    pub fn take_shards(&mut self) -> Vec<Shard> {
+        std::mem::take(&mut self.shards)
+    }
+
+    /// The checkpoint coordinator, for callers that drive it themselves.
+    pub fn coordinator(&mut self) -> &mut CheckpointCoordinator {
+        &mut self.coordinator
+    }
+
+    /// Cuts and commits a checkpoint of epoch `epoch`, waiting for every
+    /// shard to answer from its own thread's `poll()`.
+    pub fn checkpoint(&mut self, epoch: u64, request: CheckpointRequest) -> Result<IncrementalCheckpointMetadata> {
+        let pending = self.coordinator.begin(epoch, request)?;
+        self.coordinator.finish(pending)
+    }
+
+    /// The same, for shards the calling thread owns (the single-thread
+    /// case): it polls them itself.
+    pub fn checkpoint_inline(
+        &mut self,
+        shards: &mut [&mut Shard],
+        epoch: u64,
+        request: CheckpointRequest,
+    ) -> Result<IncrementalCheckpointMetadata> {
+        let pending = self.coordinator.begin(epoch, request)?;
+        for s in shards.iter_mut() {
+            s.poll()?;
+        }
+        self.coordinator.finish(pending)
+    }
+
+    /// LaminarDB's spelling of [`Store::checkpoint`] with no metadata.
+    pub fn create_checkpoint(&mut self, epoch: u64) -> Result<IncrementalCheckpointMetadata> {
+        self.checkpoint(epoch, CheckpointRequest::default())
+    }
+
+    /// True when the configured checkpoint interval has passed.
+    pub fn should_checkpoint(&self) -> bool {
+        self.coordinator.should_checkpoint()
+    }
+
+    /// Bytes of every shard's WAL, as of the drainer's last round.
+    pub fn wal_size(&self) -> u64 {
+        self.watermarks.iter().flatten().map(|w| w.wal_size()).sum()
+    }
+
+    /// Stops the drainer after it has drained and synced what the rings hold
+    /// (the shards must be dropped first, or it waits for them).
+    pub fn close(mut self) -> Result<()> {
+        self.stop_drainer()
+    }
+
+    fn stop_drainer(&mut self) -> Result<()> {
+        match self.drainer.take() {
+            Some(d) => d.stop().map(drop),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Errors here were already reported to the shards (failed
+        // watermarks); dropping must not panic.
+        let _ = self.stop_drainer();
+    }
+}
