@@ -5,6 +5,7 @@
 //! applied to the spine with that number, so each spine knows which part of
 //! the log its runs already hold ([`Spine::covered_seq`]).
 
+use std::ops::RangeBounds;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use crate::changelog::{ChangeRecord, ChangelogProducer, StateOp};
 use crate::io::Fs;
 use crate::recovery::{CATALOG_SPINE, Layout, RecoveredShard, encode_catalog_value};
 use crate::run::RunMode;
-use crate::spine::{RunHandle, Spine, SpineOptions};
+use crate::spine::{Cursor, RunHandle, Spine, SpineOptions};
 use crate::wal::Watermark;
 use crate::{Error, Result};
 
@@ -253,6 +254,30 @@ impl Shard {
     /// The value of `key` in a key-value spine.
     pub fn get(&self, id: SpineId, key: &[u8]) -> Result<Option<&[u8]>> {
         self.spine(id)?.get(key)
+    }
+
+    fn spine_mut(&mut self, id: SpineId) -> Result<&mut Spine> {
+        let shard = self.id;
+        self.spines
+            .get_mut(id.0 as usize)
+            .and_then(Option::as_mut)
+            .map(|n| &mut n.spine)
+            .ok_or_else(|| Error::InvalidArgument(format!("no spine {} in shard {shard}", id.0)))
+    }
+
+    /// A cursor over the whole spine, in key order.
+    pub fn cursor(&mut self, id: SpineId) -> Result<Cursor<'_>> {
+        self.spine_mut(id)?.cursor()
+    }
+
+    /// A cursor over the keys in `range`.
+    pub fn range<R: RangeBounds<[u8]>>(&mut self, id: SpineId, range: R) -> Result<Cursor<'_>> {
+        self.spine_mut(id)?.range(range)
+    }
+
+    /// A cursor over the keys starting with `prefix`.
+    pub fn prefix(&mut self, id: SpineId, prefix: &[u8]) -> Result<Cursor<'_>> {
+        self.spine_mut(id)?.prefix(prefix)
     }
 
     /// Changelog records pushed so far (compare with [`Shard::durable_records`]).

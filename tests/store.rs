@@ -1,0 +1,544 @@
+//! The store end to end: writes, checkpoints, crashes (MemFs images holding
+//! only synced bytes) and recovery, against a model of every spine.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use statespine::checkpoint::{ConnectorCheckpoint, ValidationDepth, validate_checkpoint};
+use statespine::io::{Fs, MemFs};
+use statespine::recovery::RecoveryConfig;
+use statespine::run::{EntryKind, RunMode};
+use statespine::spine::SpineOptions;
+use statespine::store::{CheckpointRequest, Options, Shard, SpineId, Store};
+use statespine::wal::SyncPolicy;
+
+const ROOT: &str = "/db";
+const WAIT: Duration = Duration::from_secs(10);
+
+type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
+type Z = BTreeMap<(Vec<u8>, Vec<u8>), i64>;
+
+/// Per shard: the key-value spine "kv" and the Z-set spine "z".
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Model {
+    kv: Vec<Kv>,
+    z: Vec<Z>,
+}
+
+fn small_spines() -> SpineOptions {
+    SpineOptions::new(RunMode::KeyValue)
+        .memtable_size_bytes(4 << 10)
+        .memory_budget_bytes(16 << 10)
+        .fan_in(3)
+}
+
+fn options(fs: &Arc<MemFs>, shards: u32) -> Options {
+    Options::new(ROOT)
+        .fs(fs.clone())
+        .shards(shards)
+        .spine_options(small_spines())
+        .wal_segment_size(16 << 10)
+        .sync_policy(SyncPolicy::EveryRecords(64))
+}
+
+fn ids(shard: &mut Shard) -> (SpineId, SpineId) {
+    (
+        shard.create_spine("kv", RunMode::KeyValue).unwrap(),
+        shard.create_spine("z", RunMode::ZSet).unwrap(),
+    )
+}
+
+fn read_back(shards: &mut [Shard]) -> Model {
+    let mut m = Model::default();
+    for s in shards.iter_mut() {
+        let (kv, z) = (s.spine_id("kv"), s.spine_id("z"));
+        let mut kvs = Kv::new();
+        if let Some(kv) = kv {
+            for e in s.cursor(kv).unwrap() {
+                let e = e.unwrap();
+                assert_eq!(e.kind, EntryKind::Put);
+                kvs.insert(e.key.to_vec(), e.value.to_vec());
+            }
+        }
+        let mut zs = Z::new();
+        if let Some(z) = z {
+            for e in s.cursor(z).unwrap() {
+                let e = e.unwrap();
+                let EntryKind::Weight(w) = e.kind else { panic!("{e:?}") };
+                zs.insert((e.key.to_vec(), e.value.to_vec()), w);
+            }
+        }
+        m.kv.push(kvs);
+        m.z.push(zs);
+    }
+    m
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u32, u16, u8),
+    Delete(u32, u16),
+    Update(u32, u16, u8, i8),
+    Checkpoint,
+    Poll,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (0..2u32, 0..300u16, any::<u8>()).prop_map(|(s, k, v)| Op::Put(s, k, v)),
+        2 => (0..2u32, 0..300u16).prop_map(|(s, k)| Op::Delete(s, k)),
+        6 => (0..2u32, 0..100u16, 0..4u8, -2..3i8).prop_map(|(s, k, v, w)| Op::Update(s, k, v, w)),
+        1 => Just(Op::Checkpoint),
+        3 => Just(Op::Poll),
+    ]
+}
+
+fn key(k: u16) -> Vec<u8> {
+    format!("key-{k:05}").into_bytes()
+}
+
+fn value(v: u8, k: u16) -> Vec<u8> {
+    vec![v; 20 + usize::from(k % 50)]
+}
+
+/// Applies `ops` to a fresh 2-shard store (checkpointing inline) and the
+/// model; returns the store, its shards and the model.
+fn run_ops(fs: &Arc<MemFs>, ops: &[Op], max_retained: usize) -> (Store, Vec<Shard>, Model, u64) {
+    let mut store = options(fs, 2).max_retained(max_retained).open().unwrap();
+    let mut shards = store.take_shards();
+    let spines: Vec<_> = shards.iter_mut().map(ids).collect();
+    let mut model = Model {
+        kv: vec![Kv::new(); 2],
+        z: vec![Z::new(); 2],
+    };
+    let mut epoch = 0;
+    for op in ops {
+        match *op {
+            Op::Put(s, k, v) => {
+                let sh = &mut shards[s as usize];
+                sh.put(spines[s as usize].0, &key(k), &value(v, k)).unwrap();
+                model.kv[s as usize].insert(key(k), value(v, k));
+            }
+            Op::Delete(s, k) => {
+                shards[s as usize].delete(spines[s as usize].0, &key(k)).unwrap();
+                model.kv[s as usize].remove(&key(k));
+            }
+            Op::Update(s, k, v, w) => {
+                let val = value(v, k);
+                shards[s as usize]
+                    .update(spines[s as usize].1, &key(k), &val, i64::from(w))
+                    .unwrap();
+                let e = model.z[s as usize].entry((key(k), val)).or_default();
+                *e += i64::from(w);
+                if *e == 0 {
+                    model.z[s as usize].remove(&(key(k), value(v, k)));
+                }
+            }
+            Op::Checkpoint => {
+                epoch += 1;
+                let mut refs: Vec<&mut Shard> = shards.iter_mut().collect();
+                store
+                    .checkpoint_inline(&mut refs, epoch, CheckpointRequest::default())
+                    .unwrap();
+            }
+            Op::Poll => {
+                for s in &mut shards {
+                    s.poll().unwrap();
+                }
+            }
+        }
+    }
+    (store, shards, model, epoch)
+}
+
+fn recover(fs: Arc<MemFs>) -> (statespine::store::RecoveredState, Vec<Shard>) {
+    let mut state = options(&fs, 2).recover().unwrap();
+    let shards = state.store.take_shards();
+    (state, shards)
+}
+
+/// Every file under `dir`, recursively.
+fn files(fs: &MemFs, dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(names) = fs.list(dir) else { return out };
+    for n in names {
+        let p = dir.join(&n);
+        let sub = files(fs, &p);
+        if sub.is_empty() && fs.list(&p).is_err() {
+            out.push(p);
+        } else {
+            out.extend(sub);
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Write, checkpoint, write more, crash after the last write is durable:
+    /// recovery equals the model, whatever the interleaving.
+    #[test]
+    fn recovery_equals_model(ops in prop::collection::vec(op(), 200..1500), retained in 1..4usize) {
+        let fs = Arc::new(MemFs::new());
+        let (store, mut shards, model, epoch) = run_ops(&fs, &ops, retained);
+        prop_assert_eq!(&read_back(&mut shards), &model);
+        for s in &shards {
+            prop_assert!(s.wait_durable(WAIT));
+        }
+        let image = Arc::new(fs.crash());
+        drop((shards, store));
+        let (state, mut shards) = recover(image);
+        prop_assert_eq!(state.epoch, epoch);
+        prop_assert_eq!(&read_back(&mut shards), &model);
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_a_crash_and_unacknowledged_ones_are_a_prefix() {
+    let fs = Arc::new(MemFs::new());
+    let mut store = options(&fs, 1).sync_policy(SyncPolicy::Manual).open().unwrap();
+    let mut shard = store.take_shards().remove(0);
+    let (kv, _) = ids(&mut shard);
+    for k in 0..500u16 {
+        shard.put(kv, &key(k), &value(1, k)).unwrap();
+    }
+    assert!(shard.wait_durable(WAIT));
+    for k in 500..800u16 {
+        shard.put(kv, &key(k), &value(1, k)).unwrap();
+    }
+    let image = Arc::new(fs.crash());
+    drop((shard, store));
+    let mut state = options(&image, 1).recover().unwrap();
+    let mut shard = state.store.take_shards().remove(0);
+    let kv = shard.spine_id("kv").unwrap();
+    let got: Vec<Vec<u8>> = shard.cursor(kv).unwrap().map(|e| e.unwrap().key.to_vec()).collect();
+    assert!(got.len() >= 500, "{} keys survived, 500 were acknowledged", got.len());
+    let expect: Vec<Vec<u8>> = (0..got.len() as u16).map(key).collect();
+    assert_eq!(got, expect, "what survives is a prefix of the writes");
+}
+
+#[test]
+fn recovery_falls_back_past_a_damaged_newest_checkpoint() {
+    let fs = Arc::new(MemFs::new());
+    let ops: Vec<Op> = (0..900u16)
+        .map(|i| if i % 300 == 299 { Op::Checkpoint } else { Op::Put(0, i % 200, (i % 7) as u8) })
+        .collect();
+    let (mut store, shards, model, _) = run_ops(&fs, &ops, 3);
+    let retained = store.coordinator().retained();
+    assert_eq!(retained.len(), 3);
+    drop((shards, store));
+    let (newest, _) = retained[2];
+    let manifest = Path::new(ROOT).join("checkpoints").join(newest.to_string()).join("MANIFEST");
+    let mut bytes = fs.read(&manifest).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    fs.write(&manifest, &bytes).unwrap();
+
+    let (state, mut shards) = recover(fs.clone());
+    assert_eq!(state.epoch, 2, "the epoch before the damaged one");
+    assert_eq!(state.skipped.len(), 1);
+    assert_eq!(state.skipped[0].0, newest);
+    assert!(state.skipped[0].1.contains("checksum"), "{}", state.skipped[0].1);
+    assert_eq!(read_back(&mut shards), model, "the WAL covers what the damaged checkpoint held");
+    let damaged = Path::new(ROOT).join("checkpoints").join(format!("{newest}.damaged"));
+    assert!(fs.exists(&damaged).unwrap(), "set aside, not deleted");
+}
+
+#[test]
+fn retention_keeps_the_newest_n_and_truncates_the_wal() {
+    for retained in [1usize, 3] {
+        let fs = Arc::new(MemFs::new());
+        let mut ops = Vec::new();
+        for round in 0..8u16 {
+            ops.extend((0..400u16).map(|i| Op::Put(u32::from(round % 2 == 0), i, round as u8)));
+            ops.push(Op::Poll);
+            ops.push(Op::Checkpoint);
+        }
+        let (mut store, mut shards, model, _) = run_ops(&fs, &ops, retained);
+        let kept = store.coordinator().retained();
+        assert_eq!(kept.len(), retained);
+        assert_eq!(kept.last().unwrap().1, 8);
+        let dirs = fs.list(&Path::new(ROOT).join("checkpoints")).unwrap();
+        assert_eq!(dirs.len(), retained, "{dirs:?}");
+        // Let the drainer act on the truncation requests.
+        for s in &shards {
+            assert!(s.wait_durable(WAIT));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let wal = fs.list(&Path::new(ROOT).join("shards/0/wal")).unwrap();
+        assert!(wal.len() < 12, "{} WAL segments after 8 checkpoints", wal.len());
+        assert_eq!(read_back(&mut shards), model);
+        drop((shards, store));
+        let (_, mut shards) = recover(fs.clone());
+        assert_eq!(read_back(&mut shards), model);
+    }
+}
+
+#[test]
+fn no_orphan_files_and_open_removes_leftovers() {
+    let fs = Arc::new(MemFs::new());
+    let ops: Vec<Op> = (0..3000u16)
+        .map(|i| match i % 500 {
+            499 => Op::Checkpoint,
+            n if n % 10 == 0 => Op::Poll,
+            _ => Op::Update((i % 2).into(), i % 97, (i % 3) as u8, 1),
+        })
+        .collect();
+    let (store, mut shards, model, _) = run_ops(&fs, &ops, 2);
+    // Every live run file is one a spine holds.
+    for s in &shards {
+        let z = s.spine_id("z").unwrap();
+        let mut held: Vec<PathBuf> = s.spine(z).unwrap().runs().iter().map(|h| h.run().path().to_path_buf()).collect();
+        let kv = s.spine_id("kv").unwrap();
+        held.extend(s.spine(kv).unwrap().runs().iter().map(|h| h.run().path().to_path_buf()));
+        held.sort();
+        let mut on_disk = files(&fs, &Path::new(ROOT).join(format!("shards/{}/runs", s.id())));
+        on_disk.sort();
+        assert_eq!(on_disk, held, "shard {}", s.id());
+    }
+    // Every checkpoint file is one its manifest names.
+    let ck = Path::new(ROOT).join("checkpoints");
+    for name in fs.list(&ck).unwrap() {
+        let dir = ck.join(&name);
+        let report = validate_checkpoint(fs.as_ref(), &dir, ValidationDepth::Blocks);
+        assert!(report.is_valid(), "{report}");
+        let m = report.manifest.unwrap();
+        let mut named = Vec::new();
+        for s in &m.shards {
+            for sp in &s.spines {
+                named.extend(sp.runs.iter().map(|r| dir.join(s.shard.to_string()).join(&r.file)));
+            }
+        }
+        named.push(dir.join("MANIFEST"));
+        named.sort();
+        let mut present = files(&fs, &dir);
+        present.sort();
+        assert_eq!(present, named);
+    }
+    assert_eq!(read_back(&mut shards), model);
+    drop((shards, store));
+    // Leftovers of a crash: a half-written checkpoint and a half-written run.
+    fs.create_dir_all(&ck.join("0b0e0c0a-0000-4000-8000-000000000000.tmp/0")).unwrap();
+    fs.write(&ck.join("0b0e0c0a-0000-4000-8000-000000000000.tmp/0/x.run"), b"junk").unwrap();
+    fs.write(&Path::new(ROOT).join("shards/0/runs/0/000000099999.run.tmp"), b"half").unwrap();
+    let (_, mut shards) = recover(fs.clone());
+    assert_eq!(read_back(&mut shards), model);
+    assert!(!fs.list(&ck).unwrap().iter().any(|n| n.ends_with(".tmp")));
+    assert!(!fs.exists(&Path::new(ROOT).join("shards/0/runs/0/000000099999.run.tmp")).unwrap());
+}
+
+#[test]
+fn point_in_time_recovery_rolls_back_and_stays_rolled_back() {
+    let fs = Arc::new(MemFs::new());
+    let mut store = options(&fs, 2).open().unwrap();
+    let mut shards = store.take_shards();
+    let spines: Vec<_> = shards.iter_mut().map(ids).collect();
+    let mut at_epoch = Vec::new();
+    for epoch in 1..=3u64 {
+        for (s, sh) in shards.iter_mut().enumerate() {
+            for k in 0..300u16 {
+                sh.put(spines[s].0, &key(k), &value(epoch as u8, k)).unwrap();
+            }
+        }
+        let mut refs: Vec<&mut Shard> = shards.iter_mut().collect();
+        store.checkpoint_inline(&mut refs, epoch, CheckpointRequest::default()).unwrap();
+        at_epoch.push(read_back(&mut shards));
+    }
+    for s in &shards {
+        assert!(s.wait_durable(WAIT));
+    }
+    drop((shards, store));
+
+    let cfg = RecoveryConfig {
+        to_epoch: Some(2),
+        ..RecoveryConfig::default()
+    };
+    let mut state = options(&fs, 2).recovery(cfg).recover().unwrap();
+    assert_eq!(state.epoch, 2);
+    let mut shards = state.store.take_shards();
+    assert_eq!(read_back(&mut shards), at_epoch[1]);
+    // Go on from epoch 2; the abandoned epoch 3 must never come back.
+    let kv = shards[0].spine_id("kv").unwrap();
+    shards[0].put(kv, b"after", b"rollback").unwrap();
+    let mut expect = at_epoch[1].clone();
+    expect.kv[0].insert(b"after".to_vec(), b"rollback".to_vec());
+    for s in &shards {
+        assert!(s.wait_durable(WAIT));
+    }
+    let image = Arc::new(fs.crash());
+    drop((shards, state.store));
+    let (state, mut shards) = recover(image);
+    assert_eq!(state.epoch, 2);
+    assert_eq!(read_back(&mut shards), expect);
+}
+
+#[test]
+fn validation_depths_see_what_they_read() {
+    let fs = Arc::new(MemFs::new());
+    let ops: Vec<Op> = (0..1200u16).map(|i| if i == 1199 { Op::Checkpoint } else { Op::Put(0, i, 3) }).collect();
+    let (mut store, shards, _, _) = run_ops(&fs, &ops, 3);
+    let (id, _) = store.coordinator().retained()[0];
+    drop((shards, store));
+    let dir = Path::new(ROOT).join("checkpoints").join(id.to_string());
+    let report = validate_checkpoint(fs.as_ref(), &dir, ValidationDepth::Blocks);
+    assert!(report.is_valid(), "{report}");
+    let m = report.manifest.unwrap();
+    let run = m.shards[0].spines.iter().find(|s| !s.runs.is_empty()).unwrap();
+    let path = dir.join("0").join(&run.runs[0].file);
+    // Flip a byte of the first data block.
+    let mut bytes = fs.read(&path).unwrap();
+    bytes[40] ^= 1;
+    fs.write(&path, &bytes).unwrap();
+    assert!(validate_checkpoint(fs.as_ref(), &dir, ValidationDepth::Manifest).is_valid());
+    assert!(validate_checkpoint(fs.as_ref(), &dir, ValidationDepth::Footers).is_valid());
+    let deep = validate_checkpoint(fs.as_ref(), &dir, ValidationDepth::Blocks);
+    assert_eq!(deep.problems.len(), 1, "{deep}");
+    assert!(deep.to_string().contains(&run.runs[0].file), "{deep}");
+    // A truncated run is caught by the cheapest depth.
+    fs.write(&path, &bytes[..bytes.len() - 1]).unwrap();
+    let shallow = validate_checkpoint(fs.as_ref(), &dir, ValidationDepth::Manifest);
+    assert!(!shallow.is_valid());
+    assert!(shallow.to_string().contains("file length"), "{shallow}");
+}
+
+#[test]
+fn a_checkpoint_of_another_program_is_refused() {
+    let fs = Arc::new(MemFs::new());
+    let mut store = options(&fs, 1).fingerprint(b"pipeline-v1".to_vec()).open().unwrap();
+    let mut shard = store.take_shards().remove(0);
+    ids(&mut shard);
+    store.checkpoint_inline(&mut [&mut shard], 1, CheckpointRequest::default()).unwrap();
+    drop((shard, store));
+    let err = options(&fs, 1).fingerprint(b"pipeline-v2".to_vec()).open().unwrap_err();
+    assert!(err.to_string().contains("fingerprint"), "{err}");
+    options(&fs, 1).fingerprint(b"pipeline-v1".to_vec()).open().unwrap();
+}
+
+#[test]
+fn metadata_round_trips_with_large_operator_states_in_side_files() {
+    let fs = Arc::new(MemFs::new());
+    let mut store = options(&fs, 1).open().unwrap();
+    let mut shard = store.take_shards().remove(0);
+    ids(&mut shard);
+    let mut req = CheckpointRequest::default();
+    req.source_offsets.insert("orders/0".into(), 1234);
+    req.connectors.insert(
+        "sink".into(),
+        ConnectorCheckpoint {
+            state: b"cursor".to_vec(),
+            prepared_transactions: vec!["txn-7".into(), "txn-8".into()],
+        },
+    );
+    req.operators.insert("small".into(), b"tiny".to_vec());
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
+    req.operators.insert("big".into(), big.clone());
+    store.checkpoint_inline(&mut [&mut shard], 5, req).unwrap();
+    drop((shard, store));
+    let state = options(&fs, 1).recover().unwrap();
+    assert_eq!(state.epoch, 5);
+    assert_eq!(state.source_offsets["orders/0"], 1234);
+    assert_eq!(state.connectors["sink"].state, b"cursor");
+    assert_eq!(state.prepared_transactions["sink"], ["txn-7", "txn-8"]);
+    assert_eq!(state.operators["small"], b"tiny");
+    assert_eq!(state.operators["big"], big);
+}
+
+#[test]
+fn without_a_wal_a_checkpoint_flushes_and_later_writes_are_not_durable() {
+    let fs = Arc::new(MemFs::new());
+    let mut store = options(&fs, 1).wal(false).open().unwrap();
+    let mut shard = store.take_shards().remove(0);
+    let (kv, _) = ids(&mut shard);
+    shard.put(kv, b"a", b"1").unwrap();
+    store.checkpoint_inline(&mut [&mut shard], 1, CheckpointRequest::default()).unwrap();
+    shard.put(kv, b"b", b"2").unwrap();
+    let image = Arc::new(fs.crash());
+    drop((shard, store));
+    let mut state = options(&image, 1).wal(false).recover().unwrap();
+    let mut shard = state.store.take_shards().remove(0);
+    let kv = shard.spine_id("kv").unwrap();
+    assert_eq!(shard.get(kv, b"a").unwrap(), Some(&b"1"[..]));
+    assert_eq!(shard.get(kv, b"b").unwrap(), None);
+    assert!(!fs.exists(Path::new("/db/shards/0/wal")).unwrap());
+}
+
+#[test]
+fn dropped_spines_stay_dropped_and_ids_are_not_reused() {
+    let fs = Arc::new(MemFs::new());
+    let mut store = options(&fs, 1).open().unwrap();
+    let mut shard = store.take_shards().remove(0);
+    let a = shard.create_spine("a", RunMode::KeyValue).unwrap();
+    shard.put(a, b"k", b"old").unwrap();
+    store.checkpoint_inline(&mut [&mut shard], 1, CheckpointRequest::default()).unwrap();
+    shard.drop_spine(a).unwrap();
+    let a2 = shard.create_spine("a", RunMode::KeyValue).unwrap();
+    assert_ne!(a, a2);
+    shard.put(a2, b"k2", b"new").unwrap();
+    assert!(shard.put(a, b"x", b"y").is_err(), "a dropped spine's id is dead");
+    assert!(shard.wait_durable(WAIT));
+    drop((shard, store));
+    let mut state = options(&fs, 1).recover().unwrap();
+    let mut shard = state.store.take_shards().remove(0);
+    let a = shard.spine_id("a").unwrap();
+    assert_eq!(a, a2);
+    let all: Vec<_> = shard.cursor(a).unwrap().map(|e| e.unwrap().key.to_vec()).collect();
+    assert_eq!(all, [b"k2".to_vec()]);
+}
+
+#[test]
+fn shards_on_their_own_threads_answer_checkpoints_from_poll() {
+    let fs = Arc::new(MemFs::new());
+    let mut store = options(&fs, 2).open().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = store
+        .take_shards()
+        .into_iter()
+        .map(|mut shard| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let (kv, _) = ids(&mut shard);
+                let mut model = Kv::new();
+                let mut i = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    let k = key((i % 1000) as u16);
+                    let v = i.to_le_bytes().to_vec();
+                    shard.put(kv, &k, &v).unwrap();
+                    model.insert(k, v);
+                    i += 1;
+                    if i % 16 == 0 {
+                        shard.poll().unwrap();
+                    }
+                }
+                // Answer any request still in flight, then make all durable.
+                shard.poll().unwrap();
+                assert!(shard.wait_durable(WAIT));
+                (shard.id(), model)
+            })
+        })
+        .collect();
+    let mut pauses = Vec::new();
+    for epoch in 1..=5 {
+        std::thread::sleep(Duration::from_millis(20));
+        let ck = store.checkpoint(epoch, CheckpointRequest::default()).unwrap();
+        pauses.extend(ck.shard_pauses);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let mut model = Model {
+        kv: vec![Kv::new(); 2],
+        z: vec![Z::new(); 2],
+    };
+    for w in workers {
+        let (id, m) = w.join().unwrap();
+        model.kv[id as usize] = m;
+    }
+    assert_eq!(pauses.len(), 10);
+    let image = Arc::new(fs.crash());
+    drop(store);
+    let (state, mut shards) = recover(image);
+    assert_eq!(state.epoch, 5);
+    assert_eq!(read_back(&mut shards), model);
+}
