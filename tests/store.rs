@@ -1,5 +1,6 @@
 //! The store end to end: writes, checkpoints, crashes (MemFs images holding
 //! only synced bytes) and recovery, against a model of every spine.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -67,7 +68,9 @@ fn read_back(shards: &mut [Shard]) -> Model {
         if let Some(z) = z {
             for e in s.cursor(z).unwrap() {
                 let e = e.unwrap();
-                let EntryKind::Weight(w) = e.kind else { panic!("{e:?}") };
+                let EntryKind::Weight(w) = e.kind else {
+                    panic!("{e:?}")
+                };
                 zs.insert((e.key.to_vec(), e.value.to_vec()), w);
             }
         }
@@ -215,8 +218,16 @@ fn acknowledged_writes_survive_a_crash_and_unacknowledged_ones_are_a_prefix() {
     let mut state = options(&image, 1).recover().unwrap();
     let mut shard = state.store.take_shards().remove(0);
     let kv = shard.spine_id("kv").unwrap();
-    let got: Vec<Vec<u8>> = shard.cursor(kv).unwrap().map(|e| e.unwrap().key.to_vec()).collect();
-    assert!(got.len() >= 500, "{} keys survived, 500 were acknowledged", got.len());
+    let got: Vec<Vec<u8>> = shard
+        .cursor(kv)
+        .unwrap()
+        .map(|e| e.unwrap().key.to_vec())
+        .collect();
+    assert!(
+        got.len() >= 500,
+        "{} keys survived, 500 were acknowledged",
+        got.len()
+    );
     let expect: Vec<Vec<u8>> = (0..got.len() as u16).map(key).collect();
     assert_eq!(got, expect, "what survives is a prefix of the writes");
 }
@@ -225,14 +236,23 @@ fn acknowledged_writes_survive_a_crash_and_unacknowledged_ones_are_a_prefix() {
 fn recovery_falls_back_past_a_damaged_newest_checkpoint() {
     let fs = Arc::new(MemFs::new());
     let ops: Vec<Op> = (0..900u16)
-        .map(|i| if i % 300 == 299 { Op::Checkpoint } else { Op::Put(0, i % 200, (i % 7) as u8) })
+        .map(|i| {
+            if i % 300 == 299 {
+                Op::Checkpoint
+            } else {
+                Op::Put(0, i % 200, (i % 7) as u8)
+            }
+        })
         .collect();
     let (mut store, shards, model, _) = run_ops(&fs, &ops, 3);
     let retained = store.coordinator().retained();
     assert_eq!(retained.len(), 3);
     drop((shards, store));
     let (newest, _) = retained[2];
-    let manifest = Path::new(ROOT).join("checkpoints").join(newest.to_string()).join("MANIFEST");
+    let manifest = Path::new(ROOT)
+        .join("checkpoints")
+        .join(newest.to_string())
+        .join("MANIFEST");
     let mut bytes = fs.read(&manifest).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40;
@@ -243,8 +263,14 @@ fn recovery_falls_back_past_a_damaged_newest_checkpoint() {
     assert_eq!(state.skipped.len(), 1);
     assert_eq!(state.skipped[0].0, newest);
     assert!(state.skipped[0].1.contains("checksum"), "{}", state.skipped[0].1);
-    assert_eq!(read_back(&mut shards), model, "the WAL covers what the damaged checkpoint held");
-    let damaged = Path::new(ROOT).join("checkpoints").join(format!("{newest}.damaged"));
+    assert_eq!(
+        read_back(&mut shards),
+        model,
+        "the WAL covers what the damaged checkpoint held"
+    );
+    let damaged = Path::new(ROOT)
+        .join("checkpoints")
+        .join(format!("{newest}.damaged"));
     assert!(fs.exists(&damaged).unwrap(), "set aside, not deleted");
 }
 
@@ -292,9 +318,21 @@ fn no_orphan_files_and_open_removes_leftovers() {
     // Every live run file is one a spine holds.
     for s in &shards {
         let z = s.spine_id("z").unwrap();
-        let mut held: Vec<PathBuf> = s.spine(z).unwrap().runs().iter().map(|h| h.run().path().to_path_buf()).collect();
+        let mut held: Vec<PathBuf> = s
+            .spine(z)
+            .unwrap()
+            .runs()
+            .iter()
+            .map(|h| h.run().path().to_path_buf())
+            .collect();
         let kv = s.spine_id("kv").unwrap();
-        held.extend(s.spine(kv).unwrap().runs().iter().map(|h| h.run().path().to_path_buf()));
+        held.extend(
+            s.spine(kv)
+                .unwrap()
+                .runs()
+                .iter()
+                .map(|h| h.run().path().to_path_buf()),
+        );
         held.sort();
         let mut on_disk = files(&fs, &Path::new(ROOT).join(format!("shards/{}/runs", s.id())));
         on_disk.sort();
@@ -310,7 +348,11 @@ fn no_orphan_files_and_open_removes_leftovers() {
         let mut named = Vec::new();
         for s in &m.shards {
             for sp in &s.spines {
-                named.extend(sp.runs.iter().map(|r| dir.join(s.shard.to_string()).join(&r.file)));
+                named.extend(
+                    sp.runs
+                        .iter()
+                        .map(|r| dir.join(s.shard.to_string()).join(&r.file)),
+                );
             }
         }
         named.push(dir.join("MANIFEST"));
@@ -322,13 +364,25 @@ fn no_orphan_files_and_open_removes_leftovers() {
     assert_eq!(read_back(&mut shards), model);
     drop((shards, store));
     // Leftovers of a crash: a half-written checkpoint and a half-written run.
-    fs.create_dir_all(&ck.join("0b0e0c0a-0000-4000-8000-000000000000.tmp/0")).unwrap();
-    fs.write(&ck.join("0b0e0c0a-0000-4000-8000-000000000000.tmp/0/x.run"), b"junk").unwrap();
-    fs.write(&Path::new(ROOT).join("shards/0/runs/0/000000099999.run.tmp"), b"half").unwrap();
+    fs.create_dir_all(&ck.join("0b0e0c0a-0000-4000-8000-000000000000.tmp/0"))
+        .unwrap();
+    fs.write(
+        &ck.join("0b0e0c0a-0000-4000-8000-000000000000.tmp/0/x.run"),
+        b"junk",
+    )
+    .unwrap();
+    fs.write(
+        &Path::new(ROOT).join("shards/0/runs/0/000000099999.run.tmp"),
+        b"half",
+    )
+    .unwrap();
     let (_, mut shards) = recover(fs.clone());
     assert_eq!(read_back(&mut shards), model);
     assert!(!fs.list(&ck).unwrap().iter().any(|n| n.ends_with(".tmp")));
-    assert!(!fs.exists(&Path::new(ROOT).join("shards/0/runs/0/000000099999.run.tmp")).unwrap());
+    assert!(
+        !fs.exists(&Path::new(ROOT).join("shards/0/runs/0/000000099999.run.tmp"))
+            .unwrap()
+    );
 }
 
 #[test]
@@ -345,7 +399,9 @@ fn point_in_time_recovery_rolls_back_and_stays_rolled_back() {
             }
         }
         let mut refs: Vec<&mut Shard> = shards.iter_mut().collect();
-        store.checkpoint_inline(&mut refs, epoch, CheckpointRequest::default()).unwrap();
+        store
+            .checkpoint_inline(&mut refs, epoch, CheckpointRequest::default())
+            .unwrap();
         at_epoch.push(read_back(&mut shards));
     }
     for s in &shards {
@@ -379,7 +435,15 @@ fn point_in_time_recovery_rolls_back_and_stays_rolled_back() {
 #[test]
 fn validation_depths_see_what_they_read() {
     let fs = Arc::new(MemFs::new());
-    let ops: Vec<Op> = (0..1200u16).map(|i| if i == 1199 { Op::Checkpoint } else { Op::Put(0, i, 3) }).collect();
+    let ops: Vec<Op> = (0..1200u16)
+        .map(|i| {
+            if i == 1199 {
+                Op::Checkpoint
+            } else {
+                Op::Put(0, i, 3)
+            }
+        })
+        .collect();
     let (mut store, shards, _, _) = run_ops(&fs, &ops, 3);
     let (id, _) = store.coordinator().retained()[0];
     drop((shards, store));
@@ -408,14 +472,25 @@ fn validation_depths_see_what_they_read() {
 #[test]
 fn a_checkpoint_of_another_program_is_refused() {
     let fs = Arc::new(MemFs::new());
-    let mut store = options(&fs, 1).fingerprint(b"pipeline-v1".to_vec()).open().unwrap();
+    let mut store = options(&fs, 1)
+        .fingerprint(b"pipeline-v1".to_vec())
+        .open()
+        .unwrap();
     let mut shard = store.take_shards().remove(0);
     ids(&mut shard);
-    store.checkpoint_inline(&mut [&mut shard], 1, CheckpointRequest::default()).unwrap();
+    store
+        .checkpoint_inline(&mut [&mut shard], 1, CheckpointRequest::default())
+        .unwrap();
     drop((shard, store));
-    let err = options(&fs, 1).fingerprint(b"pipeline-v2".to_vec()).open().unwrap_err();
+    let err = options(&fs, 1)
+        .fingerprint(b"pipeline-v2".to_vec())
+        .open()
+        .unwrap_err();
     assert!(err.to_string().contains("fingerprint"), "{err}");
-    options(&fs, 1).fingerprint(b"pipeline-v1".to_vec()).open().unwrap();
+    options(&fs, 1)
+        .fingerprint(b"pipeline-v1".to_vec())
+        .open()
+        .unwrap();
 }
 
 #[test]
@@ -454,12 +529,14 @@ fn without_a_wal_a_checkpoint_flushes_and_later_writes_are_not_durable() {
     let mut shard = store.take_shards().remove(0);
     let (kv, _) = ids(&mut shard);
     shard.put(kv, b"a", b"1").unwrap();
-    store.checkpoint_inline(&mut [&mut shard], 1, CheckpointRequest::default()).unwrap();
+    store
+        .checkpoint_inline(&mut [&mut shard], 1, CheckpointRequest::default())
+        .unwrap();
     shard.put(kv, b"b", b"2").unwrap();
     let image = Arc::new(fs.crash());
     drop((shard, store));
     let mut state = options(&image, 1).wal(false).recover().unwrap();
-    let mut shard = state.store.take_shards().remove(0);
+    let shard = state.store.take_shards().remove(0);
     let kv = shard.spine_id("kv").unwrap();
     assert_eq!(shard.get(kv, b"a").unwrap(), Some(&b"1"[..]));
     assert_eq!(shard.get(kv, b"b").unwrap(), None);
@@ -473,7 +550,9 @@ fn dropped_spines_stay_dropped_and_ids_are_not_reused() {
     let mut shard = store.take_shards().remove(0);
     let a = shard.create_spine("a", RunMode::KeyValue).unwrap();
     shard.put(a, b"k", b"old").unwrap();
-    store.checkpoint_inline(&mut [&mut shard], 1, CheckpointRequest::default()).unwrap();
+    store
+        .checkpoint_inline(&mut [&mut shard], 1, CheckpointRequest::default())
+        .unwrap();
     shard.drop_spine(a).unwrap();
     let a2 = shard.create_spine("a", RunMode::KeyValue).unwrap();
     assert_ne!(a, a2);
@@ -485,7 +564,11 @@ fn dropped_spines_stay_dropped_and_ids_are_not_reused() {
     let mut shard = state.store.take_shards().remove(0);
     let a = shard.spine_id("a").unwrap();
     assert_eq!(a, a2);
-    let all: Vec<_> = shard.cursor(a).unwrap().map(|e| e.unwrap().key.to_vec()).collect();
+    let all: Vec<_> = shard
+        .cursor(a)
+        .unwrap()
+        .map(|e| e.unwrap().key.to_vec())
+        .collect();
     assert_eq!(all, [b"k2".to_vec()]);
 }
 

@@ -200,7 +200,13 @@ impl CheckpointStore for FileSystemCheckpointStore {
         let path = self.checkpoint_dir(id).join(MANIFEST_NAME);
         let m = CheckpointManifest::decode(&read_file(self.fs.as_ref(), &path)?, &path)?;
         if m.id != id {
-            return Err(Error::corrupt(&path, 32, "checkpoint id", id.to_string(), m.id.to_string()));
+            return Err(Error::corrupt(
+                &path,
+                32,
+                "checkpoint id",
+                id.to_string(),
+                m.id.to_string(),
+            ));
         }
         Ok(m)
     }

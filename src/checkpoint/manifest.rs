@@ -219,7 +219,12 @@ impl CheckpointManifest {
             ));
         }
         if bytes[..8] != MANIFEST_MAGIC {
-            return Err(corrupt(0, "manifest magic", "SSPNMANI".into(), format!("{:02x?}", &bytes[..8])));
+            return Err(corrupt(
+                0,
+                "manifest magic",
+                "SSPNMANI".into(),
+                format!("{:02x?}", &bytes[..8]),
+            ));
         }
         let stored = le_u32(bytes, 28);
         if !crc_matches(stored, crc32c::crc32c(&bytes[..28])) {
@@ -249,7 +254,12 @@ impl CheckpointManifest {
         let body_len = le_u64(bytes, 16);
         let actual = (bytes.len() - MANIFEST_HEADER_LEN) as u64;
         if body_len != actual {
-            return Err(corrupt(16, "manifest body length", format!("{actual}"), format!("{body_len}")));
+            return Err(corrupt(
+                16,
+                "manifest body length",
+                format!("{actual}"),
+                format!("{body_len}"),
+            ));
         }
         let body = &bytes[MANIFEST_HEADER_LEN..];
         let body_crc = le_u32(bytes, 24);
@@ -261,47 +271,20 @@ impl CheckpointManifest {
                 format!("{body_crc:#010x}"),
             ));
         }
-        let mut r = Reader {
-            b: body,
-            at: 0,
-            path,
-        };
+        let mut r = Reader { b: body, at: 0, path };
         let mut m = r.header_fields()?;
         m.runs_copied = flags & FLAG_RUNS_COPIED != 0;
         let shards = r.count("shard count", 24)?;
         for _ in 0..shards {
             m.shards.push(r.shard()?);
         }
-        let n = r.count("source offset count", 12)?;
-        for _ in 0..n {
-            let name = r.string("source name")?;
-            m.source_offsets.insert(name, r.u64("source offset")?);
-        }
-        let n = r.count("connector count", 12)?;
-        for _ in 0..n {
-            let name = r.string("connector name")?;
-            let state = r.bytes("connector state")?.to_vec();
-            let t = r.count("prepared transaction count", 4)?;
-            let mut prepared_transactions = Vec::with_capacity(t);
-            for _ in 0..t {
-                prepared_transactions.push(r.string("prepared transaction id")?);
-            }
-            m.connectors.insert(
-                name,
-                ConnectorCheckpoint {
-                    state,
-                    prepared_transactions,
-                },
-            );
-        }
-        let n = r.count("operator count", 9)?;
-        for _ in 0..n {
-            let name = r.string("operator name")?;
-            let op = r.operator()?;
-            m.operators.insert(name, op);
-        }
+        r.metadata(&mut m)?;
         if r.at != body.len() {
-            return Err(r.err("manifest end", "end of body".into(), format!("{} more bytes", body.len() - r.at)));
+            return Err(r.err(
+                "manifest end",
+                "end of body".into(),
+                format!("{} more bytes", body.len() - r.at),
+            ));
         }
         Ok(m)
     }
@@ -329,7 +312,13 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn err(&self, region: &'static str, expected: String, found: String) -> Error {
-        Error::corrupt(self.path, (MANIFEST_HEADER_LEN + self.at) as u64, region, expected, found)
+        Error::corrupt(
+            self.path,
+            (MANIFEST_HEADER_LEN + self.at) as u64,
+            region,
+            expected,
+            found,
+        )
     }
 
     fn take(&mut self, n: usize, region: &'static str) -> Result<&'a [u8]> {
@@ -378,9 +367,46 @@ impl<'a> Reader<'a> {
         let left = self.b.len() - self.at;
         if n.saturating_mul(min_item) > left {
             self.at -= 4;
-            return Err(self.err(region, format!("at most {} items", left / min_item), format!("{n}")));
+            return Err(self.err(
+                region,
+                format!("at most {} items", left / min_item),
+                format!("{n}"),
+            ));
         }
         Ok(n)
+    }
+
+    /// Source offsets, connector and operator checkpoints.
+    fn metadata(&mut self, m: &mut CheckpointManifest) -> Result<()> {
+        let n = self.count("source offset count", 12)?;
+        for _ in 0..n {
+            let name = self.string("source name")?;
+            m.source_offsets.insert(name, self.u64("source offset")?);
+        }
+        let n = self.count("connector count", 12)?;
+        for _ in 0..n {
+            let name = self.string("connector name")?;
+            let state = self.bytes("connector state")?.to_vec();
+            let t = self.count("prepared transaction count", 4)?;
+            let mut prepared_transactions = Vec::with_capacity(t);
+            for _ in 0..t {
+                prepared_transactions.push(self.string("prepared transaction id")?);
+            }
+            m.connectors.insert(
+                name,
+                ConnectorCheckpoint {
+                    state,
+                    prepared_transactions,
+                },
+            );
+        }
+        let n = self.count("operator count", 9)?;
+        for _ in 0..n {
+            let name = self.string("operator name")?;
+            let op = self.operator()?;
+            m.operators.insert(name, op);
+        }
+        Ok(())
     }
 
     fn header_fields(&mut self) -> Result<CheckpointManifest> {

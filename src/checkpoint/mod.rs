@@ -15,8 +15,8 @@ mod manifest;
 mod validate;
 
 pub use dir::{
-    CheckpointStore, CommitReport, DAMAGED_DIR_SUFFIX, FileSystemCheckpointStore, PreparedCheckpoint, RunLink,
-    TMP_DIR_SUFFIX, copy_file, read_file,
+    CheckpointStore, CommitReport, DAMAGED_DIR_SUFFIX, FileSystemCheckpointStore, PreparedCheckpoint,
+    RunLink, TMP_DIR_SUFFIX, copy_file, read_file,
 };
 pub use manifest::{
     CheckpointManifest, ConnectorCheckpoint, FLAG_RUNS_COPIED, MANIFEST_HEADER_LEN, MANIFEST_MAGIC,

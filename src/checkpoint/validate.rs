@@ -123,7 +123,13 @@ pub fn validate_checkpoint(fs: &dyn Fs, dir: &Path, depth: ValidationDepth) -> V
 fn check_size(fs: &dyn Fs, path: &Path, len: u64) -> Result<()> {
     let size = fs.open(path)?.size()?;
     if size != len {
-        return Err(Error::corrupt(path, size, "file length", format!("{len} bytes (manifest)"), format!("{size}")));
+        return Err(Error::corrupt(
+            path,
+            size,
+            "file length",
+            format!("{len} bytes (manifest)"),
+            format!("{size}"),
+        ));
     }
     Ok(())
 }
@@ -159,7 +165,11 @@ fn check_run(
         ));
     }
     if meta.mode != mode {
-        return Err(mismatch("run mode", format!("{mode:?} (manifest)"), format!("{:?}", meta.mode)));
+        return Err(mismatch(
+            "run mode",
+            format!("{mode:?} (manifest)"),
+            format!("{:?}", meta.mode),
+        ));
     }
     if depth == ValidationDepth::Blocks {
         run.verify()?;

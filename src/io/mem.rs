@@ -174,16 +174,30 @@ impl Fs for MemFs {
         if tree.dirs.contains(from) {
             // A directory moves with everything under it (`to` must not exist).
             if tree.dirs.contains(to) || tree.files.contains_key(to) {
-                return Err(Error::io("rename", to, std::io::Error::from(ErrorKind::AlreadyExists)));
+                return Err(Error::io(
+                    "rename",
+                    to,
+                    std::io::Error::from(ErrorKind::AlreadyExists),
+                ));
             }
             let moved = |p: &Path| to.join(p.strip_prefix(from).unwrap_or(p));
-            let files: Vec<PathBuf> = tree.files.keys().filter(|p| p.starts_with(from)).cloned().collect();
+            let files: Vec<PathBuf> = tree
+                .files
+                .keys()
+                .filter(|p| p.starts_with(from))
+                .cloned()
+                .collect();
             for p in files {
                 if let Some(inode) = tree.files.remove(&p) {
                     tree.files.insert(moved(&p), inode);
                 }
             }
-            let dirs: Vec<PathBuf> = tree.dirs.iter().filter(|p| p.starts_with(from)).cloned().collect();
+            let dirs: Vec<PathBuf> = tree
+                .dirs
+                .iter()
+                .filter(|p| p.starts_with(from))
+                .cloned()
+                .collect();
             for p in dirs {
                 tree.dirs.remove(&p);
                 tree.dirs.insert(moved(&p));

@@ -150,11 +150,11 @@ pub struct Recovery {
     pub restore_time: Duration,
 }
 
+/// The checkpoint chosen (if any) and those passed over, with the reason.
+pub type Selected = (Option<CheckpointManifest>, Vec<(Uuid, String)>);
+
 /// Finds the checkpoint to recover (module docs, steps 1–2).
-pub fn select_checkpoint(
-    store: &FileSystemCheckpointStore,
-    cfg: &RecoveryConfig,
-) -> Result<(Option<CheckpointManifest>, Vec<(Uuid, String)>)> {
+pub fn select_checkpoint(store: &FileSystemCheckpointStore, cfg: &RecoveryConfig) -> Result<Selected> {
     store.remove_temporaries()?;
     let mut candidates = Vec::new();
     let mut skipped = Vec::new();
@@ -186,7 +186,9 @@ pub fn select_checkpoint(
         return Ok((Some(m), skipped));
     }
     if let Some(e) = cfg.to_epoch {
-        return Err(Error::InvalidArgument(format!("no valid retained checkpoint of epoch {e}")));
+        return Err(Error::InvalidArgument(format!(
+            "no valid retained checkpoint of epoch {e}"
+        )));
     }
     Ok((None, skipped))
 }
@@ -227,7 +229,9 @@ pub fn recover(
     let results: Vec<Result<RecoveredShard>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..shards)
             .map(|n| {
-                let cut = manifest.as_ref().and_then(|m| m.shards.iter().find(|s| s.shard == n));
+                let cut = manifest
+                    .as_ref()
+                    .and_then(|m| m.shards.iter().find(|s| s.shard == n));
                 let ck_dir = ck_dir.clone();
                 let to_cut = cfg.to_epoch.is_some();
                 scope.spawn(move || {
@@ -318,38 +322,9 @@ impl ShardJob<'_> {
             fs.remove_dir_all(&runs_dir)?;
         }
         fs.create_dir_all(&runs_dir)?;
-        let mut live: BTreeMap<u32, Live> = BTreeMap::new();
         let mut durable_runs = Vec::new();
+        let mut live = self.relink(&mut durable_runs)?;
         let (cut_lsn, mut next_spine_id) = self.cut.map_or((0, 0), |c| (c.cut_lsn, c.next_spine_id));
-        if let (Some(cut), Some(ck)) = (self.cut, self.ck_dir) {
-            for sp in &cut.spines {
-                let dir = self.layout.spine(self.shard, sp.id);
-                fs.create_dir_all(&dir)?;
-                let mut paths = Vec::with_capacity(sp.runs.len());
-                for r in &sp.runs {
-                    let live_name = r.file.split_once('-').map_or(r.file.as_str(), |(_, n)| n);
-                    let from = ck.join(self.shard.to_string()).join(&r.file);
-                    let to = dir.join(live_name);
-                    if fs.hard_link(&from, &to).is_err() {
-                        crate::checkpoint::copy_file(fs.as_ref(), &from, &to)?;
-                        fs.sync_file(&to)?;
-                    }
-                    durable_runs.push(to.clone());
-                    paths.push(to);
-                }
-                let opts = self.spine_opts.clone().with_mode(sp.mode);
-                let spine = Spine::open(Arc::clone(fs), dir, opts, &paths, sp.covered_lsn)?;
-                live.insert(
-                    sp.id,
-                    Live {
-                        id: sp.id,
-                        name: sp.name.clone(),
-                        covered: sp.covered_lsn,
-                        spine,
-                    },
-                );
-            }
-        }
         let mut out = RecoveredShard {
             shard: self.shard,
             spines: Vec::new(),
@@ -430,6 +405,43 @@ impl ShardJob<'_> {
         Ok(out)
     }
 
+    /// Links the checkpoint's runs into fresh live directories and opens
+    /// the spines over them.
+    fn relink(&self, durable_runs: &mut Vec<PathBuf>) -> Result<BTreeMap<u32, Live>> {
+        let fs = self.fs;
+        let mut live = BTreeMap::new();
+        if let (Some(cut), Some(ck)) = (self.cut, self.ck_dir) {
+            for sp in &cut.spines {
+                let dir = self.layout.spine(self.shard, sp.id);
+                fs.create_dir_all(&dir)?;
+                let mut paths = Vec::with_capacity(sp.runs.len());
+                for r in &sp.runs {
+                    let live_name = r.file.split_once('-').map_or(r.file.as_str(), |(_, n)| n);
+                    let from = ck.join(self.shard.to_string()).join(&r.file);
+                    let to = dir.join(live_name);
+                    if fs.hard_link(&from, &to).is_err() {
+                        crate::checkpoint::copy_file(fs.as_ref(), &from, &to)?;
+                        fs.sync_file(&to)?;
+                    }
+                    durable_runs.push(to.clone());
+                    paths.push(to);
+                }
+                let opts = (*self.spine_opts).with_mode(sp.mode);
+                let spine = Spine::open(Arc::clone(fs), dir, opts, &paths, sp.covered_lsn)?;
+                live.insert(
+                    sp.id,
+                    Live {
+                        id: sp.id,
+                        name: sp.name.clone(),
+                        covered: sp.covered_lsn,
+                        spine,
+                    },
+                );
+            }
+        }
+        Ok(live)
+    }
+
     fn apply_catalog(
         &self,
         live: &mut BTreeMap<u32, Live>,
@@ -450,7 +462,7 @@ impl ShardJob<'_> {
                     )
                 })?;
                 let dir = self.layout.spine(self.shard, id);
-                let opts = self.spine_opts.clone().with_mode(mode);
+                let opts = (*self.spine_opts).with_mode(mode);
                 let spine = Spine::open(Arc::clone(self.fs), dir, opts, &[], lsn)?;
                 *next_spine_id = (*next_spine_id).max(id + 1);
                 live.insert(

@@ -476,7 +476,10 @@ impl Spine {
             let idle: Vec<usize> = (0..self.batches.len())
                 .filter(|&i| self.batches[i].level == level && !self.batches[i].merging)
                 .collect();
-            let flush_due = level == 0 && idle.first().is_some_and(|&i| self.batches[i].max_seq <= self.flush_upto);
+            let flush_due = level == 0
+                && idle
+                    .first()
+                    .is_some_and(|&i| self.batches[i].max_seq <= self.flush_upto);
             let take = if idle.len() >= self.opts.fan_in {
                 self.opts.fan_in
             } else if level == 0 && (memtables_half_budget || flush_due) && !idle.is_empty() {

@@ -313,13 +313,19 @@ impl CheckpointCoordinator {
     /// Step 2.
     fn wait_wal(&self, cuts: &[ShardCut]) -> Result<()> {
         for c in cuts {
-            let Some(w) = &self.watermarks[c.shard as usize] else { continue };
+            let Some(w) = &self.watermarks[c.shard as usize] else {
+                continue;
+            };
             w.request_sync(c.records);
             if !w.wait_durable(c.records, self.config.cut_timeout) {
                 return Err(Error::InvalidArgument(format!(
                     "shard {}: the WAL did not become durable up to the cut ({})",
                     c.shard,
-                    if w.is_failed() { "the log failed" } else { "timed out" }
+                    if w.is_failed() {
+                        "the log failed"
+                    } else {
+                        "timed out"
+                    }
                 )));
             }
         }
@@ -421,8 +427,9 @@ impl CheckpointCoordinator {
     /// Marks checkpoints a roll back to `epoch` abandons: the next commit
     /// deletes them before it truncates any WAL.
     pub(crate) fn supersede(&mut self, ids: &[Uuid], epoch: u64) {
-        let (gone, kept): (Vec<Retained>, Vec<Retained>) =
-            std::mem::take(&mut self.retained).into_iter().partition(|r| ids.contains(&r.id));
+        let (gone, kept): (Vec<Retained>, Vec<Retained>) = std::mem::take(&mut self.retained)
+            .into_iter()
+            .partition(|r| ids.contains(&r.id));
         self.retained = kept;
         self.superseded.extend(gone.into_iter().map(|r| r.id));
         self.last_epoch = epoch.saturating_sub(1);

@@ -247,7 +247,9 @@ impl RecoveryManager {
             root: opts.root.clone(),
         };
         opts.fs.create_dir_all(&layout.root)?;
-        let wal_opts = opts.wal.then(|| WalOptions::new(0).segment_size_bytes(opts.segment_size));
+        let wal_opts = opts
+            .wal
+            .then(|| WalOptions::new(0).segment_size_bytes(opts.segment_size));
         let rec = recover(
             &opts.fs,
             &layout,
@@ -329,12 +331,16 @@ impl Store {
                 _ => (None, None),
             };
             watermarks.push(watermark.clone());
-            let shard_epoch = if rolled_back { epoch + 1 } else { (epoch + 1).max(wal_epoch) };
+            let shard_epoch = if rolled_back {
+                epoch + 1
+            } else {
+                (epoch + 1).max(wal_epoch)
+            };
             let floor = if rolled_back { next_lsn - 1 } else { 0 };
             shards.push(Shard::new(
                 Arc::clone(&opts.fs),
                 layout.clone(),
-                opts.spine.clone(),
+                opts.spine,
                 rec,
                 producer,
                 watermark,
@@ -410,7 +416,11 @@ impl Store {
 
     /// Cuts and commits a checkpoint of epoch `epoch`, waiting for every
     /// shard to answer from its own thread's `poll()`.
-    pub fn checkpoint(&mut self, epoch: u64, request: CheckpointRequest) -> Result<IncrementalCheckpointMetadata> {
+    pub fn checkpoint(
+        &mut self,
+        epoch: u64,
+        request: CheckpointRequest,
+    ) -> Result<IncrementalCheckpointMetadata> {
         let pending = self.coordinator.begin(epoch, request)?;
         self.coordinator.finish(pending)
     }

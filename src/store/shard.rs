@@ -135,11 +135,10 @@ impl Shard {
 
     /// The spine called `name`, if it exists.
     pub fn spine_id(&self, name: &str) -> Option<SpineId> {
-        self.spines.iter().enumerate().find_map(|(i, s)| {
-            s.as_ref()
-                .filter(|n| n.name == name)
-                .map(|_| SpineId(i as u32))
-        })
+        self.spines
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| s.as_ref().filter(|n| n.name == name).map(|_| SpineId(i as u32)))
     }
 
     /// Names and ids of the live spines.
@@ -157,20 +156,29 @@ impl Shard {
         if let Some(id) = self.spine_id(name) {
             let have = self.spine(id)?.mode();
             if have != mode {
-                return Err(Error::InvalidArgument(format!("spine {name:?} exists as {have:?}")));
+                return Err(Error::InvalidArgument(format!(
+                    "spine {name:?} exists as {have:?}"
+                )));
             }
             return Ok(id);
         }
         let id = self.spines.len() as u32;
         if id == CATALOG_SPINE {
-            return Err(Error::InvalidArgument("a shard holds at most 2^32 - 2 spines".into()));
+            return Err(Error::InvalidArgument(
+                "a shard holds at most 2^32 - 2 spines".into(),
+            ));
         }
-        let lsn = self.log(CATALOG_SPINE, StateOp::Put, name.as_bytes(), &encode_catalog_value(id, mode))?;
+        let lsn = self.log(
+            CATALOG_SPINE,
+            StateOp::Put,
+            name.as_bytes(),
+            &encode_catalog_value(id, mode),
+        )?;
         let dir = self.layout.spine(self.id, id);
         if self.fs.exists(&dir)? {
             self.fs.remove_dir_all(&dir)?;
         }
-        let opts = self.template.clone().with_mode(mode);
+        let opts = self.template.with_mode(mode);
         let spine = Spine::open(Arc::clone(&self.fs), dir, opts, &[], lsn)?;
         self.spines.push(Some(Named {
             name: name.to_owned(),
@@ -215,7 +223,8 @@ impl Shard {
                 key,
                 value,
             };
-            p.push(&rec).map_err(|e| Error::InvalidArgument(format!("shard {} changelog: {e:?}", self.id)))?;
+            p.push(&rec)
+                .map_err(|e| Error::InvalidArgument(format!("shard {} changelog: {e:?}", self.id)))?;
         }
         self.next_lsn += 1;
         Ok(lsn)
