@@ -1,5 +1,6 @@
 //! Writes the golden run files under `format/golden/v1/` and the golden WAL
-//! segments under `format/golden/wal-v1/`.
+//! segments under `format/golden/wal-v1/`, and the golden manifest under
+//! `format/golden/manifest-v1/`.
 //!
 //! `cargo run --example golden` — run once when a format version is added, then
 //! commit the files; they pin the format forever (`tests/golden.rs` reads them).
@@ -8,6 +9,8 @@
 
 #[path = "entries.rs"]
 mod entries;
+#[path = "manifest_entries.rs"]
+mod manifest_entries;
 #[path = "wal_entries.rs"]
 mod wal_entries;
 
@@ -18,6 +21,11 @@ use statespine::io::{Fs, StdFs};
 use statespine::run::{Run, RunWriter};
 
 fn main() {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("format/golden").join(manifest_entries::DIR);
+    std::fs::create_dir_all(&manifest_dir).unwrap();
+    let bytes = manifest_entries::golden_v1().encode();
+    std::fs::write(manifest_dir.join("MANIFEST"), &bytes).unwrap();
+    println!("{}/MANIFEST: {} bytes", manifest_entries::DIR, bytes.len());
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("format/golden/v1");
     std::fs::create_dir_all(&dir).unwrap();
     let fs: Arc<dyn Fs> = Arc::new(StdFs::new());
