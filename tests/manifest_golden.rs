@@ -23,7 +23,11 @@ fn golden_manifest_reads_back_and_the_writer_reproduces_it() {
     let bytes = std::fs::read(golden_path()).unwrap();
     let m = CheckpointManifest::decode(&bytes, &golden_path()).unwrap();
     assert_eq!(m, manifest_entries::golden_v1());
-    assert_eq!(m.encode(), bytes, "the writer's bytes changed: a new format version is due");
+    assert_eq!(
+        m.encode(),
+        bytes,
+        "the writer's bytes changed: a new format version is due"
+    );
     assert_eq!(m.shards[0].replay_from(), 13, "least covered spine + 1");
     assert_eq!(m.shards[1].replay_from(), 8);
 }
@@ -53,6 +57,9 @@ fn a_newer_version_is_refused_as_unsupported() {
     let crc = crc32c::crc32c(&bytes[..28]);
     bytes[28..32].copy_from_slice(&crc.to_le_bytes());
     let err = CheckpointManifest::decode(&bytes, &golden_path()).unwrap_err();
-    assert!(matches!(err, Error::UnsupportedVersion { found, .. } if found == MANIFEST_VERSION + 1), "{err}");
+    assert!(
+        matches!(err, Error::UnsupportedVersion { found, .. } if found == MANIFEST_VERSION + 1),
+        "{err}"
+    );
     assert_eq!(MANIFEST_HEADER_LEN, 32);
 }

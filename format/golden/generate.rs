@@ -21,7 +21,9 @@ use statespine::io::{Fs, StdFs};
 use statespine::run::{Run, RunWriter};
 
 fn main() {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("format/golden").join(manifest_entries::DIR);
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("format/golden")
+        .join(manifest_entries::DIR);
     std::fs::create_dir_all(&manifest_dir).unwrap();
     let bytes = manifest_entries::golden_v1().encode();
     std::fs::write(manifest_dir.join("MANIFEST"), &bytes).unwrap();

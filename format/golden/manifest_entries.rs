@@ -74,7 +74,10 @@ pub fn golden_v1() -> CheckpointManifest {
             },
         )]),
         operators: BTreeMap::from([
-            ("window".into(), OperatorCheckpoint::Inline(b"watermark=99".to_vec())),
+            (
+                "window".into(),
+                OperatorCheckpoint::Inline(b"watermark=99".to_vec()),
+            ),
             (
                 "topk".into(),
                 OperatorCheckpoint::File {

@@ -78,8 +78,15 @@ pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
     fn checkpoint_dir(&self, id: Uuid) -> PathBuf;
     /// Reads and checks the manifest of checkpoint `id`.
     fn load_manifest(&self, id: Uuid) -> Result<CheckpointManifest>;
-    /// Writes and commits a checkpoint (module docs).
-    fn commit(&self, ck: &PreparedCheckpoint) -> Result<CommitReport>;
+    /// Writes and commits a checkpoint (module docs); `before_commit` runs
+    /// just before the commit point and can veto it (the coordinator waits
+    /// there for the WALs to be durable up to the cut, so that wait overlaps
+    /// the run syncs).
+    fn commit(
+        &self,
+        ck: &PreparedCheckpoint,
+        before_commit: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<CommitReport>;
     /// Deletes a checkpoint durably.
     fn remove(&self, id: Uuid) -> Result<()>;
     /// Sets a damaged checkpoint aside (renamed, kept for inspection).
@@ -113,15 +120,28 @@ impl FileSystemCheckpointStore {
         &self.fs
     }
 
-    fn sync_all(&self, paths: &[PathBuf]) -> Result<()> {
-        if paths.len() <= 1 {
-            return paths.iter().try_for_each(|p| self.fs.sync_file(p));
+    /// Syncs files (`fdatasync`) and directories (`fsync`) side by side.
+    fn sync_all(&self, paths: &[PathBuf], dirs: &[PathBuf]) -> Result<()> {
+        let jobs: Vec<(&PathBuf, bool)> = paths
+            .iter()
+            .map(|p| (p, false))
+            .chain(dirs.iter().map(|d| (d, true)))
+            .collect();
+        let sync = |(p, dir): &(&PathBuf, bool)| {
+            if *dir {
+                self.fs.sync_dir(p)
+            } else {
+                self.fs.sync_file(p)
+            }
+        };
+        if jobs.len() <= 1 {
+            return jobs.iter().try_for_each(sync);
         }
-        let per = paths.len().div_ceil(SYNC_THREADS);
+        let per = jobs.len().div_ceil(SYNC_THREADS);
         std::thread::scope(|scope| {
-            let handles: Vec<_> = paths
+            let handles: Vec<_> = jobs
                 .chunks(per)
-                .map(|chunk| scope.spawn(move || chunk.iter().try_for_each(|p| self.fs.sync_file(p))))
+                .map(|chunk| scope.spawn(move || chunk.iter().try_for_each(sync)))
                 .collect();
             handles.into_iter().try_for_each(|h| {
                 h.join()
@@ -176,10 +196,9 @@ pub fn read_file(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Creates `path` with `bytes` (synced later, with the rest).
 fn write_new(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = fs.create(path)?;
-    f.append(bytes)?;
-    f.sync_data()
+    fs.create(path)?.append(bytes)
 }
 
 impl CheckpointStore for FileSystemCheckpointStore {
@@ -211,7 +230,11 @@ impl CheckpointStore for FileSystemCheckpointStore {
         Ok(m)
     }
 
-    fn commit(&self, ck: &PreparedCheckpoint) -> Result<CommitReport> {
+    fn commit(
+        &self,
+        ck: &PreparedCheckpoint,
+        before_commit: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<CommitReport> {
         let id = ck.manifest.id;
         let tmp = self.dir.join(format!("{id}{TMP_DIR_SUFFIX}"));
         let mut shard_dirs: Vec<PathBuf> = ck
@@ -234,7 +257,7 @@ impl CheckpointStore for FileSystemCheckpointStore {
             .filter(|r| r.is_new)
             .map(|r| r.source.clone())
             .collect();
-        self.sync_all(&fresh)?;
+        self.sync_all(&fresh, &[])?;
         report.synced_runs = fresh.len();
         // Step 3: links (or copies, synced together afterwards).
         let mut copy = false;
@@ -252,23 +275,24 @@ impl CheckpointStore for FileSystemCheckpointStore {
             }
         }
         report.copied = copies.len();
-        self.sync_all(&copies)?;
-        // Step 4: side files and the manifest.
+        // Steps 4–5: side files and the manifest, then one parallel round of
+        // syncs for them, the copies and every directory entry made above.
+        let mut written = copies;
         for (name, bytes) in &ck.side_files {
             write_new(self.fs.as_ref(), &tmp.join(name), bytes)?;
             report.metadata_bytes += bytes.len() as u64;
+            written.push(tmp.join(name));
         }
         let mut manifest = ck.manifest.clone();
         manifest.runs_copied = report.copied > 0;
         let bytes = manifest.encode();
         report.metadata_bytes += bytes.len() as u64;
         write_new(self.fs.as_ref(), &tmp.join(MANIFEST_NAME), &bytes)?;
-        // Step 5: every entry made above.
-        for d in &shard_dirs {
-            self.fs.sync_dir(d)?;
-        }
-        self.fs.sync_dir(&tmp)?;
-        // Step 6: the commit point.
+        written.push(tmp.join(MANIFEST_NAME));
+        shard_dirs.push(tmp.clone());
+        self.sync_all(&written, &shard_dirs)?;
+        // Step 6: the commit point, once the caller's condition holds.
+        before_commit()?;
         self.fs.rename(&tmp, &self.checkpoint_dir(id))?;
         self.fs.sync_dir(&self.dir)?;
         Ok(report)

@@ -127,9 +127,10 @@ pub struct IncrementalCheckpointMetadata {
     pub shard_pauses: Vec<Duration>,
     /// From the request to every shard's answer.
     pub cut_time: Duration,
-    /// Waiting for the WALs to be durable up to the cuts.
+    /// Waiting (inside the commit, before its commit point) for the WALs to
+    /// be durable up to the cuts.
     pub wal_sync_time: Duration,
-    /// Writing and committing the directory.
+    /// Writing and committing the directory, the WAL wait included.
     pub commit_time: Duration,
     /// From the request to the end of retention.
     pub total_time: Duration,
@@ -277,12 +278,21 @@ impl CheckpointCoordinator {
         }
         cuts.sort_by_key(|c| c.shard);
         let cut_time = pending.started.elapsed();
-        let synced = Instant::now();
-        self.wait_wal(&cuts)?;
-        let wal_sync_time = synced.elapsed();
+        // Step 2 overlaps step 3: the drainers sync while runs are synced.
+        for c in &cuts {
+            if let Some(w) = &self.watermarks[c.shard as usize] {
+                w.request_sync(c.records);
+            }
+        }
         let committed = Instant::now();
         let (prepared, live_paths) = self.prepare(pending.epoch, &pending.request, &cuts);
-        let commit = self.store.commit(&prepared)?;
+        let mut wal_sync_time = Duration::ZERO;
+        let commit = self.store.commit(&prepared, &mut || {
+            let t = Instant::now();
+            let r = self.wait_wal(&cuts);
+            wal_sync_time = t.elapsed();
+            r
+        })?;
         let commit_time = committed.elapsed();
         let m = &prepared.manifest;
         self.retained.push(Retained {
@@ -316,7 +326,6 @@ impl CheckpointCoordinator {
             let Some(w) = &self.watermarks[c.shard as usize] else {
                 continue;
             };
-            w.request_sync(c.records);
             if !w.wait_durable(c.records, self.config.cut_timeout) {
                 return Err(Error::InvalidArgument(format!(
                     "shard {}: the WAL did not become durable up to the cut ({})",
