@@ -348,11 +348,7 @@ fn no_orphan_files_and_open_removes_leftovers() {
         let mut named = Vec::new();
         for s in &m.shards {
             for sp in &s.spines {
-                named.extend(
-                    sp.runs
-                        .iter()
-                        .map(|r| dir.join(s.shard.to_string()).join(&r.file)),
-                );
+                named.extend(sp.runs.iter().map(|r| dir.join(&r.file)));
             }
         }
         named.push(dir.join("MANIFEST"));
@@ -452,7 +448,7 @@ fn validation_depths_see_what_they_read() {
     assert!(report.is_valid(), "{report}");
     let m = report.manifest.unwrap();
     let run = m.shards[0].spines.iter().find(|s| !s.runs.is_empty()).unwrap();
-    let path = dir.join("0").join(&run.runs[0].file);
+    let path = dir.join(&run.runs[0].file);
     // Flip a byte of the first data block.
     let mut bytes = fs.read(&path).unwrap();
     bytes[40] ^= 1;

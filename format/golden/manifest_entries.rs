@@ -39,8 +39,8 @@ pub fn golden_v1() -> CheckpointManifest {
                         mode: RunMode::KeyValue,
                         covered_lsn: 900,
                         runs: vec![
-                            run("0-000000000003.run", 65536, 0xdead_beef, 1200),
-                            run("0-000000000007.run", 4096, 0x0102_0304, 30),
+                            run("0-0-000000000003.run", 65536, 0xdead_beef, 1200),
+                            run("0-0-000000000007.run", 4096, 0x0102_0304, 30),
                         ],
                     },
                     SpineManifest {
@@ -61,7 +61,7 @@ pub fn golden_v1() -> CheckpointManifest {
                     name: "counts".into(),
                     mode: RunMode::KeyValue,
                     covered_lsn: 7,
-                    runs: vec![run("0-000000000001.run", 8192, 0xcafe_f00d, 64)],
+                    runs: vec![run("1-0-000000000001.run", 8192, 0xcafe_f00d, 64)],
                 }],
             },
         ],

@@ -22,10 +22,10 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let fs = MemFs::new();
-    fs.create_dir_all(Path::new("/ck/0")).unwrap();
+    fs.create_dir_all(Path::new("/ck")).unwrap();
     fs.write(path, data).unwrap();
     // A run-like file under a name the manifest may use: the tail of the input.
-    let _ = fs.write(Path::new("/ck/0/0-000000000001.run"), &data[data.len() / 2..]);
+    let _ = fs.write(Path::new("/ck/0-0-000000000001.run"), &data[data.len() / 2..]);
     for depth in [ValidationDepth::Manifest, ValidationDepth::Footers, ValidationDepth::Blocks] {
         let report = validate_checkpoint(&fs, Path::new("/ck"), depth);
         let _ = report.to_string();

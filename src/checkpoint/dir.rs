@@ -1,12 +1,12 @@
 //! Checkpoint directories and their commit protocol (`format/checkpoint.md`):
 //!
-//! 1. make `checkpoints/<uuid>.tmp/` and one subdirectory per shard;
+//! 1. make `checkpoints/<uuid>.tmp/` (flat: one directory, one fsync);
 //! 2. make the runs written since the last checkpoint durable, side by side
 //!    (parallel `fdatasync`s: the device merges them);
 //! 3. hard-link every run the cut needs into it (copy and sync on a file
 //!    system without links, and say so in the manifest);
-//! 4. write operator side files and `MANIFEST`, and sync them;
-//! 5. sync the shard subdirectories and the directory itself;
+//! 4. write operator side files and `MANIFEST`;
+//! 5. sync them and the directory in one parallel round;
 //! 6. rename it to `checkpoints/<uuid>/` — the commit point — and sync
 //!    `checkpoints/`.
 //!
@@ -33,11 +33,9 @@ const SYNC_THREADS: usize = 8;
 /// One run file a checkpoint links.
 #[derive(Debug, Clone)]
 pub struct RunLink {
-    /// The shard whose subdirectory gets the link.
-    pub shard: u32,
     /// The live run file.
     pub source: PathBuf,
-    /// The link's name in the shard's subdirectory.
+    /// The link's name in the checkpoint directory.
     pub name: String,
     /// True if the run was written since the last checkpoint, so its bytes
     /// may not be durable yet.
@@ -53,6 +51,10 @@ pub struct PreparedCheckpoint {
     pub runs: Vec<RunLink>,
     /// Operator side files: name in the directory, bytes.
     pub side_files: Vec<(String, Vec<u8>)>,
+    /// Older checkpoints to delete as part of this commit: renamed away
+    /// before the commit point, in the same sync round as the manifest. Only
+    /// safe while another committed checkpoint stays (`max_retained >= 2`).
+    pub retire_before_commit: Vec<Uuid>,
 }
 
 /// What a commit did.
@@ -237,17 +239,6 @@ impl CheckpointStore for FileSystemCheckpointStore {
     ) -> Result<CommitReport> {
         let id = ck.manifest.id;
         let tmp = self.dir.join(format!("{id}{TMP_DIR_SUFFIX}"));
-        let mut shard_dirs: Vec<PathBuf> = ck
-            .manifest
-            .shards
-            .iter()
-            .map(|s| tmp.join(s.shard.to_string()))
-            .collect();
-        shard_dirs.sort();
-        shard_dirs.dedup();
-        for d in &shard_dirs {
-            self.fs.create_dir_all(d)?;
-        }
         self.fs.create_dir_all(&tmp)?;
         let mut report = CommitReport::default();
         // Step 2: new runs, durable side by side.
@@ -259,14 +250,14 @@ impl CheckpointStore for FileSystemCheckpointStore {
             .collect();
         self.sync_all(&fresh, &[])?;
         report.synced_runs = fresh.len();
-        // Step 3: links (or copies, synced together afterwards).
+        // Step 3: links (or copies, synced with the manifest below).
         let mut copy = false;
-        let mut copies = Vec::new();
+        let mut written = Vec::new();
         for r in &ck.runs {
-            let to = tmp.join(r.shard.to_string()).join(&r.name);
+            let to = tmp.join(&r.name);
             if self.link_or_copy(&r.source, &to, &mut copy)? {
                 report.new_bytes += self.fs.open(&to)?.size()?;
-                copies.push(to);
+                written.push(to);
             } else {
                 report.linked += 1;
                 if r.is_new {
@@ -274,10 +265,8 @@ impl CheckpointStore for FileSystemCheckpointStore {
                 }
             }
         }
-        report.copied = copies.len();
-        // Steps 4–5: side files and the manifest, then one parallel round of
-        // syncs for them, the copies and every directory entry made above.
-        let mut written = copies;
+        report.copied = written.len();
+        // Step 4: side files and the manifest.
         for (name, bytes) in &ck.side_files {
             write_new(self.fs.as_ref(), &tmp.join(name), bytes)?;
             report.metadata_bytes += bytes.len() as u64;
@@ -289,12 +278,29 @@ impl CheckpointStore for FileSystemCheckpointStore {
         report.metadata_bytes += bytes.len() as u64;
         write_new(self.fs.as_ref(), &tmp.join(MANIFEST_NAME), &bytes)?;
         written.push(tmp.join(MANIFEST_NAME));
-        shard_dirs.push(tmp.clone());
-        self.sync_all(&written, &shard_dirs)?;
+        // Checkpoints this commit retires early (the caller vouches that
+        // enough others stay) are renamed away, durable in the same round.
+        let mut dirs = vec![tmp.clone()];
+        for old in &ck.retire_before_commit {
+            self.fs.rename(
+                &self.checkpoint_dir(*old),
+                &self.dir.join(format!("{old}{TMP_DIR_SUFFIX}")),
+            )?;
+        }
+        if !ck.retire_before_commit.is_empty() {
+            dirs.push(self.dir.clone());
+        }
+        // Step 5: one parallel round of syncs: the files written above and
+        // the directory holding every link.
+        self.sync_all(&written, &dirs)?;
         // Step 6: the commit point, once the caller's condition holds.
         before_commit()?;
         self.fs.rename(&tmp, &self.checkpoint_dir(id))?;
         self.fs.sync_dir(&self.dir)?;
+        for old in &ck.retire_before_commit {
+            self.fs
+                .remove_dir_all(&self.dir.join(format!("{old}{TMP_DIR_SUFFIX}")))?;
+        }
         Ok(report)
     }
 

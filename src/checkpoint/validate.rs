@@ -98,10 +98,9 @@ pub fn validate_checkpoint(fs: &dyn Fs, dir: &Path, depth: ValidationDepth) -> V
         }
     };
     for shard in &manifest.shards {
-        let shard_dir = dir.join(shard.shard.to_string());
         for spine in &shard.spines {
             for entry in &spine.runs {
-                let path = shard_dir.join(&entry.file);
+                let path = dir.join(&entry.file);
                 report.runs_checked += 1;
                 if let Err(e) = check_run(fs, &path, entry, spine.mode, depth) {
                     report.problems.push(e);

@@ -94,9 +94,10 @@ impl Layout {
     }
 }
 
-/// Name of a run's link in a checkpoint's shard directory.
-pub fn checkpoint_run_name(spine: u32, run_file: &str) -> String {
-    format!("{spine}-{run_file}")
+/// Name of a run's link in a checkpoint directory:
+/// `<shard>-<spine id>-<run file name>`.
+pub fn checkpoint_run_name(shard: u32, spine: u32, run_file: &str) -> String {
+    format!("{shard}-{spine}-{run_file}")
 }
 
 /// One live spine after recovery.
@@ -129,6 +130,8 @@ pub struct RecoveredShard {
     pub replayed_records: u64,
     /// Bytes of WAL payload replayed.
     pub replayed_bytes: u64,
+    /// Time spent opening and replaying the WAL.
+    pub replay_time: Duration,
     /// Run files the checkpoint had made durable.
     pub durable_runs: Vec<PathBuf>,
 }
@@ -334,9 +337,11 @@ impl ShardJob<'_> {
             wal_epoch: 0,
             replayed_records: 0,
             replayed_bytes: 0,
+            replay_time: Duration::ZERO,
             durable_runs,
         };
         if let Some(wal_opts) = self.wal {
+            let replay_started = Instant::now();
             let wal_dir = self.layout.wal(self.shard);
             let wal_opts = WalOptions {
                 shard_id: self.shard,
@@ -391,6 +396,7 @@ impl ShardJob<'_> {
                 ));
             }
             out.next_lsn = wal.next_lsn().max(cut_lsn + 1);
+            out.replay_time = replay_started.elapsed();
             out.wal = Some(wal);
         }
         out.next_spine_id = next_spine_id;
@@ -416,8 +422,8 @@ impl ShardJob<'_> {
                 fs.create_dir_all(&dir)?;
                 let mut paths = Vec::with_capacity(sp.runs.len());
                 for r in &sp.runs {
-                    let live_name = r.file.split_once('-').map_or(r.file.as_str(), |(_, n)| n);
-                    let from = ck.join(self.shard.to_string()).join(&r.file);
+                    let live_name = r.file.rsplit_once('-').map_or(r.file.as_str(), |(_, n)| n);
+                    let from = ck.join(&r.file);
                     let to = dir.join(live_name);
                     if fs.hard_link(&from, &to).is_err() {
                         crate::checkpoint::copy_file(fs.as_ref(), &from, &to)?;

@@ -285,7 +285,14 @@ impl CheckpointCoordinator {
             }
         }
         let committed = Instant::now();
-        let (prepared, live_paths) = self.prepare(pending.epoch, &pending.request, &cuts);
+        let (mut prepared, live_paths) = self.prepare(pending.epoch, &pending.request, &cuts);
+        // With two or more kept, the oldest can go in the commit's own sync
+        // round: the previous checkpoint stays whatever happens to this one.
+        if self.config.max_retained >= 2 {
+            let surplus = (self.retained.len() + 1).saturating_sub(self.config.max_retained);
+            prepared.retire_before_commit = self.retained.drain(..surplus).map(|r| r.id).collect();
+        }
+        let retired_early = prepared.retire_before_commit.len();
         let mut wal_sync_time = Duration::ZERO;
         let commit = self.store.commit(&prepared, &mut || {
             let t = Instant::now();
@@ -304,7 +311,7 @@ impl CheckpointCoordinator {
         self.durable = live_paths;
         self.last_epoch = pending.epoch;
         self.last_time = Instant::now();
-        let removed = self.retire()?;
+        let removed = self.retire()? + retired_early;
         Ok(IncrementalCheckpointMetadata {
             id: m.id,
             epoch: m.epoch,
@@ -360,9 +367,8 @@ impl CheckpointCoordinator {
                         .path
                         .file_name()
                         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-                    let name = checkpoint_run_name(s.id, &file);
+                    let name = checkpoint_run_name(c.shard, s.id, &file);
                     runs.push(RunLink {
-                        shard: c.shard,
                         source: meta.path.clone(),
                         name: name.clone(),
                         is_new: !self.durable.contains(&meta.path),
@@ -428,6 +434,7 @@ impl CheckpointCoordinator {
                 manifest,
                 runs,
                 side_files,
+                retire_before_commit: Vec::new(),
             },
             live,
         )

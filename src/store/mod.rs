@@ -216,6 +216,8 @@ pub struct RecoveredState {
     pub select_time: Duration,
     /// Time to open runs and replay the WALs.
     pub restore_time: Duration,
+    /// Of which the slowest shard's WAL replay.
+    pub replay_time: Duration,
     /// The open store.
     pub store: Store,
 }
@@ -263,6 +265,7 @@ impl RecoveryManager {
         let epoch = manifest.as_ref().map_or(0, |m| m.epoch);
         let replayed_records = rec.shards.iter().map(|s| s.replayed_records).sum();
         let replayed_bytes = rec.shards.iter().map(|s| s.replayed_bytes).sum();
+        let replay_time = rec.shards.iter().map(|s| s.replay_time).max().unwrap_or_default();
         let mut store = Store::assemble(opts, layout, rec.shards, epoch, rolled_back)?;
         if rolled_back {
             store.roll_back(epoch)?;
@@ -287,6 +290,7 @@ impl RecoveryManager {
             replayed_bytes,
             select_time: rec.select_time,
             restore_time: rec.restore_time,
+            replay_time,
             store,
         })
     }
