@@ -163,6 +163,13 @@ fn recover(fs: Arc<MemFs>) -> (statespine::store::RecoveredState, Vec<Shard>) {
     (state, shards)
 }
 
+/// Names of the committed checkpoint directories (UUIDs, no suffix).
+fn checkpoint_dirs(fs: &MemFs) -> Vec<String> {
+    let mut names = fs.list(&Path::new(ROOT).join("checkpoints")).unwrap();
+    names.retain(|n| !n.contains('.'));
+    names
+}
+
 /// Every file under `dir`, recursively.
 fn files(fs: &MemFs, dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -285,10 +292,11 @@ fn retention_keeps_the_newest_n_and_truncates_the_wal() {
             ops.push(Op::Checkpoint);
         }
         let (mut store, mut shards, model, _) = run_ops(&fs, &ops, retained);
+        store.coordinator().wait_housekeeping().unwrap();
         let kept = store.coordinator().retained();
         assert_eq!(kept.len(), retained);
         assert_eq!(kept.last().unwrap().1, 8);
-        let dirs = fs.list(&Path::new(ROOT).join("checkpoints")).unwrap();
+        let dirs = checkpoint_dirs(&fs);
         assert_eq!(dirs.len(), retained, "{dirs:?}");
         // Let the drainer act on the truncation requests.
         for s in &shards {
@@ -340,7 +348,7 @@ fn no_orphan_files_and_open_removes_leftovers() {
     }
     // Every checkpoint file is one its manifest names.
     let ck = Path::new(ROOT).join("checkpoints");
-    for name in fs.list(&ck).unwrap() {
+    for name in checkpoint_dirs(&fs) {
         let dir = ck.join(&name);
         let report = validate_checkpoint(fs.as_ref(), &dir, ValidationDepth::Blocks);
         assert!(report.is_valid(), "{report}");
@@ -374,7 +382,13 @@ fn no_orphan_files_and_open_removes_leftovers() {
     .unwrap();
     let (_, mut shards) = recover(fs.clone());
     assert_eq!(read_back(&mut shards), model);
-    assert!(!fs.list(&ck).unwrap().iter().any(|n| n.ends_with(".tmp")));
+    let leftovers: Vec<String> = fs
+        .list(&ck)
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     assert!(
         !fs.exists(&Path::new(ROOT).join("shards/0/runs/0/000000099999.run.tmp"))
             .unwrap()

@@ -93,7 +93,8 @@ pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
     fn remove(&self, id: Uuid) -> Result<()>;
     /// Sets a damaged checkpoint aside (renamed, kept for inspection).
     fn quarantine(&self, id: Uuid) -> Result<()>;
-    /// Deletes half-written checkpoint directories; returns how many.
+    /// Deletes half-written and retired checkpoint directories (`.tmp`);
+    /// returns how many.
     fn remove_temporaries(&self) -> Result<usize>;
 }
 
@@ -141,10 +142,13 @@ impl FileSystemCheckpointStore {
         }
         let per = jobs.len().div_ceil(SYNC_THREADS);
         std::thread::scope(|scope| {
-            let handles: Vec<_> = jobs
-                .chunks(per)
+            let mut chunks = jobs.chunks(per);
+            // The last chunk runs here: one thread fewer to start.
+            let own = chunks.next_back().unwrap_or_default();
+            let handles: Vec<_> = chunks
                 .map(|chunk| scope.spawn(move || chunk.iter().try_for_each(sync)))
                 .collect();
+            own.iter().try_for_each(sync)?;
             handles.into_iter().try_for_each(|h| {
                 h.join()
                     .unwrap_or_else(|_| Err(Error::InvalidArgument("a sync thread panicked".into())))
@@ -279,28 +283,21 @@ impl CheckpointStore for FileSystemCheckpointStore {
         write_new(self.fs.as_ref(), &tmp.join(MANIFEST_NAME), &bytes)?;
         written.push(tmp.join(MANIFEST_NAME));
         // Checkpoints this commit retires early (the caller vouches that
-        // enough others stay) are renamed away, durable in the same round.
-        let mut dirs = vec![tmp.clone()];
+        // enough others stay) are renamed away; the commit's own directory
+        // sync makes that durable, and their files go only after it.
         for old in &ck.retire_before_commit {
             self.fs.rename(
                 &self.checkpoint_dir(*old),
                 &self.dir.join(format!("{old}{TMP_DIR_SUFFIX}")),
             )?;
         }
-        if !ck.retire_before_commit.is_empty() {
-            dirs.push(self.dir.clone());
-        }
         // Step 5: one parallel round of syncs: the files written above and
         // the directory holding every link.
-        self.sync_all(&written, &dirs)?;
+        self.sync_all(&written, std::slice::from_ref(&tmp))?;
         // Step 6: the commit point, once the caller's condition holds.
         before_commit()?;
         self.fs.rename(&tmp, &self.checkpoint_dir(id))?;
         self.fs.sync_dir(&self.dir)?;
-        for old in &ck.retire_before_commit {
-            self.fs
-                .remove_dir_all(&self.dir.join(format!("{old}{TMP_DIR_SUFFIX}")))?;
-        }
         Ok(report)
     }
 

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
@@ -23,7 +24,7 @@ use uuid::Uuid;
 use super::shard::{CutRequest, ShardCut};
 use crate::checkpoint::{
     CheckpointManifest, CheckpointStore, CommitReport, ConnectorCheckpoint, FileSystemCheckpointStore,
-    OperatorCheckpoint, PreparedCheckpoint, RunEntry, RunLink, ShardManifest, SpineManifest,
+    OperatorCheckpoint, PreparedCheckpoint, RunEntry, RunLink, ShardManifest, SpineManifest, TMP_DIR_SUFFIX,
 };
 use crate::recovery::checkpoint_run_name;
 use crate::wal::Watermark;
@@ -161,6 +162,11 @@ pub struct CheckpointCoordinator {
     last_epoch: u64,
     last_time: Instant,
     superseded: Vec<Uuid>,
+    /// Ring-1 housekeeping after a commit, off the next checkpoint's
+    /// path: deletes retired directories and makes the next one's `.tmp`.
+    janitor: Option<JoinHandle<Result<()>>>,
+    /// The id of the next checkpoint, whose directory the janitor makes.
+    next_id: Uuid,
 }
 
 impl CheckpointCoordinator {
@@ -197,6 +203,8 @@ impl CheckpointCoordinator {
             last_epoch,
             last_time: Instant::now(),
             superseded: Vec::new(),
+            janitor: None,
+            next_id: Uuid::new_v4(),
         })
     }
 
@@ -259,6 +267,7 @@ impl CheckpointCoordinator {
     /// Steps 1–5 for a checkpoint begun with [`CheckpointCoordinator::begin`]:
     /// waits for every shard's answer, then commits.
     pub fn finish(&mut self, pending: PendingCheckpoint) -> Result<IncrementalCheckpointMetadata> {
+        self.wait_housekeeping()?;
         let mut cuts: Vec<ShardCut> = Vec::with_capacity(self.shards.len());
         let deadline = pending.started + self.config.cut_timeout;
         while cuts.len() < self.shards.len() {
@@ -312,6 +321,7 @@ impl CheckpointCoordinator {
         self.last_epoch = pending.epoch;
         self.last_time = Instant::now();
         let removed = self.retire()? + retired_early;
+        self.housekeep(prepared.retire_before_commit);
         Ok(IncrementalCheckpointMetadata {
             id: m.id,
             epoch: m.epoch,
@@ -417,7 +427,7 @@ impl CheckpointCoordinator {
             })
             .collect();
         let manifest = CheckpointManifest {
-            id: Uuid::new_v4(),
+            id: self.next_id,
             epoch,
             wall_time_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -449,6 +459,44 @@ impl CheckpointCoordinator {
         self.retained = kept;
         self.superseded.extend(gone.into_iter().map(|r| r.id));
         self.last_epoch = epoch.saturating_sub(1);
+    }
+
+    /// Starts the janitor: deletes the directories `retired` (renamed to
+    /// `.tmp` by the commit) and makes the next checkpoint's `.tmp`
+    /// directory, so neither costs the next checkpoint time. A crash leaves
+    /// only `.tmp` directories, which open deletes.
+    fn housekeep(&mut self, retired: Vec<Uuid>) {
+        self.next_id = Uuid::new_v4();
+        let store = self.store.clone();
+        let next = self.next_id;
+        let job = move || {
+            for id in retired {
+                let dir = store.dir().join(format!("{id}{TMP_DIR_SUFFIX}"));
+                store.fs().remove_dir_all(&dir)?;
+            }
+            store
+                .fs()
+                .create_dir_all(&store.dir().join(format!("{next}{TMP_DIR_SUFFIX}")))
+        };
+        match std::thread::Builder::new()
+            .name("statespine-janitor".into())
+            .spawn(job)
+        {
+            Ok(h) => self.janitor = Some(h),
+            // No thread: the next commit makes its directory itself, and the
+            // retired ones go at the next open.
+            Err(_) => self.janitor = None,
+        }
+    }
+
+    /// Waits for the janitor of the last commit (tests, shutdown).
+    pub fn wait_housekeeping(&mut self) -> Result<()> {
+        match self.janitor.take() {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(Error::InvalidArgument("the janitor thread panicked".into()))),
+            None => Ok(()),
+        }
     }
 
     /// Steps 4–5; returns how many checkpoints went.

@@ -466,10 +466,12 @@ impl Store {
     }
 
     fn stop_drainer(&mut self) -> Result<()> {
+        let housekeeping = self.coordinator.wait_housekeeping();
         match self.drainer.take() {
             Some(d) => d.stop().map(drop),
             None => Ok(()),
         }
+        .and(housekeeping)
     }
 }
 

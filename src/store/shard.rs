@@ -79,6 +79,9 @@ pub struct Shard {
     epoch: u64,
     inbox: Receiver<CutRequest>,
     next_poll_spine: usize,
+    /// Spines a cut asked to flush: sealed at the next polls, outside the
+    /// cut's pause (a seal sorts the memtable).
+    flush_pending: Vec<u32>,
 }
 
 impl Shard {
@@ -114,6 +117,7 @@ impl Shard {
             epoch,
             inbox,
             next_poll_spine: 0,
+            flush_pending: Vec::new(),
         }
     }
 
@@ -330,6 +334,11 @@ impl Shard {
             }
             Err(_) => false,
         };
+        if let Some(id) = self.flush_pending.pop() {
+            if let Some(Some(n)) = self.spines.get_mut(id as usize) {
+                n.spine.request_flush()?;
+            }
+        }
         let n = self.spines.len();
         for k in 0..n {
             let i = (self.next_poll_spine + k) % n;
@@ -357,7 +366,7 @@ impl Shard {
                 // Nothing else would bring the memtables back: flush.
                 n.spine.flush()?;
             } else if n.spine.covered_seq().max(self.covered_floor) < req.flush_below {
-                n.spine.request_flush()?;
+                self.flush_pending.push(i as u32);
             }
             spines.push(SpineCut {
                 id: i as u32,
