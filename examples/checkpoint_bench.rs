@@ -269,7 +269,7 @@ fn size_case(mb: u64, bw: f64, fsync: Duration) {
         rate,
     );
     println!(
-        "|   | (incremental: cut {:.2} ms, commit {:.2} ms of which WAL wait {:.2} ms, retention the rest) |",
+        "|   | (incremental: cut {:.2} ms, commit {:.2} ms, of which waiting for the WAL {:.2} ms) |",
         median(&mut cut).as_secs_f64() * 1e3,
         median(&mut commit).as_secs_f64() * 1e3,
         median(&mut wal).as_secs_f64() * 1e3
@@ -350,5 +350,10 @@ fn main() {
         pct(&pauses, 0.99).as_secs_f64() * 1e6,
         pauses.last().copied().unwrap_or_default().as_secs_f64() * 1e6,
         pauses.len()
+    );
+    println!(
+        "  runs without: {:?}k/s; with: {:?}k/s",
+        without.iter().map(|r| (r / 1e3).round()).collect::<Vec<_>>(),
+        with.iter().map(|r| (r / 1e3).round()).collect::<Vec<_>>()
     );
 }

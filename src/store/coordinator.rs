@@ -4,13 +4,16 @@
 //! 1. Send every shard a cut request. Each shard answers at its next
 //!    `poll()`: the runs of its spines (handles that keep the files alive),
 //!    each spine's covered LSN, and the LSN of its last write of the epoch.
-//! 2. Wait until every shard's WAL is durable up to its cut.
-//! 3. Commit the directory (`checkpoint` module): sync the runs written
+//!    Nothing is flushed: the WAL covers the memtables.
+//! 2. Ask every shard's drainer to sync its WAL up to the cut.
+//! 3. Commit the directory (`format/checkpoint.md`): sync the runs written
 //!    since the last checkpoint side by side, link all, write the manifest,
-//!    rename into place.
-//! 4. Retention: keep the newest `max_retained`; delete older directories.
+//!    wait for step 2, rename into place.
+//! 4. Retention: keep the newest `max_retained`.
 //! 5. Only now ask each shard's drainer to truncate its WAL below the least
 //!    LSN any retained checkpoint still replays from.
+//! 6. A janitor thread deletes retired directories and makes the next
+//!    checkpoint's, off the next checkpoint's path.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
