@@ -57,7 +57,9 @@ fn worker(mut shard: Shard, stop: Arc<AtomicBool>, offset: Arc<AtomicU64>) -> (S
 
 fn main() -> statespine::Result<()> {
     let mut args = std::env::args().skip(1);
-    let secs: u64 = args.next().map_or(5, |s| s.parse().expect("seconds must be a number"));
+    let secs: u64 = args
+        .next()
+        .map_or(5, |s| s.parse().expect("seconds must be a number"));
     let tmp = tempfile::tempdir().expect("temporary directory");
     let dir = args
         .next()
@@ -69,7 +71,10 @@ fn main() -> statespine::Result<()> {
         dir.display()
     );
 
-    let mut store = Options::new(&dir).shards(SHARDS).fingerprint(b"demo-v1".to_vec()).open()?;
+    let mut store = Options::new(&dir)
+        .shards(SHARDS)
+        .fingerprint(b"demo-v1".to_vec())
+        .open()?;
     let stop = Arc::new(AtomicBool::new(false));
     let offsets: Vec<Arc<AtomicU64>> = (0..SHARDS).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let workers: Vec<_> = store
@@ -89,7 +94,8 @@ fn main() -> statespine::Result<()> {
         std::thread::sleep(Duration::from_secs(1));
         let mut req = CheckpointRequest::default();
         for (s, off) in offsets.iter().enumerate() {
-            req.source_offsets.insert(format!("synthetic/{s}"), off.load(Ordering::Relaxed));
+            req.source_offsets
+                .insert(format!("synthetic/{s}"), off.load(Ordering::Relaxed));
         }
         let ck = store.checkpoint(epoch, req)?;
         pauses.extend(ck.shard_pauses.iter().copied());
@@ -105,7 +111,10 @@ fn main() -> statespine::Result<()> {
     drop(store);
 
     let t = Instant::now();
-    let mut state = Options::new(&dir).shards(SHARDS).fingerprint(b"demo-v1".to_vec()).recover()?;
+    let mut state = Options::new(&dir)
+        .shards(SHARDS)
+        .fingerprint(b"demo-v1".to_vec())
+        .recover()?;
     let recovery = t.elapsed();
     let shards = state.store.take_shards();
     let mut checked = 0u64;
@@ -114,7 +123,11 @@ fn main() -> statespine::Result<()> {
         for i in 0..acked[s] {
             let (k, v) = entry(s as u32, i);
             let got = shard.get(id, &k)?;
-            assert_eq!(got, Some(&v[..]), "shard {s} write {i} was acknowledged but is not there");
+            assert_eq!(
+                got,
+                Some(&v[..]),
+                "shard {s} write {i} was acknowledged but is not there"
+            );
             checked += 1;
         }
     }

@@ -132,8 +132,6 @@ pub struct RecoveredShard {
     pub replayed_bytes: u64,
     /// Time spent opening and replaying the WAL.
     pub replay_time: Duration,
-    /// Run files the checkpoint had made durable.
-    pub durable_runs: Vec<PathBuf>,
 }
 
 /// What [`recover`] produced.
@@ -325,8 +323,7 @@ impl ShardJob<'_> {
             fs.remove_dir_all(&runs_dir)?;
         }
         fs.create_dir_all(&runs_dir)?;
-        let mut durable_runs = Vec::new();
-        let mut live = self.relink(&mut durable_runs)?;
+        let mut live = self.relink()?;
         let (cut_lsn, mut next_spine_id) = self.cut.map_or((0, 0), |c| (c.cut_lsn, c.next_spine_id));
         let mut out = RecoveredShard {
             shard: self.shard,
@@ -338,7 +335,6 @@ impl ShardJob<'_> {
             replayed_records: 0,
             replayed_bytes: 0,
             replay_time: Duration::ZERO,
-            durable_runs,
         };
         if let Some(wal_opts) = self.wal {
             let replay_started = Instant::now();
@@ -413,7 +409,7 @@ impl ShardJob<'_> {
 
     /// Links the checkpoint's runs into fresh live directories and opens
     /// the spines over them.
-    fn relink(&self, durable_runs: &mut Vec<PathBuf>) -> Result<BTreeMap<u32, Live>> {
+    fn relink(&self) -> Result<BTreeMap<u32, Live>> {
         let fs = self.fs;
         let mut live = BTreeMap::new();
         if let (Some(cut), Some(ck)) = (self.cut, self.ck_dir) {
@@ -429,7 +425,6 @@ impl ShardJob<'_> {
                         crate::checkpoint::copy_file(fs.as_ref(), &from, &to)?;
                         fs.sync_file(&to)?;
                     }
-                    durable_runs.push(to.clone());
                     paths.push(to);
                 }
                 let opts = (*self.spine_opts).with_mode(sp.mode);

@@ -19,6 +19,11 @@ pub(crate) struct RunFile {
     pub(crate) run: Run,
     fs: Arc<dyn Fs>,
     retired: AtomicBool,
+    /// Its bytes are known durable (a checkpoint synced it, or recovery
+    /// linked it from one); set by whoever made it so.
+    durable: AtomicBool,
+    /// A checkpoint cut has seen it while it was not durable.
+    seen: AtomicBool,
 }
 
 impl RunFile {
@@ -27,7 +32,22 @@ impl RunFile {
             run,
             fs,
             retired: AtomicBool::new(false),
+            durable: AtomicBool::new(false),
+            seen: AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn is_durable(&self) -> bool {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_durable(&self) {
+        self.durable.store(true, Ordering::Release);
+    }
+
+    /// Marks the run seen by a cut; returns whether one had seen it before.
+    pub(crate) fn see(&self) -> bool {
+        self.seen.swap(true, Ordering::AcqRel)
     }
 
     /// Marks the file for deletion once nothing refers to it.

@@ -110,6 +110,30 @@ struct Slot {
     merging: bool,
     /// The highest write sequence number (see [`Spine::set_seq`]) in the batch.
     max_seq: u64,
+    /// For a run not yet durable: what a checkpoint cut may use instead.
+    lineage: Lineage,
+}
+
+/// What a run that is not yet durable stands for at a checkpoint cut
+/// ([`Spine::cut`]): the durable runs its merge replaced (kept on disk until
+/// it is durable itself), oldest first, which hold its writes up to
+/// `covered`; past that (`hole`), its writes came from memory and only the
+/// WAL holds them durably.
+#[derive(Debug, Clone, Default)]
+struct Lineage {
+    runs: Vec<Arc<RunFile>>,
+    covered: u64,
+    hole: bool,
+}
+
+/// The runs a checkpoint needs for one spine, and how far they reach.
+#[derive(Debug, Clone)]
+pub struct SpineCut {
+    /// Runs, oldest first. Those not yet durable must be synced before the
+    /// checkpoint commits ([`RunHandle::mark_durable`] after).
+    pub runs: Vec<RunHandle>,
+    /// Every write numbered up to this is in `runs`, none later.
+    pub covered_seq: u64,
 }
 
 #[derive(Debug)]
@@ -182,6 +206,16 @@ impl RunHandle {
     pub fn run(&self) -> &crate::run::Run {
         &self.0.run
     }
+
+    /// True once the run's bytes are known durable.
+    pub fn is_durable(&self) -> bool {
+        self.0.is_durable()
+    }
+
+    /// Records that the run's bytes are durable (a checkpoint synced them).
+    pub fn mark_durable(&self) {
+        self.0.mark_durable();
+    }
 }
 
 /// One sorted collection owned by one thread. See the module docs.
@@ -210,6 +244,9 @@ pub struct Spine {
     /// Level-0 batches with data up to this sequence number are to be
     /// flushed ([`Spine::request_flush`]).
     flush_upto: u64,
+    /// Writes up to this need no run: covered at open, or merged away to
+    /// nothing by a bottom merge.
+    base_seq: u64,
 }
 
 impl Spine {
@@ -247,6 +284,7 @@ impl Spine {
             memtable_seq: 0,
             flushed_seq: 0,
             flush_upto: 0,
+            base_seq: 0,
         })
     }
 
@@ -281,14 +319,19 @@ impl Spine {
             // Levels never increase from older to newer batches.
             level = level.min(size);
             let id = spine.take_id();
+            // Recovery opens runs a checkpoint made durable.
+            let file = RunFile::new(run, Arc::clone(&fs));
+            file.mark_durable();
             spine.batches.push(Slot {
                 id,
-                batch: Batch::Disk(Arc::new(RunFile::new(run, Arc::clone(&fs)))),
+                batch: Batch::Disk(Arc::new(file)),
                 level,
                 merging: false,
                 max_seq: covered_seq,
+                lineage: Lineage::default(),
             });
         }
+        spine.base_seq = covered_seq;
         spine.seq = covered_seq;
         spine.memtable_seq = covered_seq;
         spine.flushed_seq = covered_seq;
@@ -416,6 +459,7 @@ impl Spine {
             level: 0,
             merging: false,
             max_seq: self.memtable_seq,
+            lineage: Lineage::default(),
         });
         self.stats.seals += 1;
         self.collect_background()?;
@@ -671,6 +715,18 @@ impl Spine {
         // Merges take the oldest batches of a level, so what is on disk is a
         // prefix of the writes: everything up to the newest merged sequence.
         self.flushed_seq = self.flushed_seq.max(max_seq);
+        // What came before the inputs is in older batches: their lineage
+        // starts from the newest write those hold.
+        let before = if first == 0 {
+            self.base_seq
+        } else {
+            self.batches[first - 1].max_seq.max(self.base_seq)
+        };
+        let lineage = Self::lineage_of(&self.batches[first..first + inputs.len()], before);
+        if output.run.is_none() && first == 0 {
+            // A bottom merge that left nothing: those writes need no run.
+            self.base_seq = self.base_seq.max(max_seq);
+        }
         let replacement = output.run.map(|rf| {
             self.stats.bytes_written += rf.run.meta().file_len;
             let bytes = rf.run.meta().file_len;
@@ -681,6 +737,7 @@ impl Spine {
                 level: level.max(in_level),
                 merging: false,
                 max_seq,
+                lineage,
             }
         });
         let retired: Vec<Batch> = self
@@ -699,6 +756,78 @@ impl Spine {
         self.stats.merges += 1;
         self.stats.bytes_merged += output.bytes_in;
         self.schedule()
+    }
+
+    /// What a merge of `inputs` (oldest first) stands for while its output
+    /// is not durable: their durable prefix.
+    fn lineage_of(inputs: &[Slot], base: u64) -> Lineage {
+        let mut l = Lineage {
+            covered: base,
+            ..Lineage::default()
+        };
+        for s in inputs {
+            match &s.batch {
+                Batch::Disk(rf) if rf.is_durable() => {
+                    l.runs.push(Arc::clone(rf));
+                    l.covered = l.covered.max(s.max_seq);
+                }
+                Batch::Disk(_) => {
+                    l.runs.extend(s.lineage.runs.iter().cloned());
+                    l.covered = l.covered.max(s.lineage.covered);
+                    if s.lineage.hole {
+                        l.hole = true;
+                        return l;
+                    }
+                }
+                Batch::Mem(_) => {
+                    l.hole = true;
+                    return l;
+                }
+            }
+        }
+        l
+    }
+
+    /// The runs a checkpoint of this spine needs now, and the sequence number
+    /// up to which they hold every write (the WAL covers the rest).
+    ///
+    /// `eager`: every run, durable or not (the caller syncs the new ones).
+    /// Otherwise a run written since the last cut is not synced yet: most
+    /// are merged away within an interval or two, and syncing them is most
+    /// of what a checkpoint would cost under fast ingest. The cut uses the
+    /// durable runs it replaced instead (kept on disk until then), or, where
+    /// its data came from memory, stops there and leaves the rest to the WAL.
+    /// A run still alive at its second cut is included (and synced).
+    pub fn cut(&mut self, eager: bool) -> SpineCut {
+        let mut runs = Vec::new();
+        let mut covered = self.base_seq;
+        let mut released = Vec::new();
+        for s in &mut self.batches {
+            let Batch::Disk(rf) = &s.batch else { break };
+            if rf.is_durable() {
+                let old = std::mem::take(&mut s.lineage);
+                released.extend(old.runs.into_iter().map(Batch::Disk));
+            } else if !eager && !rf.see() {
+                runs.extend(s.lineage.runs.iter().map(|r| RunHandle(Arc::clone(r))));
+                covered = covered.max(s.lineage.covered);
+                if s.lineage.hole {
+                    break;
+                }
+                continue;
+            }
+            runs.push(RunHandle(Arc::clone(rf)));
+            covered = covered.max(s.max_seq);
+        }
+        if eager {
+            covered = covered.max(self.flushed_seq);
+        }
+        if let Some(h) = &self.helper {
+            h.bury(released);
+        }
+        SpineCut {
+            runs,
+            covered_seq: covered,
+        }
     }
 
     /// The shape of the spine, level by level (empty levels omitted).

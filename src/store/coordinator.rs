@@ -15,7 +15,7 @@
 //! 6. A janitor thread deletes retired directories and makes the next
 //!    checkpoint's, off the next checkpoint's path.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
@@ -30,6 +30,7 @@ use crate::checkpoint::{
     OperatorCheckpoint, PreparedCheckpoint, RunEntry, RunLink, ShardManifest, SpineManifest, TMP_DIR_SUFFIX,
 };
 use crate::recovery::checkpoint_run_name;
+use crate::spine::RunHandle;
 use crate::wal::Watermark;
 use crate::{Error, Result};
 
@@ -45,6 +46,7 @@ pub struct CheckpointConfig {
     pub(crate) max_retained: usize,
     pub(crate) cut_timeout: Duration,
     pub(crate) flush_after: usize,
+    pub(crate) eager_run_sync: bool,
 }
 
 impl CheckpointConfig {
@@ -57,6 +59,7 @@ impl CheckpointConfig {
             max_retained: 3,
             cut_timeout: Duration::from_secs(60),
             flush_after: 4,
+            eager_run_sync: false,
         }
     }
 
@@ -91,6 +94,17 @@ impl CheckpointConfig {
     #[must_use]
     pub fn with_cut_timeout(mut self, timeout: Duration) -> Self {
         self.cut_timeout = timeout;
+        self
+    }
+
+    /// Sync every run a cut finds (`true`), or (default) only runs that
+    /// survived since the previous cut, standing in for younger ones with
+    /// the durable runs they replaced or the WAL (see [`crate::spine::Spine::cut`]).
+    /// Eager costs ingest when merges outpace the disk; deferred keeps up to
+    /// about two intervals of writes in the WAL for recovery to replay.
+    #[must_use]
+    pub fn with_eager_run_sync(mut self, eager: bool) -> Self {
+        self.eager_run_sync = eager;
         self
     }
 
@@ -160,8 +174,9 @@ pub struct CheckpointCoordinator {
     shards: Vec<Sender<CutRequest>>,
     watermarks: Vec<Option<Arc<Watermark>>>,
     retained: Vec<Retained>,
-    /// Live run files the newest checkpoint made durable.
-    durable: HashSet<PathBuf>,
+    /// The next cut includes every run as it is (no deferral): set for the
+    /// checkpoint that seals a roll back.
+    eager_next: bool,
     last_epoch: u64,
     last_time: Instant,
     superseded: Vec<Uuid>,
@@ -180,7 +195,6 @@ impl CheckpointCoordinator {
         fingerprint: Vec<u8>,
         shards: Vec<Sender<CutRequest>>,
         watermarks: Vec<Option<Arc<Watermark>>>,
-        durable: HashSet<PathBuf>,
         last_epoch: u64,
     ) -> Result<Self> {
         let mut retained = Vec::new();
@@ -202,7 +216,7 @@ impl CheckpointCoordinator {
             shards,
             watermarks,
             retained,
-            durable,
+            eager_next: false,
             last_epoch,
             last_time: Instant::now(),
             superseded: Vec::new(),
@@ -256,6 +270,7 @@ impl CheckpointCoordinator {
                     epoch,
                     flush_below,
                     reply: tx.clone(),
+                    eager: self.eager_next || self.config.eager_run_sync,
                 })
                 .map_err(|_| Error::InvalidArgument(format!("shard {n} is gone")))?;
         }
@@ -297,7 +312,7 @@ impl CheckpointCoordinator {
             }
         }
         let committed = Instant::now();
-        let (mut prepared, live_paths) = self.prepare(pending.epoch, &pending.request, &cuts);
+        let (mut prepared, handles) = self.prepare(pending.epoch, &pending.request, &cuts);
         // With two or more kept, the oldest can go in the commit's own sync
         // round: the previous checkpoint stays whatever happens to this one.
         if self.config.max_retained >= 2 {
@@ -320,9 +335,12 @@ impl CheckpointCoordinator {
             replay_from: m.shards.iter().map(ShardManifest::replay_from).collect(),
             cuts: m.shards.iter().map(|s| s.cut_lsn).collect(),
         });
-        self.durable = live_paths;
+        for h in &handles {
+            h.mark_durable();
+        }
         self.last_epoch = pending.epoch;
         self.last_time = Instant::now();
+        self.eager_next = false;
         let removed = self.retire()? + retired_early;
         self.housekeep(prepared.retire_before_commit);
         Ok(IncrementalCheckpointMetadata {
@@ -366,9 +384,9 @@ impl CheckpointCoordinator {
         epoch: u64,
         req: &CheckpointRequest,
         cuts: &[ShardCut],
-    ) -> (PreparedCheckpoint, HashSet<PathBuf>) {
+    ) -> (PreparedCheckpoint, Vec<RunHandle>) {
         let mut runs = Vec::new();
-        let mut live = HashSet::new();
+        let mut live = Vec::new();
         let mut shards = Vec::with_capacity(cuts.len());
         for c in cuts {
             let mut spines = Vec::with_capacity(c.spines.len());
@@ -384,9 +402,9 @@ impl CheckpointCoordinator {
                     runs.push(RunLink {
                         source: meta.path.clone(),
                         name: name.clone(),
-                        is_new: !self.durable.contains(&meta.path),
+                        is_new: !h.is_durable(),
                     });
-                    live.insert(meta.path.clone());
+                    live.push(h.clone());
                     entries.push(RunEntry {
                         file: name,
                         size: meta.file_len,
@@ -461,6 +479,7 @@ impl CheckpointCoordinator {
             .partition(|r| ids.contains(&r.id));
         self.retained = kept;
         self.superseded.extend(gone.into_iter().map(|r| r.id));
+        self.eager_next = true;
         self.last_epoch = epoch.saturating_sub(1);
     }
 

@@ -31,7 +31,7 @@
 mod coordinator;
 mod shard;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -319,11 +319,9 @@ impl Store {
         let mut shards = Vec::with_capacity(recovered.len());
         let mut senders = Vec::with_capacity(recovered.len());
         let mut watermarks = Vec::with_capacity(recovered.len());
-        let mut durable = HashSet::new();
         for mut rec in recovered {
             let (tx, rx) = mpsc::channel();
             senders.push(tx);
-            durable.extend(rec.durable_runs.drain(..));
             let wal_epoch = rec.wal_epoch;
             let next_lsn = rec.next_lsn;
             let (producer, watermark) = match (rec.wal.take(), drainer.as_mut()) {
@@ -360,7 +358,6 @@ impl Store {
             opts.fingerprint.clone(),
             senders,
             watermarks.clone(),
-            durable,
             epoch,
         )?;
         let drainer = drainer.map(ChangelogDrainer::spawn).transpose()?;

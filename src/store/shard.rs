@@ -36,6 +36,8 @@ pub(crate) struct CutRequest {
     /// WAL behind them can be truncated by a later checkpoint.
     pub(crate) flush_below: u64,
     pub(crate) reply: Sender<ShardCut>,
+    /// Include every run as it is ([`Spine::cut`]).
+    pub(crate) eager: bool,
 }
 
 /// One spine at a cut.
@@ -368,12 +370,13 @@ impl Shard {
             } else if n.spine.covered_seq().max(self.covered_floor) < req.flush_below {
                 self.flush_pending.push(i as u32);
             }
+            let cut = n.spine.cut(req.eager || !with_wal);
             spines.push(SpineCut {
                 id: i as u32,
                 name: n.name.clone(),
                 mode: n.spine.mode(),
-                covered: n.spine.covered_seq().max(self.covered_floor),
-                runs: n.spine.runs(),
+                covered: cut.covered_seq.max(self.covered_floor),
+                runs: cut.runs,
             });
         }
         let cut = ShardCut {
