@@ -802,21 +802,26 @@ impl Spine {
         let mut runs = Vec::new();
         let mut covered = self.base_seq;
         let mut released = Vec::new();
+        // Past a hole the cut stops, but every young run is still marked
+        // seen, so each is included at its second cut whatever lies before.
+        let mut stopped = false;
         for s in &mut self.batches {
             let Batch::Disk(rf) = &s.batch else { break };
             if rf.is_durable() {
                 let old = std::mem::take(&mut s.lineage);
                 released.extend(old.runs.into_iter().map(Batch::Disk));
             } else if !eager && !rf.see() {
-                runs.extend(s.lineage.runs.iter().map(|r| RunHandle(Arc::clone(r))));
-                covered = covered.max(s.lineage.covered);
-                if s.lineage.hole {
-                    break;
+                if !stopped {
+                    runs.extend(s.lineage.runs.iter().map(|r| RunHandle(Arc::clone(r))));
+                    covered = covered.max(s.lineage.covered);
+                    stopped = s.lineage.hole;
                 }
                 continue;
             }
-            runs.push(RunHandle(Arc::clone(rf)));
-            covered = covered.max(s.max_seq);
+            if !stopped {
+                runs.push(RunHandle(Arc::clone(rf)));
+                covered = covered.max(s.max_seq);
+            }
         }
         if eager {
             covered = covered.max(self.flushed_seq);
