@@ -794,7 +794,7 @@ fn every_young_run_is_included_at_its_second_cut() {
     live.sort();
     assert_eq!(names, live);
     assert_eq!(
-        m.shards[0].spines[0].covered_lsn, 601,
-        "every write (LSNs 2..=601) is in the runs"
+        m.shards[0].spines[0].covered_lsn, 602,
+        "every write (LSNs 3..=602) is in the runs"
     );
 }
