@@ -798,3 +798,30 @@ fn every_young_run_is_included_at_its_second_cut() {
         "every write (LSNs 3..=602) is in the runs"
     );
 }
+
+/// Runs older than the young-run age, and every run in eager mode, are
+/// synced and linked at the first cut that finds them.
+#[test]
+fn old_runs_and_eager_checkpoints_include_every_run_at_once() {
+    use statespine::store::CheckpointConfig;
+    for config in [
+        CheckpointConfig::new(ROOT).with_young_run_age(Duration::ZERO),
+        CheckpointConfig::new(ROOT).with_eager_run_sync(true),
+    ] {
+        let fs = Arc::new(MemFs::new());
+        let mut store = options(&fs, 1).checkpoint(config).open().unwrap();
+        let mut shard = store.take_shards().remove(0);
+        let (kv, _) = ids(&mut shard);
+        for k in 0..600u16 {
+            shard.put(kv, &key(k), &value(1, k)).unwrap();
+        }
+        shard.flush_all().unwrap();
+        let runs = shard.spine(kv).unwrap().runs().len();
+        assert!(runs > 0);
+        let ck = store
+            .checkpoint_inline(&mut [&mut shard], 1, CheckpointRequest::default())
+            .unwrap();
+        assert_eq!(ck.commit.synced_runs, runs);
+        assert_eq!(ck.runs, runs);
+    }
+}

@@ -24,6 +24,8 @@ pub(crate) struct RunFile {
     durable: AtomicBool,
     /// A checkpoint cut has seen it while it was not durable.
     seen: AtomicBool,
+    /// When it was published.
+    created: std::time::Instant,
 }
 
 impl RunFile {
@@ -34,7 +36,13 @@ impl RunFile {
             retired: AtomicBool::new(false),
             durable: AtomicBool::new(false),
             seen: AtomicBool::new(false),
+            created: std::time::Instant::now(),
         }
+    }
+
+    /// Time since the run was published.
+    pub(crate) fn age(&self) -> std::time::Duration {
+        self.created.elapsed()
     }
 
     pub(crate) fn is_durable(&self) -> bool {

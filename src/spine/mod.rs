@@ -134,6 +134,10 @@ pub struct SpineCut {
     pub runs: Vec<RunHandle>,
     /// Every write numbered up to this is in `runs`, none later.
     pub covered_seq: u64,
+    /// Retired runs that stood in for runs now durable: nothing needs them
+    /// any more, and dropping the last handle deletes the file. Handed over
+    /// so that the unlink happens off the owner's thread.
+    pub released: Vec<RunHandle>,
 }
 
 #[derive(Debug)]
@@ -791,14 +795,18 @@ impl Spine {
     /// The runs a checkpoint of this spine needs now, and the sequence number
     /// up to which they hold every write (the WAL covers the rest).
     ///
-    /// `eager`: every run, durable or not (the caller syncs the new ones).
-    /// Otherwise a run written since the last cut is not synced yet: most
-    /// are merged away within an interval or two, and syncing them is most
-    /// of what a checkpoint would cost under fast ingest. The cut uses the
-    /// durable runs it replaced instead (kept on disk until then), or, where
-    /// its data came from memory, stops there and leaves the rest to the WAL.
-    /// A run still alive at its second cut is included (and synced).
-    pub fn cut(&mut self, eager: bool) -> SpineCut {
+    /// `young: None`: every run, durable or not (the caller syncs the new
+    /// ones). `Some(age)`: a run younger than `age` that no earlier cut saw
+    /// is not synced yet: most such runs are merged away within a second or
+    /// two, and syncing them is most of what a checkpoint would cost under
+    /// fast ingest. The cut uses the durable runs it replaced instead (kept
+    /// on disk until then), or, where its data came from memory, stops
+    /// there and leaves the rest to the WAL. It is included (and synced) at
+    /// the next cut that finds it alive. Replay after a crash thus grows by
+    /// at most about `age` of writes (or one interval, if shorter).
+    pub fn cut(&mut self, young: Option<Duration>) -> SpineCut {
+        let eager = young.is_none();
+        let young = young.unwrap_or_default();
         let mut runs = Vec::new();
         let mut covered = self.base_seq;
         let mut released = Vec::new();
@@ -810,7 +818,7 @@ impl Spine {
             if rf.is_durable() {
                 let old = std::mem::take(&mut s.lineage);
                 released.extend(old.runs.into_iter().map(Batch::Disk));
-            } else if !eager && !rf.see() {
+            } else if !eager && !rf.see() && rf.age() < young {
                 if !stopped {
                     runs.extend(s.lineage.runs.iter().map(|r| RunHandle(Arc::clone(r))));
                     covered = covered.max(s.lineage.covered);
@@ -826,12 +834,16 @@ impl Spine {
         if eager {
             covered = covered.max(self.flushed_seq);
         }
-        if let Some(h) = &self.helper {
-            h.bury(released);
-        }
         SpineCut {
             runs,
             covered_seq: covered,
+            released: released
+                .into_iter()
+                .filter_map(|b| match b {
+                    Batch::Disk(rf) => Some(RunHandle(rf)),
+                    Batch::Mem(_) => None,
+                })
+                .collect(),
         }
     }
 

@@ -46,7 +46,7 @@ pub struct CheckpointConfig {
     pub(crate) max_retained: usize,
     pub(crate) cut_timeout: Duration,
     pub(crate) flush_after: usize,
-    pub(crate) eager_run_sync: bool,
+    pub(crate) young_run_age: Option<Duration>,
 }
 
 impl CheckpointConfig {
@@ -59,7 +59,7 @@ impl CheckpointConfig {
             max_retained: 3,
             cut_timeout: Duration::from_secs(60),
             flush_after: 4,
-            eager_run_sync: false,
+            young_run_age: Some(Duration::from_secs(1)),
         }
     }
 
@@ -97,14 +97,22 @@ impl CheckpointConfig {
         self
     }
 
-    /// Sync every run a cut finds (`true`), or (default) only runs that
-    /// survived since the previous cut, standing in for younger ones with
-    /// the durable runs they replaced or the WAL (see [`crate::spine::Spine::cut`]).
-    /// Eager costs ingest when merges outpace the disk; deferred keeps up to
-    /// about two intervals of writes in the WAL for recovery to replay.
+    /// Sync every run a cut finds (`true`), or (default) defer runs younger
+    /// than [`CheckpointConfig::with_young_run_age`] that no earlier cut saw,
+    /// standing in for them with the durable runs they replaced or the WAL
+    /// (see [`crate::spine::Spine::cut`]). Eager costs ingest when merges
+    /// outpace the disk; deferring lets recovery replay a little more WAL.
     #[must_use]
     pub fn with_eager_run_sync(mut self, eager: bool) -> Self {
-        self.eager_run_sync = eager;
+        self.young_run_age = if eager { None } else { Some(Duration::from_secs(1)) };
+        self
+    }
+
+    /// Runs younger than this at a cut wait for the next cut (default 1 s):
+    /// most die in merges before then. Bounds the extra WAL replay.
+    #[must_use]
+    pub fn with_young_run_age(mut self, age: Duration) -> Self {
+        self.young_run_age = Some(age);
         self
     }
 
@@ -270,7 +278,11 @@ impl CheckpointCoordinator {
                     epoch,
                     flush_below,
                     reply: tx.clone(),
-                    eager: self.eager_next || self.config.eager_run_sync,
+                    young: if self.eager_next {
+                        None
+                    } else {
+                        self.config.young_run_age
+                    },
                 })
                 .map_err(|_| Error::InvalidArgument(format!("shard {n} is gone")))?;
         }
@@ -342,7 +354,11 @@ impl CheckpointCoordinator {
         self.last_time = Instant::now();
         self.eager_next = false;
         let removed = self.retire()? + retired_early;
-        self.housekeep(prepared.retire_before_commit);
+        let released: Vec<RunHandle> = cuts
+            .iter_mut()
+            .flat_map(|c| std::mem::take(&mut c.released))
+            .collect();
+        self.housekeep(prepared.retire_before_commit, released);
         Ok(IncrementalCheckpointMetadata {
             id: m.id,
             epoch: m.epoch,
@@ -484,14 +500,17 @@ impl CheckpointCoordinator {
     }
 
     /// Starts the janitor: deletes the directories `retired` (renamed to
-    /// `.tmp` by the commit) and makes the next checkpoint's `.tmp`
+    /// `.tmp` by the commit), drops the stand-in runs the shards released
+    /// (deleting their files), and makes the next checkpoint's `.tmp`
     /// directory, so neither costs the next checkpoint time. A crash leaves
     /// only `.tmp` directories, which open deletes.
-    fn housekeep(&mut self, retired: Vec<Uuid>) {
+    fn housekeep(&mut self, retired: Vec<Uuid>, released: Vec<RunHandle>) {
         self.next_id = Uuid::new_v4();
         let store = self.store.clone();
         let next = self.next_id;
         let job = move || {
+            // The last handle of a retired run deletes its file.
+            drop(released);
             for id in retired {
                 let dir = store.dir().join(format!("{id}{TMP_DIR_SUFFIX}"));
                 store.fs().remove_dir_all(&dir)?;

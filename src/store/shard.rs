@@ -36,8 +36,9 @@ pub(crate) struct CutRequest {
     /// WAL behind them can be truncated by a later checkpoint.
     pub(crate) flush_below: u64,
     pub(crate) reply: Sender<ShardCut>,
-    /// Include every run as it is ([`Spine::cut`]).
-    pub(crate) eager: bool,
+    /// Defer runs younger than this (`None`: include every run as it is;
+    /// [`Spine::cut`]).
+    pub(crate) young: Option<Duration>,
 }
 
 /// One spine at a cut.
@@ -50,6 +51,9 @@ pub(crate) struct SpineCut {
     pub(crate) runs: Vec<RunHandle>,
 }
 
+/// Retired runs a shard's cut released, dropped on the coordinator's thread.
+pub(crate) type Released = Vec<RunHandle>;
+
 /// A shard's answer: what its state at the epoch is made of.
 #[derive(Debug)]
 pub(crate) struct ShardCut {
@@ -61,6 +65,7 @@ pub(crate) struct ShardCut {
     pub(crate) spines: Vec<SpineCut>,
     /// How long the shard's thread spent on the cut.
     pub(crate) pause: Duration,
+    pub(crate) released: Released,
 }
 
 /// One shard: named spines owned by one thread (Send, not Sync). Writes go
@@ -362,6 +367,7 @@ impl Shard {
         let start = Instant::now();
         let with_wal = self.producer.is_some();
         let mut spines = Vec::with_capacity(self.spines.len());
+        let mut released = Vec::new();
         for (i, named) in self.spines.iter_mut().enumerate() {
             let Some(n) = named else { continue };
             if !with_wal {
@@ -370,7 +376,8 @@ impl Shard {
             } else if n.spine.covered_seq().max(self.covered_floor) < req.flush_below {
                 self.flush_pending.push(i as u32);
             }
-            let cut = n.spine.cut(req.eager || !with_wal);
+            let cut = n.spine.cut(if with_wal { req.young } else { None });
+            released.extend(cut.released);
             spines.push(SpineCut {
                 id: i as u32,
                 name: n.name.clone(),
@@ -386,6 +393,7 @@ impl Shard {
             next_spine_id: self.spines.len() as u32,
             spines,
             pause: Duration::ZERO,
+            released,
         };
         self.epoch = self.epoch.max(req.epoch + 1);
         let cut = ShardCut {
