@@ -825,3 +825,53 @@ fn old_runs_and_eager_checkpoints_include_every_run_at_once() {
         assert_eq!(ck.runs, runs);
     }
 }
+
+/// Where the file system refuses hard links, checkpoints copy the runs, say
+/// so in the manifest, and recover the same.
+#[test]
+fn without_hard_links_checkpoints_copy_and_say_so() {
+    let fs = Arc::new(MemFs::new());
+    fs.refuse_hard_links(true);
+    let mut store = options(&fs, 1).open().unwrap();
+    let mut shard = store.take_shards().remove(0);
+    let (kv, _) = ids(&mut shard);
+    let mut model = Kv::new();
+    for k in 0..600u16 {
+        shard.put(kv, &key(k), &value(2, k)).unwrap();
+        model.insert(key(k), value(2, k));
+    }
+    shard.flush_all().unwrap();
+    store
+        .checkpoint_inline(&mut [&mut shard], 1, CheckpointRequest::default())
+        .unwrap();
+    let ck = store
+        .checkpoint_inline(&mut [&mut shard], 2, CheckpointRequest::default())
+        .unwrap();
+    assert!(ck.commit.copied > 0 && ck.commit.linked == 0, "{:?}", ck.commit);
+    let m =
+        statespine::checkpoint::CheckpointStore::load_manifest(store.coordinator().store(), ck.id).unwrap();
+    assert!(m.runs_copied);
+    assert!(shard.wait_durable(WAIT));
+    let image = Arc::new(fs.crash());
+    image.refuse_hard_links(true);
+    drop((shard, store));
+    let mut state = options(&image, 1).recover().unwrap();
+    let mut shard = state.store.take_shards().remove(0);
+    let kv = shard.spine_id("kv").unwrap();
+    let got: Kv = shard
+        .cursor(kv)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.key.to_vec(), e.value.to_vec())
+        })
+        .collect();
+    assert_eq!(got, model);
+}
+
+#[test]
+fn a_shard_can_move_to_its_thread() {
+    fn send<T: Send>() {}
+    send::<Shard>();
+    send::<Store>();
+}

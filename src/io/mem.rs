@@ -49,6 +49,9 @@ pub struct MemFs {
     tree: Arc<Mutex<Tree>>,
     /// Test hook: when set, `sync_data` fails (see [`MemFs::fail_syncs`]).
     fail_syncs: Arc<std::sync::atomic::AtomicBool>,
+    /// Test hook: when set, `hard_link` fails with EXDEV, as across file
+    /// systems (see [`MemFs::refuse_hard_links`]).
+    refuse_links: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn not_found(op: &'static str, path: &Path) -> Error {
@@ -73,6 +76,13 @@ impl MemFs {
         self.fail_syncs.store(fail, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Makes every later `hard_link` fail as it does across file systems
+    /// (EXDEV), or succeed again.
+    pub fn refuse_hard_links(&self, refuse: bool) {
+        self.refuse_links
+            .store(refuse, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// The file system a power loss would leave: every file holds only the bytes
     /// its last sync made durable.
     pub fn crash(&self) -> MemFs {
@@ -95,6 +105,7 @@ impl MemFs {
         }
         MemFs {
             fail_syncs: Arc::default(),
+            refuse_links: Arc::default(),
             tree: Arc::new(Mutex::new(Tree {
                 files,
                 dirs: tree.dirs.clone(),
@@ -210,6 +221,13 @@ impl Fs for MemFs {
     }
 
     fn hard_link(&self, original: &Path, link: &Path) -> Result<()> {
+        if self.refuse_links.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::io(
+                "hard link",
+                link,
+                std::io::Error::from(ErrorKind::CrossesDevices),
+            ));
+        }
         let mut tree = lock(&self.tree);
         tree.check_parent("hard link", link)?;
         if tree.files.contains_key(link) {
