@@ -163,6 +163,14 @@ fn recover(fs: Arc<MemFs>) -> (statespine::store::RecoveredState, Vec<Shard>) {
     (state, shards)
 }
 
+/// The checkpoint link names of a spine's live runs (shard 0).
+fn live_run_names(shard: &Shard, id: SpineId) -> Vec<String> {
+    let runs = shard.spine(id).unwrap().runs();
+    let name =
+        |h: &statespine::spine::RunHandle| h.run().path().file_name().unwrap().to_string_lossy().into_owned();
+    runs.iter().map(|h| format!("0-{}-{}", id.0, name(h))).collect()
+}
+
 /// Names of the committed checkpoint directories (UUIDs, no suffix).
 fn checkpoint_dirs(fs: &MemFs) -> Vec<String> {
     let mut names = fs.list(&Path::new(ROOT).join("checkpoints")).unwrap();
@@ -689,19 +697,7 @@ fn checkpoints_defer_young_runs_and_use_what_they_replaced() {
         put(&mut shard, round);
         shard.flush_all().unwrap();
     }
-    let live: Vec<String> = shard
-        .spine(kv)
-        .unwrap()
-        .runs()
-        .iter()
-        .map(|h| {
-            format!(
-                "0-{}-{}",
-                kv.0,
-                h.run().path().file_name().unwrap().to_string_lossy()
-            )
-        })
-        .collect();
+    let live: Vec<String> = live_run_names(&shard, kv);
     let merged_away: Vec<&String> = durable.iter().filter(|n| !live.contains(n)).collect();
     assert!(
         !merged_away.is_empty(),
@@ -734,16 +730,7 @@ fn checkpoints_defer_young_runs_and_use_what_they_replaced() {
     assert_eq!(state.epoch, 3);
     assert!(state.replayed_records >= 400);
     let mut shard = state.store.take_shards().remove(0);
-    let kv = shard.spine_id("kv").unwrap();
-    let got: Kv = shard
-        .cursor(kv)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (e.key.to_vec(), e.value.to_vec())
-        })
-        .collect();
-    assert_eq!(got, model);
+    assert_eq!(read_back(std::slice::from_mut(&mut shard)).kv[0], model);
 }
 
 /// Every young run is seen by a cut, even past a run the cut stops at, so
@@ -760,19 +747,7 @@ fn every_young_run_is_included_at_its_second_cut() {
         }
         shard.flush_all().unwrap();
     }
-    let live: Vec<String> = shard
-        .spine(kv)
-        .unwrap()
-        .runs()
-        .iter()
-        .map(|h| {
-            format!(
-                "0-{}-{}",
-                kv.0,
-                h.run().path().file_name().unwrap().to_string_lossy()
-            )
-        })
-        .collect();
+    let live: Vec<String> = live_run_names(&shard, kv);
     assert!(live.len() >= 2, "{live:?}");
     let first = store
         .checkpoint_inline(&mut [&mut shard], 1, CheckpointRequest::default())
@@ -857,16 +832,7 @@ fn without_hard_links_checkpoints_copy_and_say_so() {
     drop((shard, store));
     let mut state = options(&image, 1).recover().unwrap();
     let mut shard = state.store.take_shards().remove(0);
-    let kv = shard.spine_id("kv").unwrap();
-    let got: Kv = shard
-        .cursor(kv)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (e.key.to_vec(), e.value.to_vec())
-        })
-        .collect();
-    assert_eq!(got, model);
+    assert_eq!(read_back(std::slice::from_mut(&mut shard)).kv[0], model);
 }
 
 #[test]
