@@ -109,7 +109,7 @@ impl FileSystemCheckpointStore {
     /// Checkpoints in `dir` (usually `<store>/checkpoints`), created if missing.
     pub fn new(fs: Arc<dyn Fs>, dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
-        fs.create_dir_all(&dir)?;
+        crate::io::create_dir_all_durable(fs.as_ref(), &dir)?;
         Ok(FileSystemCheckpointStore { fs, dir })
     }
 

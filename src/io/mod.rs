@@ -5,7 +5,8 @@
 //! 1. [`StdFs`] — the real one (std + memmap2).
 //! 2. [`MemFs`] — in memory, for tests; it keeps each file's *written* bytes apart
 //!    from its *synced* bytes, so a test can build the disk a crash would leave.
-//! 3. (later) a fault-injecting one for crash and I/O-error tests.
+//! 3. [`SimFs`] — the crash-simulating one: directory entries durable only
+//!    once their directory is synced, faults at operation k, crash images.
 //!
 //! The trait is shaped by the crash-consistency rules in `shared/LESSONS.md`:
 //! durability is always an explicit call (`sync_data`, `sync_file`, `sync_dir`),
@@ -15,6 +16,7 @@
 mod mapping;
 mod mem;
 mod real;
+mod sim;
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ use std::path::{Path, PathBuf};
 pub use mapping::{Mapping, prefetch, prefetch_slice, prefetch_value};
 pub use mem::MemFs;
 pub use real::StdFs;
+pub use sim::{CrashVariant, Errno, SimFs};
 
 use crate::Result;
 
@@ -98,4 +101,29 @@ pub fn parent_dir(path: &Path) -> PathBuf {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     }
+}
+
+/// Creates `dir` and any missing ancestors so that they survive a crash:
+/// each directory it creates is made durable in its parent (a new
+/// directory is an entry of its parent like any file). Directories that
+/// already exist are left as they are.
+pub fn create_dir_all_durable(fs: &dyn Fs, dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.as_os_str().is_empty() && !fs.exists(at)? {
+        missing.push(at.to_path_buf());
+        match at.parent() {
+            Some(p) => at = p,
+            None => break,
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs.create_dir_all(dir)?;
+    // Outermost first: each new entry is durable before anything under it.
+    for d in missing.iter().rev() {
+        fs.sync_dir(&parent_dir(d))?;
+    }
+    Ok(())
 }

@@ -318,6 +318,8 @@ struct Live {
 impl ShardJob<'_> {
     fn run(self) -> Result<RecoveredShard> {
         let fs = self.fs;
+        // The shard's directory must survive a crash, or its WAL goes with it.
+        crate::io::create_dir_all_durable(fs.as_ref(), &self.layout.shard(self.shard))?;
         let runs_dir = self.layout.runs(self.shard);
         if fs.exists(&runs_dir)? {
             fs.remove_dir_all(&runs_dir)?;

@@ -248,7 +248,7 @@ impl RecoveryManager {
         let layout = Layout {
             root: opts.root.clone(),
         };
-        opts.fs.create_dir_all(&layout.root)?;
+        crate::io::create_dir_all_durable(opts.fs.as_ref(), &layout.root)?;
         let wal_opts = opts
             .wal
             .then(|| WalOptions::new(0).segment_size_bytes(opts.segment_size));

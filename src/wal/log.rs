@@ -141,7 +141,7 @@ impl WriteAheadLog {
     /// Opens (or creates) the log in `dir`; see the module docs, step 1.
     pub fn open(fs: Arc<dyn Fs>, dir: impl Into<PathBuf>, opts: WalOptions) -> Result<WriteAheadLog> {
         let dir = dir.into();
-        fs.create_dir_all(&dir)?;
+        crate::io::create_dir_all_durable(fs.as_ref(), &dir)?;
         let names = list_segments(fs.as_ref(), &dir)?;
         let mut report = OpenReport::default();
         let mut segments = Vec::new();
