@@ -259,7 +259,10 @@ impl SimFs {
     /// The disk a reboot after the crash finds (or, with no crash, after a
     /// power loss now), under `variant`, with coins drawn from `seed`.
     pub fn image(&self, variant: CrashVariant, seed: u64) -> SimFs {
-        let tree = lock(&self.faults).frozen.clone().unwrap_or_else(|| self.snapshot());
+        let tree = lock(&self.faults)
+            .frozen
+            .clone()
+            .unwrap_or_else(|| self.snapshot());
         let mut seed = seed;
         let fs = SimFs::new();
         let mut files = tree.files.clone();
@@ -425,7 +428,11 @@ fn apply(variant: CrashVariant, durable: &[u8], written: &[u8], seed: &mut u64) 
     match variant {
         CrashVariant::DropUnsynced | CrashVariant::ReorderedEntries => {}
         CrashVariant::RandomPages => {
-            let len = if next(seed) % 2 == 0 { written.len() } else { durable.len() };
+            let len = if next(seed) % 2 == 0 {
+                written.len()
+            } else {
+                durable.len()
+            };
             out.resize(len, 0);
             let mut p = common / PAGE * PAGE;
             while p < len {
@@ -448,7 +455,11 @@ fn apply(variant: CrashVariant, durable: &[u8], written: &[u8], seed: &mut u64) 
         CrashVariant::ZeroTail | CrashVariant::GarbageTail => {
             out = written.to_vec();
             for (i, b) in out.iter_mut().enumerate().skip(common) {
-                *b = if variant == CrashVariant::ZeroTail { 0 } else { (next(seed) >> (i % 8)) as u8 };
+                *b = if variant == CrashVariant::ZeroTail {
+                    0
+                } else {
+                    (next(seed) >> (i % 8)) as u8
+                };
             }
         }
     }

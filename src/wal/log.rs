@@ -398,7 +398,8 @@ impl WriteAheadLog {
     }
 
     /// Deletes every segment whose records are all below `lsn` (never the
-    /// current one); returns how many went.
+    /// current one), oldest first, each deletion durable before the next;
+    /// returns how many went.
     pub fn truncate_below(&mut self, lsn: u64) -> Result<usize> {
         self.check()?;
         let doomed = self
@@ -406,8 +407,12 @@ impl WriteAheadLog {
             .windows(2)
             .take_while(|w| w[1].first_lsn <= lsn)
             .count();
+        // Oldest first, each unlink durable before the next: unsynced unlinks
+        // may persist in any order, and a log missing a middle segment is
+        // damaged, where one missing its oldest is only truncated.
         for s in self.segments.drain(..doomed).collect::<Vec<_>>() {
             self.guard(|w| w.fs.remove_file(&s.path))?;
+            self.guard(|w| w.fs.sync_dir(&w.dir))?;
         }
         Ok(doomed)
     }
