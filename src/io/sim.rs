@@ -185,6 +185,12 @@ impl SimFs {
         lock(&self.faults).fail_at = Some((k, sticky, e));
     }
 
+    /// Removes the injected failures (not a crash that happened).
+    pub fn clear_faults(&self) {
+        let mut f = lock(&self.faults);
+        f.fail_at = None;
+    }
+
     /// The machine stops at operation `k`: see the module docs.
     pub fn crash_at(&self, k: u64) {
         lock(&self.faults).crash_at = Some(k);
