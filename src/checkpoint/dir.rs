@@ -293,10 +293,13 @@ impl CheckpointStore for FileSystemCheckpointStore {
         }
         // Step 5: one parallel round of syncs: the files written above and
         // the directory holding every link.
+        crate::io::kill_point("checkpoint-before-sync");
         self.sync_all(&written, std::slice::from_ref(&tmp))?;
         // Step 6: the commit point, once the caller's condition holds.
         before_commit()?;
+        crate::io::kill_point("checkpoint-before-rename");
         self.fs.rename(&tmp, &self.checkpoint_dir(id))?;
+        crate::io::kill_point("checkpoint-after-rename");
         self.fs.sync_dir(&self.dir)?;
         Ok(report)
     }

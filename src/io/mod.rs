@@ -13,6 +13,7 @@
 //! never a side effect of `append`, `rename` or `hard_link`, so an implementation
 //! can model exactly what a crash keeps.
 
+mod kill;
 mod mapping;
 mod mem;
 mod real;
@@ -21,6 +22,7 @@ mod sim;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
+pub use kill::kill_point;
 pub use mapping::{Mapping, prefetch, prefetch_slice, prefetch_value};
 pub use mem::MemFs;
 pub use real::StdFs;

@@ -744,6 +744,7 @@ impl Spine {
                 lineage,
             }
         });
+        crate::io::kill_point("merge-publish");
         let retired: Vec<Batch> = self
             .batches
             .splice(first..first + inputs.len(), replacement)

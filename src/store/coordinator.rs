@@ -549,6 +549,7 @@ impl CheckpointCoordinator {
         }
         while self.retained.len() > self.config.max_retained {
             let old = self.retained.remove(0);
+            crate::io::kill_point("retention");
             self.store.remove(old.id)?;
             removed += 1;
         }

@@ -411,6 +411,7 @@ impl WriteAheadLog {
         // may persist in any order, and a log missing a middle segment is
         // damaged, where one missing its oldest is only truncated.
         for s in self.segments.drain(..doomed).collect::<Vec<_>>() {
+            crate::io::kill_point("wal-truncate");
             self.guard(|w| w.fs.remove_file(&s.path))?;
             self.guard(|w| w.fs.sync_dir(&w.dir))?;
         }
