@@ -7,7 +7,7 @@
 //! write is there with its value and that what is there is a gap-free
 //! prefix; then the loop goes on, on the same directory.
 //!
-//! `KILL9_ITERATIONS` (default 150 here; thousands for a long run:
+//! `KILL9_ITERATIONS` (default 200 here; thousands for a long run:
 //! `KILL9_ITERATIONS=3000 cargo test --release --test kill9 -- --nocapture`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -70,7 +70,7 @@ fn kill_9_loop_loses_nothing_acknowledged() {
     let iterations: u64 = std::env::var("KILL9_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(150);
+        .unwrap_or(200);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     let dir = dir.to_str().unwrap();

@@ -1,0 +1,175 @@
+//! The model test with crashes: random puts, deletes, range reads, polls
+//! (merges), WAL syncs, checkpoints and crashes (a power loss under a random
+//! crash variant, then a reopen) against a `BTreeMap` that a crash rolls
+//! back to what was acknowledged: the recovered state must be the
+//! acknowledged one plus a gap-free prefix of what followed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use statespine::io::{CrashVariant, SimFs};
+use statespine::run::RunMode;
+use statespine::spine::SpineOptions;
+use statespine::store::{CheckpointConfig, CheckpointRequest, Options, Shard, SpineId, Store};
+use statespine::wal::SyncPolicy;
+
+type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u16, u8),
+    Delete(u16),
+    Range(u16, u16),
+    Poll,
+    Sync,
+    Checkpoint,
+    Crash(usize, u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        20 => (0..200u16, any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
+        4 => (0..200u16).prop_map(Op::Delete),
+        2 => (0..200u16, 0..200u16).prop_map(|(a, b)| Op::Range(a.min(b), a.max(b))),
+        4 => Just(Op::Poll),
+        2 => Just(Op::Sync),
+        1 => Just(Op::Checkpoint),
+        1 => (0..CrashVariant::ALL.len(), any::<u64>()).prop_map(|(v, s)| Op::Crash(v, s)),
+    ]
+}
+
+fn key(k: u16) -> Vec<u8> {
+    format!("k{k:05}").into_bytes()
+}
+
+fn options(fs: Arc<SimFs>, defer: bool) -> Options {
+    Options::new("/db")
+        .fs(fs)
+        .spine_options(
+            SpineOptions::new(RunMode::KeyValue)
+                .memtable_size_bytes(2 << 10)
+                .memory_budget_bytes(8 << 10)
+                .fan_in(3),
+        )
+        .wal_segment_size(4 << 10)
+        .sync_policy(SyncPolicy::Manual)
+        .checkpoint(
+            CheckpointConfig::new("/db")
+                .with_max_retained(2)
+                .with_young_run_age(if defer {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::ZERO
+                }),
+        )
+}
+
+struct Live {
+    fs: Arc<SimFs>,
+    store: Store,
+    shard: Shard,
+    id: SpineId,
+    epoch: u64,
+}
+
+fn open(fs: Arc<SimFs>, defer: bool) -> (Live, Kv) {
+    let mut state = options(Arc::clone(&fs), defer).recover().unwrap();
+    let mut shard = state.store.take_shards().remove(0);
+    let id = shard.create_spine("kv", RunMode::KeyValue).unwrap();
+    let got = read(&mut shard, id, Bound::Unbounded, Bound::Unbounded);
+    let epoch = state.epoch;
+    (
+        Live {
+            fs,
+            store: state.store,
+            shard,
+            id,
+            epoch,
+        },
+        got,
+    )
+}
+
+fn read(shard: &mut Shard, id: SpineId, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> Kv {
+    shard
+        .range(id, (lo, hi))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.key.to_vec(), e.value.to_vec())
+        })
+        .collect()
+}
+
+fn apply(m: &mut Kv, w: &(Vec<u8>, Option<Vec<u8>>)) {
+    match &w.1 {
+        Some(v) => m.insert(w.0.clone(), v.clone()),
+        None => m.remove(&w.0),
+    };
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn crashes_roll_back_to_a_prefix_covering_every_ack(ops in prop::collection::vec(op(), 100..900), defer in any::<bool>()) {
+        let (mut live, _) = open(Arc::new(SimFs::new()), defer);
+        let mut acked = Kv::new();
+        let mut pending: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let mut crashes = 0;
+        for op in ops {
+            match op {
+                Op::Put(k, v) => {
+                    let val = vec![v; 10 + usize::from(k % 30)];
+                    live.shard.put(live.id, &key(k), &val).unwrap();
+                    pending.push((key(k), Some(val)));
+                }
+                Op::Delete(k) => {
+                    live.shard.delete(live.id, &key(k)).unwrap();
+                    pending.push((key(k), None));
+                }
+                Op::Range(a, b) => {
+                    let mut model = acked.clone();
+                    pending.iter().for_each(|w| apply(&mut model, w));
+                    let (lo, hi) = (key(a), key(b));
+                    let want: Kv = model.range(lo.clone()..=hi.clone()).map(|(k, v)| (k.clone(), v.clone())).collect();
+                    let got = read(&mut live.shard, live.id, Bound::Included(&lo), Bound::Included(&hi));
+                    prop_assert_eq!(got, want);
+                }
+                Op::Poll => {
+                    live.shard.poll().unwrap();
+                }
+                Op::Sync => {
+                    prop_assert!(live.shard.wait_durable(Duration::from_secs(5)));
+                    pending.drain(..).for_each(|w| apply(&mut acked, &w));
+                }
+                Op::Checkpoint => {
+                    live.epoch += 1;
+                    live.store.checkpoint_inline(&mut [&mut live.shard], live.epoch, CheckpointRequest::default()).unwrap();
+                    pending.drain(..).for_each(|w| apply(&mut acked, &w));
+                }
+                Op::Crash(v, seed) => {
+                    let image = Arc::new(live.fs.image(CrashVariant::ALL[v], seed));
+                    drop(live);
+                    let (reopened, got) = open(image, defer);
+                    live = reopened;
+                    // The acknowledged state plus a gap-free prefix of the rest.
+                    let mut model = acked.clone();
+                    let mut n = 0;
+                    while model != got {
+                        prop_assert!(n < pending.len(), "after crash {}: not a prefix ({} of {} unacknowledged applied)", crashes, n, pending.len());
+                        apply(&mut model, &pending[n]);
+                        n += 1;
+                    }
+                    acked = got;
+                    pending.clear();
+                    crashes += 1;
+                }
+            }
+        }
+    }
+}
