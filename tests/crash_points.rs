@@ -220,31 +220,12 @@ fn crash_points_under_every_variant() {
     assert!(points > 300);
 }
 
+/// Explains one crash point: the checkpoints and WAL the image holds and
+/// how the recovered state differs from the acknowledged one.
+/// `K=<op> cargo test --release --test crash_points explain_crash_point -- --ignored --nocapture`
 #[test]
 #[ignore]
-fn debug_point() {
-    let ws = writes();
-    let k: u64 = std::env::var("K").unwrap().parse().unwrap();
-    let fs = Arc::new(SimFs::new());
-    fs.crash_at(k);
-    let acked = workload(Arc::clone(&fs), (1, false), &ws);
-    let image = fs.image(CrashVariant::DropUnsynced, k);
-    fn list(fs: &SimFs, d: &std::path::Path, depth: usize) {
-        use statespine::io::Fs;
-        for n in fs.list(d).unwrap_or_default() {
-            let p = d.join(&n);
-            let len = fs.read(&p).map(|b| b.len() as i64).unwrap_or(-1);
-            eprintln!("{}{} {}", "  ".repeat(depth), n, len);
-            list(fs, &p, depth + 1);
-        }
-    }
-    eprintln!("acked {acked}");
-    list(&image, std::path::Path::new("/"), 0);
-}
-
-#[test]
-#[ignore]
-fn debug_diff() {
+fn explain_crash_point() {
     let ws = writes();
     let k: u64 = std::env::var("K").unwrap().parse().unwrap();
     let fs = Arc::new(SimFs::new());
