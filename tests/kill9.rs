@@ -9,7 +9,12 @@
 //!
 //! `KILL9_ITERATIONS` (default 200 here; thousands for a long run:
 //! `KILL9_ITERATIONS=3000 cargo test --release --test kill9 -- --nocapture`).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::needless_range_loop)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::needless_range_loop
+)]
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
