@@ -17,6 +17,7 @@ mod kill;
 mod mapping;
 mod mem;
 mod real;
+#[cfg(any(test, feature = "sim"))]
 mod sim;
 
 use std::fmt::Debug;
@@ -26,6 +27,7 @@ pub use kill::kill_point;
 pub use mapping::{Mapping, prefetch, prefetch_slice, prefetch_value};
 pub use mem::MemFs;
 pub use real::StdFs;
+#[cfg(any(test, feature = "sim"))]
 pub use sim::{CrashVariant, Errno, SimFs};
 
 use crate::Result;
