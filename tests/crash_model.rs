@@ -1,4 +1,5 @@
-//! The model test with crashes: random puts, deletes, range reads, polls
+//! The model test with crashes: random puts, deletes, Z-set updates, range
+//! reads, polls
 //! (merges), WAL syncs, checkpoints and crashes (a power loss under a random
 //! crash variant, then a reopen) against a `BTreeMap` that a crash rolls
 //! back to what was acknowledged: the recovered state must be the
@@ -18,11 +19,28 @@ use statespine::store::{CheckpointConfig, CheckpointRequest, Options, Shard, Spi
 use statespine::wal::SyncPolicy;
 
 type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
+type Z = BTreeMap<(Vec<u8>, Vec<u8>), i64>;
+
+/// Both spines' state.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct State {
+    kv: Kv,
+    z: Z,
+}
+
+/// One write, as the model applies it.
+#[derive(Debug, Clone)]
+enum W {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    Update(Vec<u8>, Vec<u8>, i64),
+}
 
 #[derive(Debug, Clone)]
 enum Op {
     Put(u16, u8),
     Delete(u16),
+    Update(u16, u8, i8),
     Range(u16, u16),
     Poll,
     Sync,
@@ -34,6 +52,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         20 => (0..200u16, any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
         4 => (0..200u16).prop_map(Op::Delete),
+        8 => (0..60u16, 0..3u8, -2..3i8).prop_map(|(k, v, w)| Op::Update(k, v, w)),
         2 => (0..200u16, 0..200u16).prop_map(|(a, b)| Op::Range(a.min(b), a.max(b))),
         4 => Just(Op::Poll),
         2 => Just(Op::Sync),
@@ -73,14 +92,28 @@ struct Live {
     store: Store,
     shard: Shard,
     id: SpineId,
+    z: SpineId,
     epoch: u64,
 }
 
-fn open(fs: Arc<SimFs>, defer: bool) -> (Live, Kv) {
+fn open(fs: Arc<SimFs>, defer: bool) -> (Live, State) {
     let mut state = options(Arc::clone(&fs), defer).recover().unwrap();
     let mut shard = state.store.take_shards().remove(0);
     let id = shard.create_spine("kv", RunMode::KeyValue).unwrap();
-    let got = read(&mut shard, id, Bound::Unbounded, Bound::Unbounded);
+    let z = shard.create_spine("z", RunMode::ZSet).unwrap();
+    let kv = read(&mut shard, id, Bound::Unbounded, Bound::Unbounded);
+    let zs: Z = shard
+        .cursor(z)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let statespine::run::EntryKind::Weight(w) = e.kind else {
+                panic!("{e:?}")
+            };
+            ((e.key.to_vec(), e.value.to_vec()), w)
+        })
+        .collect();
+    let got = State { kv, z: zs };
     let epoch = state.epoch;
     (
         Live {
@@ -88,6 +121,7 @@ fn open(fs: Arc<SimFs>, defer: bool) -> (Live, Kv) {
             store: state.store,
             shard,
             id,
+            z,
             epoch,
         },
         got,
@@ -105,11 +139,22 @@ fn read(shard: &mut Shard, id: SpineId, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> K
         .collect()
 }
 
-fn apply(m: &mut Kv, w: &(Vec<u8>, Option<Vec<u8>>)) {
-    match &w.1 {
-        Some(v) => m.insert(w.0.clone(), v.clone()),
-        None => m.remove(&w.0),
-    };
+fn apply(m: &mut State, w: &W) {
+    match w {
+        W::Put(k, v) => {
+            m.kv.insert(k.clone(), v.clone());
+        }
+        W::Delete(k) => {
+            m.kv.remove(k);
+        }
+        W::Update(k, v, d) => {
+            let e = m.z.entry((k.clone(), v.clone())).or_default();
+            *e += d;
+            if *e == 0 {
+                m.z.remove(&(k.clone(), v.clone()));
+            }
+        }
+    }
 }
 
 proptest! {
@@ -118,25 +163,29 @@ proptest! {
     #[test]
     fn crashes_roll_back_to_a_prefix_covering_every_ack(ops in prop::collection::vec(op(), 100..900), defer in any::<bool>()) {
         let (mut live, _) = open(Arc::new(SimFs::new()), defer);
-        let mut acked = Kv::new();
-        let mut pending: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let mut acked = State::default();
+        let mut pending: Vec<W> = Vec::new();
         let mut crashes = 0;
         for op in ops {
             match op {
                 Op::Put(k, v) => {
                     let val = vec![v; 10 + usize::from(k % 30)];
                     live.shard.put(live.id, &key(k), &val).unwrap();
-                    pending.push((key(k), Some(val)));
+                    pending.push(W::Put(key(k), val));
                 }
                 Op::Delete(k) => {
                     live.shard.delete(live.id, &key(k)).unwrap();
-                    pending.push((key(k), None));
+                    pending.push(W::Delete(key(k)));
+                }
+                Op::Update(k, v, w) => {
+                    live.shard.update(live.z, &key(k), &[v; 6], i64::from(w)).unwrap();
+                    pending.push(W::Update(key(k), vec![v; 6], i64::from(w)));
                 }
                 Op::Range(a, b) => {
                     let mut model = acked.clone();
                     pending.iter().for_each(|w| apply(&mut model, w));
                     let (lo, hi) = (key(a), key(b));
-                    let want: Kv = model.range(lo.clone()..=hi.clone()).map(|(k, v)| (k.clone(), v.clone())).collect();
+                    let want: Kv = model.kv.range(lo.clone()..=hi.clone()).map(|(k, v)| (k.clone(), v.clone())).collect();
                     let got = read(&mut live.shard, live.id, Bound::Included(&lo), Bound::Included(&hi));
                     prop_assert_eq!(got, want);
                 }
