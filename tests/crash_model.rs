@@ -6,6 +6,9 @@
 //! acknowledged one plus a gap-free prefix of what followed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/sim_store.rs"]
+mod sim_store;
+
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -14,9 +17,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use statespine::io::{CrashVariant, SimFs};
 use statespine::run::RunMode;
-use statespine::spine::SpineOptions;
-use statespine::store::{CheckpointConfig, CheckpointRequest, Options, Shard, SpineId, Store};
-use statespine::wal::SyncPolicy;
+use statespine::store::{CheckpointRequest, Shard, SpineId, Store};
 
 type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
 type Z = BTreeMap<(Vec<u8>, Vec<u8>), i64>;
@@ -65,28 +66,6 @@ fn key(k: u16) -> Vec<u8> {
     format!("k{k:05}").into_bytes()
 }
 
-fn options(fs: Arc<SimFs>, defer: bool) -> Options {
-    Options::new("/db")
-        .fs(fs)
-        .spine_options(
-            SpineOptions::new(RunMode::KeyValue)
-                .memtable_size_bytes(2 << 10)
-                .memory_budget_bytes(8 << 10)
-                .fan_in(3),
-        )
-        .wal_segment_size(4 << 10)
-        .sync_policy(SyncPolicy::Manual)
-        .checkpoint(
-            CheckpointConfig::new("/db")
-                .with_max_retained(2)
-                .with_young_run_age(if defer {
-                    Duration::from_secs(1)
-                } else {
-                    Duration::ZERO
-                }),
-        )
-}
-
 struct Live {
     fs: Arc<SimFs>,
     store: Store,
@@ -97,7 +76,9 @@ struct Live {
 }
 
 fn open(fs: Arc<SimFs>, defer: bool) -> (Live, State) {
-    let mut state = options(Arc::clone(&fs), defer).recover().unwrap();
+    let mut state = sim_store::small_store(Arc::clone(&fs), 2, defer)
+        .recover()
+        .unwrap();
     let mut shard = state.store.take_shards().remove(0);
     let id = shard.create_spine("kv", RunMode::KeyValue).unwrap();
     let z = shard.create_spine("z", RunMode::ZSet).unwrap();

@@ -10,17 +10,16 @@
 //! every point under every variant.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/sim_store.rs"]
+mod sim_store;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use statespine::io::{CrashVariant, SimFs};
 use statespine::run::RunMode;
-use statespine::spine::SpineOptions;
-use statespine::store::{CheckpointConfig, CheckpointRequest, Options, Shard};
-use statespine::wal::SyncPolicy;
-
-const ROOT: &str = "/db";
+use statespine::store::{CheckpointRequest, Shard};
 
 type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -55,34 +54,10 @@ fn writes() -> Vec<W> {
     out
 }
 
-/// Store options: `retained` checkpoints kept; `defer` keeps runs younger
-/// than a second out of cuts (the default), otherwise every run is synced.
-fn options(fs: Arc<SimFs>, retained: usize, defer: bool) -> Options {
-    Options::new(ROOT)
-        .fs(fs)
-        .spine_options(
-            SpineOptions::new(RunMode::KeyValue)
-                .memtable_size_bytes(2 << 10)
-                .memory_budget_bytes(8 << 10)
-                .fan_in(3),
-        )
-        .wal_segment_size(4 << 10)
-        .sync_policy(SyncPolicy::Manual)
-        .checkpoint(
-            CheckpointConfig::new(ROOT)
-                .with_max_retained(retained)
-                .with_young_run_age(if defer {
-                    Duration::from_secs(1)
-                } else {
-                    Duration::ZERO
-                }),
-        )
-}
-
 /// Runs the workload until it ends or an operation fails (the crash);
 /// returns how many writes were acknowledged durable.
 fn workload(fs: Arc<SimFs>, (retained, defer): (usize, bool), ws: &[W]) -> usize {
-    let Ok(mut store) = options(fs, retained, defer).open() else {
+    let Ok(mut store) = sim_store::small_store(fs, retained, defer).open() else {
         return 0;
     };
     let mut shard: Shard = store.take_shards().remove(0);
@@ -140,7 +115,7 @@ struct Report {
 /// Recovers `image` and checks it against the oracle.
 fn check(image: SimFs, (retained, defer): (usize, bool), ws: &[W], acked: usize, what: &str, r: &mut Report) {
     let image = Arc::new(image);
-    let mut state = match options(Arc::clone(&image), retained, defer).recover() {
+    let mut state = match sim_store::small_store(Arc::clone(&image), retained, defer).recover() {
         Ok(s) => s,
         Err(e) => panic!("{what}: recovery failed: {e}"),
     };
@@ -268,7 +243,9 @@ fn explain_crash_point() {
             lsns.len()
         );
     }
-    let mut state = options(Arc::clone(&image), 1, false).recover().unwrap();
+    let mut state = sim_store::small_store(Arc::clone(&image), 1, false)
+        .recover()
+        .unwrap();
     eprintln!(
         "acked {acked} epoch {} replayed {} skipped {:?}",
         state.epoch, state.replayed_records, state.skipped
@@ -300,14 +277,14 @@ fn explain_crash_point() {
 #[test]
 fn acknowledged_writes_survive_a_power_loss_before_any_checkpoint() {
     let fs = Arc::new(SimFs::new());
-    let mut store = options(Arc::clone(&fs), 1, false).open().unwrap();
+    let mut store = sim_store::small_store(Arc::clone(&fs), 1, false).open().unwrap();
     let mut shard = store.take_shards().remove(0);
     let id = shard.create_spine("kv", RunMode::KeyValue).unwrap();
     shard.put(id, b"k", b"v").unwrap();
     assert!(shard.wait_durable(Duration::from_secs(5)));
     let image = Arc::new(fs.image(CrashVariant::DropUnsynced, 0));
     drop((shard, store));
-    let mut state = options(image, 1, false).recover().unwrap();
+    let mut state = sim_store::small_store(image, 1, false).recover().unwrap();
     let shard = state.store.take_shards().remove(0);
     let id = shard
         .spine_id("kv")

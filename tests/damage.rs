@@ -9,6 +9,9 @@
 //! counted apart.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/sim_store.rs"]
+mod sim_store;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,36 +20,9 @@ use std::time::Duration;
 use statespine::Error;
 use statespine::io::{CrashVariant, Fs, SimFs};
 use statespine::run::RunMode;
-use statespine::spine::SpineOptions;
-use statespine::store::{CheckpointConfig, CheckpointRequest, Options};
-use statespine::wal::SyncPolicy;
+use statespine::store::CheckpointRequest;
 
 type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
-
-fn options(fs: Arc<SimFs>) -> Options {
-    Options::new("/db")
-        .fs(fs)
-        .spine_options(
-            SpineOptions::new(RunMode::KeyValue)
-                .memtable_size_bytes(2 << 10)
-                .memory_budget_bytes(8 << 10)
-                .fan_in(3),
-        )
-        .wal_segment_size(4 << 10)
-        .sync_policy(SyncPolicy::Manual)
-        .checkpoint(
-            CheckpointConfig::new("/db")
-                .with_max_retained(2)
-                .with_young_run_age(Duration::ZERO),
-        )
-}
-
-fn write(i: u32) -> (Vec<u8>, Vec<u8>) {
-    (
-        format!("key-{:04}", (i * 37) % 150).into_bytes(),
-        vec![(i % 251) as u8; 20 + (i % 30) as usize],
-    )
-}
 
 fn files(fs: &SimFs, dir: &Path, out: &mut Vec<PathBuf>) {
     for n in fs.list(dir).unwrap_or_default() {
@@ -63,12 +39,12 @@ fn files(fs: &SimFs, dir: &Path, out: &mut Vec<PathBuf>) {
 fn damage_at_rest_is_detected_or_harmless_never_wrong() {
     // The store: 600 writes, all acknowledged, 5 checkpoints, runs and WAL.
     let fs = Arc::new(SimFs::new());
-    let mut store = options(Arc::clone(&fs)).open().unwrap();
+    let mut store = sim_store::small_store(Arc::clone(&fs), 2, false).open().unwrap();
     let mut shard = store.take_shards().remove(0);
     let id = shard.create_spine("kv", RunMode::KeyValue).unwrap();
     let mut model = Kv::new();
     for i in 0..600u32 {
-        let (k, v) = write(i);
+        let (k, v) = sim_store::write(i);
         shard.put(id, &k, &v).unwrap();
         model.insert(k, v);
         shard.poll().unwrap();
@@ -118,7 +94,7 @@ fn damage_at_rest_is_detected_or_harmless_never_wrong() {
             if trial % 2 == 0 { "bit flip" } else { "lost sector" },
             file.display()
         );
-        match options(Arc::new(image)).recover() {
+        match sim_store::small_store(Arc::new(image), 2, false).recover() {
             Err(e) => {
                 assert!(
                     matches!(
@@ -157,7 +133,7 @@ fn damage_at_rest_is_detected_or_harmless_never_wrong() {
                 let mut n = 0;
                 while m != got {
                     assert!(n < 600, "{what}: wrong data recovered");
-                    let (k, v) = write(n);
+                    let (k, v) = sim_store::write(n);
                     m.insert(k, v);
                     n += 1;
                 }

@@ -7,48 +7,24 @@
 //! exactly a prefix of the writes that includes every acknowledged one.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/sim_store.rs"]
+mod sim_store;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use statespine::io::{CrashVariant, Errno, SimFs};
 use statespine::run::RunMode;
-use statespine::spine::SpineOptions;
-use statespine::store::{CheckpointConfig, CheckpointRequest, Options, Shard};
-use statespine::wal::SyncPolicy;
+use statespine::store::{CheckpointRequest, Shard};
 
 type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
-
-fn options(fs: Arc<SimFs>) -> Options {
-    Options::new("/db")
-        .fs(fs)
-        .spine_options(
-            SpineOptions::new(RunMode::KeyValue)
-                .memtable_size_bytes(2 << 10)
-                .memory_budget_bytes(8 << 10)
-                .fan_in(3),
-        )
-        .wal_segment_size(4 << 10)
-        .sync_policy(SyncPolicy::Manual)
-        .checkpoint(
-            CheckpointConfig::new("/db")
-                .with_max_retained(1)
-                .with_young_run_age(Duration::ZERO),
-        )
-}
-
-fn write(i: u32) -> (Vec<u8>, Vec<u8>) {
-    (
-        format!("key-{:04}", (i * 37) % 150).into_bytes(),
-        vec![(i % 251) as u8; 20 + (i % 30) as usize],
-    )
-}
 
 const WRITES: u32 = 500;
 
 /// Returns (writes attempted, writes acknowledged).
 fn workload(fs: Arc<SimFs>) -> (u32, u32) {
-    let Ok(mut store) = options(fs).open() else {
+    let Ok(mut store) = sim_store::small_store(fs, 1, false).open() else {
         return (0, 0);
     };
     let mut shard: Shard = store.take_shards().remove(0);
@@ -57,7 +33,7 @@ fn workload(fs: Arc<SimFs>) -> (u32, u32) {
     };
     let (mut done, mut acked, mut epoch) = (0, 0, 0);
     for i in 0..WRITES {
-        let (k, v) = write(i);
+        let (k, v) = sim_store::write(i);
         // An attempted write counts as written: an error leaves its outcome
         // unknown (it may be in the log), never acknowledged.
         done = i + 1;
@@ -88,7 +64,7 @@ fn workload(fs: Arc<SimFs>) -> (u32, u32) {
 }
 
 fn check(fs: Arc<SimFs>, done: u32, acked: u32, what: &str) {
-    let mut state = options(fs)
+    let mut state = sim_store::small_store(fs, 1, false)
         .recover()
         .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
     let mut shard = state.store.take_shards().remove(0);
@@ -105,7 +81,7 @@ fn check(fs: Arc<SimFs>, done: u32, acked: u32, what: &str) {
     };
     let mut model = Kv::new();
     for i in 0..acked {
-        let (k, v) = write(i);
+        let (k, v) = sim_store::write(i);
         model.insert(k, v);
     }
     let mut n = acked;
@@ -113,7 +89,7 @@ fn check(fs: Arc<SimFs>, done: u32, acked: u32, what: &str) {
         if n >= done {
             let mut full = Kv::new();
             for i in 0..done {
-                let (k, v) = write(i);
+                let (k, v) = sim_store::write(i);
                 full.insert(k, v);
             }
             let diff: Vec<String> = full
@@ -128,7 +104,7 @@ fn check(fs: Arc<SimFs>, done: u32, acked: u32, what: &str) {
                 got.len()
             );
         }
-        let (k, v) = write(n);
+        let (k, v) = sim_store::write(n);
         model.insert(k, v);
         n += 1;
     }
@@ -167,21 +143,29 @@ fn every_failing_operation_is_fail_stop_and_recoverable() {
 #[test]
 fn a_failed_fsync_poisons_the_shard_and_nothing_is_deleted() {
     let fs = Arc::new(SimFs::new());
-    let mut store = options(Arc::clone(&fs)).open().unwrap();
+    let mut store = sim_store::small_store(Arc::clone(&fs), 1, false).open().unwrap();
     let mut shard = store.take_shards().remove(0);
     let id = shard.create_spine("kv", RunMode::KeyValue).unwrap();
     for i in 0..200 {
-        let (k, v) = write(i);
+        let (k, v) = sim_store::write(i);
         shard.put(id, &k, &v).unwrap();
         shard.poll().unwrap();
     }
     store
         .checkpoint_inline(&mut [&mut shard], 1, CheckpointRequest::default())
         .unwrap();
-    let before = files(&fs, std::path::Path::new("/db"));
+    store.coordinator().wait_housekeeping().unwrap();
+    // What a checkpoint or recovery relies on: checkpoints and WAL segments
+    // (live runs come and go with merges).
+    let kept = |fs: &SimFs| {
+        let mut v = files(fs, std::path::Path::new("/db/checkpoints"));
+        v.extend(files(fs, std::path::Path::new("/db/shards/0/wal")));
+        v
+    };
+    let before = kept(&fs);
     // Every operation fails from now on: the next sync poisons the log.
     fs.fail_at(fs.ops() + 1, true, Errno::Eio);
-    let (k, v) = write(500);
+    let (k, v) = sim_store::write(500);
     let _ = shard.put(id, &k, &v);
     assert!(
         !shard.wait_durable(Duration::from_secs(5)),
@@ -189,14 +173,14 @@ fn a_failed_fsync_poisons_the_shard_and_nothing_is_deleted() {
     );
     fs.clear_faults();
     // The log stays poisoned: later writes are refused or never acknowledged.
-    let refused = (0..100).any(|i| shard.put(id, &write(600 + i).0, b"x").is_err());
+    let refused = (0..100).any(|i| shard.put(id, &sim_store::write(600 + i).0, b"x").is_err());
     assert!(refused || !shard.wait_durable(Duration::from_millis(200)));
     assert!(
         store
             .checkpoint_inline(&mut [&mut shard], 2, CheckpointRequest::default())
             .is_err()
     );
-    let after = files(&fs, std::path::Path::new("/db"));
+    let after = kept(&fs);
     let gone: Vec<_> = before.iter().filter(|p| !after.contains(p)).collect();
     assert!(gone.is_empty(), "deleted after an I/O error: {gone:?}");
     drop((shard, store));
