@@ -173,6 +173,17 @@ struct Retained {
     cuts: Vec<u64>,
 }
 
+impl Retained {
+    fn of(m: &CheckpointManifest) -> Retained {
+        Retained {
+            id: m.id,
+            epoch: m.epoch,
+            replay_from: m.shards.iter().map(ShardManifest::replay_from).collect(),
+            cuts: m.shards.iter().map(|s| s.cut_lsn).collect(),
+        }
+    }
+}
+
 /// Cuts and commits checkpoints. See the module docs.
 #[derive(Debug)]
 pub struct CheckpointCoordinator {
@@ -208,12 +219,7 @@ impl CheckpointCoordinator {
         let mut retained = Vec::new();
         for id in store.list()? {
             if let Ok(m) = store.load_manifest(id) {
-                retained.push(Retained {
-                    id,
-                    epoch: m.epoch,
-                    replay_from: m.shards.iter().map(ShardManifest::replay_from).collect(),
-                    cuts: m.shards.iter().map(|s| s.cut_lsn).collect(),
-                });
+                retained.push(Retained::of(&m));
             }
         }
         retained.sort_by_key(|r| r.epoch);
@@ -341,12 +347,7 @@ impl CheckpointCoordinator {
         })?;
         let commit_time = committed.elapsed();
         let m = &prepared.manifest;
-        self.retained.push(Retained {
-            id: m.id,
-            epoch: m.epoch,
-            replay_from: m.shards.iter().map(ShardManifest::replay_from).collect(),
-            cuts: m.shards.iter().map(|s| s.cut_lsn).collect(),
-        });
+        self.retained.push(Retained::of(m));
         for h in &handles {
             h.mark_durable();
         }
@@ -418,6 +419,7 @@ impl CheckpointCoordinator {
                     runs.push(RunLink {
                         source: meta.path.clone(),
                         name: name.clone(),
+                        size: meta.file_len,
                         is_new: !h.is_durable(),
                     });
                     live.push(h.clone());
