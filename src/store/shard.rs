@@ -329,6 +329,16 @@ impl Shard {
         self.spines.iter_mut().flatten().try_for_each(|n| n.spine.flush())
     }
 
+    /// Runs every spine's pending merges to the end now, on this thread
+    /// (before a read-heavy phase, or a benchmark's "settled" state; the
+    /// owner's loop never needs it, `poll` does the same work in slices).
+    pub fn settle(&mut self) -> Result<()> {
+        self.spines
+            .iter_mut()
+            .flatten()
+            .try_for_each(|n| n.spine.settle())
+    }
+
     /// The owner's slice of housekeeping: answers a pending checkpoint
     /// request (a short pause: the memtables stay, the WAL covers them) and
     /// advances one spine's merges by its default budget. Returns true if a

@@ -1,0 +1,6 @@
+//! The three adapters.
+
+pub mod fjall;
+#[cfg(feature = "rocksdb")]
+pub mod rocks;
+pub mod statespine;
