@@ -355,7 +355,7 @@ pub fn fillsync<E: Engine>(n: u64, threads: usize, dir: &Path) -> Result<()> {
             }
             w.put(&k, &value(i, 0))?;
             written += 1;
-            if written % SYNC_EVERY == 0 {
+            if written.is_multiple_of(SYNC_EVERY) {
                 w.sync()?;
             }
         }

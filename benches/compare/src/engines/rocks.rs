@@ -4,9 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rocksdb::checkpoint::Checkpoint;
-use rocksdb::{
-    BlockBasedOptions, Cache, DB, MergeOperands, Options, WaitForCompactOptions, WriteBatch, WriteOptions,
-};
+use rocksdb::{BlockBasedOptions, Cache, DB, MergeOperands, Options, WaitForCompactOptions, WriteBatch};
 
 use crate::engine::{Config, Engine, Result, Worker, touch};
 

@@ -51,7 +51,7 @@ impl StatespineWorker {
     #[inline]
     fn tick(&mut self) -> Result<()> {
         self.writes += 1;
-        if self.writes % POLL_EVERY == 0 {
+        if self.writes.is_multiple_of(POLL_EVERY) {
             self.shard.poll()?;
         }
         Ok(())
