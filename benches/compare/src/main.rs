@@ -79,6 +79,7 @@ fn run_group<E: Engine>(group: &str, args: &Args) -> Result<()> {
     let (n, t, dir) = (args.entries, args.threads, args.dir.as_path());
     match group {
         "main" => workload::main_group::<E>(n, t, dir),
+        "fillrandom" => workload::fillrandom::<E>(n, t, dir),
         "fillseq" => workload::fillseq::<E>(n, t, dir),
         "fillsync" => workload::fillsync::<E>(n, t, dir),
         "zset" => workload::zset::<E>(n, t, dir),

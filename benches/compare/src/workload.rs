@@ -49,6 +49,11 @@ pub fn value(i: u64, generation: u64) -> [u8; 100] {
 
 fn emit(metric: &str, value: f64) {
     println!("RESULT {metric} {value}");
+    if std::env::var_os("COMPARE_MARKS").is_some() {
+        // For `perf record -k CLOCK_MONOTONIC` + `perf report --time`:
+        // when each phase ended.
+        eprintln!("MARK {metric} {:?}", Instant::now());
+    }
 }
 
 /// Runs `f` on every worker, each on its own thread; returns the workers.
@@ -240,16 +245,29 @@ fn probe<W: Worker>(w: &mut [W], i: u64, threads: usize) -> Result<()> {
     }
 }
 
-/// fillrandom, settle, reads, scan, checkpoints, reopen; the main state.
-pub fn main_group<E: Engine>(n: u64, threads: usize, dir: &Path) -> Result<()> {
-    let cfg = Config { threads, zset: false };
-    let mut e = E::open(&cfg, dir)?;
+/// fillrandom alone (for profiling: `--child <engine> fillrandom`).
+pub fn fillrandom<E: Engine>(n: u64, threads: usize, dir: &Path) -> Result<()> {
+    let mut e = E::open(&Config { threads, zset: false }, dir)?;
+    let ws = fill_random_timed(e.workers(), n, threads)?;
+    e.rejoin(ws);
+    e.close()
+}
+
+fn fill_random_timed<W: Worker>(workers: Vec<W>, n: u64, threads: usize) -> Result<Vec<W>> {
     let t = Instant::now();
-    let (ws, _) = parallel(e.workers(), |t, w| {
+    let (ws, _) = parallel(workers, |t, w| {
         write_batches(w, 0..n, 0, t, threads)?;
         w.sync()
     })?;
     emit("fillrandom_ops", rate(n, t.elapsed()));
+    Ok(ws)
+}
+
+/// fillrandom, settle, reads, scan, checkpoints, reopen; the main state.
+pub fn main_group<E: Engine>(n: u64, threads: usize, dir: &Path) -> Result<()> {
+    let cfg = Config { threads, zset: false };
+    let mut e = E::open(&cfg, dir)?;
+    let ws = fill_random_timed(e.workers(), n, threads)?;
 
     let t = Instant::now();
     let (ws, _) = parallel(ws, |_, w| w.settle())?;
