@@ -19,6 +19,7 @@ mod mem;
 mod real;
 #[cfg(any(test, feature = "sim"))]
 mod sim;
+mod write_behind;
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ pub use mem::MemFs;
 pub use real::StdFs;
 #[cfg(any(test, feature = "sim"))]
 pub use sim::{CrashVariant, Errno, SimFs};
+pub use write_behind::WriteBehind;
 
 use crate::Result;
 
@@ -64,12 +66,32 @@ pub trait Fs: Send + Sync + Debug {
     fn sync_file(&self, path: &Path) -> Result<()>;
     /// Makes a directory's entries (creates, renames, links, removals) durable.
     fn sync_dir(&self, dir: &Path) -> Result<()>;
+    /// Whether large sequential files (runs) should be written through a
+    /// [`WriteBehind`] helper thread: true where `write` is a real system
+    /// call. The in-memory file systems keep every operation on the caller's
+    /// thread, so crash and fault tests stay deterministic.
+    fn write_behind(&self) -> bool {
+        false
+    }
 }
 
 /// A file open for appending.
 pub trait WritableFile: Send + Debug {
     /// Appends all of `buf` at the end of the file.
     fn append(&mut self, buf: &[u8]) -> Result<()>;
+    /// Appends all of `buf` and leaves it empty (possibly another buffer of
+    /// the same capacity: a [`WriteBehind`] file takes the full one).
+    fn append_vec(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        self.append(buf)?;
+        buf.clear();
+        Ok(())
+    }
+    /// Waits until every append so far has reached the file system (not
+    /// durability: see `sync_data`). Needed before the file is renamed or
+    /// read when appends may be in flight on another thread.
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Makes every byte appended so far durable (fdatasync).
     fn sync_data(&mut self) -> Result<()>;
     /// Truncates or extends the file to `len` bytes; appends continue at `len`.

@@ -20,6 +20,10 @@ impl StdFs {
 }
 
 impl Fs for StdFs {
+    fn write_behind(&self) -> bool {
+        true
+    }
+
     fn create(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
         // Append mode: every write lands at the current end, also after set_len.
         let file = OpenOptions::new()

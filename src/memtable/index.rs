@@ -37,6 +37,12 @@ impl HashIndex {
         }
     }
 
+    /// Removes every entry, keeping the table's size.
+    pub(crate) fn clear(&mut self) {
+        self.slots.fill(0);
+        self.len = 0;
+    }
+
     /// Bytes the table occupies.
     pub(crate) fn size_bytes(&self) -> usize {
         self.slots.len() * std::mem::size_of::<u64>()

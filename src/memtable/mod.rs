@@ -87,6 +87,16 @@ impl Memtable {
         }
     }
 
+    /// Empties the memtable, keeping its allocations (a spine reuses a
+    /// merged-away memtable instead of faulting in a fresh one).
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.entries.clear();
+        self.table.clear();
+        self.keys.clear();
+        self.sorted.clear();
+    }
+
     /// Key-value or Z-set.
     pub fn mode(&self) -> RunMode {
         self.mode

@@ -345,12 +345,12 @@ impl ShardJob<'_> {
                 shard_id: self.shard,
                 ..wal_opts
             };
+            let from = self.cut.map_or(1, ShardManifest::replay_from);
             let wal = WriteAheadLog::open(
                 Arc::clone(fs),
                 &wal_dir,
-                wal_opts.first_lsn(cut_lsn + 1).recovery(self.mode),
+                wal_opts.first_lsn(cut_lsn + 1).recovery(self.mode).scan_from(from),
             )?;
-            let from = self.cut.map_or(1, ShardManifest::replay_from);
             let stop = if self.stop_at_cut { cut_lsn } else { u64::MAX };
             let mut first_seen = None;
             replay(fs.as_ref(), &wal_dir, from, self.mode, |frame| {

@@ -229,6 +229,9 @@ pub struct Spine {
     dir: PathBuf,
     opts: SpineOptions,
     memtable: Memtable,
+    /// A merged-away memtable kept for the next seal: its arena and tables
+    /// are already faulted in, so sealing costs no page zeroing.
+    spare: Option<Memtable>,
     /// Oldest first.
     batches: Vec<Slot>,
     merges: Vec<Running>,
@@ -274,6 +277,7 @@ impl Spine {
         };
         Ok(Spine {
             memtable: Memtable::new(opts.mode, opts.memtable_size_bytes, opts.run.value_align_bytes),
+            spare: None,
             fs,
             dir,
             opts,
@@ -449,11 +453,13 @@ impl Spine {
         if self.memtable.is_empty() {
             return Ok(());
         }
-        let fresh = Memtable::new(
-            self.opts.mode,
-            self.opts.memtable_size_bytes,
-            self.opts.run.value_align_bytes,
-        );
+        let fresh = self.spare.take().unwrap_or_else(|| {
+            Memtable::new(
+                self.opts.mode,
+                self.opts.memtable_size_bytes,
+                self.opts.run.value_align_bytes,
+            )
+        });
         let mut sealed = std::mem::replace(&mut self.memtable, fresh);
         sealed.sort();
         let id = self.take_id();
@@ -755,12 +761,27 @@ impl Spine {
                 rf.retire();
             }
         }
-        if let Some(h) = &self.helper {
-            h.bury(retired);
+        match &self.helper {
+            Some(h) => h.bury(retired),
+            None => self.recycle(retired),
         }
         self.stats.merges += 1;
         self.stats.bytes_merged += output.bytes_in;
         self.schedule()
+    }
+
+    /// Keeps one retired memtable, emptied, for the next seal.
+    fn recycle(&mut self, retired: Vec<Batch>) {
+        for b in retired {
+            if let Batch::Mem(m) = b {
+                if self.spare.is_none() {
+                    if let Ok(mut m) = Arc::try_unwrap(m) {
+                        m.clear();
+                        self.spare = Some(m);
+                    }
+                }
+            }
+        }
     }
 
     /// What a merge of `inputs` (oldest first) stands for while its output

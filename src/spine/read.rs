@@ -53,6 +53,7 @@ impl Spine {
         self.require(RunMode::KeyValue, "get")?;
         let h = key_hash(key);
         // Independent first touches: issue them all, then probe in order.
+        self.memtable.prefetch(h);
         for s in &self.batches {
             s.batch.prefetch(h);
         }

@@ -489,6 +489,11 @@ impl CheckpointCoordinator {
         )
     }
 
+    /// The next checkpoint syncs every run its cut finds, young ones too.
+    pub(crate) fn eager_once(&mut self) {
+        self.eager_next = true;
+    }
+
     /// Marks checkpoints a roll back to `epoch` abandons: the next commit
     /// deletes them before it truncates any WAL.
     pub(crate) fn supersede(&mut self, ids: &[Uuid], epoch: u64) {

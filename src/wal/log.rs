@@ -51,6 +51,7 @@ pub struct WalOptions {
     pub(crate) segment_size_bytes: u64,
     pub(crate) recovery: RecoveryMode,
     pub(crate) first_lsn: u64,
+    pub(crate) scan_from: u64,
 }
 
 impl WalOptions {
@@ -61,6 +62,7 @@ impl WalOptions {
             segment_size_bytes: DEFAULT_SEGMENT_SIZE_BYTES,
             recovery: RecoveryMode::Strict,
             first_lsn: 1,
+            scan_from: 0,
         }
     }
 
@@ -77,6 +79,17 @@ impl WalOptions {
     #[must_use]
     pub fn first_lsn(mut self, lsn: u64) -> Self {
         self.first_lsn = lsn.clamp(1, MAX_LSN);
+        self
+    }
+
+    /// Open reads only the headers of segments whose records all lie below
+    /// `lsn` (default 0: every segment is scanned). Recovery passes its
+    /// replay point: older segments are kept for point-in-time recovery to an
+    /// older checkpoint, which checks them when it replays them, and reading
+    /// them at every open would make a restart cost the whole log.
+    #[must_use]
+    pub fn scan_from(mut self, lsn: u64) -> Self {
+        self.scan_from = lsn;
         self
     }
 
@@ -137,6 +150,22 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
+/// The header of a segment open does not scan (`WalOptions::scan_from`).
+fn unscanned_header(file: &dyn crate::io::ReadableFile, len: u64, path: &Path) -> Result<SegmentHeader> {
+    if len < HEADER_LEN as u64 {
+        return Err(Error::corrupt(
+            path,
+            0,
+            "segment header",
+            format!("{HEADER_LEN} bytes"),
+            format!("{len} bytes"),
+        ));
+    }
+    let mut buf = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut buf, 0)?;
+    SegmentHeader::decode(&buf, path)
+}
+
 impl WriteAheadLog {
     /// Opens (or creates) the log in `dir`; see the module docs, step 1.
     pub fn open(fs: Arc<dyn Fs>, dir: impl Into<PathBuf>, opts: WalOptions) -> Result<WriteAheadLog> {
@@ -153,6 +182,27 @@ impl WriteAheadLog {
             let last = i + 1 == names.len();
             let file = fs.open(&path)?;
             let len = file.size()?;
+            if let Some(&(next_first, _)) = names.get(i + 1).filter(|n| n.0 <= opts.scan_from) {
+                let header = unscanned_header(file.as_ref(), len, &path)?;
+                if header.first_lsn != *first_lsn || header.first_lsn != next_lsn || next_first < next_lsn {
+                    return Err(Error::corrupt(
+                        &path,
+                        32,
+                        "segment header",
+                        format!("first LSN {next_lsn} (from the name and the previous segment)"),
+                        format!("{}", header.first_lsn),
+                    ));
+                }
+                report.segments += 1;
+                report.records += next_first - next_lsn;
+                next_lsn = next_first;
+                segments.push(Segment {
+                    first_lsn: header.first_lsn,
+                    path: path.clone(),
+                    len,
+                });
+                continue;
+            }
             let map = file.map(len)?;
             let header = match SegmentHeader::decode(&map, &path) {
                 Ok(h) => h,

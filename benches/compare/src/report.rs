@@ -155,6 +155,13 @@ const ROWS: &[Row] = &[
         &[("rocksdb", 5.0), ("fjall", 5.0)],
     ),
     row(
+        "close_ms",
+        "clean close after 1% more writes",
+        Unit::Ms,
+        false,
+        &[],
+    ),
+    row(
         "settle_ms",
         "settle after fillrandom (flush, merges)",
         Unit::Ms,

@@ -322,7 +322,9 @@ pub fn main_group<E: Engine>(n: u64, threads: usize, dir: &Path) -> Result<()> {
         w.sync()
     })?;
     e.rejoin(ws);
+    let t = Instant::now();
     e.close()?;
+    emit("close_ms", ms(t.elapsed()));
     let t = Instant::now();
     let mut e = E::open(&cfg, dir)?;
     let mut ws = e.workers();

@@ -13,6 +13,8 @@ pub struct Statespine {
     store: Store,
     shards: Vec<Shard>,
     mode: RunMode,
+    /// The last checkpoint's epoch (the shutdown checkpoint takes the next).
+    epoch: u64,
 }
 
 pub struct StatespineWorker {
@@ -37,12 +39,13 @@ fn mode(cfg: &Config) -> RunMode {
 }
 
 impl Statespine {
-    fn assemble(mut store: Store, cfg: &Config) -> Self {
+    fn assemble(mut store: Store, cfg: &Config, epoch: u64) -> Self {
         let shards = store.take_shards();
         Statespine {
             store,
             shards,
             mode: mode(cfg),
+            epoch,
         }
     }
 }
@@ -126,20 +129,21 @@ impl Engine for Statespine {
             "statespine: {} shard(s), one spine each ({:?}); defaults otherwise: 8 MiB memtable, \
              64 MiB memory budget, fan-in 4, 8 KiB merge budget per poll (every {POLL_EVERY} writes), \
              4 KiB blocks, 10 bloom bits/key, no compression, WAL on with group commit, \
-             checkpoints defer runs younger than 1 s (the WAL covers them), 3 retained",
+             checkpoints defer runs younger than 1 s (the WAL covers them), 3 retained; \
+             close = Store::shutdown (flush memtables, a final checkpoint syncing every run)",
             cfg.threads,
             mode(cfg)
         )
     }
 
     fn open(cfg: &Config, dir: &Path) -> Result<Self> {
-        let exists = dir.join("checkpoints").exists();
-        let store = if exists {
-            options(cfg, dir).recover()?.store
+        if dir.join("checkpoints").exists() {
+            let state = options(cfg, dir).recover()?;
+            let epoch = state.epoch;
+            Ok(Statespine::assemble(state.store, cfg, epoch))
         } else {
-            options(cfg, dir).open()?
-        };
-        Ok(Statespine::assemble(store, cfg))
+            Ok(Statespine::assemble(options(cfg, dir).open()?, cfg, 0))
+        }
     }
 
     fn open_checkpoint(cfg: &Config, dir: &Path, _ck: &Path) -> Result<Self> {
@@ -174,14 +178,18 @@ impl Engine for Statespine {
             .checkpoint_inline(&mut refs, epoch, CheckpointRequest::default());
         self.shards = shards;
         let meta = meta?;
+        self.epoch = epoch;
         Ok(Some(
             self.store.dir().join("checkpoints").join(meta.id.to_string()),
         ))
     }
 
+    /// The clean shutdown: flush, a final checkpoint, close.
     fn close(self) -> Result<()> {
-        let Statespine { store, shards, .. } = self;
-        drop(shards);
-        Ok(store.close()?)
+        let Statespine {
+            store, shards, epoch, ..
+        } = self;
+        store.shutdown(shards, epoch + 1, CheckpointRequest::default())?;
+        Ok(())
     }
 }
