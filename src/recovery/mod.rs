@@ -349,7 +349,10 @@ impl ShardJob<'_> {
             let wal = WriteAheadLog::open(
                 Arc::clone(fs),
                 &wal_dir,
-                wal_opts.first_lsn(cut_lsn + 1).recovery(self.mode).scan_from(from),
+                wal_opts
+                    .first_lsn(cut_lsn + 1)
+                    .recovery(self.mode)
+                    .scan_from(from),
             )?;
             let stop = if self.stop_at_cut { cut_lsn } else { u64::MAX };
             let mut first_seen = None;

@@ -331,7 +331,8 @@ impl ChangelogDrainer {
                 if stop.load(Ordering::Acquire) || finished {
                     // One more round: records pushed just before the producers left.
                     self.drain_once()?;
-                    return self.sync_all();
+                    self.sync_all()?;
+                    return self.shards.iter_mut().try_for_each(|s| s.wal.seal());
                 }
                 std::thread::sleep(IDLE_SLEEP);
             }

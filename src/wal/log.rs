@@ -330,6 +330,20 @@ impl WriteAheadLog {
         })
     }
 
+    /// Starts a new, empty segment if the current one holds records (after
+    /// syncing it). A clean stop does this: the next open reads only the
+    /// headers of segments below its replay point (`WalOptions::scan_from`),
+    /// and after a shutdown checkpoint that is every segment but the empty
+    /// one, so a restart reads no record at all.
+    pub fn seal(&mut self) -> Result<()> {
+        self.check()?;
+        let has_records = self.segments.last().is_some_and(|s| s.first_lsn < self.next_lsn);
+        if has_records {
+            self.guard(|w| w.rotate())?;
+        }
+        Ok(())
+    }
+
     /// What `open` found.
     pub fn open_report(&self) -> OpenReport {
         self.report

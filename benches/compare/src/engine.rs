@@ -49,6 +49,11 @@ pub trait Engine: Sized {
     fn checkpoint(&mut self, epoch: u64, dir: &Path) -> Result<Option<PathBuf>>;
     /// A clean close (the engine's own shutdown path).
     fn close(self) -> Result<()>;
+    /// Gone without the clean shutdown (a crash of the process, as far as
+    /// the engine's own restart work goes); by default the same as `close`.
+    fn abandon(self) -> Result<()> {
+        self.close()
+    }
 }
 
 /// The first byte range `[lo, hi)` of partition `t` of `n`.

@@ -302,7 +302,8 @@ pub fn main_group<E: Engine>(n: u64, threads: usize, dir: &Path) -> Result<()> {
     })?;
     e.rejoin(ws);
     let incr = timed_checkpoint(&mut e, 2, dir, "ck_incr")?;
-    e.close()?;
+    // Restoring a checkpoint is what a crash leads to: no clean shutdown.
+    e.abandon()?;
     let probe_id = mix(0x77) % n; // overwritten, then checkpointed
 
     if let (Some(_), Some(ck)) = (full, incr) {

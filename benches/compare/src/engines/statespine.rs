@@ -184,6 +184,14 @@ impl Engine for Statespine {
         ))
     }
 
+    /// No final checkpoint: the next open starts from the last one and
+    /// replays the WAL past it.
+    fn abandon(self) -> Result<()> {
+        let Statespine { store, shards, .. } = self;
+        drop(shards);
+        Ok(store.close()?)
+    }
+
     /// The clean shutdown: flush, a final checkpoint, close.
     fn close(self) -> Result<()> {
         let Statespine {
