@@ -181,6 +181,57 @@ fn damage_in_an_earlier_segment_is_an_error() {
 }
 
 #[test]
+fn open_skips_segments_below_scan_from_but_replay_still_checks_what_it_reads() {
+    let fs = MemFs::new();
+    let mut wal = open(&fs, 2048).unwrap();
+    for i in 1..=100u64 {
+        wal.append(1, &payload(i)).unwrap();
+    }
+    wal.sync().unwrap();
+    drop(wal);
+    let names = segments(&fs);
+    assert!(names.len() >= 4, "{names:?}");
+    let first = Path::new(DIR).join(&names[0]);
+    let mut bytes = fs.read(&first).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 1; // the last record of the oldest segment
+    fs.write(&first, &bytes).unwrap();
+    let second_lsn: u64 = names[1].trim_end_matches(".wal").parse().unwrap();
+    let opts = |from| WalOptions::new(7).segment_size_bytes(2048).scan_from(from);
+    // Past the damaged segment: open trusts the names for its record count.
+    let wal = WriteAheadLog::open(Arc::new(fs.clone()), DIR, opts(second_lsn)).unwrap();
+    assert_eq!(wal.next_lsn(), 101);
+    assert_eq!(wal.open_report().records, 100);
+    drop(wal);
+    assert_eq!(all(&fs, second_lsn).unwrap().len() as u64, 101 - second_lsn);
+    // A replay point inside it: open scans it, and refuses it.
+    let err = WriteAheadLog::open(Arc::new(fs.clone()), DIR, opts(second_lsn - 1)).unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+    assert!(all(&fs, 1).unwrap_err().is_corruption());
+}
+
+#[test]
+fn seal_starts_an_empty_segment_only_when_the_current_one_holds_records() {
+    let fs = MemFs::new();
+    let mut wal = open(&fs, 1 << 20).unwrap();
+    wal.seal().unwrap();
+    assert_eq!(segments(&fs).len(), 1, "an empty segment is not sealed again");
+    for i in 1..=10u64 {
+        wal.append(1, &payload(i)).unwrap();
+    }
+    wal.seal().unwrap();
+    assert_eq!(wal.durable_lsn(), 10, "sealing syncs what it seals");
+    assert_eq!(segments(&fs).len(), 2);
+    drop(wal);
+    let opts = WalOptions::new(7).segment_size_bytes(1 << 20).scan_from(11);
+    let mut wal = WriteAheadLog::open(Arc::new(fs.clone()), DIR, opts).unwrap();
+    assert_eq!(wal.next_lsn(), 11);
+    assert_eq!(wal.append(1, b"next").unwrap(), 11);
+    wal.sync().unwrap();
+    assert_eq!(all(&fs, 1).unwrap().len(), 11);
+}
+
+#[test]
 fn a_record_from_another_segment_fails_its_checksum() {
     let fs = MemFs::new();
     let mut wal = open(&fs, 1 << 20).unwrap();
