@@ -875,7 +875,10 @@ fn a_shutdown_checkpoint_leaves_nothing_to_replay() {
     assert_eq!(state.source_offsets.get("input"), Some(&600));
     // Replay starts after the least recent spine's last write: here each
     // shard's "kv" put, so only the "z" update after it is read (and skipped).
-    assert_eq!(state.replayed_records, 2, "every write is in the final checkpoint");
+    assert_eq!(
+        state.replayed_records, 2,
+        "every write is in the final checkpoint"
+    );
     assert_eq!(read_back(&mut shards), model);
     // Writes after the restart go on from there and survive the next crash.
     let kv = shards[0].spine_id("kv").unwrap();
