@@ -22,4 +22,5 @@ pub use manifest::{
     CheckpointManifest, ConnectorCheckpoint, FLAG_RUNS_COPIED, MANIFEST_HEADER_LEN, MANIFEST_MAGIC,
     MANIFEST_NAME, MANIFEST_VERSION, OperatorCheckpoint, RunEntry, ShardManifest, SpineManifest,
 };
+pub(crate) use validate::validate_keeping_runs;
 pub use validate::{ValidationDepth, ValidationReport, validate_checkpoint};

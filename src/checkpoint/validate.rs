@@ -1,6 +1,7 @@
 //! [`validate_checkpoint`]: how sound a checkpoint directory is, at a chosen
 //! depth, as a report of everything wrong with it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -82,6 +83,18 @@ impl fmt::Display for ValidationReport {
 
 /// Checks the checkpoint in directory `dir` down to `depth`.
 pub fn validate_checkpoint(fs: &dyn Fs, dir: &Path, depth: ValidationDepth) -> ValidationReport {
+    validate_keeping_runs(fs, dir, depth).0
+}
+
+/// [`validate_checkpoint`], also returning the runs it opened (at
+/// `Footers` depth and deeper), by file name: recovery serves them instead
+/// of opening each run a second time.
+pub(crate) fn validate_keeping_runs(
+    fs: &dyn Fs,
+    dir: &Path,
+    depth: ValidationDepth,
+) -> (ValidationReport, BTreeMap<String, Run>) {
+    let mut opened = BTreeMap::new();
     let mut report = ValidationReport {
         path: dir.to_path_buf(),
         depth,
@@ -94,7 +107,7 @@ pub fn validate_checkpoint(fs: &dyn Fs, dir: &Path, depth: ValidationDepth) -> V
         Ok(m) => m,
         Err(e) => {
             report.problems.push(e);
-            return report;
+            return (report, opened);
         }
     };
     for shard in &manifest.shards {
@@ -102,8 +115,12 @@ pub fn validate_checkpoint(fs: &dyn Fs, dir: &Path, depth: ValidationDepth) -> V
             for entry in &spine.runs {
                 let path = dir.join(&entry.file);
                 report.runs_checked += 1;
-                if let Err(e) = check_run(fs, &path, entry, spine.mode, depth) {
-                    report.problems.push(e);
+                match check_run(fs, &path, entry, spine.mode, depth) {
+                    Ok(Some(run)) => {
+                        opened.insert(entry.file.clone(), run);
+                    }
+                    Ok(None) => {}
+                    Err(e) => report.problems.push(e),
                 }
             }
         }
@@ -116,7 +133,7 @@ pub fn validate_checkpoint(fs: &dyn Fs, dir: &Path, depth: ValidationDepth) -> V
         }
     }
     report.manifest = Some(manifest);
-    report
+    (report, opened)
 }
 
 fn check_size(fs: &dyn Fs, path: &Path, len: u64) -> Result<()> {
@@ -139,10 +156,10 @@ fn check_run(
     entry: &super::manifest::RunEntry,
     mode: crate::run::RunMode,
     depth: ValidationDepth,
-) -> Result<()> {
+) -> Result<Option<Run>> {
     check_size(fs, path, entry.size)?;
     if depth == ValidationDepth::Manifest {
-        return Ok(());
+        return Ok(None);
     }
     let run = Run::open(fs, path)?;
     let meta = run.meta();
@@ -173,7 +190,7 @@ fn check_run(
     if depth == ValidationDepth::Blocks {
         run.verify()?;
     }
-    Ok(())
+    Ok(Some(run))
 }
 
 fn check_side_file(fs: &dyn Fs, path: &Path, len: u64, crc: u32, depth: ValidationDepth) -> Result<()> {

@@ -28,10 +28,10 @@ use uuid::Uuid;
 use crate::changelog::StateOp;
 use crate::checkpoint::{
     CheckpointManifest, CheckpointStore, FileSystemCheckpointStore, OperatorCheckpoint, ShardManifest,
-    ValidationDepth, read_file, validate_checkpoint,
+    ValidationDepth, read_file, validate_keeping_runs,
 };
 use crate::io::Fs;
-use crate::run::RunMode;
+use crate::run::{Run, RunMode};
 use crate::spine::{Spine, SpineOptions};
 use crate::wal::{RecoveryMode, WalOptions, WriteAheadLog, decode_change, replay};
 use crate::{Error, Result};
@@ -156,6 +156,13 @@ pub type Selected = (Option<CheckpointManifest>, Vec<(Uuid, String)>);
 
 /// Finds the checkpoint to recover (module docs, steps 1–2).
 pub fn select_checkpoint(store: &FileSystemCheckpointStore, cfg: &RecoveryConfig) -> Result<Selected> {
+    select(store, cfg).map(|(selected, _)| selected)
+}
+
+/// Runs of the chosen checkpoint its validation opened, by file name.
+type OpenedRuns = BTreeMap<String, Run>;
+
+fn select(store: &FileSystemCheckpointStore, cfg: &RecoveryConfig) -> Result<(Selected, OpenedRuns)> {
     store.remove_temporaries()?;
     let mut candidates = Vec::new();
     let mut skipped = Vec::new();
@@ -171,7 +178,7 @@ pub fn select_checkpoint(store: &FileSystemCheckpointStore, cfg: &RecoveryConfig
             continue;
         }
         let dir = store.checkpoint_dir(m.id);
-        let report = validate_checkpoint(store.fs().as_ref(), &dir, cfg.depth);
+        let (report, runs) = validate_keeping_runs(store.fs().as_ref(), &dir, cfg.depth);
         if !report.is_valid() {
             skipped.push((m.id, report.to_string()));
             continue;
@@ -184,14 +191,14 @@ pub fn select_checkpoint(store: &FileSystemCheckpointStore, cfg: &RecoveryConfig
                 )));
             }
         }
-        return Ok((Some(m), skipped));
+        return Ok(((Some(m), skipped), runs));
     }
     if let Some(e) = cfg.to_epoch {
         return Err(Error::InvalidArgument(format!(
             "no valid retained checkpoint of epoch {e}"
         )));
     }
-    Ok((None, skipped))
+    Ok(((None, skipped), OpenedRuns::new()))
 }
 
 /// Recovers every shard of the store at `layout` (module docs).
@@ -205,7 +212,7 @@ pub fn recover(
 ) -> Result<Recovery> {
     let started = Instant::now();
     let store = FileSystemCheckpointStore::new(Arc::clone(fs), layout.checkpoints())?;
-    let (manifest, skipped) = select_checkpoint(&store, cfg)?;
+    let ((manifest, skipped), mut opened) = select(&store, cfg)?;
     for (id, _) in &skipped {
         if fs.exists(&store.checkpoint_dir(*id))? {
             store.quarantine(*id)?;
@@ -233,12 +240,18 @@ pub fn recover(
                 let cut = manifest
                     .as_ref()
                     .and_then(|m| m.shards.iter().find(|s| s.shard == n));
+                let runs: OpenedRuns = cut
+                    .iter()
+                    .flat_map(|c| c.spines.iter().flat_map(|s| s.runs.iter()))
+                    .filter_map(|r| opened.remove_entry(&r.file))
+                    .collect();
                 let ck_dir = ck_dir.clone();
                 let to_cut = cfg.to_epoch.is_some();
                 scope.spawn(move || {
                     let job = ShardJob {
                         fs,
                         layout,
+                        opened: runs,
                         shard: n,
                         cut,
                         ck_dir: ck_dir.as_deref(),
@@ -298,6 +311,8 @@ fn read_operators(fs: &dyn Fs, m: &CheckpointManifest, dir: &Path) -> Result<BTr
 struct ShardJob<'a> {
     fs: &'a Arc<dyn Fs>,
     layout: &'a Layout,
+    /// This shard's runs, opened by validation.
+    opened: OpenedRuns,
     shard: u32,
     cut: Option<&'a ShardManifest>,
     ck_dir: Option<&'a Path>,
@@ -316,7 +331,7 @@ struct Live {
 }
 
 impl ShardJob<'_> {
-    fn run(self) -> Result<RecoveredShard> {
+    fn run(mut self) -> Result<RecoveredShard> {
         let fs = self.fs;
         // The shard's directory must survive a crash, or its WAL goes with it.
         crate::io::create_dir_all_durable(fs.as_ref(), &self.layout.shard(self.shard))?;
@@ -414,26 +429,35 @@ impl ShardJob<'_> {
 
     /// Links the checkpoint's runs into fresh live directories and opens
     /// the spines over them.
-    fn relink(&self) -> Result<BTreeMap<u32, Live>> {
+    fn relink(&mut self) -> Result<BTreeMap<u32, Live>> {
         let fs = self.fs;
         let mut live = BTreeMap::new();
         if let (Some(cut), Some(ck)) = (self.cut, self.ck_dir) {
             for sp in &cut.spines {
                 let dir = self.layout.spine(self.shard, sp.id);
                 fs.create_dir_all(&dir)?;
-                let mut paths = Vec::with_capacity(sp.runs.len());
+                let mut runs = Vec::with_capacity(sp.runs.len());
                 for r in &sp.runs {
                     let live_name = r.file.rsplit_once('-').map_or(r.file.as_str(), |(_, n)| n);
                     let from = ck.join(&r.file);
                     let to = dir.join(live_name);
-                    if fs.hard_link(&from, &to).is_err() {
+                    let linked = fs.hard_link(&from, &to).is_ok();
+                    if !linked {
                         crate::checkpoint::copy_file(fs.as_ref(), &from, &to)?;
                         fs.sync_file(&to)?;
                     }
-                    paths.push(to);
+                    // A link is the file validation opened: serve that open.
+                    let run = match self.opened.remove(&r.file).filter(|_| linked) {
+                        Some(mut run) => {
+                            run.relocate(to);
+                            run
+                        }
+                        None => Run::open(fs.as_ref(), &to)?,
+                    };
+                    runs.push(run);
                 }
                 let opts = (*self.spine_opts).with_mode(sp.mode);
-                let spine = Spine::open(Arc::clone(fs), dir, opts, &paths, sp.covered_lsn)?;
+                let spine = Spine::open_runs(Arc::clone(fs), dir, opts, runs, sp.covered_lsn)?;
                 live.insert(
                     sp.id,
                     Live {

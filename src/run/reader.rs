@@ -194,6 +194,14 @@ impl Run {
         &self.path
     }
 
+    /// The same file under another name: `path` must be a hard link of the
+    /// one this run was opened from (recovery opens a checkpoint's run once,
+    /// to validate it, and serves it from the live directory's link).
+    pub(crate) fn relocate(&mut self, path: PathBuf) {
+        self.meta.path = path.clone();
+        self.path = path;
+    }
+
     /// Key-value or Z-set.
     pub fn mode(&self) -> RunMode {
         self.footer.mode

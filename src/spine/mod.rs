@@ -307,14 +307,28 @@ impl Spine {
         runs: &[PathBuf],
         covered_seq: u64,
     ) -> Result<Spine> {
+        let runs = runs
+            .iter()
+            .map(|p| crate::run::Run::open(fs.as_ref(), p))
+            .collect::<Result<Vec<_>>>()?;
+        Self::open_runs(fs, dir, opts, runs, covered_seq)
+    }
+
+    /// [`Spine::open`] over runs already open (recovery validated them).
+    pub(crate) fn open_runs(
+        fs: Arc<dyn Fs>,
+        dir: impl Into<PathBuf>,
+        opts: SpineOptions,
+        runs: Vec<crate::run::Run>,
+        covered_seq: u64,
+    ) -> Result<Spine> {
         let mut spine = Spine::create(Arc::clone(&fs), dir, opts)?;
         let mut level = usize::MAX;
-        for path in runs {
-            let run = crate::run::Run::open(fs.as_ref(), path)?;
+        for run in runs {
             if run.mode() != spine.opts.mode {
                 return Err(Error::InvalidArgument(format!(
                     "run {} is {:?}, the spine is {:?}",
-                    path.display(),
+                    run.path().display(),
                     run.mode(),
                     spine.opts.mode
                 )));
