@@ -1,5 +1,5 @@
 //! Exhaustive crash points: a fixed workload (ingest, WAL rotation, merges,
-//! checkpoint commits, retention, WAL truncation) on the crash-simulating
+//! checkpoint commits, retention, WAL truncation, a clean shutdown) on the crash-simulating
 //! file system, crashed at every operation k under every crash variant,
 //! recovered, and checked against an oracle of acknowledged writes:
 //! every acknowledged write is there with its value, the state is exactly
@@ -72,11 +72,11 @@ fn workload(fs: Arc<SimFs>, (retained, defer): (usize, bool), ws: &[W]) -> usize
             W::Delete(k) => shard.delete(id, k),
         };
         if r.is_err() || shard.poll().is_err() {
-            break;
+            return acked;
         }
         if i % 50 == 49 {
             if !shard.wait_durable(Duration::from_secs(5)) {
-                break;
+                return acked;
             }
             acked = i + 1;
         }
@@ -84,11 +84,15 @@ fn workload(fs: Arc<SimFs>, (retained, defer): (usize, bool), ws: &[W]) -> usize
             epoch += 1;
             match store.checkpoint_inline(&mut [&mut shard], epoch, CheckpointRequest::default()) {
                 Ok(_) => acked = i + 1,
-                Err(_) => break,
+                Err(_) => return acked,
             }
         }
     }
-    acked
+    // A clean shutdown: flush, a final eager checkpoint, the WAL sealed.
+    match store.shutdown(vec![shard], epoch + 1, CheckpointRequest::default()) {
+        Ok(_) => ws.len(),
+        Err(_) => acked,
+    }
 }
 
 fn read(shard: &mut Shard) -> Kv {

@@ -92,6 +92,13 @@ pub trait WritableFile: Send + Debug {
     fn flush(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Asks for an fdatasync of everything appended so far, done later on a
+    /// helper thread; the flag turns true once it succeeded. `None` where
+    /// appends are synchronous: a caller that needs the bytes durable syncs
+    /// them itself (a checkpoint does).
+    fn sync_in_background(&mut self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        None
+    }
     /// Makes every byte appended so far durable (fdatasync).
     fn sync_data(&mut self) -> Result<()>;
     /// Truncates or extends the file to `len` bytes; appends continue at `len`.

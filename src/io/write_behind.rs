@@ -18,6 +18,8 @@
 //! costs far less than writing it, and no file waits behind another's queue.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use super::WritableFile;
@@ -33,6 +35,8 @@ enum Msg {
         sync: bool,
     },
     SetLen(u64),
+    /// Sync when everything before it is written; then set the flag.
+    SyncThen(Arc<AtomicBool>),
 }
 
 /// See the module docs.
@@ -99,6 +103,14 @@ impl WriteBehind {
                                 failed = file.set_len(n).err();
                             }
                         }
+                        Msg::SyncThen(flag) => {
+                            if failed.is_none() {
+                                match file.sync_data() {
+                                    Ok(()) => flag.store(true, Ordering::Release),
+                                    Err(e) => failed = Some(e),
+                                }
+                            }
+                        }
                     }
                 }
             })
@@ -163,6 +175,12 @@ impl WritableFile for WriteBehind {
         self.barrier(true)
     }
 
+    fn sync_in_background(&mut self) -> Option<Arc<AtomicBool>> {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.send(Msg::SyncThen(Arc::clone(&flag))).ok()?;
+        Some(flag)
+    }
+
     fn set_len(&mut self, len: u64) -> Result<()> {
         self.send(Msg::SetLen(len))?;
         self.len = len;
@@ -214,6 +232,22 @@ mod tests {
         fs.open(path).unwrap().read_exact_at(&mut got, 0).unwrap();
         assert_eq!(got, expect);
         w.sync_data().unwrap();
+        let synced = w.sync_in_background().unwrap();
+        drop(w);
+        // The helper finishes its queue after the file is dropped.
+        let start = std::time::Instant::now();
+        while !synced.load(Ordering::Acquire) {
+            assert!(
+                start.elapsed().as_secs() < 10,
+                "the background sync never finished"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(
+            fs.crash().read(path).unwrap(),
+            expect,
+            "synced bytes survive a crash"
+        );
     }
 
     #[test]
@@ -225,7 +259,12 @@ mod tests {
         w.flush().unwrap();
         fs.fail_syncs(true);
         w.append(b"after").unwrap();
+        let synced = w.sync_in_background().unwrap();
         assert!(w.sync_data().is_err(), "a failed sync is reported");
         assert!(w.flush().is_err(), "and the file stays failed");
+        assert!(
+            !synced.load(Ordering::Acquire),
+            "a failed background sync never says synced"
+        );
     }
 }

@@ -19,6 +19,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use rkyv::util::AlignedVec;
 
@@ -275,7 +276,14 @@ impl RunWriter {
 
     /// Seals the run: writes index, filter and footer, makes it durable per the
     /// options, and publishes it under its final name.
-    pub fn finish(mut self) -> Result<RunMeta> {
+    pub fn finish(self) -> Result<RunMeta> {
+        self.finish_syncing_later().map(|(meta, _)| meta)
+    }
+
+    /// [`RunWriter::finish`]; an unsynced run on a write-behind file is also
+    /// synced afterwards on the helper thread, and the flag says when that
+    /// succeeded (`None`: no background sync; sync it yourself if needed).
+    pub fn finish_syncing_later(mut self) -> Result<(RunMeta, Option<Arc<AtomicBool>>)> {
         self.flush_block()?;
         let index_offset = self.written + self.out.len() as u64;
         let index =
@@ -330,9 +338,12 @@ impl RunWriter {
         }
         self.fs.rename(&self.tmp_path, &self.path)?;
         self.finished = true;
-        if self.opts.durability == Durability::Synced {
+        let synced_later = if self.opts.durability == Durability::Synced {
             self.fs.sync_dir(&parent_dir(&self.path))?;
-        }
+            None
+        } else {
+            self.file.sync_in_background()
+        };
         let n = self.index.offsets.len();
         let key_range = (n > 0).then(|| {
             let ends = &self.index.key_ends;
@@ -343,12 +354,8 @@ impl RunWriter {
             )
         });
         let path = std::mem::take(&mut self.path);
-        Ok(RunMeta::from_footer(
-            path,
-            &footer,
-            self.compressed_blocks,
-            key_range,
-        ))
+        let meta = RunMeta::from_footer(path, &footer, self.compressed_blocks, key_range);
+        Ok((meta, synced_later))
     }
 
     /// The final path of the run.

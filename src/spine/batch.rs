@@ -26,6 +26,10 @@ pub(crate) struct RunFile {
     seen: AtomicBool,
     /// When it was published.
     created: std::time::Instant,
+    /// Set by the write-behind thread once it synced the run's bytes (real
+    /// file systems): a checkpoint then links it without syncing or
+    /// deferring it.
+    synced_later: Option<Arc<AtomicBool>>,
 }
 
 impl RunFile {
@@ -37,7 +41,14 @@ impl RunFile {
             durable: AtomicBool::new(false),
             seen: AtomicBool::new(false),
             created: std::time::Instant::now(),
+            synced_later: None,
         }
+    }
+
+    /// A run whose bytes a write-behind thread syncs: durable once `flag` is.
+    pub(crate) fn synced_by(mut self, flag: Option<Arc<AtomicBool>>) -> Self {
+        self.synced_later = flag;
+        self
     }
 
     /// Time since the run was published.
@@ -47,6 +58,10 @@ impl RunFile {
 
     pub(crate) fn is_durable(&self) -> bool {
         self.durable.load(Ordering::Acquire)
+            || self
+                .synced_later
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::Acquire))
     }
 
     pub(crate) fn mark_durable(&self) {

@@ -106,10 +106,10 @@ impl Merge {
             // Dropping an unfinished writer removes its temporary file.
             return Ok(Output { run: None, bytes_in });
         }
-        let meta = self.writer.finish()?;
+        let (meta, synced) = self.writer.finish_syncing_later()?;
         let run = Run::open(fs.as_ref(), &meta.path)?;
         Ok(Output {
-            run: Some(RunFile::new(run, Arc::clone(fs))),
+            run: Some(RunFile::new(run, Arc::clone(fs)).synced_by(synced)),
             bytes_in,
         })
     }

@@ -611,6 +611,7 @@ impl Spine {
     /// background mode it only publishes what the helper finished.
     pub fn merge_step(&mut self, budget: usize) -> Result<MergeStep> {
         let mut step = MergeStep::default();
+        self.release_stand_ins();
         if self.helper.is_some() {
             step.completed = self.collect_background()?;
             step.pending = self.merges.len();
@@ -782,6 +783,26 @@ impl Spine {
         self.stats.merges += 1;
         self.stats.bytes_merged += output.bytes_in;
         self.schedule()
+    }
+
+    /// Drops the stand-ins of runs that became durable since (a write-behind
+    /// thread synced them): a cut would release them now anyway. Without
+    /// this a store that merges between checkpoints, or a spine with none,
+    /// would keep every merged-away run on disk.
+    fn release_stand_ins(&mut self) {
+        for s in &mut self.batches {
+            if let Batch::Disk(rf) = &s.batch {
+                if !s.lineage.runs.is_empty() && rf.is_durable() {
+                    s.lineage = Lineage::default();
+                }
+            }
+        }
+    }
+
+    /// Runs kept on disk only as stand-ins for merged runs not yet durable
+    /// (see [`Spine::cut`]); released once those are.
+    pub fn stand_ins(&self) -> usize {
+        self.batches.iter().map(|s| s.lineage.runs.len()).sum()
     }
 
     /// Keeps one retired memtable, emptied, for the next seal.

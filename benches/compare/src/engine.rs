@@ -76,3 +76,28 @@ pub fn touch(v: &[u8]) -> usize {
     std::hint::black_box((v.first(), v.last()));
     v.len()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_cover_every_first_byte_once() {
+        for n in 1..=5 {
+            let mut next = 0u16;
+            for t in 0..n {
+                let (lo, hi) = partition_range(t, n);
+                assert_eq!(
+                    u16::from(lo),
+                    next,
+                    "partition {t} of {n} starts where the last ended"
+                );
+                for b in u16::from(lo)..hi {
+                    assert_eq!(partition(&[b as u8], n), t);
+                }
+                next = hi;
+            }
+            assert_eq!(next, 256);
+        }
+    }
+}

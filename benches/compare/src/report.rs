@@ -394,3 +394,38 @@ pub fn svg(s: &Samples, n: u64, threads: usize, runs: usize) -> String {
     o.push_str("</svg>\n");
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(metric: &str, values: &[(&str, &[f64])]) -> Samples {
+        let mut s = Samples::new();
+        for (engine, v) in values {
+            s.entry(metric.to_string())
+                .or_default()
+                .insert(engine.to_string(), v.to_vec());
+        }
+        s
+    }
+
+    #[test]
+    fn medians_and_advantages_point_the_right_way() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        let rate = &ROWS[0];
+        assert!(rate.higher);
+        let s = samples(
+            rate.metric,
+            &[("statespine", &[3.0, 9.0, 6.0]), ("rocksdb", &[2.0, 2.0, 2.0])],
+        );
+        assert_eq!(advantage(&s, rate, "rocksdb"), Some(3.0));
+        assert_eq!(advantage(&s, rate, "fjall"), None);
+        let time = ROWS.iter().find(|r| r.metric == "ck_incr_ms").unwrap();
+        let s = samples(time.metric, &[("statespine", &[1.0]), ("rocksdb", &[20.0])]);
+        assert_eq!(advantage(&s, time, "rocksdb"), Some(20.0));
+        assert_eq!(met(&s, time).1, "yes");
+        let s = samples(time.metric, &[("statespine", &[4.0]), ("rocksdb", &[20.0])]);
+        assert!(met(&s, time).1.starts_with("**no**"));
+    }
+}

@@ -178,6 +178,12 @@ impl Engine for Statespine {
             .checkpoint_inline(&mut refs, epoch, CheckpointRequest::default());
         self.shards = shards;
         let meta = meta?;
+        if std::env::var_os("COMPARE_MARKS").is_some() {
+            eprintln!(
+                "CK epoch {epoch}: cut {:?} wal {:?} commit {:?} total {:?} {:?}",
+                meta.cut_time, meta.wal_sync_time, meta.commit_time, meta.total_time, meta.commit
+            );
+        }
         self.epoch = epoch;
         Ok(Some(
             self.store.dir().join("checkpoints").join(meta.id.to_string()),
