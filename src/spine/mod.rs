@@ -399,6 +399,9 @@ impl Spine {
     /// it (a store without a WAL does this at each checkpoint).
     pub fn flush(&mut self) -> Result<()> {
         self.seal()?;
+        if self.helper.is_none() {
+            return self.flush_memory();
+        }
         loop {
             self.settle()?;
             let idle: Vec<usize> = (0..self.batches.len())
@@ -408,6 +411,32 @@ impl Spine {
                 return Ok(());
             }
             self.start_merge(0, &idle)?;
+        }
+    }
+
+    /// Cooperative `flush`: merges the level-0 batches into a run and stops
+    /// there. Merges that run creates (a cascade into bigger levels) are left
+    /// to later merge steps: a flush must not cost a rewrite of the spine.
+    fn flush_memory(&mut self) -> Result<()> {
+        loop {
+            let level0: Vec<usize> = (0..self.batches.len())
+                .filter(|&i| self.batches[i].level == 0)
+                .collect();
+            if level0.is_empty() {
+                return Ok(());
+            }
+            if level0.iter().all(|&i| !self.batches[i].merging) {
+                self.start_merge(0, &level0)?;
+                continue;
+            }
+            let step = self.merge_step(self.opts.merge_budget_bytes.max(1 << 20))?;
+            if step.is_idle() && self.batches.iter().any(|s| s.level == 0 && s.merging) {
+                return Err(Error::InvalidArgument(format!(
+                    "spine invariant broken: a level-0 merge is marked running but none is ({:?}, {} merges)",
+                    self.levels(),
+                    self.merges.len()
+                )));
+            }
         }
     }
 
@@ -648,11 +677,15 @@ impl Spine {
         Ok(step)
     }
 
-    /// Runs merges until none is left (tests, benchmarks, shutdown).
+    /// Runs merges until none is left (tests, benchmarks, shutdown), then
+    /// waits (up to a second) for the write-behind syncs of their outputs, so
+    /// the merged-away runs they stand in for are released now: a settled
+    /// spine holds no extra files or mappings.
     pub fn settle(&mut self) -> Result<()> {
         loop {
             let step = self.merge_step(self.opts.merge_budget_bytes.max(1 << 20))?;
             if step.is_idle() {
+                self.wait_stand_ins(Duration::from_secs(1));
                 return Ok(());
             }
             if self.helper.is_some() && step.completed == 0 {
@@ -796,6 +829,21 @@ impl Spine {
                     s.lineage = Lineage::default();
                 }
             }
+        }
+    }
+
+    fn wait_stand_ins(&mut self, limit: Duration) {
+        let start = std::time::Instant::now();
+        while self.stand_ins() > 0 && start.elapsed() < limit {
+            let pending = self.batches.iter().any(|s| match &s.batch {
+                Batch::Disk(rf) => !s.lineage.runs.is_empty() && !rf.is_durable(),
+                Batch::Mem(_) => false,
+            });
+            self.release_stand_ins();
+            if !pending {
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(200));
         }
     }
 
