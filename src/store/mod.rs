@@ -465,8 +465,10 @@ impl Store {
     /// A clean shutdown for a fast restart: takes every shard back, flushes
     /// their memtables to run files, commits a final checkpoint of `epoch`
     /// that syncs every run (no young-run deferral), then closes. The next
-    /// open finds a checkpoint that covers every write and replays nothing
-    /// (the memtables cost their write now instead of a replay then).
+    /// open finds a checkpoint that covers every write: it replays nothing
+    /// but the records after the least recently written spine's last write
+    /// (read and skipped; a spine's replay point is its own last write). The
+    /// memtables cost their write now instead of a replay then.
     /// `request` is what the final checkpoint records, as for any other:
     /// the sources' offsets as of the last write.
     pub fn shutdown(
