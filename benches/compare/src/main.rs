@@ -1,7 +1,8 @@
 //! statespine side by side with RocksDB and fjall (issue 7).
 //!
 //! `cargo run --release -p statespine-compare -- [--entries N] [--runs R]
-//! [--threads T] [--engines a,b] [--groups g,h] [--dir D] [--svg F] [--md F]`
+//! [--threads T] [--engines a,b] [--groups g,h] [--dir D] [--svg F] [--md F]
+//! [--samples F] [--replot F]`
 //!
 //! The parent spawns itself once per (run, group, engine), engines in an
 //! order rotated run by run, each in a fresh directory and process (its own
@@ -36,6 +37,8 @@ struct Args {
     dir: PathBuf,
     svg: Option<PathBuf>,
     md: Option<PathBuf>,
+    samples: Option<PathBuf>,
+    replot: Option<PathBuf>,
 }
 
 fn parse() -> Result<(Option<(String, String)>, Args)> {
@@ -48,6 +51,8 @@ fn parse() -> Result<(Option<(String, String)>, Args)> {
         dir: PathBuf::from("target/compare"),
         svg: None,
         md: None,
+        samples: None,
+        replot: None,
     };
     let mut child = None;
     let mut it = std::env::args().skip(1);
@@ -62,6 +67,8 @@ fn parse() -> Result<(Option<(String, String)>, Args)> {
             "--dir" => args.dir = val()?.into(),
             "--svg" => args.svg = Some(val()?.into()),
             "--md" => args.md = Some(val()?.into()),
+            "--samples" => args.samples = Some(val()?.into()),
+            "--replot" => args.replot = Some(val()?.into()),
             "--child" => {
                 let engine = val()?;
                 child = Some((engine, it.next().ok_or("--child needs an engine and a group")?));
@@ -154,6 +161,10 @@ fn spawn(engine: &str, group: &str, run: usize, args: &Args, samples: &mut Sampl
 }
 
 fn parent(args: &Args) -> Result<()> {
+    if let Some(p) = &args.replot {
+        let samples = report::parse_samples(&std::fs::read_to_string(p)?).ok_or("bad samples file")?;
+        return write_report(args, &samples);
+    }
     std::fs::create_dir_all(&args.dir)?;
     let mut samples = Samples::new();
     eprintln!(
@@ -169,6 +180,13 @@ fn parent(args: &Args) -> Result<()> {
             }
         }
     }
+    if let Some(p) = &args.samples {
+        std::fs::write(p, report::samples_tsv(&samples))?;
+    }
+    write_report(args, &samples)
+}
+
+fn write_report(args: &Args, samples: &Samples) -> Result<()> {
     let options: Vec<(String, String)> = args
         .engines
         .iter()
@@ -185,7 +203,7 @@ fn parent(args: &Args) -> Result<()> {
             )
         })
         .collect();
-    let md = report::markdown(&samples, &options, args.entries, args.threads, args.runs);
+    let md = report::markdown(samples, &options, args.entries, args.threads, args.runs);
     println!("{md}");
     if let Some(p) = &args.md {
         std::fs::write(p, &md)?;
@@ -193,7 +211,7 @@ fn parent(args: &Args) -> Result<()> {
     let svg_path = args.svg.clone().unwrap_or_else(|| default_svg(args.threads));
     std::fs::write(
         &svg_path,
-        report::svg(&samples, args.entries, args.threads, args.runs),
+        report::svg(samples, args.entries, args.threads, args.runs),
     )?;
     eprintln!("chart: {}", svg_path.display());
     Ok(())

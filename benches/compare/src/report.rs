@@ -321,6 +321,57 @@ pub fn markdown(s: &Samples, options: &[(String, String)], n: u64, threads: usiz
     out
 }
 
+/// The chart's name of a row.
+fn chart_label(metric: &str) -> &str {
+    match metric {
+        "fillrandom_ops" => "fillrandom",
+        "fillseq_ops" => "fillseq",
+        "fillsync_ops" => "fillsync",
+        "read_present_ops" => "readrandom, present",
+        "read_absent_ops" => "readrandom, absent",
+        "scan_eps" => "full ordered scan",
+        "zset_ops" => "Z-set updates",
+        "ck_full_ms" => "checkpoint, full",
+        "ck_incr_ms" => "checkpoint after 1% changed",
+        "ck_incr_bytes" => "… bytes it wrote",
+        "reopen_live_ms" => "reopen, live directory",
+        "reopen_ck_ms" => "reopen, from the checkpoint",
+        "close_ms" => "clean close",
+        "settle_ms" => "settle after fillrandom",
+        "rss_mib" => "peak RSS, main",
+        "zset_rss_mib" => "peak RSS, Z-set",
+        other => other,
+    }
+}
+
+/// The samples as lines of `metric engine value` (`--samples`), and back
+/// (`--replot`): the table and chart can be redrawn without measuring.
+pub fn samples_tsv(s: &Samples) -> String {
+    let mut out = String::new();
+    for (metric, engines) in s {
+        for (engine, values) in engines {
+            for v in values {
+                let _ = writeln!(out, "{metric}\t{engine}\t{v}");
+            }
+        }
+    }
+    out
+}
+
+pub fn parse_samples(text: &str) -> Option<Samples> {
+    let mut s = Samples::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let mut f = line.split('\t');
+        let (m, e, v) = (f.next()?, f.next()?, f.next()?.parse().ok()?);
+        s.entry(m.to_string())
+            .or_default()
+            .entry(e.to_string())
+            .or_default()
+            .push(v);
+    }
+    Some(s)
+}
+
 /// A horizontal bar chart of statespine's advantage over each peer per
 /// workload, on a log scale, with each goal marked.
 pub fn svg(s: &Samples, n: u64, threads: usize, runs: usize) -> String {
@@ -363,7 +414,7 @@ pub fn svg(s: &Samples, n: u64, threads: usize, runs: usize) -> String {
     }
     for (i, r) in rows.iter().enumerate() {
         let y = top + row_h * i as f64;
-        let label = r.label.split(',').next().unwrap_or(r.label);
+        let label = chart_label(r.metric);
         let _ = writeln!(
             o,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"#,
