@@ -418,3 +418,96 @@ fn fuzz_finding_first_lsn_past_the_lsn_space_is_corruption() {
     // Not a segment name either (outside the LSN space): the log starts afresh.
     assert_eq!(open(&fs, 1 << 20).unwrap().next_lsn(), 1);
 }
+
+/// Offset of record `lsn` in a first segment written by `payload(1..)`.
+fn record_offset(lsn: u64) -> usize {
+    let header = statespine::wal::format::HEADER_LEN;
+    let frame = statespine::wal::format::FRAME_HEADER_LEN;
+    header + (1..lsn).map(|i| frame + payload(i).len()).sum::<usize>()
+}
+
+/// What `open_replaying` hands over, and the log it opened.
+fn open_replaying(fs: &MemFs, from: u64) -> statespine::Result<(WriteAheadLog, Vec<(u64, u64, Vec<u8>)>)> {
+    let mut out = Vec::new();
+    let opts = WalOptions::new(7).segment_size_bytes(1 << 20).scan_from(from);
+    let wal = WriteAheadLog::open_replaying(Arc::new(fs.clone()), DIR, opts, |f| {
+        out.push((f.lsn, f.epoch, f.payload.to_vec()));
+        Ok(())
+    })?;
+    Ok((wal, out))
+}
+
+#[test]
+fn records_below_the_replay_point_are_walked_by_their_headers_only() {
+    let fs = MemFs::new();
+    let mut wal = open(&fs, 1 << 20).unwrap();
+    for i in 1..=100u64 {
+        wal.append(1, &payload(i)).unwrap();
+    }
+    wal.sync().unwrap();
+    drop(wal);
+    let path = last_segment(&fs);
+    let clean = fs.read(&path).unwrap();
+    let frame = statespine::wal::format::FRAME_HEADER_LEN;
+
+    // A flipped payload byte in record 10: covered from 50 on, so unread.
+    let mut bytes = clean.clone();
+    bytes[record_offset(10) + frame + 3] ^= 0x10;
+    fs.write(&path, &bytes).unwrap();
+    let got = all(&fs, 50).unwrap();
+    assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), (50..=100).collect::<Vec<_>>());
+    assert!(got.iter().all(|(lsn, _, p)| *p == payload(*lsn)));
+    let (wal, handed) = open_replaying(&fs, 50).unwrap();
+    assert_eq!(handed, got);
+    assert_eq!(wal.next_lsn(), 101);
+    drop(wal);
+    // From before it, the full rules apply.
+    assert!(all(&fs, 10).unwrap_err().is_corruption());
+    assert!(open_replaying(&fs, 10).unwrap_err().is_corruption());
+
+    // A header that does not chain (its length) ends the walk: the record is
+    // then checked in full, and the damage is found, not skipped.
+    let mut bytes = clean.clone();
+    bytes[record_offset(10)] ^= 0x01;
+    fs.write(&path, &bytes).unwrap();
+    let err = all(&fs, 50).unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+    let Error::Corruption { offset, .. } = open_replaying(&fs, 50).unwrap_err() else {
+        panic!("not corruption")
+    };
+    assert_eq!(offset as usize, record_offset(10));
+    assert_eq!(fs.read(&path).unwrap(), bytes, "a refused open changes nothing");
+}
+
+#[test]
+fn open_replaying_hands_over_what_replay_reads_and_stops_at_a_torn_tail() {
+    let fs = MemFs::new();
+    let mut wal = open(&fs, 2048).unwrap();
+    for i in 1..=100u64 {
+        wal.append(i / 7, &payload(i)).unwrap();
+    }
+    wal.sync().unwrap();
+    drop(wal);
+    let path = last_segment(&fs);
+    let mut bytes = fs.read(&path).unwrap();
+    bytes.extend_from_slice(b"\x10\x00\x00\x00torn");
+    fs.write(&path, &bytes).unwrap();
+    for from in [1, 37, 99, 100, 101] {
+        let want = all(&fs, from).unwrap();
+        let (wal, handed) = open_replaying(&fs, from).unwrap();
+        assert_eq!(handed, want, "from {from}");
+        assert_eq!(handed.len() as u64, 101 - from);
+        assert_eq!(wal.next_lsn(), 101);
+    }
+    // An error from the callback ends the open with it.
+    let opts = WalOptions::new(7).segment_size_bytes(2048);
+    let err = WriteAheadLog::open_replaying(Arc::new(fs.clone()), DIR, opts, |f| {
+        if f.lsn == 42 {
+            Err(Error::InvalidArgument("stop at 42".into()))
+        } else {
+            Ok(())
+        }
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("stop at 42"), "{err}");
+}

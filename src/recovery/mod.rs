@@ -33,7 +33,7 @@ use crate::checkpoint::{
 use crate::io::Fs;
 use crate::run::{Run, RunMode};
 use crate::spine::{Spine, SpineOptions};
-use crate::wal::{RecoveryMode, WalOptions, WriteAheadLog, decode_change, replay};
+use crate::wal::{RecoveryMode, WalOptions, WriteAheadLog, decode_change};
 use crate::{Error, Result};
 
 /// The spine id of catalog records in a shard's WAL.
@@ -361,17 +361,14 @@ impl ShardJob<'_> {
                 ..wal_opts
             };
             let from = self.cut.map_or(1, ShardManifest::replay_from);
-            let wal = WriteAheadLog::open(
-                Arc::clone(fs),
-                &wal_dir,
-                wal_opts
-                    .first_lsn(cut_lsn + 1)
-                    .recovery(self.mode)
-                    .scan_from(from),
-            )?;
             let stop = if self.stop_at_cut { cut_lsn } else { u64::MAX };
             let mut first_seen = None;
-            replay(fs.as_ref(), &wal_dir, from, self.mode, |frame| {
+            let opts = wal_opts
+                .first_lsn(cut_lsn + 1)
+                .recovery(self.mode)
+                .scan_from(from);
+            // One pass: the open's scan checks each record and hands it over.
+            let wal = WriteAheadLog::open_replaying(Arc::clone(fs), &wal_dir, opts, |frame| {
                 first_seen.get_or_insert(frame.lsn);
                 if frame.lsn > stop {
                     return Ok(());

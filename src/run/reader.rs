@@ -10,7 +10,9 @@
 //! Data blocks (lazy, once each): the first touch verifies the frame's crc32c
 //! against the header and the index, decompresses if needed, checks the rkyv
 //! structure and the block's semantics (offsets, order, first/last keys), and
-//! caches the resulting layout. Later touches only read the cache.
+//! caches the resulting layout. Later touches only read the cache. The cache
+//! slots are allocated a chunk at a time on first touch: opening a run of 60k
+//! blocks writes a few KB, not megabytes of empty slots (reopen time).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -49,7 +51,7 @@ pub struct Run {
     index_payload: std::ops::Range<usize>,
     index_layout: IndexLayout,
     filter_payload: std::ops::Range<usize>,
-    blocks: Box<[OnceLock<LoadedBlock>]>,
+    blocks: BlockSlots,
     /// The first 8 bytes of each block's last key, big-endian, zero-padded:
     /// a compact array that narrows a block search to the few blocks whose
     /// fences tie before any mapped index byte is touched.
@@ -58,6 +60,49 @@ pub struct Run {
     /// touches one group of `fences` (a few cache lines, prefetched together).
     fence_top: Box<[u64]>,
     meta: RunMeta,
+}
+
+/// Blocks per chunk of cache slots: ~9 KB of slots, allocated together.
+const SLOT_CHUNK: usize = 64;
+
+/// `SLOT_CHUNK` blocks' cache slots.
+type SlotChunk = Box<[OnceLock<LoadedBlock>]>;
+
+/// One cache slot per block, in chunks allocated on first touch.
+#[derive(Debug)]
+struct BlockSlots {
+    chunks: Box<[OnceLock<SlotChunk>]>,
+    len: usize,
+}
+
+impl BlockSlots {
+    fn new(len: usize) -> BlockSlots {
+        BlockSlots {
+            chunks: (0..len.div_ceil(SLOT_CHUNK)).map(|_| OnceLock::new()).collect(),
+            len,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Block `i`'s slot (`i < len`), allocating its chunk if needed.
+    #[inline]
+    fn slot(&self, i: usize) -> &OnceLock<LoadedBlock> {
+        let c = i / SLOT_CHUNK;
+        let chunk = self.chunks[c].get_or_init(|| {
+            let n = SLOT_CHUNK.min(self.len - c * SLOT_CHUNK);
+            (0..n).map(|_| OnceLock::new()).collect()
+        });
+        &chunk[i % SLOT_CHUNK]
+    }
+
+    /// Block `i`'s slot if its chunk exists (no allocation).
+    #[inline]
+    fn peek(&self, i: usize) -> Option<&OnceLock<LoadedBlock>> {
+        self.chunks[i / SLOT_CHUNK].get().map(|c| &c[i % SLOT_CHUNK])
+    }
 }
 
 /// Fences per group of the two-level fence search: 64 × 8 bytes = 8 cache lines.
@@ -167,7 +212,7 @@ impl Run {
             ));
         }
         let meta = RunMeta::from_footer(path.clone(), &footer, compressed_blocks as u64, key_range);
-        let blocks = (0..block_count).map(|_| OnceLock::new()).collect();
+        let blocks = BlockSlots::new(block_count);
         let fences: Box<[u64]> = (0..block_count).map(|i| key_prefix(view.last_key(i))).collect();
         let fence_top = fences.iter().step_by(FENCE_GROUP).copied().collect();
         Ok(Run {
@@ -282,7 +327,7 @@ impl Run {
     /// The validated view of block `i`, validating it on first touch.
     pub(crate) fn block(&self, i: usize) -> Result<BlockView<'_>> {
         let value_align = 1usize << self.footer.value_align_log2;
-        let slot = &self.blocks[i];
+        let slot = self.blocks.slot(i);
         let loaded = match slot.get() {
             Some(loaded) => loaded,
             None => {
@@ -428,7 +473,9 @@ impl Run {
             return Ok(None);
         }
         // Both of these miss the cache for a cold block; start them together.
-        crate::io::prefetch_value(&self.blocks[b]);
+        if let Some(slot) = self.blocks.peek(b) {
+            crate::io::prefetch_value(slot);
+        }
         if key_cmp(index.first_key(b), key).is_gt() {
             return Ok(None);
         }

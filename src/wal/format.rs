@@ -199,6 +199,20 @@ pub fn parse_frame(
     })
 }
 
+/// The offset just past the frame at `at` if its header alone is plausible:
+/// `len` within bounds, the frame inside `bytes`, and `lsn` the one expected.
+/// The payload and crc are not read: for walking past records a checkpoint
+/// already covers (`format/wal.md`, "Reading and recovery rules").
+pub fn skip_frame(bytes: &[u8], at: usize, lsn: u64) -> Option<usize> {
+    let head = bytes.get(at..at.checked_add(FRAME_HEADER_LEN)?)?;
+    let len = le_u32(head, 0) as usize;
+    if len > MAX_PAYLOAD_BYTES || le_u64(head, 8) != lsn {
+        return None;
+    }
+    let next = (at + FRAME_HEADER_LEN).checked_add(len)?;
+    (next <= bytes.len()).then_some(next)
+}
+
 /// Bytes a frame with this payload takes.
 pub fn frame_len(payload_len: usize) -> usize {
     FRAME_HEADER_LEN + payload_len

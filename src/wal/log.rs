@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::format::{
-    HEADER_LEN, MAX_LSN, MAX_PAYLOAD_BYTES, SegmentHeader, encode_frame, frame_len, list_segments,
+    Frame, HEADER_LEN, MAX_LSN, MAX_PAYLOAD_BYTES, SegmentHeader, encode_frame, frame_len, list_segments,
     segment_name,
 };
-use super::segment::{Tail, scan};
+use super::segment::{Tail, scan_from};
 use crate::io::{Fs, WritableFile};
 use crate::{Error, Result};
 
@@ -166,9 +166,33 @@ fn unscanned_header(file: &dyn crate::io::ReadableFile, len: u64, path: &Path) -
     SegmentHeader::decode(&buf, path)
 }
 
+fn first_lsn_mismatch(path: &Path, expected: u64, found: u64) -> Error {
+    Error::corrupt(
+        path,
+        32,
+        "segment header",
+        format!("first LSN {expected} (from the name and the previous segment)"),
+        format!("{found}"),
+    )
+}
+
 impl WriteAheadLog {
     /// Opens (or creates) the log in `dir`; see the module docs, step 1.
     pub fn open(fs: Arc<dyn Fs>, dir: impl Into<PathBuf>, opts: WalOptions) -> Result<WriteAheadLog> {
+        Self::open_replaying(fs, dir, opts, |_| Ok(()))
+    }
+
+    /// [`WriteAheadLog::open`] that also hands `f` every valid record from
+    /// LSN `opts.scan_from` on, in order, as its scan checks them: recovery
+    /// reads and checks the log once instead of twice (open, then
+    /// [`super::replay`]). Records past damage or a torn tail are never
+    /// handed over; an error from `f` ends the open with that error.
+    pub fn open_replaying(
+        fs: Arc<dyn Fs>,
+        dir: impl Into<PathBuf>,
+        opts: WalOptions,
+        mut f: impl FnMut(Frame<'_>) -> Result<()>,
+    ) -> Result<WriteAheadLog> {
         let dir = dir.into();
         crate::io::create_dir_all_durable(fs.as_ref(), &dir)?;
         let names = list_segments(fs.as_ref(), &dir)?;
@@ -185,13 +209,7 @@ impl WriteAheadLog {
             if let Some(&(next_first, _)) = names.get(i + 1).filter(|n| n.0 <= opts.scan_from) {
                 let header = unscanned_header(file.as_ref(), len, &path)?;
                 if header.first_lsn != *first_lsn || header.first_lsn != next_lsn || next_first < next_lsn {
-                    return Err(Error::corrupt(
-                        &path,
-                        32,
-                        "segment header",
-                        format!("first LSN {next_lsn} (from the name and the previous segment)"),
-                        format!("{}", header.first_lsn),
-                    ));
+                    return Err(first_lsn_mismatch(&path, next_lsn, header.first_lsn));
                 }
                 report.segments += 1;
                 report.records += next_first - next_lsn;
@@ -219,15 +237,17 @@ impl WriteAheadLog {
                 Err(e) => return Err(e),
             };
             if header.first_lsn != *first_lsn || header.first_lsn != next_lsn {
-                return Err(Error::corrupt(
-                    &path,
-                    32,
-                    "segment header",
-                    format!("first LSN {next_lsn} (from the name and the previous segment)"),
-                    format!("{}", header.first_lsn),
-                ));
+                return Err(first_lsn_mismatch(&path, next_lsn, header.first_lsn));
             }
-            let s = scan(&map, &header, |_| {});
+            let mut failed = None;
+            let s = scan_from(&map, &header, opts.scan_from, |frame| {
+                if failed.is_none() {
+                    failed = f(frame).err();
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
             report.segments += 1;
             report.records += s.records;
             next_lsn = header.first_lsn + s.records;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::format::{Frame, SegmentHeader, list_segments};
 use super::log::RecoveryMode;
-use super::segment::{Tail, scan};
+use super::segment::{Tail, scan_from};
 use crate::io::Fs;
 use crate::{Error, Result};
 
@@ -58,8 +58,8 @@ pub fn replay(
             ));
         }
         let mut failed = None;
-        let s = scan(&map, &header, |frame| {
-            if failed.is_none() && frame.lsn >= from_lsn {
+        let s = scan_from(&map, &header, from_lsn, |frame| {
+            if failed.is_none() {
                 match f(frame) {
                     Ok(()) => report.records += 1,
                     Err(e) => failed = Some(e),

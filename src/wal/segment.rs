@@ -2,7 +2,7 @@
 //! rules"): where the valid records end, and whether what follows is a torn
 //! tail or damage in the middle.
 
-use super::format::{FRAME_HEADER_LEN, Frame, HEADER_LEN, SegmentHeader, parse_frame};
+use super::format::{FRAME_HEADER_LEN, Frame, HEADER_LEN, SegmentHeader, parse_frame, skip_frame};
 
 /// How a segment's records end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,10 +39,33 @@ pub struct Scan {
 
 /// Calls `f` on each valid record of a segment (bytes including the header)
 /// in order, and reports where and how they end.
-pub fn scan<'a>(bytes: &'a [u8], header: &SegmentHeader, mut f: impl FnMut(Frame<'a>)) -> Scan {
+pub fn scan<'a>(bytes: &'a [u8], header: &SegmentHeader, f: impl FnMut(Frame<'a>)) -> Scan {
+    scan_from(bytes, header, 0, f)
+}
+
+/// [`scan`] for a reader that needs only the records from LSN `from` on:
+/// those before it are walked by their headers alone ([`skip_frame`]), never
+/// passed to `f`, their payloads and crcs unread. A checkpoint covers them, so
+/// damage there loses nothing. A header that does not chain means damage
+/// the walk may have misread: the segment is then scanned in full, so the
+/// error names the first invalid record.
+pub fn scan_from<'a>(bytes: &'a [u8], header: &SegmentHeader, from: u64, mut f: impl FnMut(Frame<'a>)) -> Scan {
     let mut at = HEADER_LEN;
     let mut lsn = header.first_lsn;
-    let mut records = 0;
+    while lsn < from && at < bytes.len() {
+        match skip_frame(bytes, at, lsn) {
+            Some(next) => {
+                at = next;
+                lsn += 1;
+            }
+            None => {
+                at = HEADER_LEN;
+                lsn = header.first_lsn;
+                break;
+            }
+        }
+    }
+    let mut records = lsn - header.first_lsn;
     while at < bytes.len() {
         let Some(frame) = parse_frame(bytes, at, header.segment_id, lsn..=lsn) else {
             let tail = match find_valid_after(bytes, at, header.segment_id, lsn) {
@@ -62,7 +85,9 @@ pub fn scan<'a>(bytes: &'a [u8], header: &SegmentHeader, mut f: impl FnMut(Frame
         at += FRAME_HEADER_LEN + frame.payload.len();
         lsn += 1;
         records += 1;
-        f(frame);
+        if frame.lsn >= from {
+            f(frame);
+        }
     }
     Scan {
         end: at,

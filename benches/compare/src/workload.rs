@@ -304,6 +304,9 @@ pub fn main_group<E: Engine>(n: u64, threads: usize, dir: &Path) -> Result<()> {
     let incr = timed_checkpoint(&mut e, 2, dir, "ck_incr")?;
     // Restoring a checkpoint is what a crash leads to: no clean shutdown.
     e.abandon()?;
+    if let Some(snap) = std::env::var_os("COMPARE_SNAPSHOT") {
+        std::process::Command::new("cp").arg("-a").arg(dir).arg(&snap).status()?;
+    }
     let probe_id = mix(0x77) % n; // overwritten, then checkpointed
 
     if let (Some(_), Some(ck)) = (full, incr) {
@@ -326,6 +329,9 @@ pub fn main_group<E: Engine>(n: u64, threads: usize, dir: &Path) -> Result<()> {
     let t = Instant::now();
     e.close()?;
     emit("close_ms", ms(t.elapsed()));
+    if let Some(snap) = std::env::var_os("COMPARE_SNAPSHOT_LIVE") {
+        std::process::Command::new("cp").arg("-a").arg(dir).arg(&snap).status()?;
+    }
     let t = Instant::now();
     let mut e = E::open(&cfg, dir)?;
     let mut ws = e.workers();

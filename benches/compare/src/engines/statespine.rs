@@ -139,6 +139,16 @@ impl Engine for Statespine {
     fn open(cfg: &Config, dir: &Path) -> Result<Self> {
         if dir.join("checkpoints").exists() {
             let state = options(cfg, dir).recover()?;
+            if std::env::var_os("COMPARE_MARKS").is_some() {
+                eprintln!(
+                    "RECOVER: select {:?} restore {:?} replay {:?} ({} records, {} bytes)",
+                    state.select_time,
+                    state.restore_time,
+                    state.replay_time,
+                    state.replayed_records,
+                    state.replayed_bytes
+                );
+            }
             let epoch = state.epoch;
             Ok(Statespine::assemble(state.store, cfg, epoch))
         } else {
@@ -183,6 +193,8 @@ impl Engine for Statespine {
                 "CK epoch {epoch}: cut {:?} wal {:?} commit {:?} total {:?} {:?}",
                 meta.cut_time, meta.wal_sync_time, meta.commit_time, meta.total_time, meta.commit
             );
+            let m = self.store.dir().join("checkpoints").join(meta.id.to_string()).join("MANIFEST");
+            let _ = std::fs::copy(m, format!("/tmp/ck-epoch-{epoch}"));
         }
         self.epoch = epoch;
         Ok(Some(
