@@ -426,8 +426,11 @@ fn record_offset(lsn: u64) -> usize {
     header + (1..lsn).map(|i| frame + payload(i).len()).sum::<usize>()
 }
 
+/// Records as `(lsn, epoch, payload)`.
+type Records = Vec<(u64, u64, Vec<u8>)>;
+
 /// What `open_replaying` hands over, and the log it opened.
-fn open_replaying(fs: &MemFs, from: u64) -> statespine::Result<(WriteAheadLog, Vec<(u64, u64, Vec<u8>)>)> {
+fn open_replaying(fs: &MemFs, from: u64) -> statespine::Result<(WriteAheadLog, Records)> {
     let mut out = Vec::new();
     let opts = WalOptions::new(7).segment_size_bytes(1 << 20).scan_from(from);
     let wal = WriteAheadLog::open_replaying(Arc::new(fs.clone()), DIR, opts, |f| {
@@ -455,7 +458,10 @@ fn records_below_the_replay_point_are_walked_by_their_headers_only() {
     bytes[record_offset(10) + frame + 3] ^= 0x10;
     fs.write(&path, &bytes).unwrap();
     let got = all(&fs, 50).unwrap();
-    assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), (50..=100).collect::<Vec<_>>());
+    assert_eq!(
+        got.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (50..=100).collect::<Vec<_>>()
+    );
     assert!(got.iter().all(|(lsn, _, p)| *p == payload(*lsn)));
     let (wal, handed) = open_replaying(&fs, 50).unwrap();
     assert_eq!(handed, got);

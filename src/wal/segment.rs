@@ -49,7 +49,12 @@ pub fn scan<'a>(bytes: &'a [u8], header: &SegmentHeader, f: impl FnMut(Frame<'a>
 /// damage there loses nothing. A header that does not chain means damage
 /// the walk may have misread: the segment is then scanned in full, so the
 /// error names the first invalid record.
-pub fn scan_from<'a>(bytes: &'a [u8], header: &SegmentHeader, from: u64, mut f: impl FnMut(Frame<'a>)) -> Scan {
+pub fn scan_from<'a>(
+    bytes: &'a [u8],
+    header: &SegmentHeader,
+    from: u64,
+    mut f: impl FnMut(Frame<'a>),
+) -> Scan {
     let mut at = HEADER_LEN;
     let mut lsn = header.first_lsn;
     while lsn < from && at < bytes.len() {

@@ -56,6 +56,24 @@ fn emit(metric: &str, value: f64) {
     }
 }
 
+/// Copies the engine's directory to the path in `var`, if set: the state a
+/// reopen starts from, for profiling that reopen alone (main group only:
+/// `COMPARE_SNAPSHOT` right after the crash, `COMPARE_SNAPSHOT_LIVE` right
+/// after the clean close).
+fn snapshot(var: &str, dir: &Path) -> Result<()> {
+    if let Some(to) = std::env::var_os(var) {
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(dir)
+            .arg(&to)
+            .status()?;
+        if !status.success() {
+            return Err(format!("copying {} to {to:?} failed: {status}", dir.display()).into());
+        }
+    }
+    Ok(())
+}
+
 /// Runs `f` on every worker, each on its own thread; returns the workers.
 fn parallel<W, R, F>(workers: Vec<W>, f: F) -> Result<(Vec<W>, Vec<R>)>
 where
@@ -304,9 +322,7 @@ pub fn main_group<E: Engine>(n: u64, threads: usize, dir: &Path) -> Result<()> {
     let incr = timed_checkpoint(&mut e, 2, dir, "ck_incr")?;
     // Restoring a checkpoint is what a crash leads to: no clean shutdown.
     e.abandon()?;
-    if let Some(snap) = std::env::var_os("COMPARE_SNAPSHOT") {
-        std::process::Command::new("cp").arg("-a").arg(dir).arg(&snap).status()?;
-    }
+    snapshot("COMPARE_SNAPSHOT", dir)?;
     let probe_id = mix(0x77) % n; // overwritten, then checkpointed
 
     if let (Some(_), Some(ck)) = (full, incr) {
@@ -329,9 +345,7 @@ pub fn main_group<E: Engine>(n: u64, threads: usize, dir: &Path) -> Result<()> {
     let t = Instant::now();
     e.close()?;
     emit("close_ms", ms(t.elapsed()));
-    if let Some(snap) = std::env::var_os("COMPARE_SNAPSHOT_LIVE") {
-        std::process::Command::new("cp").arg("-a").arg(dir).arg(&snap).status()?;
-    }
+    snapshot("COMPARE_SNAPSHOT_LIVE", dir)?;
     let t = Instant::now();
     let mut e = E::open(&cfg, dir)?;
     let mut ws = e.workers();

@@ -193,8 +193,6 @@ impl Engine for Statespine {
                 "CK epoch {epoch}: cut {:?} wal {:?} commit {:?} total {:?} {:?}",
                 meta.cut_time, meta.wal_sync_time, meta.commit_time, meta.total_time, meta.commit
             );
-            let m = self.store.dir().join("checkpoints").join(meta.id.to_string()).join("MANIFEST");
-            let _ = std::fs::copy(m, format!("/tmp/ck-epoch-{epoch}"));
         }
         self.epoch = epoch;
         Ok(Some(
