@@ -391,11 +391,14 @@ pub(crate) struct IndexExpect {
 
 /// Validates an index payload: structure, then that its rows tile the data
 /// region exactly, that entry counts add up, and that key ranges are ordered.
+/// `visit` sees each row once as it is checked (the reader derives its fences
+/// in the same pass: one walk over the index at open, not three).
 pub(crate) fn validate_index(
     payload: &[u8],
     expect: &IndexExpect,
     path: &Path,
     offset: u64,
+    visit: impl FnMut(&IndexRow<'_>),
 ) -> Result<IndexLayout> {
     const REGION: &str = "index";
     let bad = |expected: String, found: String| Error::corrupt(path, offset, REGION, expected, found);
@@ -442,8 +445,23 @@ pub(crate) fn validate_index(
             format!("{} trailing", view.keys.len() - key_start),
         ));
     }
+    check_rows(&view, expect, path, offset, visit)?;
+    Ok(layout)
+}
+
+/// The per-row half of [`validate_index`]: rows tile the data region, counts
+/// add up, key ranges are ordered; `visit` sees each checked row.
+fn check_rows(
+    view: &IndexView<'_>,
+    expect: &IndexExpect,
+    path: &Path,
+    offset: u64,
+    mut visit: impl FnMut(&IndexRow<'_>),
+) -> Result<()> {
+    let bad = |expected: String, found: String| Error::corrupt(path, offset, "index", expected, found);
     let (mut next_offset, mut entries) = (0u64, 0u64);
-    for i in 0..n {
+    let mut prev_last: &[u8] = &[];
+    for i in 0..expect.block_count {
         let row = view.row(i);
         if row.offset != next_offset {
             return Err(bad(
@@ -464,7 +482,6 @@ pub(crate) fn validate_index(
             ));
         }
         if i > 0 {
-            let prev_last = view.row(i - 1).last_key;
             let ordered = match expect.mode {
                 RunMode::KeyValue => prev_last < row.first_key,
                 // A key with many values may continue into the next block.
@@ -479,6 +496,8 @@ pub(crate) fn validate_index(
         }
         next_offset += u64::from(row.frame_len);
         entries += u64::from(row.entry_count);
+        visit(&row);
+        prev_last = row.last_key;
     }
     if next_offset != expect.data_len || entries != expect.entry_count {
         return Err(bad(
@@ -489,7 +508,7 @@ pub(crate) fn validate_index(
             format!("{next_offset} bytes and {entries} entries"),
         ));
     }
-    Ok(layout)
+    Ok(())
 }
 
 impl<'a> IndexView<'a> {

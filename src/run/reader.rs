@@ -161,8 +161,19 @@ impl Run {
             entry_count: footer.entry_count,
             data_len: footer.index_offset,
         };
-        let index_layout =
-            super::archive::validate_index(index.payload, &expect, &path, footer.index_offset + header)?;
+        // Rows take bytes of the payload: no forged count can make this large.
+        let mut fences = Vec::with_capacity(block_count.min(index.payload.len()));
+        let mut compressed_blocks = 0usize;
+        let index_layout = super::archive::validate_index(
+            index.payload,
+            &expect,
+            &path,
+            footer.index_offset + header,
+            |row| {
+                fences.push(key_prefix(row.last_key));
+                compressed_blocks += usize::from(row.codec == Codec::Zstd as u8);
+            },
+        )?;
         let index_payload = payload_range(&index, &map);
 
         let spec = FrameSpec {
@@ -199,9 +210,6 @@ impl Run {
                 view.row(block_count - 1).last_key.to_vec(),
             )
         });
-        let compressed_blocks = (0..block_count)
-            .filter(|&i| view.row(i).codec == Codec::Zstd as u8)
-            .count();
         if compressed_blocks > 0 && footer.incompat_features & format::INCOMPAT_ZSTD_BLOCKS == 0 {
             return Err(Error::corrupt(
                 &path,
@@ -213,7 +221,7 @@ impl Run {
         }
         let meta = RunMeta::from_footer(path.clone(), &footer, compressed_blocks as u64, key_range);
         let blocks = BlockSlots::new(block_count);
-        let fences: Box<[u64]> = (0..block_count).map(|i| key_prefix(view.last_key(i))).collect();
+        let fences: Box<[u64]> = fences.into_boxed_slice();
         let fence_top = fences.iter().step_by(FENCE_GROUP).copied().collect();
         Ok(Run {
             path,
