@@ -166,6 +166,25 @@ pub fn encode_frame(out: &mut Vec<u8>, segment_id: u64, lsn: u64, epoch: u64, pa
     out.extend_from_slice(payload);
 }
 
+/// The header of the frame at `at` if it is plausible: `len` within bounds,
+/// the whole frame inside `bytes`, its LSN in `lsn`. Returns the header, the
+/// LSN and the payload's range.
+fn frame_header<'a>(
+    bytes: &'a [u8],
+    at: usize,
+    lsn: &std::ops::RangeInclusive<u64>,
+) -> Option<(&'a [u8], u64, std::ops::Range<usize>)> {
+    let head = bytes.get(at..at.checked_add(FRAME_HEADER_LEN)?)?;
+    let len = le_u32(head, 0) as usize;
+    let found_lsn = le_u64(head, 8);
+    if len > MAX_PAYLOAD_BYTES || !lsn.contains(&found_lsn) {
+        return None;
+    }
+    let start = at + FRAME_HEADER_LEN;
+    let end = start.checked_add(len).filter(|&e| e <= bytes.len())?;
+    Some((head, found_lsn, start..end))
+}
+
 /// The record at `at` if it is valid (`format/wal.md`, "Reading and recovery
 /// rules") with LSN `lsn`, or with any LSN in `lsn` when `lsn` is a range.
 pub fn parse_frame(
@@ -174,22 +193,11 @@ pub fn parse_frame(
     segment_id: u64,
     lsn: std::ops::RangeInclusive<u64>,
 ) -> Option<Frame<'_>> {
-    let head = bytes.get(at..at.checked_add(FRAME_HEADER_LEN)?)?;
-    let len = le_u32(head, 0);
-    if len as usize > MAX_PAYLOAD_BYTES {
-        return None;
-    }
-    let found_lsn = le_u64(head, 8);
-    if !lsn.contains(&found_lsn) {
-        return None;
-    }
-    let start = at + FRAME_HEADER_LEN;
-    let payload = bytes.get(start..start.checked_add(len as usize)?)?;
+    let (head, found_lsn, range) = frame_header(bytes, at, &lsn)?;
+    let payload = &bytes[range];
     let epoch = le_u64(head, 16);
-    if !crc_matches(
-        le_u32(head, 4),
-        record_crc(segment_id, len, found_lsn, epoch, payload),
-    ) {
+    let crc = record_crc(segment_id, payload.len() as u32, found_lsn, epoch, payload);
+    if !crc_matches(le_u32(head, 4), crc) {
         return None;
     }
     Some(Frame {
@@ -199,18 +207,12 @@ pub fn parse_frame(
     })
 }
 
-/// The offset just past the frame at `at` if its header alone is plausible:
-/// `len` within bounds, the frame inside `bytes`, and `lsn` the one expected.
+/// The offset just past the frame at `at` if its header alone is plausible
+/// (`len` within bounds, the frame inside `bytes`, `lsn` the one expected).
 /// The payload and crc are not read: for walking past records a checkpoint
-/// already covers (`format/wal.md`, "Reading and recovery rules").
+/// already covers (`format/wal.md`, "Reading and recovery rules", rule 5).
 pub fn skip_frame(bytes: &[u8], at: usize, lsn: u64) -> Option<usize> {
-    let head = bytes.get(at..at.checked_add(FRAME_HEADER_LEN)?)?;
-    let len = le_u32(head, 0) as usize;
-    if len > MAX_PAYLOAD_BYTES || le_u64(head, 8) != lsn {
-        return None;
-    }
-    let next = (at + FRAME_HEADER_LEN).checked_add(len)?;
-    (next <= bytes.len()).then_some(next)
+    frame_header(bytes, at, &(lsn..=lsn)).map(|(_, _, range)| range.end)
 }
 
 /// Bytes a frame with this payload takes.
