@@ -517,3 +517,48 @@ fn open_replaying_hands_over_what_replay_reads_and_stops_at_a_torn_tail() {
     .unwrap_err();
     assert!(err.to_string().contains("stop at 42"), "{err}");
 }
+
+/// A process crash between a segment's header sync and its directory sync
+/// leaves a header-only last segment whose name is not durable. The next open
+/// resumes it; a power loss after records appended there were acknowledged
+/// must not take the file, and those records, with it.
+#[test]
+fn a_resumed_segment_is_made_durable_by_name_too() {
+    use statespine::io::{CrashVariant, SimFs};
+    use statespine::wal::format::{SegmentHeader, segment_name};
+
+    let fs = Arc::new(SimFs::new());
+    let opts = || WalOptions::new(7).segment_size_bytes(1 << 20);
+    let mut wal = WriteAheadLog::open(fs.clone(), DIR, opts()).unwrap();
+    for i in 1..=10u64 {
+        wal.append(1, &payload(i)).unwrap();
+    }
+    assert_eq!(wal.sync().unwrap(), 10);
+    drop(wal);
+    // What rotation leaves when the process dies right before `sync_dir`.
+    let header = SegmentHeader {
+        shard_id: 7,
+        segment_id: 0x5eed,
+        first_lsn: 11,
+    };
+    let path = Path::new(DIR).join(segment_name(11));
+    let mut file = fs.create(&path).unwrap();
+    file.append(&header.encode()).unwrap();
+    file.sync_data().unwrap();
+    drop(file);
+
+    let mut wal = WriteAheadLog::open(fs.clone(), DIR, opts()).unwrap();
+    for i in 11..=20u64 {
+        assert_eq!(wal.append(1, &payload(i)).unwrap(), i);
+    }
+    assert_eq!(wal.sync().unwrap(), 20, "acknowledged");
+    drop(wal);
+    let after = fs.image(CrashVariant::DropUnsynced, 1);
+    let mut got = Vec::new();
+    replay(&after, Path::new(DIR), 1, RecoveryMode::Strict, |f| {
+        got.push(f.lsn);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(got, (1..=20).collect::<Vec<_>>());
+}

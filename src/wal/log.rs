@@ -307,8 +307,11 @@ impl WriteAheadLog {
             last.len = cut;
         }
         // Whatever the segment holds now is what recovery will see: make it
-        // durable before acknowledging anything after it.
+        // durable before acknowledging anything after it, and its name too: a
+        // crash between a rotation's header sync and its directory sync
+        // leaves a segment whose entry may not survive a power loss.
         file.sync_data()?;
+        fs.sync_dir(&dir)?;
         Ok(WriteAheadLog {
             fs,
             dir,
