@@ -42,6 +42,15 @@ fn segments(fs: &MemFs) -> Vec<String> {
     fs.list(Path::new(DIR)).unwrap()
 }
 
+/// A log of records `1..=n` (`payload(i)`, epoch 1), synced and closed.
+fn filled(fs: &MemFs, segment: u64, n: u64) {
+    let mut wal = open(fs, segment).unwrap();
+    for i in 1..=n {
+        wal.append(1, &payload(i)).unwrap();
+    }
+    wal.sync().unwrap();
+}
+
 #[test]
 fn round_trip_across_rotations_and_reopens() {
     let fs = MemFs::new();
@@ -100,12 +109,7 @@ fn a_torn_tail_is_trimmed_and_synced_before_new_appends() {
         b"\x10\x00\x00\x00garbage that is not a record".to_vec(),
     ] {
         let fs = MemFs::new();
-        let mut wal = open(&fs, 1 << 20).unwrap();
-        for i in 1..=20u64 {
-            wal.append(1, &payload(i)).unwrap();
-        }
-        wal.sync().unwrap();
-        drop(wal);
+        filled(&fs, 1 << 20, 20);
         let path = last_segment(&fs);
         let mut bytes = fs.read(&path).unwrap();
         let good = bytes.len();
@@ -127,12 +131,7 @@ fn a_torn_tail_is_trimmed_and_synced_before_new_appends() {
 #[test]
 fn damage_in_the_middle_is_an_error_naming_file_and_offset() {
     let fs = MemFs::new();
-    let mut wal = open(&fs, 1 << 20).unwrap();
-    for i in 1..=50u64 {
-        wal.append(1, &payload(i)).unwrap();
-    }
-    wal.sync().unwrap();
-    drop(wal);
+    filled(&fs, 1 << 20, 50);
     let path = last_segment(&fs);
     let mut bytes = fs.read(&path).unwrap();
     let at = bytes.len() / 2;
@@ -164,12 +163,7 @@ fn damage_in_the_middle_is_an_error_naming_file_and_offset() {
 #[test]
 fn damage_in_an_earlier_segment_is_an_error() {
     let fs = MemFs::new();
-    let mut wal = open(&fs, 2048).unwrap();
-    for i in 1..=100u64 {
-        wal.append(1, &payload(i)).unwrap();
-    }
-    wal.sync().unwrap();
-    drop(wal);
+    filled(&fs, 2048, 100);
     let first = Path::new(DIR).join(&segments(&fs)[0]);
     let mut bytes = fs.read(&first).unwrap();
     let n = bytes.len();
@@ -183,12 +177,7 @@ fn damage_in_an_earlier_segment_is_an_error() {
 #[test]
 fn open_skips_segments_below_scan_from_but_replay_still_checks_what_it_reads() {
     let fs = MemFs::new();
-    let mut wal = open(&fs, 2048).unwrap();
-    for i in 1..=100u64 {
-        wal.append(1, &payload(i)).unwrap();
-    }
-    wal.sync().unwrap();
-    drop(wal);
+    filled(&fs, 2048, 100);
     let names = segments(&fs);
     assert!(names.len() >= 4, "{names:?}");
     let first = Path::new(DIR).join(&names[0]);
@@ -443,12 +432,7 @@ fn open_replaying(fs: &MemFs, from: u64) -> statespine::Result<(WriteAheadLog, R
 #[test]
 fn records_below_the_replay_point_are_walked_by_their_headers_only() {
     let fs = MemFs::new();
-    let mut wal = open(&fs, 1 << 20).unwrap();
-    for i in 1..=100u64 {
-        wal.append(1, &payload(i)).unwrap();
-    }
-    wal.sync().unwrap();
-    drop(wal);
+    filled(&fs, 1 << 20, 100);
     let path = last_segment(&fs);
     let clean = fs.read(&path).unwrap();
     let frame = statespine::wal::format::FRAME_HEADER_LEN;
