@@ -834,13 +834,9 @@ impl Spine {
 
     fn wait_stand_ins(&mut self, limit: Duration) {
         let start = std::time::Instant::now();
-        while self.stand_ins() > 0 && start.elapsed() < limit {
-            let pending = self.batches.iter().any(|s| match &s.batch {
-                Batch::Disk(rf) => !s.lineage.runs.is_empty() && !rf.is_durable(),
-                Batch::Mem(_) => false,
-            });
+        loop {
             self.release_stand_ins();
-            if !pending {
+            if self.stand_ins() == 0 || start.elapsed() >= limit {
                 return;
             }
             std::thread::sleep(Duration::from_micros(200));
