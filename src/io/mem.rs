@@ -52,6 +52,8 @@ pub struct MemFs {
     /// Test hook: when set, `hard_link` fails with EXDEV, as across file
     /// systems (see [`MemFs::refuse_hard_links`]).
     refuse_links: Arc<std::sync::atomic::AtomicBool>,
+    /// Held locks: not part of a crash image (a reboot releases them).
+    locks: super::lock::LockTable,
 }
 
 fn not_found(op: &'static str, path: &Path) -> Error {
@@ -106,6 +108,7 @@ impl MemFs {
         MemFs {
             fail_syncs: Arc::default(),
             refuse_links: Arc::default(),
+            locks: super::lock::LockTable::default(),
             tree: Arc::new(Mutex::new(Tree {
                 files,
                 dirs: tree.dirs.clone(),
@@ -308,6 +311,10 @@ impl Fs for MemFs {
         } else {
             Err(not_found("fsync dir", dir))
         }
+    }
+
+    fn lock(&self, path: &Path, holder: &str) -> Result<Box<dyn super::LockGuard>> {
+        self.locks.lock(path, holder)
     }
 }
 

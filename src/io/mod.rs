@@ -14,6 +14,7 @@
 //! can model exactly what a crash keeps.
 
 mod kill;
+mod lock;
 mod mapping;
 mod mem;
 mod real;
@@ -25,6 +26,7 @@ use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
 pub use kill::kill_point;
+pub use lock::{LockGuard, holder_description};
 pub use mapping::{Mapping, prefetch, prefetch_slice, prefetch_value};
 pub use mem::MemFs;
 pub use real::StdFs;
@@ -66,6 +68,11 @@ pub trait Fs: Send + Sync + Debug {
     fn sync_file(&self, path: &Path) -> Result<()>;
     /// Makes a directory's entries (creates, renames, links, removals) durable.
     fn sync_dir(&self, dir: &Path) -> Result<()>;
+    /// Takes an exclusive lock on the file at `path` (created if missing),
+    /// held until the guard drops, and records `holder` in it. Fails with
+    /// [`crate::Error::Locked`], naming the holder, while another guard of
+    /// the same file lives, in this process or another (module `lock`).
+    fn lock(&self, path: &Path, holder: &str) -> Result<Box<dyn LockGuard>>;
     /// Whether large sequential files (runs) should be written through a
     /// [`WriteBehind`] helper thread: true where `write` is a real system
     /// call. The in-memory file systems keep every operation on the caller's

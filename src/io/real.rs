@@ -106,6 +106,10 @@ impl Fs for StdFs {
         let file = File::open(dir).map_err(|e| Error::io("open dir", dir, e))?;
         file.sync_all().map_err(|e| Error::io("fsync dir", dir, e))
     }
+
+    fn lock(&self, path: &Path, holder: &str) -> Result<Box<dyn super::LockGuard>> {
+        super::lock::lock_std(path, holder)
+    }
 }
 
 #[derive(Debug)]

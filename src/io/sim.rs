@@ -102,6 +102,8 @@ pub enum Errno {
 struct Faults {
     ops: u64,
     fail_at: Option<(u64, bool, Errno)>,
+    /// The next `n` operations of this name fail.
+    fail_named: Option<(&'static str, u32, Errno)>,
     crash_at: Option<u64>,
     /// The durable tree at the crash (a deep copy).
     frozen: Option<Tree>,
@@ -127,6 +129,8 @@ pub struct SimFs {
     /// Serializes operations: an operation's check against the crash point
     /// and its effect happen together, as one instant.
     serial: Arc<Mutex<()>>,
+    /// Held locks: not part of any image (a reboot releases them).
+    locks: super::lock::LockTable,
 }
 
 impl Default for SimFs {
@@ -176,6 +180,7 @@ impl SimFs {
             root: DirRef::default(),
             faults: Arc::default(),
             serial: Arc::default(),
+            locks: super::lock::LockTable::default(),
         }
     }
 
@@ -185,10 +190,18 @@ impl SimFs {
         lock(&self.faults).fail_at = Some((k, sticky, e));
     }
 
+    /// The next `times` operations named `op` (as in the errors:
+    /// `"hard link"`, `"create"`, `"rename"`, `"fdatasync"`, ...) fail with
+    /// `e`: a fault aimed at one step whatever the operation count.
+    pub fn fail_named(&self, op: &'static str, times: u32, e: Errno) {
+        lock(&self.faults).fail_named = Some((op, times, e));
+    }
+
     /// Removes the injected failures (not a crash that happened).
     pub fn clear_faults(&self) {
         let mut f = lock(&self.faults);
         f.fail_at = None;
+        f.fail_named = None;
     }
 
     /// The machine stops at operation `k`: see the module docs.
@@ -220,6 +233,12 @@ impl SimFs {
             f.frozen = Some(tree);
             f.dead = true;
             return Err(errno(name, path, Errno::Eio));
+        }
+        if let Some((op, times, e)) = &mut f.fail_named {
+            if *op == name && *times > 0 {
+                *times -= 1;
+                return Err(errno(name, path, *e));
+            }
         }
         match f.fail_at {
             Some((k, sticky, e)) if f.ops == k || (sticky && f.ops > k) => Err(errno(name, path, e)),
@@ -600,6 +619,11 @@ impl Fs for SimFs {
         let mut g = lock(&d);
         g.durable = g.live.clone();
         Ok(())
+    }
+
+    /// Not an operation of the fault model: a lock changes nothing on disk.
+    fn lock(&self, path: &Path, holder: &str) -> Result<Box<dyn super::LockGuard>> {
+        self.locks.lock(path, holder)
     }
 }
 
