@@ -20,7 +20,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use statespine::io::{Fs, StdFs};
-use statespine::run::RunMode;
 use statespine::store::{CheckpointRequest, Options, Shard};
 
 const SHARDS: u32 = 2;
@@ -112,7 +111,7 @@ impl Worker {
         let (jobs, rx) = mpsc::channel::<Job>();
         let (done_tx, done) = mpsc::channel();
         let thread = std::thread::spawn(move || {
-            let id = shard.create_spine("state", RunMode::KeyValue).unwrap();
+            let id = shard.create_kv("state").unwrap();
             loop {
                 match rx.try_recv() {
                     Ok(job) => {
@@ -140,7 +139,7 @@ impl Worker {
     }
 }
 
-fn run_job(shard: &mut Shard, id: statespine::store::SpineId, job: Job) {
+fn run_job(shard: &mut Shard, id: statespine::store::KvSpine, job: Job) {
     let base = u64::from(shard.id()) << 40;
     match job {
         Job::Load(n) => {
@@ -182,7 +181,9 @@ fn run_job(shard: &mut Shard, id: statespine::store::SpineId, job: Job) {
             }
         }
     }
-    assert!(shard.wait_durable(Duration::from_secs(60)));
+    shard
+        .wait_durable(shard.last_lsn(), Duration::from_secs(60))
+        .unwrap();
 }
 
 fn all(workers: &[Worker], job: impl Fn() -> Job) {
@@ -255,7 +256,7 @@ fn size_case(mb: u64, bw: f64, fsync: Duration) {
     let t = Instant::now();
     let mut state = Options::new(&dir).shards(SHARDS).recover().unwrap();
     let shards = state.store.take_shards();
-    let id = shards[0].spine_id("state").unwrap();
+    let id = shards[0].kv_spine("state").unwrap();
     assert!(shards[0].get(id, &key(5)).unwrap().is_some());
     let first_read = t.elapsed();
     let rate = state.replayed_bytes as f64 / state.replay_time.as_secs_f64().max(1e-9) / 1e6;

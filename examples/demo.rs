@@ -12,13 +12,13 @@
 #[path = "../benches/common/keys.rs"]
 mod keys;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use keys::key;
-use statespine::run::RunMode;
-use statespine::store::{CheckpointRequest, Options, Shard};
+use statespine::store::{CheckpointRequest, Lsn, Options, Shard};
 
 const SHARDS: u32 = 2;
 
@@ -38,20 +38,31 @@ fn ms(d: Duration) -> f64 {
 /// One shard's owner loop: writes until told to stop, polls every 64 writes;
 /// returns the shard and how many writes were acknowledged durable.
 fn worker(mut shard: Shard, stop: Arc<AtomicBool>, offset: Arc<AtomicU64>) -> (Shard, u64) {
-    let id = shard.create_spine("events", RunMode::KeyValue).unwrap();
-    let first = shard.pushed(); // the catalog record of the spine
+    let id = shard.create_kv("events").unwrap();
+    // Each write returns its log position; the source offset it completes
+    // is acknowledged once the WAL is durable up to that position.
+    let mut pending: VecDeque<(u64, Lsn)> = VecDeque::new();
+    let mut acked = 0u64;
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let (k, v) = entry(shard.id(), i);
-        shard.put(id, &k, &v).unwrap();
+        let lsn = shard.put(id, &k, &v).unwrap();
         i += 1;
         if i % 64 == 0 {
             shard.poll().unwrap();
             offset.store(i, Ordering::Relaxed);
+            pending.push_back((i, lsn));
+            let durable = shard.durable_lsn();
+            while pending.front().is_some_and(|&(_, l)| l <= durable) {
+                acked = pending.pop_front().map_or(acked, |(n, _)| n);
+            }
         }
     }
     // What the WAL has made durable at the moment of the "crash".
-    let acked = shard.durable_records().saturating_sub(first).min(i);
+    let durable = shard.durable_lsn();
+    while pending.front().is_some_and(|&(_, l)| l <= durable) {
+        acked = pending.pop_front().map_or(acked, |(n, _)| n);
+    }
     (shard, acked)
 }
 
@@ -119,7 +130,7 @@ fn main() -> statespine::Result<()> {
     let shards = state.store.take_shards();
     let mut checked = 0u64;
     for (s, shard) in shards.iter().enumerate() {
-        let id = shard.spine_id("events").expect("the spine survives");
+        let id = shard.kv_spine("events").expect("the spine survives");
         for i in 0..acked[s] {
             let (k, v) = entry(s as u32, i);
             let got = shard.get(id, &k)?;

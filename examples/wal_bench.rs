@@ -174,7 +174,7 @@ fn group_commit(producers: usize, batch: u64, secs: u64) {
                     for _ in 0..batch {
                         p.push(&rec(1)).unwrap();
                     }
-                    assert!(mark.wait_durable(p.pushed(), Duration::from_secs(30)));
+                    mark.wait_durable(p.pushed(), Duration::from_secs(30)).unwrap();
                     lat.push(t.elapsed());
                 }
                 (p.pushed(), lat)
@@ -215,7 +215,7 @@ fn end_to_end(records: u64) {
     for i in 0..records {
         let t = Instant::now();
         p.push(&rec(i)).unwrap();
-        assert!(mark.wait_durable(p.pushed(), Duration::from_secs(30)));
+        mark.wait_durable(p.pushed(), Duration::from_secs(30)).unwrap();
         lat.push(t.elapsed());
     }
     drop(p);

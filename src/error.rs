@@ -94,6 +94,72 @@ pub enum Error {
     /// An argument is outside what the API accepts.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+
+    /// The store is open elsewhere, in this process or another: a store has
+    /// one owner at a time. Nothing was opened.
+    #[error("{path} is locked by {holder}: a store has one owner at a time", path = .path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it, as it recorded itself (`pid <n> on <host>`).
+        holder: String,
+    },
+
+    /// A spine handle was used on a shard it does not belong to (another
+    /// shard, or a shard of another open store). Nothing was written.
+    #[error(
+        "spine {spine} of shard {owner}{other} used on shard {shard}",
+        other = if *.same_store { "" } else { " of another open store" }
+    )]
+    WrongShard {
+        /// The spine's number in its own shard.
+        spine: u32,
+        /// The shard the handle belongs to.
+        owner: u32,
+        /// The shard it was used on.
+        shard: u32,
+        /// False when the handle comes from another open store.
+        same_store: bool,
+    },
+
+    /// The shard has no such spine (it was dropped). Nothing was written.
+    #[error("shard {shard} has no spine {spine} (dropped?)")]
+    NoSuchSpine {
+        /// The shard.
+        shard: u32,
+        /// The spine's number.
+        spine: u32,
+    },
+
+    /// A spine exists under that name with the other mode.
+    #[error("spine {name:?} exists as a {mode} spine")]
+    WrongMode {
+        /// The spine's name.
+        name: String,
+        /// Its mode (`"key-value"` or `"Z-set"`).
+        mode: &'static str,
+    },
+
+    /// A key, value or name is larger than its documented limit. Nothing
+    /// was written.
+    #[error("{what} of {len} bytes is over the limit of {limit} bytes")]
+    TooLarge {
+        /// What was too large (`"key"`, `"value"`, `"spine name"`).
+        what: &'static str,
+        /// Its length.
+        len: u64,
+        /// The limit.
+        limit: u64,
+    },
+
+    /// A wait ended before its condition held; retrying may succeed.
+    #[error("{what}: not done after {after:?}")]
+    TimedOut {
+        /// What was waited for.
+        what: String,
+        /// How long.
+        after: std::time::Duration,
+    },
 }
 
 impl Error {
@@ -121,6 +187,15 @@ impl Error {
             expected: expected.into(),
             found: found.into(),
         }
+    }
+
+    /// True for a failed `fdatasync` or `fsync`: what it was to make
+    /// durable may be lost while a retry reports success, so nothing may
+    /// retry it (fail-stop, DESIGN invariant 7).
+    pub fn is_sync_failure(&self) -> bool {
+        matches!(self, Error::Io { op, source, .. }
+            if (op.starts_with("fdatasync") || op.starts_with("fsync"))
+                && source.kind() != std::io::ErrorKind::NotFound)
     }
 
     /// True for damaged bytes (checksum, framing, structure), as opposed to I/O

@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use statespine::io::{CrashVariant, SimFs};
-use statespine::run::RunMode;
-use statespine::store::{CheckpointRequest, Shard, SpineId, Store};
+use statespine::store::{CheckpointRequest, KvSpine, Shard, Store, ZSetSpine};
 
 type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
 type Z = BTreeMap<(Vec<u8>, Vec<u8>), i64>;
@@ -70,8 +69,8 @@ struct Live {
     fs: Arc<SimFs>,
     store: Store,
     shard: Shard,
-    id: SpineId,
-    z: SpineId,
+    id: KvSpine,
+    z: ZSetSpine,
     epoch: u64,
 }
 
@@ -80,8 +79,8 @@ fn open(fs: Arc<SimFs>, defer: bool) -> (Live, State) {
         .recover()
         .unwrap();
     let mut shard = state.store.take_shards().remove(0);
-    let id = shard.create_spine("kv", RunMode::KeyValue).unwrap();
-    let z = shard.create_spine("z", RunMode::ZSet).unwrap();
+    let id = shard.create_kv("kv").unwrap();
+    let z = shard.create_zset("z").unwrap();
     let kv = read(&mut shard, id, Bound::Unbounded, Bound::Unbounded);
     let zs: Z = shard
         .cursor(z)
@@ -109,7 +108,7 @@ fn open(fs: Arc<SimFs>, defer: bool) -> (Live, State) {
     )
 }
 
-fn read(shard: &mut Shard, id: SpineId, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> Kv {
+fn read(shard: &mut Shard, id: KvSpine, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> Kv {
     shard
         .range(id, (lo, hi))
         .unwrap()
@@ -174,7 +173,9 @@ proptest! {
                     live.shard.poll().unwrap();
                 }
                 Op::Sync => {
-                    prop_assert!(live.shard.wait_durable(Duration::from_secs(5)));
+                    live.shard
+                        .wait_durable(live.shard.last_lsn(), Duration::from_secs(5))
+                        .unwrap();
                     pending.drain(..).for_each(|w| apply(&mut acked, &w));
                 }
                 Op::Checkpoint => {

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use statespine::io::{CrashVariant, SimFs};
-use statespine::run::RunMode;
 use statespine::store::{CheckpointRequest, Shard};
 
 type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -61,7 +60,7 @@ fn workload(fs: Arc<SimFs>, (retained, defer): (usize, bool), ws: &[W]) -> usize
         return 0;
     };
     let mut shard: Shard = store.take_shards().remove(0);
-    let Ok(id) = shard.create_spine("kv", RunMode::KeyValue) else {
+    let Ok(id) = shard.create_kv("kv") else {
         return 0;
     };
     let mut acked = 0;
@@ -75,7 +74,10 @@ fn workload(fs: Arc<SimFs>, (retained, defer): (usize, bool), ws: &[W]) -> usize
             return acked;
         }
         if i % 50 == 49 {
-            if !shard.wait_durable(Duration::from_secs(5)) {
+            if shard
+                .wait_durable(shard.last_lsn(), Duration::from_secs(5))
+                .is_err()
+            {
                 return acked;
             }
             acked = i + 1;
@@ -96,7 +98,7 @@ fn workload(fs: Arc<SimFs>, (retained, defer): (usize, bool), ws: &[W]) -> usize
 }
 
 fn read(shard: &mut Shard) -> Kv {
-    let Some(id) = shard.spine_id("kv") else {
+    let Some(id) = shard.kv_spine("kv") else {
         return Kv::new();
     };
     shard
@@ -283,15 +285,17 @@ fn acknowledged_writes_survive_a_power_loss_before_any_checkpoint() {
     let fs = Arc::new(SimFs::new());
     let mut store = sim_store::small_store(Arc::clone(&fs), 1, false).open().unwrap();
     let mut shard = store.take_shards().remove(0);
-    let id = shard.create_spine("kv", RunMode::KeyValue).unwrap();
+    let id = shard.create_kv("kv").unwrap();
     shard.put(id, b"k", b"v").unwrap();
-    assert!(shard.wait_durable(Duration::from_secs(5)));
+    shard
+        .wait_durable(shard.last_lsn(), Duration::from_secs(5))
+        .unwrap();
     let image = Arc::new(fs.image(CrashVariant::DropUnsynced, 0));
     drop((shard, store));
     let mut state = sim_store::small_store(image, 1, false).recover().unwrap();
     let shard = state.store.take_shards().remove(0);
     let id = shard
-        .spine_id("kv")
+        .kv_spine("kv")
         .expect("the spine's creation was acknowledged with the write");
     assert_eq!(shard.get(id, b"k").unwrap(), Some(&b"v"[..]));
 }

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use statespine::Error;
 use statespine::io::{CrashVariant, Fs, SimFs};
-use statespine::run::RunMode;
 use statespine::store::CheckpointRequest;
 
 type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -41,7 +40,7 @@ fn damage_at_rest_is_detected_or_harmless_never_wrong() {
     let fs = Arc::new(SimFs::new());
     let mut store = sim_store::small_store(Arc::clone(&fs), 2, false).open().unwrap();
     let mut shard = store.take_shards().remove(0);
-    let id = shard.create_spine("kv", RunMode::KeyValue).unwrap();
+    let id = shard.create_kv("kv").unwrap();
     let mut model = Kv::new();
     for i in 0..600u32 {
         let (k, v) = sim_store::write(i);
@@ -58,7 +57,9 @@ fn damage_at_rest_is_detected_or_harmless_never_wrong() {
                 .unwrap();
         }
     }
-    assert!(shard.wait_durable(Duration::from_secs(5)));
+    shard
+        .wait_durable(shard.last_lsn(), Duration::from_secs(5))
+        .unwrap();
     let clean = fs.image(CrashVariant::DropUnsynced, 0);
     drop((shard, store));
     let mut all = Vec::new();
@@ -110,7 +111,7 @@ fn damage_at_rest_is_detected_or_harmless_never_wrong() {
             }
             Ok(mut state) => {
                 let mut shard = state.store.take_shards().remove(0);
-                let got: Kv = match shard.spine_id("kv") {
+                let got: Kv = match shard.kv_spine("kv") {
                     Some(id) => match shard
                         .cursor(id)
                         .and_then(|c| c.map(|e| e.map(|e| (e.key.to_vec(), e.value.to_vec()))).collect())

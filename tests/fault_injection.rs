@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use statespine::io::{CrashVariant, Errno, SimFs};
-use statespine::run::RunMode;
 use statespine::store::{CheckpointRequest, Shard};
 
 type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -28,7 +27,7 @@ fn workload(fs: Arc<SimFs>) -> (u32, u32) {
         return (0, 0);
     };
     let mut shard: Shard = store.take_shards().remove(0);
-    let Ok(id) = shard.create_spine("kv", RunMode::KeyValue) else {
+    let Ok(id) = shard.create_kv("kv") else {
         return (0, 0);
     };
     let (mut done, mut acked, mut epoch) = (0, 0, 0);
@@ -44,7 +43,10 @@ fn workload(fs: Arc<SimFs>) -> (u32, u32) {
             break;
         }
         if i % 40 == 39 {
-            if !shard.wait_durable(Duration::from_secs(5)) {
+            if shard
+                .wait_durable(shard.last_lsn(), Duration::from_secs(5))
+                .is_err()
+            {
                 break;
             }
             acked = done;
@@ -68,7 +70,7 @@ fn check(fs: Arc<SimFs>, done: u32, acked: u32, what: &str) {
         .recover()
         .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
     let mut shard = state.store.take_shards().remove(0);
-    let got: Kv = match shard.spine_id("kv") {
+    let got: Kv = match shard.kv_spine("kv") {
         Some(id) => shard
             .cursor(id)
             .unwrap()
@@ -145,7 +147,7 @@ fn a_failed_fsync_poisons_the_shard_and_nothing_is_deleted() {
     let fs = Arc::new(SimFs::new());
     let mut store = sim_store::small_store(Arc::clone(&fs), 1, false).open().unwrap();
     let mut shard = store.take_shards().remove(0);
-    let id = shard.create_spine("kv", RunMode::KeyValue).unwrap();
+    let id = shard.create_kv("kv").unwrap();
     for i in 0..200 {
         let (k, v) = sim_store::write(i);
         shard.put(id, &k, &v).unwrap();
@@ -178,13 +180,21 @@ fn a_failed_fsync_poisons_the_shard_and_nothing_is_deleted() {
     let (k, v) = sim_store::write(500);
     let _ = shard.put(id, &k, &v);
     assert!(
-        !shard.wait_durable(Duration::from_secs(5)),
+        matches!(
+            shard.wait_durable(shard.last_lsn(), Duration::from_secs(5)),
+            Err(statespine::Error::Poisoned { .. })
+        ),
         "nothing is acknowledged after a failed fsync"
     );
     fs.clear_faults();
     // The log stays poisoned: later writes are refused or never acknowledged.
     let refused = (0..100).any(|i| shard.put(id, &sim_store::write(600 + i).0, b"x").is_err());
-    assert!(refused || !shard.wait_durable(Duration::from_millis(200)));
+    assert!(
+        refused
+            || shard
+                .wait_durable(shard.last_lsn(), Duration::from_millis(200))
+                .is_err()
+    );
     assert!(
         store
             .checkpoint_inline(&mut [&mut shard], 2, CheckpointRequest::default())

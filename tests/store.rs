@@ -13,7 +13,7 @@ use statespine::io::{Fs, MemFs};
 use statespine::recovery::RecoveryConfig;
 use statespine::run::{EntryKind, RunMode};
 use statespine::spine::SpineOptions;
-use statespine::store::{CheckpointRequest, Options, Shard, SpineId, Store};
+use statespine::store::{CheckpointRequest, KvSpine, Options, Shard, Store, ZSetSpine};
 use statespine::wal::SyncPolicy;
 
 const ROOT: &str = "/db";
@@ -45,17 +45,14 @@ fn options(fs: &Arc<MemFs>, shards: u32) -> Options {
         .sync_policy(SyncPolicy::EveryRecords(64))
 }
 
-fn ids(shard: &mut Shard) -> (SpineId, SpineId) {
-    (
-        shard.create_spine("kv", RunMode::KeyValue).unwrap(),
-        shard.create_spine("z", RunMode::ZSet).unwrap(),
-    )
+fn ids(shard: &mut Shard) -> (KvSpine, ZSetSpine) {
+    (shard.create_kv("kv").unwrap(), shard.create_zset("z").unwrap())
 }
 
 fn read_back(shards: &mut [Shard]) -> Model {
     let mut m = Model::default();
     for s in shards.iter_mut() {
-        let (kv, z) = (s.spine_id("kv"), s.spine_id("z"));
+        let (kv, z) = (s.kv_spine("kv"), s.zset_spine("z"));
         let mut kvs = Kv::new();
         if let Some(kv) = kv {
             for e in s.cursor(kv).unwrap() {
@@ -164,11 +161,13 @@ fn recover(fs: Arc<MemFs>) -> (statespine::store::RecoveredState, Vec<Shard>) {
 }
 
 /// The checkpoint link names of a spine's live runs (shard 0).
-fn live_run_names(shard: &Shard, id: SpineId) -> Vec<String> {
+fn live_run_names(shard: &Shard, id: KvSpine) -> Vec<String> {
     let runs = shard.spine(id).unwrap().runs();
     let name =
         |h: &statespine::spine::RunHandle| h.run().path().file_name().unwrap().to_string_lossy().into_owned();
-    runs.iter().map(|h| format!("0-{}-{}", id.0, name(h))).collect()
+    runs.iter()
+        .map(|h| format!("0-{}-{}", id.id().index(), name(h)))
+        .collect()
 }
 
 /// Names of the committed checkpoint directories (UUIDs, no suffix).
@@ -205,7 +204,7 @@ proptest! {
         let (store, mut shards, model, epoch) = run_ops(&fs, &ops, retained);
         prop_assert_eq!(&read_back(&mut shards), &model);
         for s in &shards {
-            prop_assert!(s.wait_durable(WAIT));
+            s.wait_durable(s.last_lsn(), WAIT).unwrap();
         }
         let image = Arc::new(fs.crash());
         drop((shards, store));
@@ -224,7 +223,7 @@ fn acknowledged_writes_survive_a_crash_and_unacknowledged_ones_are_a_prefix() {
     for k in 0..500u16 {
         shard.put(kv, &key(k), &value(1, k)).unwrap();
     }
-    assert!(shard.wait_durable(WAIT));
+    shard.wait_durable(shard.last_lsn(), WAIT).unwrap();
     for k in 500..800u16 {
         shard.put(kv, &key(k), &value(1, k)).unwrap();
     }
@@ -232,7 +231,7 @@ fn acknowledged_writes_survive_a_crash_and_unacknowledged_ones_are_a_prefix() {
     drop((shard, store));
     let mut state = options(&image, 1).recover().unwrap();
     let mut shard = state.store.take_shards().remove(0);
-    let kv = shard.spine_id("kv").unwrap();
+    let kv = shard.kv_spine("kv").unwrap();
     let got: Vec<Vec<u8>> = shard
         .cursor(kv)
         .unwrap()
@@ -308,7 +307,7 @@ fn retention_keeps_the_newest_n_and_truncates_the_wal() {
         assert_eq!(dirs.len(), retained, "{dirs:?}");
         // Let the drainer act on the truncation requests.
         for s in &shards {
-            assert!(s.wait_durable(WAIT));
+            s.wait_durable(s.last_lsn(), WAIT).unwrap();
         }
         std::thread::sleep(Duration::from_millis(50));
         let wal = fs.list(&Path::new(ROOT).join("shards/0/wal")).unwrap();
@@ -333,7 +332,7 @@ fn no_orphan_files_and_open_removes_leftovers() {
     let (store, mut shards, model, _) = run_ops(&fs, &ops, 2);
     // Every live run file is one a spine holds.
     for s in &shards {
-        let z = s.spine_id("z").unwrap();
+        let z = s.zset_spine("z").unwrap();
         let mut held: Vec<PathBuf> = s
             .spine(z)
             .unwrap()
@@ -341,7 +340,7 @@ fn no_orphan_files_and_open_removes_leftovers() {
             .iter()
             .map(|h| h.run().path().to_path_buf())
             .collect();
-        let kv = s.spine_id("kv").unwrap();
+        let kv = s.kv_spine("kv").unwrap();
         held.extend(
             s.spine(kv)
                 .unwrap()
@@ -423,7 +422,7 @@ fn point_in_time_recovery_rolls_back_and_stays_rolled_back() {
         at_epoch.push(read_back(&mut shards));
     }
     for s in &shards {
-        assert!(s.wait_durable(WAIT));
+        s.wait_durable(s.last_lsn(), WAIT).unwrap();
     }
     drop((shards, store));
 
@@ -436,12 +435,12 @@ fn point_in_time_recovery_rolls_back_and_stays_rolled_back() {
     let mut shards = state.store.take_shards();
     assert_eq!(read_back(&mut shards), at_epoch[1]);
     // Go on from epoch 2; the abandoned epoch 3 must never come back.
-    let kv = shards[0].spine_id("kv").unwrap();
+    let kv = shards[0].kv_spine("kv").unwrap();
     shards[0].put(kv, b"after", b"rollback").unwrap();
     let mut expect = at_epoch[1].clone();
     expect.kv[0].insert(b"after".to_vec(), b"rollback".to_vec());
     for s in &shards {
-        assert!(s.wait_durable(WAIT));
+        s.wait_durable(s.last_lsn(), WAIT).unwrap();
     }
     let image = Arc::new(fs.crash());
     drop((shards, state.store));
@@ -556,7 +555,7 @@ fn without_a_wal_a_checkpoint_flushes_and_later_writes_are_not_durable() {
     drop((shard, store));
     let mut state = options(&image, 1).wal(false).recover().unwrap();
     let shard = state.store.take_shards().remove(0);
-    let kv = shard.spine_id("kv").unwrap();
+    let kv = shard.kv_spine("kv").unwrap();
     assert_eq!(shard.get(kv, b"a").unwrap(), Some(&b"1"[..]));
     assert_eq!(shard.get(kv, b"b").unwrap(), None);
     assert!(!fs.exists(Path::new("/db/shards/0/wal")).unwrap());
@@ -567,22 +566,22 @@ fn dropped_spines_stay_dropped_and_ids_are_not_reused() {
     let fs = Arc::new(MemFs::new());
     let mut store = options(&fs, 1).open().unwrap();
     let mut shard = store.take_shards().remove(0);
-    let a = shard.create_spine("a", RunMode::KeyValue).unwrap();
+    let a = shard.create_kv("a").unwrap();
     shard.put(a, b"k", b"old").unwrap();
     store
         .checkpoint_inline(&mut [&mut shard], 1, CheckpointRequest::default())
         .unwrap();
     shard.drop_spine(a).unwrap();
-    let a2 = shard.create_spine("a", RunMode::KeyValue).unwrap();
+    let a2 = shard.create_kv("a").unwrap();
     assert_ne!(a, a2);
     shard.put(a2, b"k2", b"new").unwrap();
     assert!(shard.put(a, b"x", b"y").is_err(), "a dropped spine's id is dead");
-    assert!(shard.wait_durable(WAIT));
+    shard.wait_durable(shard.last_lsn(), WAIT).unwrap();
     drop((shard, store));
     let mut state = options(&fs, 1).recover().unwrap();
     let mut shard = state.store.take_shards().remove(0);
-    let a = shard.spine_id("a").unwrap();
-    assert_eq!(a, a2);
+    let a = shard.kv_spine("a").unwrap();
+    assert_eq!(a.id().index(), a2.id().index(), "the new spine's number");
     let all: Vec<_> = shard
         .cursor(a)
         .unwrap()
@@ -617,7 +616,7 @@ fn shards_on_their_own_threads_answer_checkpoints_from_poll() {
                 }
                 // Answer any request still in flight, then make all durable.
                 shard.poll().unwrap();
-                assert!(shard.wait_durable(WAIT));
+                shard.wait_durable(shard.last_lsn(), WAIT).unwrap();
                 (shard.id(), model)
             })
         })
@@ -722,7 +721,7 @@ fn checkpoints_defer_young_runs_and_use_what_they_replaced() {
         m3.shards[0].spines[0].covered_lsn < m3.shards[0].cut_lsn,
         "the WAL covers the rest"
     );
-    assert!(shard.wait_durable(WAIT));
+    shard.wait_durable(shard.last_lsn(), WAIT).unwrap();
     // Recovery from that checkpoint (the WAL fills in) equals the model.
     let image = Arc::new(fs.crash());
     drop((shard, store));
@@ -826,7 +825,7 @@ fn without_hard_links_checkpoints_copy_and_say_so() {
     let m =
         statespine::checkpoint::CheckpointStore::load_manifest(store.coordinator().store(), ck.id).unwrap();
     assert!(m.runs_copied);
-    assert!(shard.wait_durable(WAIT));
+    shard.wait_durable(shard.last_lsn(), WAIT).unwrap();
     let image = Arc::new(fs.crash());
     image.refuse_hard_links(true);
     drop((shard, store));
@@ -858,7 +857,7 @@ fn a_shutdown_checkpoint_leaves_nothing_to_replay() {
     // last, recovery reads almost nothing (an idle spine would make it read,
     // and skip, every record after its last write).
     for (s, shard) in shards.iter_mut().enumerate() {
-        let (kv, z) = (shard.spine_id("kv").unwrap(), shard.spine_id("z").unwrap());
+        let (kv, z) = (shard.kv_spine("kv").unwrap(), shard.zset_spine("z").unwrap());
         shard.put(kv, b"last", b"kv").unwrap();
         shard.update(z, b"last", b"z", 1).unwrap();
         model.kv[s].insert(b"last".to_vec(), b"kv".to_vec());
@@ -881,12 +880,13 @@ fn a_shutdown_checkpoint_leaves_nothing_to_replay() {
     );
     assert_eq!(read_back(&mut shards), model);
     // Writes after the restart go on from there and survive the next crash.
-    let kv = shards[0].spine_id("kv").unwrap();
+    let kv = shards[0].kv_spine("kv").unwrap();
     shards[0].put(kv, b"after", b"restart").unwrap();
-    assert!(shards[0].wait_durable(WAIT));
+    shards[0].wait_durable(shards[0].last_lsn(), WAIT).unwrap();
     let image = Arc::new(first.crash());
     drop((shards, state));
     let (state, shards) = recover(image);
+    let kv = shards[0].kv_spine("kv").unwrap();
     assert_eq!(shards[0].get(kv, b"after").unwrap(), Some(&b"restart"[..]));
     assert!(state.replayed_records >= 1);
 }

@@ -84,7 +84,8 @@ fn two_shards_replay_exactly_what_their_hot_threads_pushed() {
                 }
                 mark.request_sync(p.pushed());
                 drop(p);
-                assert!(mark.wait_durable(n, Duration::from_secs(30)), "acknowledged");
+                mark.wait_durable(n, Duration::from_secs(30))
+                    .expect("acknowledged");
                 assert_eq!(mark.durable_epoch(), (n - 1) / 100);
                 assert_eq!(mark.durable_lsn(), n);
             })
@@ -169,7 +170,7 @@ fn manual_syncs_on_request_and_interval_syncs_an_idle_tail() {
     let handle = drainer.spawn().unwrap();
     push(&mut p, 0, 5);
     // Nothing more is pushed: the timer alone must sync the tail.
-    assert!(mark.wait_durable(5, Duration::from_secs(10)));
+    mark.wait_durable(5, Duration::from_secs(10)).unwrap();
     drop(p);
     handle.stop().unwrap();
 }
@@ -185,7 +186,10 @@ fn a_failed_sync_stops_the_drainer_and_flags_the_shard() {
     assert!(drainer.drain_once().is_err());
     assert!(mark.is_failed());
     assert_eq!(mark.durable_records(), 10, "nothing more acknowledged");
-    assert!(!mark.wait_durable(20, Duration::from_millis(10)));
+    assert!(matches!(
+        mark.wait_durable(20, Duration::from_millis(10)),
+        Err(statespine::Error::Poisoned { .. })
+    ));
     fs.fail_syncs(false);
     push(&mut p, 20, 21);
     assert!(drainer.drain_once().is_err(), "the log stays poisoned");

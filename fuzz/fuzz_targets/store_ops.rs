@@ -38,7 +38,7 @@ fn options(fs: Arc<SimFs>) -> Options {
 fn open(fs: Arc<SimFs>) -> (Store, Shard, SpineId, u64, Kv) {
     let mut state = options(fs).recover().expect("recovery never fails after a crash");
     let mut shard = state.store.take_shards().remove(0);
-    let id = shard.create_spine("kv", RunMode::KeyValue).expect("spine");
+    let id = shard.create_kv("kv").expect("spine");
     let got: Kv = shard
         .cursor(id)
         .expect("cursor")
@@ -72,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
                 shard.poll().expect("poll");
             }
             13 => {
-                assert!(shard.wait_durable(Duration::from_secs(5)));
+                shard.wait_durable(shard.last_lsn(), Duration::from_secs(5)).unwrap();
                 for (k, v) in pending.drain(..) {
                     match v {
                         Some(v) => acked.insert(k, v),

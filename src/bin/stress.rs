@@ -47,7 +47,7 @@ fn value(shard: u32, n: u64) -> Vec<u8> {
 
 /// How many of the shard's writes are present (they must be a prefix).
 fn present(shard: &mut Shard) -> u64 {
-    let Some(id) = shard.spine_id("data") else {
+    let Some(id) = shard.kv_spine("data") else {
         return 0;
     };
     let prefix = format!("s{}-", shard.id());
@@ -61,14 +61,14 @@ fn main() {
     let mut state = options(&dir).recover().expect("recovery");
     let mut shards = state.store.take_shards();
     // Recovery ends at the first read.
-    if let Some(id) = shards[0].spine_id("data") {
+    if let Some(id) = shards[0].kv_spine("data") {
         let _ = shards[0].get(id, key(0, 0).as_bytes()).expect("first read");
     }
     let recovered = t.elapsed();
     let mut next = Vec::new();
     let mut ids = Vec::new();
     for s in &mut shards {
-        let id = s.create_spine("data", RunMode::KeyValue).expect("spine");
+        let id = s.create_kv("data").expect("spine");
         let n = present(s);
         // Every present write has its own value, in order.
         if verify {
@@ -106,7 +106,10 @@ fn main() {
         round += 1;
         if round % 4 == 0 {
             for (s, shard) in shards.iter().enumerate() {
-                if shard.wait_durable(Duration::from_secs(10)) {
+                if shard
+                    .wait_durable(shard.last_lsn(), Duration::from_secs(10))
+                    .is_ok()
+                {
                     writeln!(out, "ACK {s} {}", next[s]).unwrap();
                 }
             }

@@ -72,6 +72,10 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// `<root>/LOCK`: held by the one process that has the store open.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("LOCK")
+    }
     /// `<root>/checkpoints`.
     pub fn checkpoints(&self) -> PathBuf {
         self.root.join("checkpoints")
@@ -128,6 +132,10 @@ pub struct RecoveredShard {
     pub wal_epoch: u64,
     /// Records replayed.
     pub replayed_records: u64,
+    /// Records skipped because their spine refuses their kind of write
+    /// (key-value against Z-set): only an earlier version logged such
+    /// writes, before refusing them.
+    pub refused_records: u64,
     /// Bytes of WAL payload replayed.
     pub replayed_bytes: u64,
     /// Time spent opening and replaying the WAL.
@@ -350,6 +358,7 @@ impl ShardJob<'_> {
             next_lsn: cut_lsn + 1,
             wal_epoch: 0,
             replayed_records: 0,
+            refused_records: 0,
             replayed_bytes: 0,
             replay_time: Duration::ZERO,
         };
@@ -387,6 +396,12 @@ impl ShardJob<'_> {
                     return Ok(()); // a dropped spine's record
                 };
                 if frame.lsn <= l.covered {
+                    return Ok(());
+                }
+                if !op_fits(l.spine.mode(), rec.op) {
+                    // Logged by a version that logged before it checked;
+                    // the write was refused then, so it is skipped now.
+                    out.refused_records += 1;
                     return Ok(());
                 }
                 l.spine.set_seq(frame.lsn);
@@ -515,6 +530,14 @@ impl ShardJob<'_> {
         }
         Ok(())
     }
+}
+
+/// True if a spine of `mode` takes `op`.
+fn op_fits(mode: RunMode, op: StateOp) -> bool {
+    matches!(
+        (mode, op),
+        (RunMode::KeyValue, StateOp::Put | StateOp::Delete) | (RunMode::ZSet, StateOp::Update(_))
+    )
 }
 
 /// The value of a catalog put: spine id (u32 LE) and mode byte.

@@ -143,7 +143,6 @@ pub struct SpineCut {
 #[derive(Debug)]
 struct Running {
     id: u64,
-    level: usize,
     /// Input batch ids, oldest first.
     inputs: Vec<u64>,
     /// `None` while the background helper holds it.
@@ -387,6 +386,24 @@ impl Spine {
             .collect()
     }
 
+    /// Ends the spine for good: merges stop (their temporary files go) and
+    /// every run file is deleted once nothing else holds it (a checkpoint
+    /// cut may, until it has linked it). What dropping a spine of a store
+    /// does; dropping a `Spine` value alone keeps its files for a reopen.
+    pub fn destroy(mut self) {
+        // Joins the background helper, which drops its merges.
+        drop(self.helper.take());
+        self.merges.clear();
+        for s in &self.batches {
+            if let Batch::Disk(rf) = &s.batch {
+                rf.retire();
+            }
+            for r in &s.lineage.runs {
+                r.retire();
+            }
+        }
+    }
+
     /// Seals the memtable and asks for every batch in memory to be merged
     /// into a run by the coming merge steps, so the WAL behind them can go.
     pub fn request_flush(&mut self) -> Result<()> {
@@ -430,13 +447,13 @@ impl Spine {
                 continue;
             }
             let step = self.merge_step(self.opts.merge_budget_bytes.max(1 << 20))?;
-            if step.is_idle() && self.batches.iter().any(|s| s.level == 0 && s.merging) {
-                return Err(Error::InvalidArgument(format!(
-                    "spine invariant broken: a level-0 merge is marked running but none is ({:?}, {} merges)",
-                    self.levels(),
-                    self.merges.len()
-                )));
-            }
+            // A batch marked merging has its merge in `merges` until published.
+            assert!(
+                !step.is_idle() || !self.batches.iter().any(|s| s.level == 0 && s.merging),
+                "spine {}: a level-0 merge is marked running but none is ({:?})",
+                self.dir.display(),
+                self.levels()
+            );
         }
     }
 
@@ -567,36 +584,74 @@ impl Spine {
         let top = self.batches.iter().map(|s| s.level).max().unwrap_or(0);
         let memtables_half_budget = self.memory_bytes() * 2 >= self.opts.memory_budget_bytes;
         for level in 0..=top {
-            if self.merges.iter().any(|m| m.level == level) {
+            // One merge per level: a level with a batch being merged waits.
+            if self.batches.iter().any(|s| s.level == level && s.merging) {
                 continue;
             }
-            let idle: Vec<usize> = (0..self.batches.len())
-                .filter(|&i| self.batches[i].level == level && !self.batches[i].merging)
-                .collect();
-            let flush_due = level == 0
-                && idle
-                    .first()
-                    .is_some_and(|&i| self.batches[i].max_seq <= self.flush_upto);
-            let take = if idle.len() >= self.opts.fan_in {
+            let Some(first) = self.batches.iter().position(|s| s.level == level) else {
+                continue;
+            };
+            // A level is contiguous in age (levels never increase from older
+            // to newer) and none of it is merging: its batches are `first..end`.
+            let end = first
+                + self.batches[first..]
+                    .iter()
+                    .take_while(|s| s.level == level)
+                    .count();
+            let idle = end - first;
+            let flush_due = level == 0 && self.batches[first].max_seq <= self.flush_upto;
+            let take = if idle >= self.opts.fan_in {
                 self.opts.fan_in
-            } else if level == 0 && (memtables_half_budget || flush_due) && !idle.is_empty() {
-                idle.len()
+            } else if level == 0 && (memtables_half_budget || flush_due) {
+                idle
             } else {
                 continue;
             };
-            self.start_merge(level, &idle[..take])?;
+            let picked: Vec<usize> = (first..first + take).collect();
+            self.start_merge(level, &picked)?;
         }
         self.update_pressure();
         Ok(())
     }
 
-    fn start_merge(&mut self, level: usize, picked: &[usize]) -> Result<()> {
-        let contiguous = picked.windows(2).all(|w| w[1] == w[0] + 1);
-        if !contiguous {
-            return Err(Error::InvalidArgument(format!(
-                "spine invariant broken: level {level} batches {picked:?} are not contiguous in age"
-            )));
+    /// Levels never increase from older to newer batches, so each level's
+    /// batches are contiguous in age, and in-memory batches are exactly the
+    /// level-0 ones (module docs, "Shape"). Checked where batches change.
+    fn assert_shape(&self) {
+        for w in self.batches.windows(2) {
+            assert!(
+                w[0].level >= w[1].level,
+                "spine {}: a level-{} batch is older than a level-{} one: {:?}",
+                self.dir.display(),
+                w[0].level,
+                w[1].level,
+                self.levels()
+            );
         }
+        for s in &self.batches {
+            assert_eq!(
+                s.level == 0,
+                matches!(s.batch, Batch::Mem(_)),
+                "spine {}: batch {} at level {} is {}",
+                self.dir.display(),
+                s.id,
+                s.level,
+                if matches!(s.batch, Batch::Mem(_)) {
+                    "in memory"
+                } else {
+                    "a run"
+                }
+            );
+        }
+    }
+
+    fn start_merge(&mut self, level: usize, picked: &[usize]) -> Result<()> {
+        // Merged batches are replaced in place, so they must be neighbours.
+        assert!(
+            picked.windows(2).all(|w| w[1] == w[0] + 1),
+            "spine {}: level {level} batches {picked:?} are not contiguous in age",
+            self.dir.display()
+        );
         let inputs: Vec<Batch> = picked
             .iter()
             .rev()
@@ -617,7 +672,6 @@ impl Spine {
         }
         let running = Running {
             id,
-            level,
             inputs: picked.iter().map(|&i| self.batches[i].id).collect(),
             merge: None,
         };
@@ -753,6 +807,8 @@ impl Spine {
                 return Err(e);
             }
         };
+        // Inputs are marked merging, and nothing else replaces a merging
+        // batch: they are where the merge found them.
         let first = self.batches.iter().position(|s| s.id == inputs[0]);
         let Some(first) = first.filter(|&f| {
             inputs
@@ -760,9 +816,10 @@ impl Spine {
                 .enumerate()
                 .all(|(k, id)| self.batches.get(f + k).is_some_and(|s| s.id == *id))
         }) else {
-            return Err(Error::InvalidArgument(format!(
-                "spine invariant broken: inputs of merge {id} are gone or out of place"
-            )));
+            panic!(
+                "spine {}: inputs {inputs:?} of merge {id} are gone or out of place",
+                self.dir.display()
+            );
         };
         let in_level = self.batches[first].level;
         let max_seq = self.batches[first..first + inputs.len()]
@@ -792,12 +849,26 @@ impl Spine {
             Slot {
                 id,
                 batch: Batch::Disk(Arc::new(rf)),
+                // At least its inputs' level: newer batches are at most that.
                 level: level.max(in_level),
                 merging: false,
                 max_seq,
                 lineage,
             }
         });
+        // An output larger than its inputs' level holds (a huge memtable, a
+        // merge of huge values) is placed by its size; the older batches
+        // below that level are promoted to it, so levels still never
+        // increase from older to newer. They merge with it at that level
+        // later: a promotion rewrites nothing now.
+        if let Some(level) = replacement.as_ref().map(|r| r.level) {
+            for older in self.batches[..first].iter_mut().rev() {
+                if older.level >= level {
+                    break;
+                }
+                older.level = level;
+            }
+        }
         crate::io::kill_point("merge-publish");
         let retired: Vec<Batch> = self
             .batches
@@ -815,6 +886,7 @@ impl Spine {
         }
         self.stats.merges += 1;
         self.stats.bytes_merged += output.bytes_in;
+        self.assert_shape();
         self.schedule()
     }
 

@@ -204,6 +204,8 @@ pub struct CheckpointCoordinator {
     janitor: Option<JoinHandle<Result<()>>>,
     /// The id of the next checkpoint, whose directory the janitor makes.
     next_id: Uuid,
+    /// Set by a failed sync inside a commit: checkpoints are refused.
+    poisoned: Option<String>,
 }
 
 impl CheckpointCoordinator {
@@ -236,6 +238,7 @@ impl CheckpointCoordinator {
             superseded: Vec::new(),
             janitor: None,
             next_id: Uuid::new_v4(),
+            poisoned: None,
         })
     }
 
@@ -302,8 +305,46 @@ impl CheckpointCoordinator {
 
     /// Steps 1–5 for a checkpoint begun with [`CheckpointCoordinator::begin`]:
     /// waits for every shard's answer, then commits.
+    ///
+    /// A checkpoint that fails leaves nothing that makes the next one fail:
+    /// its half-built directory goes and the next one gets a new id, so once
+    /// the cause is gone (space, a flaky link) the next commits and the WAL
+    /// is truncated again. A failed `fsync` is the exception: its pages may
+    /// be lost while a retry reports success, so the coordinator is then
+    /// poisoned and refuses every later checkpoint (fail-stop; reopen).
     pub fn finish(&mut self, pending: PendingCheckpoint) -> Result<IncrementalCheckpointMetadata> {
-        self.wait_housekeeping()?;
+        if let Some(cause) = &self.poisoned {
+            return Err(Error::Poisoned {
+                path: self.store.dir().to_path_buf(),
+                cause: cause.clone(),
+            });
+        }
+        // The janitor's work is cleanup: what it failed to remove the next
+        // open removes, and the commit makes its own directory.
+        let _ = self.wait_housekeeping();
+        let epoch = pending.epoch;
+        let result = self.commit_pending(pending);
+        if let Err(e) = &result {
+            self.abandon(e, epoch);
+        }
+        result
+    }
+
+    /// A failed attempt: forget its directory and id (module docs of
+    /// `finish`); a failed sync poisons.
+    fn abandon(&mut self, e: &Error, epoch: u64) {
+        if e.is_sync_failure() {
+            self.poisoned = Some(format!("checkpoint {epoch}: {e}"));
+        }
+        let tmp = self.store.dir().join(format!("{}{TMP_DIR_SUFFIX}", self.next_id));
+        if self.store.fs().exists(&tmp).unwrap_or(true) {
+            // Best effort: the next open deletes what is left.
+            let _ = self.store.fs().remove_dir_all(&tmp);
+        }
+        self.next_id = Uuid::new_v4();
+    }
+
+    fn commit_pending(&mut self, pending: PendingCheckpoint) -> Result<IncrementalCheckpointMetadata> {
         let mut cuts: Vec<ShardCut> = Vec::with_capacity(self.shards.len());
         let deadline = pending.started + self.config.cut_timeout;
         while cuts.len() < self.shards.len() {
@@ -311,13 +352,15 @@ impl CheckpointCoordinator {
             match pending.replies.recv_timeout(left) {
                 Ok(c) => cuts.push(c),
                 Err(_) => {
-                    return Err(Error::InvalidArgument(format!(
-                        "checkpoint {}: {} of {} shards answered within {:?} (do they call poll()?)",
-                        pending.epoch,
-                        cuts.len(),
-                        self.shards.len(),
-                        self.config.cut_timeout
-                    )));
+                    return Err(Error::TimedOut {
+                        what: format!(
+                            "checkpoint {}: {} of {} shards answered (do they call poll()?)",
+                            pending.epoch,
+                            cuts.len(),
+                            self.shards.len()
+                        ),
+                        after: self.config.cut_timeout,
+                    });
                 }
             }
         }
@@ -326,7 +369,7 @@ impl CheckpointCoordinator {
         // Step 2 overlaps step 3: the drainers sync while runs are synced.
         for c in &cuts {
             if let Some(w) = &self.watermarks[c.shard as usize] {
-                w.request_sync(c.records);
+                w.request_sync(c.cut_lsn);
             }
         }
         let committed = Instant::now();
@@ -335,15 +378,39 @@ impl CheckpointCoordinator {
         // round: the previous checkpoint stays whatever happens to this one.
         if self.config.max_retained >= 2 {
             let surplus = (self.retained.len() + 1).saturating_sub(self.config.max_retained);
-            prepared.retire_before_commit = self.retained.drain(..surplus).map(|r| r.id).collect();
+            prepared.retire_before_commit = self.retained[..surplus].iter().map(|r| r.id).collect();
         }
-        let retired_early = prepared.retire_before_commit.len();
         let mut wal_sync_time = Duration::ZERO;
         let commit = self.store.commit(&prepared, &mut || {
             let t = Instant::now();
             let r = self.wait_wal(&cuts);
             wal_sync_time = t.elapsed();
             r
+        });
+        // Those the commit renamed away are gone, whether it committed or
+        // not; one it did not reach is still a committed checkpoint.
+        let early = &prepared.retire_before_commit;
+        let gone: Vec<Uuid> = self
+            .retained
+            .iter()
+            .filter(|r| early.contains(&r.id))
+            .filter(|r| {
+                !self
+                    .store
+                    .fs()
+                    .exists(&self.store.checkpoint_dir(r.id))
+                    .unwrap_or(true)
+            })
+            .map(|r| r.id)
+            .collect();
+        self.retained.retain(|r| !gone.contains(&r.id));
+        let retired_early = gone.len();
+        let commit = commit.inspect_err(|_| {
+            for id in &gone {
+                let dir = self.store.dir().join(format!("{id}{TMP_DIR_SUFFIX}"));
+                // Best effort: the next open deletes what is left.
+                let _ = self.store.fs().remove_dir_all(&dir);
+            }
         })?;
         let commit_time = committed.elapsed();
         let m = &prepared.manifest;
@@ -354,12 +421,12 @@ impl CheckpointCoordinator {
         self.last_epoch = pending.epoch;
         self.last_time = Instant::now();
         self.eager_next = false;
-        let removed = self.retire()? + retired_early;
+        let removed = self.retire() + retired_early;
         let released: Vec<RunHandle> = cuts
             .iter_mut()
             .flat_map(|c| std::mem::take(&mut c.released))
             .collect();
-        self.housekeep(prepared.retire_before_commit, released);
+        self.housekeep(gone, released);
         Ok(IncrementalCheckpointMetadata {
             id: m.id,
             epoch: m.epoch,
@@ -381,17 +448,7 @@ impl CheckpointCoordinator {
             let Some(w) = &self.watermarks[c.shard as usize] else {
                 continue;
             };
-            if !w.wait_durable(c.records, self.config.cut_timeout) {
-                return Err(Error::InvalidArgument(format!(
-                    "shard {}: the WAL did not become durable up to the cut ({})",
-                    c.shard,
-                    if w.is_failed() {
-                        "the log failed"
-                    } else {
-                        "timed out"
-                    }
-                )));
-            }
+            w.wait_durable(c.cut_lsn, self.config.cut_timeout)?;
         }
         Ok(())
     }
@@ -547,17 +604,24 @@ impl CheckpointCoordinator {
         }
     }
 
-    /// Steps 4–5; returns how many checkpoints went.
-    fn retire(&mut self) -> Result<usize> {
+    /// Steps 4–5, after a commit; returns how many checkpoints went. A
+    /// checkpoint that fails to go stays retained (and keeps its WAL) until
+    /// a later commit removes it: the commit that got here stands.
+    fn retire(&mut self) -> usize {
         let mut removed = 0;
         for id in std::mem::take(&mut self.superseded) {
-            self.store.remove(id)?;
-            removed += 1;
+            if self.remove_checkpoint(id) {
+                removed += 1;
+            } else {
+                self.superseded.push(id);
+            }
         }
         while self.retained.len() > self.config.max_retained {
-            let old = self.retained.remove(0);
             crate::io::kill_point("retention");
-            self.store.remove(old.id)?;
+            if !self.remove_checkpoint(self.retained[0].id) {
+                break;
+            }
+            self.retained.remove(0);
             removed += 1;
         }
         for (n, w) in self.watermarks.iter().enumerate() {
@@ -571,7 +635,18 @@ impl CheckpointCoordinator {
                 w.request_truncate(lsn);
             }
         }
-        Ok(removed)
+        removed
+    }
+
+    /// Deletes a checkpoint; true once it is no longer a committed one
+    /// (its directory renamed away, even if deleting the files failed).
+    fn remove_checkpoint(&self, id: Uuid) -> bool {
+        self.store.remove(id).is_ok()
+            || !self
+                .store
+                .fs()
+                .exists(&self.store.checkpoint_dir(id))
+                .unwrap_or(true)
     }
 }
 

@@ -5,25 +5,24 @@
 //! ```
 //! use std::sync::Arc;
 //! use statespine::io::MemFs;
-//! use statespine::run::RunMode;
 //! use statespine::store::{CheckpointRequest, Options};
 //!
 //! let fs = Arc::new(MemFs::new());
 //! let mut store = Options::new("/db").fs(fs.clone()).open()?;
 //! let mut shard = store.take_shards().remove(0);
-//! let counts = shard.create_spine("counts", RunMode::KeyValue)?;
+//! let counts = shard.create_kv("counts")?;
 //! shard.put(counts, b"apple", b"3")?;
 //! let ck = store.checkpoint_inline(&mut [&mut shard], 1, CheckpointRequest::default())?;
 //! assert_eq!(ck.epoch, 1);
-//! shard.put(counts, b"pear", b"1")?;
-//! assert!(shard.wait_durable(std::time::Duration::from_secs(5)));
+//! let lsn = shard.put(counts, b"pear", b"1")?;
+//! shard.wait_durable(lsn, std::time::Duration::from_secs(5))?;
 //! drop((shard, store)); // a crash, as far as the files are concerned
 //!
 //! let state = Options::new("/db").fs(fs).recover()?;
 //! assert_eq!(state.epoch, 1);
 //! let mut store = state.store;
 //! let shard = store.take_shards().remove(0);
-//! let counts = shard.spine_id("counts").unwrap();
+//! let counts = shard.spine_id("counts").and_then(|id| id.kv()).unwrap();
 //! assert_eq!(shard.get(counts, b"pear")?, Some(&b"1"[..]));
 //! # Ok::<(), statespine::Error>(())
 //! ```
@@ -41,7 +40,7 @@ use uuid::Uuid;
 
 use crate::changelog::StateChangelogBuffer;
 use crate::checkpoint::{ConnectorCheckpoint, FileSystemCheckpointStore};
-use crate::io::{Fs, StdFs};
+use crate::io::{Fs, LockGuard, StdFs};
 use crate::recovery::{Layout, RecoveryConfig, recover};
 use crate::run::RunMode;
 use crate::spine::SpineOptions;
@@ -52,7 +51,9 @@ pub use coordinator::{
     CheckpointConfig, CheckpointCoordinator, CheckpointRequest, INLINE_OPERATOR_LIMIT,
     IncrementalCheckpointMetadata, PendingCheckpoint,
 };
-pub use shard::{Shard, SpineId};
+pub use shard::{
+    KvSpine, Lsn, MAX_KEY_BYTES, MAX_SPINE_NAME_BYTES, MAX_VALUE_BYTES, Shard, SpineId, ZSetSpine,
+};
 
 /// LaminarDB's name for the coordinator.
 pub type IncrementalCheckpointManager = CheckpointCoordinator;
@@ -210,6 +211,10 @@ pub struct RecoveredState {
     pub skipped: Vec<(Uuid, String)>,
     /// WAL records replayed, over all shards.
     pub replayed_records: u64,
+    /// WAL records skipped because their spine refuses their kind of write:
+    /// an earlier version logged such writes before refusing them (0 for
+    /// logs this version wrote).
+    pub refused_records: u64,
     /// WAL payload bytes replayed.
     pub replayed_bytes: u64,
     /// Time to choose and validate the checkpoint.
@@ -249,6 +254,12 @@ impl RecoveryManager {
             root: opts.root.clone(),
         };
         crate::io::create_dir_all_durable(opts.fs.as_ref(), &layout.root)?;
+        // One owner at a time, from before recovery touches a file until
+        // the store and its last shard are gone.
+        let lock: Arc<dyn LockGuard> = Arc::from(
+            opts.fs
+                .lock(&layout.lock_file(), &crate::io::holder_description())?,
+        );
         let wal_opts = opts
             .wal
             .then(|| WalOptions::new(0).segment_size_bytes(opts.segment_size));
@@ -265,8 +276,9 @@ impl RecoveryManager {
         let epoch = manifest.as_ref().map_or(0, |m| m.epoch);
         let replayed_records = rec.shards.iter().map(|s| s.replayed_records).sum();
         let replayed_bytes = rec.shards.iter().map(|s| s.replayed_bytes).sum();
+        let refused_records = rec.shards.iter().map(|s| s.refused_records).sum();
         let replay_time = rec.shards.iter().map(|s| s.replay_time).max().unwrap_or_default();
-        let mut store = Store::assemble(opts, layout, rec.shards, epoch, rolled_back)?;
+        let mut store = Store::assemble(opts, layout, rec.shards, epoch, rolled_back, lock)?;
         if rolled_back {
             store.roll_back(epoch)?;
         }
@@ -288,6 +300,7 @@ impl RecoveryManager {
             skipped: rec.skipped,
             replayed_records,
             replayed_bytes,
+            refused_records,
             select_time: rec.select_time,
             restore_time: rec.restore_time,
             replay_time,
@@ -305,6 +318,8 @@ pub struct Store {
     coordinator: CheckpointCoordinator,
     watermarks: Vec<Option<Arc<Watermark>>>,
     drainer: Option<DrainerHandle>,
+    /// The directory's lock, shared with every shard (`Fs::lock`).
+    _lock: Arc<dyn LockGuard>,
 }
 
 impl Store {
@@ -314,7 +329,11 @@ impl Store {
         recovered: Vec<crate::recovery::RecoveredShard>,
         epoch: u64,
         rolled_back: bool,
+        lock: Arc<dyn LockGuard>,
     ) -> Result<Store> {
+        // Tags this open's spine handles: a handle from another open store
+        // (or an earlier open of this one) is refused, never misapplied.
+        let store_tag = Uuid::new_v4().as_u128() as u32;
         let mut drainer = opts.wal.then(|| ChangelogDrainer::new(opts.sync_policy));
         let mut shards = Vec::with_capacity(recovered.len());
         let mut senders = Vec::with_capacity(recovered.len());
@@ -349,6 +368,8 @@ impl Store {
                 shard_epoch,
                 floor,
                 rx,
+                store_tag,
+                Arc::clone(&lock),
             ));
         }
         let ck_store = FileSystemCheckpointStore::new(Arc::clone(&opts.fs), layout.checkpoints())?;
@@ -368,6 +389,7 @@ impl Store {
             coordinator,
             watermarks,
             drainer,
+            _lock: lock,
         })
     }
 

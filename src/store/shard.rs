@@ -6,21 +6,162 @@
 //! the log its runs already hold ([`Spine::covered_seq`]).
 
 use std::ops::RangeBounds;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use crate::changelog::{ChangeRecord, ChangelogProducer, StateOp};
-use crate::io::Fs;
+use crate::changelog::{ChangeRecord, ChangelogProducer, PushError, StateOp};
+use crate::io::{Fs, LockGuard};
 use crate::recovery::{CATALOG_SPINE, Layout, RecoveredShard, encode_catalog_value};
 use crate::run::RunMode;
 use crate::spine::{Cursor, RunHandle, Spine, SpineOptions};
 use crate::wal::Watermark;
 use crate::{Error, Result};
 
-/// A spine of a shard, as its writes and reads name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SpineId(pub u32);
+/// Longest key a store takes: 64 KiB.
+pub const MAX_KEY_BYTES: usize = 64 << 10;
+/// Longest value a store takes: 128 MiB. A record larger than the
+/// changelog ring takes its spill path (`changelog` module docs); the run
+/// format and the WAL hold more (1 GiB), but one value costs a few copies of
+/// itself in memory on its way to disk (ring spill, WAL buffer, memtable),
+/// so the store promises what it has tested, not what the formats allow.
+pub const MAX_VALUE_BYTES: usize = 128 << 20;
+/// Longest spine name: a name is the key of its catalog record.
+pub const MAX_SPINE_NAME_BYTES: usize = MAX_KEY_BYTES;
+
+/// The position of a write in its shard's log: the write is durable once
+/// the shard's WAL is durable up to it ([`Shard::wait_durable`]). Positions
+/// increase by one per logged change of the shard (spine creations and
+/// drops included), so only compare them, never count them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Lsn(pub u64);
+
+impl std::fmt::Display for Lsn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LSN {}", self.0)
+    }
+}
+
+/// A spine of one shard of one open store, as its writes and reads name it.
+///
+/// A handle carries its shard, the open store it came from and the spine's
+/// mode, so a handle used on another shard (or after the store was opened
+/// again) is refused with [`Error::WrongShard`] before anything is logged,
+/// never written elsewhere. Writes take the typed forms, [`KvSpine`] and
+/// [`ZSetSpine`], so a key-value write to a Z-set spine does not compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SpineId {
+    store: u32,
+    shard: u32,
+    index: u32,
+    mode: RunMode,
+}
+
+impl SpineId {
+    /// The shard the spine belongs to.
+    pub fn shard(self) -> u32 {
+        self.shard
+    }
+
+    /// The spine's number within its shard (never reused).
+    pub fn index(self) -> u32 {
+        self.index
+    }
+
+    /// Key-value or Z-set.
+    pub fn mode(self) -> RunMode {
+        self.mode
+    }
+
+    /// The key-value handle, if the spine is one.
+    pub fn kv(self) -> Option<KvSpine> {
+        (self.mode == RunMode::KeyValue).then_some(KvSpine(self))
+    }
+
+    /// The Z-set handle, if the spine is one.
+    pub fn zset(self) -> Option<ZSetSpine> {
+        (self.mode == RunMode::ZSet).then_some(ZSetSpine(self))
+    }
+}
+
+/// A key-value spine: takes [`Shard::put`] and [`Shard::delete`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KvSpine(SpineId);
+
+/// A Z-set spine: takes [`Shard::update`]. A key-value write to one does
+/// not compile:
+///
+/// ```compile_fail
+/// # use std::sync::Arc;
+/// # use statespine::io::MemFs;
+/// # use statespine::store::Options;
+/// let mut store = Options::new("/db").fs(Arc::new(MemFs::new())).open()?;
+/// let mut shard = store.take_shards().remove(0);
+/// let z = shard.create_zset("z")?;
+/// shard.put(z, b"k", b"v")?; // expected `KvSpine`, found `ZSetSpine`
+/// # Ok::<(), statespine::Error>(())
+/// ```
+///
+/// while the same write to a key-value spine does:
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use statespine::io::MemFs;
+/// # use statespine::store::Options;
+/// let mut store = Options::new("/db").fs(Arc::new(MemFs::new())).open()?;
+/// let mut shard = store.take_shards().remove(0);
+/// let kv = shard.create_kv("kv")?;
+/// shard.put(kv, b"k", b"v")?;
+/// # Ok::<(), statespine::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ZSetSpine(SpineId);
+
+impl From<KvSpine> for SpineId {
+    fn from(s: KvSpine) -> SpineId {
+        s.0
+    }
+}
+
+impl From<ZSetSpine> for SpineId {
+    fn from(s: ZSetSpine) -> SpineId {
+        s.0
+    }
+}
+
+impl KvSpine {
+    /// The untyped handle.
+    pub fn id(self) -> SpineId {
+        self.0
+    }
+}
+
+impl ZSetSpine {
+    /// The untyped handle.
+    pub fn id(self) -> SpineId {
+        self.0
+    }
+}
+
+fn mode_name(mode: RunMode) -> &'static str {
+    match mode {
+        RunMode::KeyValue => "key-value",
+        RunMode::ZSet => "Z-set",
+    }
+}
+
+/// Refuses a key or value over its limit (nothing is logged then).
+fn check_len(what: &'static str, len: usize, limit: usize) -> Result<()> {
+    if len > limit {
+        return Err(Error::TooLarge {
+            what,
+            len: len as u64,
+            limit: limit as u64,
+        });
+    }
+    Ok(())
+}
 
 #[derive(Debug)]
 pub(crate) struct Named {
@@ -58,9 +199,9 @@ pub(crate) type Released = Vec<RunHandle>;
 #[derive(Debug)]
 pub(crate) struct ShardCut {
     pub(crate) shard: u32,
+    /// The LSN of the shard's last change before the cut: the WAL must be
+    /// durable up to it before the checkpoint commits.
     pub(crate) cut_lsn: u64,
-    /// Changelog records pushed up to the cut (what must be durable).
-    pub(crate) records: u64,
     pub(crate) next_spine_id: u32,
     pub(crate) spines: Vec<SpineCut>,
     /// How long the shard's thread spent on the cut.
@@ -71,9 +212,15 @@ pub(crate) struct ShardCut {
 /// One shard: named spines owned by one thread (Send, not Sync). Writes go
 /// to the spine and to the shard's changelog; [`Shard::poll`] from the
 /// owner's loop advances merges and answers checkpoint requests.
+///
+/// Every write is checked first (handle, mode, limits), then logged, then
+/// applied: a write the spine would refuse never reaches the log, so replay
+/// never meets a record it cannot apply.
 #[derive(Debug)]
 pub struct Shard {
     id: u32,
+    /// The open store's tag, carried by every [`SpineId`] it hands out.
+    store_tag: u32,
     fs: Arc<dyn Fs>,
     layout: Layout,
     template: SpineOptions,
@@ -89,6 +236,11 @@ pub struct Shard {
     /// Spines a cut asked to flush: sealed at the next polls, outside the
     /// cut's pause (a seal sorts the memtable).
     flush_pending: Vec<u32>,
+    /// Directories of dropped spines, removed once the runs in them are
+    /// gone (a checkpoint cut may still hold some).
+    dropped_dirs: Vec<PathBuf>,
+    /// The store directory's lock: held while the store or any shard lives.
+    _lock: Arc<dyn LockGuard>,
 }
 
 impl Shard {
@@ -103,6 +255,8 @@ impl Shard {
         epoch: u64,
         covered_floor: u64,
         inbox: Receiver<CutRequest>,
+        store_tag: u32,
+        lock: Arc<dyn LockGuard>,
     ) -> Shard {
         let mut spines: Vec<Option<Named>> = (0..rec.next_spine_id).map(|_| None).collect();
         for s in rec.spines {
@@ -113,6 +267,7 @@ impl Shard {
         }
         Shard {
             id: rec.shard,
+            store_tag,
             fs,
             layout,
             template,
@@ -125,6 +280,8 @@ impl Shard {
             inbox,
             next_poll_spine: 0,
             flush_pending: Vec::new(),
+            dropped_dirs: Vec::new(),
+            _lock: lock,
         }
     }
 
@@ -139,90 +296,173 @@ impl Shard {
         self.epoch
     }
 
-    /// LSN the next write gets.
-    pub fn next_lsn(&self) -> u64 {
-        self.next_lsn
+    /// The position the next logged change gets.
+    pub fn next_lsn(&self) -> Lsn {
+        Lsn(self.next_lsn)
+    }
+
+    /// The position of the last logged change (`Lsn(0)` if none): waiting
+    /// for it waits for every write made so far.
+    pub fn last_lsn(&self) -> Lsn {
+        Lsn(self.next_lsn - 1)
+    }
+
+    fn handle(&self, index: u32, mode: RunMode) -> SpineId {
+        SpineId {
+            store: self.store_tag,
+            shard: self.id,
+            index,
+            mode,
+        }
     }
 
     /// The spine called `name`, if it exists.
     pub fn spine_id(&self, name: &str) -> Option<SpineId> {
-        self.spines
-            .iter()
-            .enumerate()
-            .find_map(|(i, s)| s.as_ref().filter(|n| n.name == name).map(|_| SpineId(i as u32)))
+        self.spines.iter().enumerate().find_map(|(i, s)| {
+            s.as_ref()
+                .filter(|n| n.name == name)
+                .map(|n| self.handle(i as u32, n.spine.mode()))
+        })
     }
 
-    /// Names and ids of the live spines.
+    /// The key-value spine called `name`, if it exists and is one.
+    pub fn kv_spine(&self, name: &str) -> Option<KvSpine> {
+        self.spine_id(name).and_then(SpineId::kv)
+    }
+
+    /// The Z-set spine called `name`, if it exists and is one.
+    pub fn zset_spine(&self, name: &str) -> Option<ZSetSpine> {
+        self.spine_id(name).and_then(SpineId::zset)
+    }
+
+    /// Names and handles of the live spines.
     pub fn spine_names(&self) -> Vec<(String, SpineId)> {
         self.spines
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| s.as_ref().map(|n| (n.name.clone(), SpineId(i as u32))))
+            .filter_map(|(i, s)| {
+                s.as_ref()
+                    .map(|n| (n.name.clone(), self.handle(i as u32, n.spine.mode())))
+            })
             .collect()
     }
 
+    /// Creates a key-value spine called `name`, or returns the existing one.
+    pub fn create_kv(&mut self, name: &str) -> Result<KvSpine> {
+        Ok(KvSpine(self.create_spine(name, RunMode::KeyValue)?))
+    }
+
+    /// Creates a Z-set spine called `name`, or returns the existing one.
+    pub fn create_zset(&mut self, name: &str) -> Result<ZSetSpine> {
+        Ok(ZSetSpine(self.create_spine(name, RunMode::ZSet)?))
+    }
+
     /// Creates a spine called `name` (or returns the existing one, which
-    /// must be of the same mode). Cheap: a directory and a catalog record.
+    /// must be of the same mode: [`Error::WrongMode`] otherwise). Cheap: a
+    /// directory and a catalog record.
     pub fn create_spine(&mut self, name: &str, mode: RunMode) -> Result<SpineId> {
         if let Some(id) = self.spine_id(name) {
-            let have = self.spine(id)?.mode();
-            if have != mode {
-                return Err(Error::InvalidArgument(format!(
-                    "spine {name:?} exists as {have:?}"
-                )));
+            if id.mode != mode {
+                return Err(Error::WrongMode {
+                    name: name.to_owned(),
+                    mode: mode_name(id.mode),
+                });
             }
             return Ok(id);
         }
+        check_len("spine name", name.len(), MAX_SPINE_NAME_BYTES)?;
         let id = self.spines.len() as u32;
         if id == CATALOG_SPINE {
             return Err(Error::InvalidArgument(
                 "a shard holds at most 2^32 - 2 spines".into(),
             ));
         }
+        // The directory first: a failure here leaves nothing logged.
+        let dir = self.layout.spine(self.id, id);
+        if self.fs.exists(&dir)? {
+            self.fs.remove_dir_all(&dir)?;
+        }
+        // Empty, it covers everything up to its creation record.
+        let opts = self.template.with_mode(mode);
+        let spine = Spine::open(Arc::clone(&self.fs), dir, opts, &[], self.next_lsn)?;
         let lsn = self.log(
             CATALOG_SPINE,
             StateOp::Put,
             name.as_bytes(),
             &encode_catalog_value(id, mode),
         )?;
-        let dir = self.layout.spine(self.id, id);
-        if self.fs.exists(&dir)? {
-            self.fs.remove_dir_all(&dir)?;
-        }
-        let opts = self.template.with_mode(mode);
-        let spine = Spine::open(Arc::clone(&self.fs), dir, opts, &[], lsn)?;
+        debug_assert_eq!(spine.covered_seq(), lsn);
         self.spines.push(Some(Named {
             name: name.to_owned(),
             spine,
         }));
-        Ok(SpineId(id))
+        Ok(self.handle(id, mode))
     }
 
-    /// Drops a spine and its files (checkpoints keep their own links).
-    pub fn drop_spine(&mut self, id: SpineId) -> Result<()> {
+    /// Drops a spine: its name is free again, its writes are gone, and its
+    /// files go once nothing refers to them (a checkpoint being cut keeps
+    /// what it took; retained checkpoints keep their own links). Returns
+    /// the position of the drop's catalog record.
+    pub fn drop_spine(&mut self, id: impl Into<SpineId>) -> Result<Lsn> {
+        let id = id.into();
         let name = self.named(id)?.name.clone();
-        self.log(CATALOG_SPINE, StateOp::Delete, name.as_bytes(), &[])?;
-        self.spines[id.0 as usize] = None;
-        let dir = self.layout.spine(self.id, id.0);
-        if self.fs.exists(&dir)? {
-            self.fs.remove_dir_all(&dir)?;
+        let lsn = self.log(CATALOG_SPINE, StateOp::Delete, name.as_bytes(), &[])?;
+        if let Some(n) = self.spines[id.index as usize].take() {
+            n.spine.destroy();
         }
-        Ok(())
+        self.flush_pending.retain(|&i| i != id.index);
+        self.dropped_dirs.push(self.layout.spine(self.id, id.index));
+        Ok(Lsn(lsn))
+    }
+
+    /// Checks that `id` names a live spine of this shard of this store.
+    fn check_handle(&self, id: SpineId) -> Result<()> {
+        if id.shard != self.id || id.store != self.store_tag {
+            return Err(Error::WrongShard {
+                spine: id.index,
+                owner: id.shard,
+                shard: self.id,
+                same_store: id.store == self.store_tag,
+            });
+        }
+        match self.spines.get(id.index as usize) {
+            Some(Some(n)) => {
+                // A handle is made from a live spine, and indices are never
+                // reused: its mode is the spine's.
+                assert_eq!(
+                    n.spine.mode(),
+                    id.mode,
+                    "shard {}: spine {} changed mode under its handle",
+                    self.id,
+                    id.index
+                );
+                Ok(())
+            }
+            _ => Err(Error::NoSuchSpine {
+                shard: self.id,
+                spine: id.index,
+            }),
+        }
     }
 
     fn named(&self, id: SpineId) -> Result<&Named> {
+        self.check_handle(id)?;
         self.spines
-            .get(id.0 as usize)
+            .get(id.index as usize)
             .and_then(Option::as_ref)
-            .ok_or_else(|| Error::InvalidArgument(format!("no spine {} in shard {}", id.0, self.id)))
+            .ok_or(Error::NoSuchSpine {
+                shard: self.id,
+                spine: id.index,
+            })
     }
 
     /// The spine, for every read (`get`, cursors, typed reads).
-    pub fn spine(&self, id: SpineId) -> Result<&Spine> {
-        Ok(&self.named(id)?.spine)
+    pub fn spine(&self, id: impl Into<SpineId>) -> Result<&Spine> {
+        Ok(&self.named(id.into())?.spine)
     }
 
-    /// Numbers a mutation, pushes it to the changelog; returns its LSN.
+    /// Numbers a mutation, pushes it to the changelog; returns its LSN. The
+    /// caller has checked everything the spine could refuse.
     #[inline]
     fn log(&mut self, spine: u32, op: StateOp, key: &[u8], value: &[u8]) -> Result<u64> {
         let lsn = self.next_lsn;
@@ -234,93 +474,123 @@ impl Shard {
                 key,
                 value,
             };
-            p.push(&rec)
-                .map_err(|e| Error::InvalidArgument(format!("shard {} changelog: {e:?}", self.id)))?;
+            p.push(&rec).map_err(|e| match e {
+                PushError::Closed => Error::Poisoned {
+                    path: self.layout.wal(self.id),
+                    cause: "the changelog drainer has stopped".into(),
+                },
+                PushError::TooLarge | PushError::Full => {
+                    // `push` waits while full, and the limits checked above
+                    // are far below what the ring can carry.
+                    unreachable!("shard {}: changelog refused a checked record: {e:?}", self.id)
+                }
+            })?;
         }
         self.next_lsn += 1;
         Ok(lsn)
     }
 
+    /// Check, then log, then apply (type docs).
     #[inline]
-    fn write(&mut self, id: SpineId, op: StateOp, key: &[u8], value: &[u8]) -> Result<()> {
-        self.named(id)?;
-        let lsn = self.log(id.0, op, key, value)?;
-        let Some(Some(n)) = self.spines.get_mut(id.0 as usize) else {
-            return Err(Error::InvalidArgument(format!("no spine {}", id.0)));
+    fn write(&mut self, id: SpineId, op: StateOp, key: &[u8], value: &[u8]) -> Result<Lsn> {
+        self.check_handle(id)?;
+        check_len("key", key.len(), MAX_KEY_BYTES)?;
+        check_len("value", value.len(), MAX_VALUE_BYTES)?;
+        let lsn = self.log(id.index, op, key, value)?;
+        let Some(Some(n)) = self.spines.get_mut(id.index as usize) else {
+            unreachable!("spine {} checked live above", id.index)
         };
         n.spine.set_seq(lsn);
+        // Logged: the record is the write now. A refusal here would be a
+        // record replay cannot apply, which the checks above rule out; an
+        // error is I/O from a merge the write started, and the write stands.
         match op {
             StateOp::Put => n.spine.put(key, value),
             StateOp::Delete => n.spine.delete(key),
             StateOp::Update(w) => n.spine.update(key, value, w),
-        }
+        }?;
+        Ok(Lsn(lsn))
     }
 
-    /// Sets `key` to `value` in a key-value spine.
-    pub fn put(&mut self, id: SpineId, key: &[u8], value: &[u8]) -> Result<()> {
-        self.write(id, StateOp::Put, key, value)
+    /// Sets `key` to `value` in a key-value spine; returns the write's
+    /// position in the log.
+    pub fn put(&mut self, id: KvSpine, key: &[u8], value: &[u8]) -> Result<Lsn> {
+        self.write(id.0, StateOp::Put, key, value)
     }
 
     /// Deletes `key` from a key-value spine.
-    pub fn delete(&mut self, id: SpineId, key: &[u8]) -> Result<()> {
-        self.write(id, StateOp::Delete, key, &[])
+    pub fn delete(&mut self, id: KvSpine, key: &[u8]) -> Result<Lsn> {
+        self.write(id.0, StateOp::Delete, key, &[])
     }
 
     /// Adds `weight` to `(key, value)` in a Z-set spine.
-    pub fn update(&mut self, id: SpineId, key: &[u8], value: &[u8], weight: i64) -> Result<()> {
-        self.write(id, StateOp::Update(weight), key, value)
+    pub fn update(&mut self, id: ZSetSpine, key: &[u8], value: &[u8], weight: i64) -> Result<Lsn> {
+        self.write(id.0, StateOp::Update(weight), key, value)
     }
 
     /// The value of `key` in a key-value spine.
-    pub fn get(&self, id: SpineId, key: &[u8]) -> Result<Option<&[u8]>> {
+    pub fn get(&self, id: KvSpine, key: &[u8]) -> Result<Option<&[u8]>> {
         self.spine(id)?.get(key)
     }
 
     fn spine_mut(&mut self, id: SpineId) -> Result<&mut Spine> {
+        self.check_handle(id)?;
         let shard = self.id;
         self.spines
-            .get_mut(id.0 as usize)
+            .get_mut(id.index as usize)
             .and_then(Option::as_mut)
             .map(|n| &mut n.spine)
-            .ok_or_else(|| Error::InvalidArgument(format!("no spine {} in shard {shard}", id.0)))
+            .ok_or(Error::NoSuchSpine {
+                shard,
+                spine: id.index,
+            })
     }
 
     /// A cursor over the whole spine, in key order.
-    pub fn cursor(&mut self, id: SpineId) -> Result<Cursor<'_>> {
-        self.spine_mut(id)?.cursor()
+    pub fn cursor(&mut self, id: impl Into<SpineId>) -> Result<Cursor<'_>> {
+        self.spine_mut(id.into())?.cursor()
     }
 
     /// A cursor over the keys in `range`.
-    pub fn range<R: RangeBounds<[u8]>>(&mut self, id: SpineId, range: R) -> Result<Cursor<'_>> {
-        self.spine_mut(id)?.range(range)
+    pub fn range<R: RangeBounds<[u8]>>(&mut self, id: impl Into<SpineId>, range: R) -> Result<Cursor<'_>> {
+        self.spine_mut(id.into())?.range(range)
     }
 
     /// A cursor over the keys starting with `prefix`.
-    pub fn prefix(&mut self, id: SpineId, prefix: &[u8]) -> Result<Cursor<'_>> {
-        self.spine_mut(id)?.prefix(prefix)
+    pub fn prefix(&mut self, id: impl Into<SpineId>, prefix: &[u8]) -> Result<Cursor<'_>> {
+        self.spine_mut(id.into())?.prefix(prefix)
     }
 
-    /// Changelog records pushed so far (compare with [`Shard::durable_records`]).
-    pub fn pushed(&self) -> u64 {
-        self.producer.as_ref().map_or(0, ChangelogProducer::pushed)
+    /// The position up to which the WAL is durable (with no WAL, durability
+    /// is the checkpoint's: `Lsn(0)`).
+    pub fn durable_lsn(&self) -> Lsn {
+        Lsn(self.watermark.as_ref().map_or(0, |w| w.durable_lsn()))
     }
 
-    /// Records made durable by the WAL (all of them with no WAL: durability
-    /// is then the checkpoint's).
-    pub fn durable_records(&self) -> u64 {
-        self.watermark.as_ref().map_or(0, |w| w.durable_records())
-    }
-
-    /// Waits until every write made so far is durable in the WAL; false on
-    /// timeout or a failed log.
-    pub fn wait_durable(&self, timeout: Duration) -> bool {
-        match &self.watermark {
-            Some(w) => {
-                w.request_sync(self.pushed());
-                w.wait_durable(self.pushed(), timeout)
-            }
-            None => false,
+    /// Waits until the WAL is durable up to `lsn` (a position a write
+    /// returned, or [`Shard::last_lsn`] for everything so far). Asks the
+    /// drainer for a sync now rather than at its next interval.
+    ///
+    /// `Ok` once durable; [`Error::TimedOut`] if `timeout` passed first
+    /// (the write may still become durable); [`Error::Poisoned`] if the log
+    /// failed (fail-stop: the write never will be, reopen to recover);
+    /// [`Error::InvalidArgument`] for a store without a WAL, whose writes
+    /// are durable only once a checkpoint holding them commits.
+    pub fn wait_durable(&self, lsn: Lsn, timeout: Duration) -> Result<()> {
+        let Some(w) = &self.watermark else {
+            return Err(Error::InvalidArgument(
+                "a store without a WAL makes writes durable only by checkpoints".into(),
+            ));
+        };
+        if lsn.0 >= self.next_lsn {
+            return Err(Error::InvalidArgument(format!(
+                "shard {}: {lsn} is not written yet (the last is {})",
+                self.id,
+                self.last_lsn()
+            )));
         }
+        w.request_sync(lsn.0);
+        w.wait_durable(lsn.0, timeout)
     }
 
     /// Flushes every spine's memtables to run files now (point-in-time
@@ -399,7 +669,6 @@ impl Shard {
         let cut = ShardCut {
             shard: self.id,
             cut_lsn: self.next_lsn - 1,
-            records: self.pushed(),
             next_spine_id: self.spines.len() as u32,
             spines,
             pause: Duration::ZERO,
@@ -412,6 +681,25 @@ impl Shard {
         };
         // A coordinator that gave up waiting is not this shard's failure.
         let _ = req.reply.send(cut);
+        self.remove_dropped_dirs()
+    }
+
+    /// Removes the directories of dropped spines whose runs are all gone
+    /// (the last cut holding one released it by now, or will by the next).
+    fn remove_dropped_dirs(&mut self) -> Result<()> {
+        let mut i = 0;
+        while i < self.dropped_dirs.len() {
+            let dir = &self.dropped_dirs[i];
+            let gone = !self.fs.exists(dir)? || self.fs.list(dir)?.is_empty();
+            if gone {
+                if self.fs.exists(dir)? {
+                    self.fs.remove_dir_all(dir)?;
+                }
+                self.dropped_dirs.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
         Ok(())
     }
 }

@@ -8,14 +8,16 @@
 //! 2. If the policy says so, `sync` the shard's log: one `fdatasync` covers
 //!    the whole batch and everything before it (group commit). The shards due
 //!    in one round are synced in parallel.
-//! 3. Publish the durable LSN, the epoch of the last durable record, and the
-//!    count of durable records (what the producer compares with its own
-//!    `pushed()` count) with Release stores.
-//! 4. A failed append or sync marks the watermark failed and stops the
-//!    drainer with the error: nothing after it is acknowledged (fail-stop).
+//! 3. Publish the durable LSN (what a writer holding its write's LSN waits
+//!    for), the epoch of the last durable record and the count of durable
+//!    records with Release stores.
+//! 4. A failed append or sync marks the watermark failed, with its cause,
+//!    and stops the drainer with the error: nothing after it is acknowledged
+//!    (fail-stop).
 
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -57,6 +59,10 @@ pub struct Watermark {
     truncate_requested: AtomicU64,
     wal_bytes: AtomicU64,
     failed: AtomicBool,
+    /// Why the log failed, set once before `failed`.
+    cause: OnceLock<String>,
+    /// The log's directory, for errors.
+    dir: PathBuf,
 }
 
 impl Watermark {
@@ -82,10 +88,20 @@ impl Watermark {
         self.failed.load(Ordering::Acquire)
     }
 
-    /// Asks for a sync of the first `records` records, whatever the policy
+    /// The failure that stopped the log, once it failed.
+    pub fn failure(&self) -> Option<&str> {
+        self.cause.get().map(String::as_str)
+    }
+
+    fn fail(&self, cause: &crate::Error) {
+        let _ = self.cause.set(cause.to_string());
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// Asks for a sync of every record up to LSN `lsn`, whatever the policy
     /// (a checkpoint needs its cut durable now, not at the next interval).
-    pub fn request_sync(&self, records: u64) {
-        self.sync_requested.fetch_max(records, Ordering::AcqRel);
+    pub fn request_sync(&self, lsn: u64) {
+        self.sync_requested.fetch_max(lsn, Ordering::AcqRel);
     }
 
     /// Asks the drainer to delete the log's segments whose records are all
@@ -99,19 +115,32 @@ impl Watermark {
         self.wal_bytes.load(Ordering::Acquire)
     }
 
-    /// Waits until `records` records are durable: spins, then sleeps with a
-    /// backoff capped at 128 µs — finer than the ring's (`changelog`'s
-    /// `pause`, ~1 ms), since an fdatasync takes ~0.4 ms and a coarse sleep
-    /// would show up in every ack. False on timeout or failure.
-    pub fn wait_durable(&self, records: u64, timeout: Duration) -> bool {
+    /// Waits until every record up to LSN `lsn` is durable: spins, then
+    /// sleeps with a backoff capped at 128 µs — finer than the ring's
+    /// (`changelog`'s `pause`, ~1 ms), since an fdatasync takes ~0.4 ms and a
+    /// coarse sleep would show up in every ack.
+    ///
+    /// [`Error::TimedOut`] if `timeout` passes first (the records may still
+    /// become durable); [`Error::Poisoned`], with the failure, if the log
+    /// failed (they never will: fail-stop).
+    pub fn wait_durable(&self, lsn: u64, timeout: Duration) -> Result<()> {
         let start = Instant::now();
         let mut round = 0u32;
         loop {
-            if self.durable_records() >= records {
-                return true;
+            if self.durable_lsn() >= lsn {
+                return Ok(());
             }
-            if self.is_failed() || start.elapsed() >= timeout {
-                return false;
+            if self.is_failed() {
+                return Err(Error::Poisoned {
+                    path: self.dir.clone(),
+                    cause: self.failure().unwrap_or("the log failed").to_owned(),
+                });
+            }
+            if start.elapsed() >= timeout {
+                return Err(Error::TimedOut {
+                    what: format!("{}: durable up to LSN {lsn}", self.dir.display()),
+                    after: timeout,
+                });
             }
             if round < 64 {
                 std::hint::spin_loop();
@@ -170,7 +199,10 @@ impl ChangelogDrainer {
 
     /// Takes over a shard's ring and log; returns its watermark.
     pub fn add_shard(&mut self, consumer: ChangelogConsumer, wal: WriteAheadLog) -> Arc<Watermark> {
-        let watermark = Arc::new(Watermark::default());
+        let watermark = Arc::new(Watermark {
+            dir: wal.dir().to_path_buf(),
+            ..Watermark::default()
+        });
         watermark.durable_lsn.store(wal.durable_lsn(), Ordering::Release);
         watermark.wal_bytes.store(wal.wal_size(), Ordering::Release);
         self.shards.push(Shard {
@@ -204,7 +236,7 @@ impl ChangelogDrainer {
             match self.drain_shard(i) {
                 Ok(n) => moved += n,
                 Err(e) => {
-                    self.shards[i].watermark.failed.store(true, Ordering::Release);
+                    self.shards[i].watermark.fail(&e);
                     return Err(e);
                 }
             }
@@ -246,7 +278,7 @@ impl ChangelogDrainer {
     }
 
     fn is_due(&self, s: &Shard, interval_due: bool) -> bool {
-        let requested = s.watermark.sync_requested.load(Ordering::Acquire) > s.appended - s.unsynced_records;
+        let requested = s.watermark.sync_requested.load(Ordering::Acquire) > s.wal.durable_lsn();
         s.unsynced_records > 0
             && (requested
                 || match self.policy {
@@ -305,7 +337,7 @@ impl ChangelogDrainer {
                     s.watermark.durable_records.store(s.appended, Ordering::Release);
                 }
                 Err(e) => {
-                    s.watermark.failed.store(true, Ordering::Release);
+                    s.watermark.fail(&e);
                     first_err.get_or_insert(e);
                 }
             }

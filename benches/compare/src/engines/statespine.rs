@@ -76,7 +76,11 @@ impl Worker for StatespineWorker {
     }
 
     fn sync(&mut self) -> Result<()> {
-        if self.shard.wait_durable(Duration::from_secs(600)) {
+        if self
+            .shard
+            .wait_durable(self.shard.last_lsn(), Duration::from_secs(600))
+            .is_ok()
+        {
             Ok(())
         } else {
             Err("statespine: WAL sync failed or timed out".into())
@@ -167,7 +171,7 @@ impl Engine for Statespine {
         std::mem::take(&mut self.shards)
             .into_iter()
             .map(|mut shard| {
-                let id = match shard.spine_id("bench") {
+                let id = match shard.kv_spine("bench") {
                     Some(id) => id,
                     None => shard.create_spine("bench", mode).expect("create the spine"),
                 };
