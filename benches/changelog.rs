@@ -91,7 +91,7 @@ fn append(c: &mut Criterion) {
             wal.append(2, black_box(&payload)).unwrap();
             n += 1;
             // Keep the log bounded: drop old segments as a checkpoint would.
-            if n % (1 << 20) == 0 {
+            if n.is_multiple_of(1 << 20) {
                 wal.sync().unwrap();
                 let next = wal.next_lsn();
                 wal.truncate_below(next).unwrap();

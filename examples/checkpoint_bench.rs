@@ -157,7 +157,7 @@ fn run_job(shard: &mut Shard, id: statespine::store::KvSpine, job: Job) {
                 shard.put(id, &key(base + i), &value(i, round)).unwrap();
                 i += stride;
                 k += 1;
-                if k % 64 == 0 {
+                if k.is_multiple_of(64) {
                     shard.poll().unwrap();
                 }
             }
@@ -168,7 +168,7 @@ fn run_job(shard: &mut Shard, id: statespine::store::KvSpine, job: Job) {
                 let k = i.wrapping_mul(0x2545_F491_4F6C_DD1D) % 4_000_000;
                 shard.put(id, &key(base + k), &value(k, i)).unwrap();
                 i += 1;
-                if i % 64 == 0 {
+                if i.is_multiple_of(64) {
                     shard.poll().unwrap();
                 }
             }

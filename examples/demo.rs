@@ -48,7 +48,7 @@ fn worker(mut shard: Shard, stop: Arc<AtomicBool>, offset: Arc<AtomicU64>) -> (S
         let (k, v) = entry(shard.id(), i);
         let lsn = shard.put(id, &k, &v).unwrap();
         i += 1;
-        if i % 64 == 0 {
+        if i.is_multiple_of(64) {
             shard.poll().unwrap();
             offset.store(i, Ordering::Relaxed);
             pending.push_back((i, lsn));

@@ -89,7 +89,7 @@ impl Bench {
                 }
             }
         }
-        if i % 65_536 == 0 {
+        if i.is_multiple_of(65_536) {
             self.peak_anon_kib = self.peak_anon_kib.max(status_kib("RssAnon:"));
         }
     }

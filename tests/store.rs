@@ -610,7 +610,7 @@ fn shards_on_their_own_threads_answer_checkpoints_from_poll() {
                     shard.put(kv, &k, &v).unwrap();
                     model.insert(k, v);
                     i += 1;
-                    if i % 16 == 0 {
+                    if i.is_multiple_of(16) {
                         shard.poll().unwrap();
                     }
                 }

@@ -104,7 +104,7 @@ fn main() {
             shard.poll().unwrap();
         }
         round += 1;
-        if round % 4 == 0 {
+        if round.is_multiple_of(4) {
             for (s, shard) in shards.iter().enumerate() {
                 if shard
                     .wait_durable(shard.last_lsn(), Duration::from_secs(10))
@@ -115,7 +115,7 @@ fn main() {
             }
             out.flush().unwrap();
         }
-        if round % 16 == 0 {
+        if round.is_multiple_of(16) {
             epoch += 1;
             let mut refs: Vec<&mut Shard> = shards.iter_mut().collect();
             state

@@ -48,10 +48,10 @@ impl ValidationReport {
 
     /// The first problem, as an error (for callers that stop at one).
     pub fn into_result(mut self) -> Result<CheckpointManifest> {
-        if self.problems.is_empty() {
-            if let Some(m) = self.manifest {
-                return Ok(m);
-            }
+        if self.problems.is_empty()
+            && let Some(m) = self.manifest
+        {
+            return Ok(m);
         }
         Err(self
             .problems
@@ -126,10 +126,10 @@ pub(crate) fn validate_keeping_runs(
         }
     }
     for op in manifest.operators.values() {
-        if let OperatorCheckpoint::File { file, len, crc32c } = op {
-            if let Err(e) = check_side_file(fs, &dir.join(file), *len, *crc32c, depth) {
-                report.problems.push(e);
-            }
+        if let OperatorCheckpoint::File { file, len, crc32c } = op
+            && let Err(e) = check_side_file(fs, &dir.join(file), *len, *crc32c, depth)
+        {
+            report.problems.push(e);
         }
     }
     report.manifest = Some(manifest);

@@ -52,14 +52,14 @@ mod armed {
 
     #[inline]
     pub(super) fn kill_point(name: &'static str) {
-        if let Some(c) = config() {
-            if c.point == "*" || c.point == name {
-                let x = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-                let x = (x ^ (x >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                if (x >> 32) < c.threshold {
-                    // No unwinding, no flushing: as abrupt as SIGKILL.
-                    std::process::abort();
-                }
+        if let Some(c) = config()
+            && (c.point == "*" || c.point == name)
+        {
+            let x = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+            let x = (x ^ (x >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            if (x >> 32) < c.threshold {
+                // No unwinding, no flushing: as abrupt as SIGKILL.
+                std::process::abort();
             }
         }
     }

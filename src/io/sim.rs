@@ -234,11 +234,12 @@ impl SimFs {
             f.dead = true;
             return Err(errno(name, path, Errno::Eio));
         }
-        if let Some((op, times, e)) = &mut f.fail_named {
-            if *op == name && *times > 0 {
-                *times -= 1;
-                return Err(errno(name, path, *e));
-            }
+        if let Some((op, times, e)) = &mut f.fail_named
+            && *op == name
+            && *times > 0
+        {
+            *times -= 1;
+            return Err(errno(name, path, *e));
         }
         match f.fail_at {
             Some((k, sticky, e)) if f.ops == k || (sticky && f.ops > k) => Err(errno(name, path, e)),
@@ -294,7 +295,7 @@ impl SimFs {
         let mut dirs = tree.dirs.clone();
         if variant == CrashVariant::ReorderedEntries {
             for (path, live) in &tree.unsynced {
-                if next(&mut seed) % 2 == 0 {
+                if next(&mut seed).is_multiple_of(2) {
                     continue;
                 }
                 dirs.retain(|d| !d.starts_with(path));
@@ -453,7 +454,7 @@ fn apply(variant: CrashVariant, durable: &[u8], written: &[u8], seed: &mut u64) 
     match variant {
         CrashVariant::DropUnsynced | CrashVariant::ReorderedEntries => {}
         CrashVariant::RandomPages => {
-            let len = if next(seed) % 2 == 0 {
+            let len = if next(seed).is_multiple_of(2) {
                 written.len()
             } else {
                 durable.len()
@@ -462,7 +463,7 @@ fn apply(variant: CrashVariant, durable: &[u8], written: &[u8], seed: &mut u64) 
             let mut p = common / PAGE * PAGE;
             while p < len {
                 let end = (p + PAGE).min(len);
-                if next(seed) % 2 == 0 && p < written.len() {
+                if next(seed).is_multiple_of(2) && p < written.len() {
                     let w = end.min(written.len());
                     out[p..w].copy_from_slice(&written[p..w]);
                 }

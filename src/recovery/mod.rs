@@ -191,13 +191,13 @@ fn select(store: &FileSystemCheckpointStore, cfg: &RecoveryConfig) -> Result<(Se
             skipped.push((m.id, report.to_string()));
             continue;
         }
-        if let Some(fp) = &cfg.fingerprint {
-            if *fp != m.fingerprint {
-                return Err(Error::InvalidArgument(format!(
-                    "checkpoint {} was written by a program with another fingerprint ({:02x?}, expected {:02x?})",
-                    m.id, m.fingerprint, fp
-                )));
-            }
+        if let Some(fp) = &cfg.fingerprint
+            && *fp != m.fingerprint
+        {
+            return Err(Error::InvalidArgument(format!(
+                "checkpoint {} was written by a program with another fingerprint ({:02x?}, expected {:02x?})",
+                m.id, m.fingerprint, fp
+            )));
         }
         return Ok(((Some(m), skipped), runs));
     }
@@ -226,14 +226,14 @@ pub fn recover(
             store.quarantine(*id)?;
         }
     }
-    if let Some(m) = &manifest {
-        if m.shards.len() != shards as usize {
-            return Err(Error::InvalidArgument(format!(
-                "checkpoint {} has {} shards, the store is opened with {shards}",
-                m.id,
-                m.shards.len()
-            )));
-        }
+    if let Some(m) = &manifest
+        && m.shards.len() != shards as usize
+    {
+        return Err(Error::InvalidArgument(format!(
+            "checkpoint {} has {} shards, the store is opened with {shards}",
+            m.id,
+            m.shards.len()
+        )));
     }
     let ck_dir = manifest.as_ref().map(|m| store.checkpoint_dir(m.id));
     let operators = match (&manifest, &ck_dir) {

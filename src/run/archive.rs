@@ -156,7 +156,7 @@ pub(crate) fn validate_block(
             format!("{lens:?}"),
         ));
     }
-    if layout.values.start % expect.value_align != 0 {
+    if !layout.values.start.is_multiple_of(expect.value_align) {
         return Err(bad(
             format!("values aligned to {}", expect.value_align),
             format!("values at payload offset {}", layout.values.start),

@@ -443,7 +443,7 @@ impl Footer {
         }
         let index_end = f.index_offset.checked_add(f.index_len);
         let filter_end = f.filter_offset.checked_add(f.filter_len);
-        let tiles = f.index_offset % FRAME_ALIGN as u64 == 0
+        let tiles = f.index_offset.is_multiple_of(FRAME_ALIGN as u64)
             && index_end == Some(f.filter_offset)
             && filter_end.and_then(|e| e.checked_add(FOOTER_LEN as u64)) == Some(f.file_len);
         if !tiles {

@@ -742,14 +742,14 @@ impl Spine {
                 self.wait_stand_ins(Duration::from_secs(1));
                 return Ok(());
             }
-            if self.helper.is_some() && step.completed == 0 {
-                if let Some(f) = self
+            if self.helper.is_some()
+                && step.completed == 0
+                && let Some(f) = self
                     .helper
                     .as_ref()
                     .and_then(|h| h.wait_finished(BACKPRESSURE_WAIT))
-                {
-                    self.finish_background(f)?;
-                }
+            {
+                self.finish_background(f)?;
             }
         }
     }
@@ -816,7 +816,7 @@ impl Spine {
                 .enumerate()
                 .all(|(k, id)| self.batches.get(f + k).is_some_and(|s| s.id == *id))
         }) else {
-            panic!(
+            unreachable!(
                 "spine {}: inputs {inputs:?} of merge {id} are gone or out of place",
                 self.dir.display()
             );
@@ -896,10 +896,11 @@ impl Spine {
     /// would keep every merged-away run on disk.
     fn release_stand_ins(&mut self) {
         for s in &mut self.batches {
-            if let Batch::Disk(rf) = &s.batch {
-                if !s.lineage.runs.is_empty() && rf.is_durable() {
-                    s.lineage = Lineage::default();
-                }
+            if let Batch::Disk(rf) = &s.batch
+                && !s.lineage.runs.is_empty()
+                && rf.is_durable()
+            {
+                s.lineage = Lineage::default();
             }
         }
     }
@@ -924,13 +925,12 @@ impl Spine {
     /// Keeps one retired memtable, emptied, for the next seal.
     fn recycle(&mut self, retired: Vec<Batch>) {
         for b in retired {
-            if let Batch::Mem(m) = b {
-                if self.spare.is_none() {
-                    if let Ok(mut m) = Arc::try_unwrap(m) {
-                        m.clear();
-                        self.spare = Some(m);
-                    }
-                }
+            if let Batch::Mem(m) = b
+                && self.spare.is_none()
+                && let Ok(mut m) = Arc::try_unwrap(m)
+            {
+                m.clear();
+                self.spare = Some(m);
             }
         }
     }

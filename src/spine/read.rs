@@ -149,10 +149,10 @@ impl Spine {
         let h = key_hash(key);
         self.memtable.key_entries(key, h).for_each(&mut f);
         for s in &self.batches {
-            if let Batch::Disk(rf) = &s.batch {
-                if !rf.run.may_contain_hash(h) {
-                    continue;
-                }
+            if let Batch::Disk(rf) = &s.batch
+                && !rf.run.may_contain_hash(h)
+            {
+                continue;
             }
             let mut c = s.batch.seek(key)?;
             while let Some(e) = c.current().filter(|e| e.key == key) {

@@ -242,13 +242,13 @@ impl RecoveryManager {
     /// The newest valid checkpoint plus the WAL (`recovery` module docs).
     pub fn recover(self) -> Result<RecoveredState> {
         let opts = self.opts;
-        if let Some(p) = &opts.checkpoint.wal_path {
-            if *p != opts.root {
-                return Err(Error::InvalidArgument(format!(
-                    "the WAL lives in the store's own directory; {} is not supported",
-                    p.display()
-                )));
-            }
+        if let Some(p) = &opts.checkpoint.wal_path
+            && *p != opts.root
+        {
+            return Err(Error::InvalidArgument(format!(
+                "the WAL lives in the store's own directory; {} is not supported",
+                p.display()
+            )));
         }
         let layout = Layout {
             root: opts.root.clone(),

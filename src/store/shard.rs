@@ -621,10 +621,10 @@ impl Shard {
             }
             Err(_) => false,
         };
-        if let Some(id) = self.flush_pending.pop() {
-            if let Some(Some(n)) = self.spines.get_mut(id as usize) {
-                n.spine.request_flush()?;
-            }
+        if let Some(id) = self.flush_pending.pop()
+            && let Some(Some(n)) = self.spines.get_mut(id as usize)
+        {
+            n.spine.request_flush()?;
         }
         let n = self.spines.len();
         for k in 0..n {
