@@ -68,6 +68,12 @@ impl RunFile {
         self.durable.store(true, Ordering::Release);
     }
 
+    /// True while something may still make it durable: a cut saw it (its
+    /// checkpoint may be committing), or a write-behind sync is pending.
+    pub(crate) fn may_become_durable(&self) -> bool {
+        self.seen.load(Ordering::Acquire) || self.synced_later.is_some()
+    }
+
     /// Marks the run seen by a cut; returns whether one had seen it before.
     pub(crate) fn see(&self) -> bool {
         self.seen.swap(true, Ordering::AcqRel)

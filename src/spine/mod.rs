@@ -74,6 +74,7 @@ mod background;
 mod batch;
 mod consolidate;
 mod levels;
+mod lineage;
 mod merge;
 mod options;
 mod read;
@@ -88,6 +89,7 @@ use crate::run::{Durability, RunMode, RunWriter};
 use crate::{Error, Result};
 use background::Helper;
 use batch::{Batch, RunFile};
+use lineage::{Input, Lineage};
 use merge::{Merge, Output};
 
 pub use options::{
@@ -112,18 +114,6 @@ struct Slot {
     max_seq: u64,
     /// For a run not yet durable: what a checkpoint cut may use instead.
     lineage: Lineage,
-}
-
-/// What a run that is not yet durable stands for at a checkpoint cut
-/// ([`Spine::cut`]): the durable runs its merge replaced (kept on disk until
-/// it is durable itself), oldest first, which hold its writes up to
-/// `covered`; past that (`hole`), its writes came from memory and only the
-/// WAL holds them durably.
-#[derive(Debug, Clone, Default)]
-struct Lineage {
-    runs: Vec<Arc<RunFile>>,
-    covered: u64,
-    hole: bool,
 }
 
 /// The runs a checkpoint needs for one spine, and how far they reach.
@@ -368,6 +358,22 @@ impl Spine {
         self.seq = seq;
     }
 
+    /// Records that the writes numbered up to `seq` include none of this
+    /// spine's beyond those it holds: with nothing in memory, its newest
+    /// run (or, with none, its base) then covers up to `seq`, so a spine
+    /// nobody writes stops holding back the part of the log it is not in.
+    /// A store calls it with its last LSN at each checkpoint cut.
+    pub fn mark_quiet(&mut self, seq: u64) {
+        if !self.memtable.is_empty() || self.batches.iter().any(|s| matches!(s.batch, Batch::Mem(_))) {
+            return;
+        }
+        match self.batches.last_mut() {
+            Some(newest) => newest.max_seq = newest.max_seq.max(seq),
+            None => self.base_seq = self.base_seq.max(seq),
+        }
+        self.flushed_seq = self.flushed_seq.max(seq);
+    }
+
     /// Every write numbered up to this (by [`Spine::set_seq`]) is in the
     /// spine's run files; later ones are in memory only.
     pub fn covered_seq(&self) -> u64 {
@@ -398,7 +404,7 @@ impl Spine {
             if let Batch::Disk(rf) = &s.batch {
                 rf.retire();
             }
-            for r in &s.lineage.runs {
+            for r in s.lineage.clone().into_files() {
                 r.retire();
             }
         }
@@ -837,7 +843,19 @@ impl Spine {
         } else {
             self.batches[first - 1].max_seq.max(self.base_seq)
         };
-        let lineage = Self::lineage_of(&self.batches[first..first + inputs.len()], before);
+        let lineage = Lineage::of(
+            before,
+            self.batches[first..first + inputs.len()]
+                .iter()
+                .map(|s| match &s.batch {
+                    Batch::Disk(rf) => Input::Run {
+                        file: Some(Arc::clone(rf)),
+                        max_seq: s.max_seq,
+                        lineage: s.lineage.clone(),
+                    },
+                    Batch::Mem(_) => Input::Mem,
+                }),
+        );
         if output.run.is_none() && first == 0 {
             // A bottom merge that left nothing: those writes need no run.
             self.base_seq = self.base_seq.max(max_seq);
@@ -897,10 +915,13 @@ impl Spine {
     fn release_stand_ins(&mut self) {
         for s in &mut self.batches {
             if let Batch::Disk(rf) = &s.batch
-                && !s.lineage.runs.is_empty()
-                && rf.is_durable()
+                && !s.lineage.is_empty()
             {
-                s.lineage = Lineage::default();
+                if rf.is_durable() {
+                    s.lineage = Lineage::default();
+                } else {
+                    s.lineage.prune();
+                }
             }
         }
     }
@@ -919,7 +940,7 @@ impl Spine {
     /// Runs kept on disk only as stand-ins for merged runs not yet durable
     /// (see [`Spine::cut`]); released once those are.
     pub fn stand_ins(&self) -> usize {
-        self.batches.iter().map(|s| s.lineage.runs.len()).sum()
+        self.batches.iter().map(|s| s.lineage.file_count()).sum()
     }
 
     /// Keeps one retired memtable, emptied, for the next seal.
@@ -933,36 +954,6 @@ impl Spine {
                 self.spare = Some(m);
             }
         }
-    }
-
-    /// What a merge of `inputs` (oldest first) stands for while its output
-    /// is not durable: their durable prefix.
-    fn lineage_of(inputs: &[Slot], base: u64) -> Lineage {
-        let mut l = Lineage {
-            covered: base,
-            ..Lineage::default()
-        };
-        for s in inputs {
-            match &s.batch {
-                Batch::Disk(rf) if rf.is_durable() => {
-                    l.runs.push(Arc::clone(rf));
-                    l.covered = l.covered.max(s.max_seq);
-                }
-                Batch::Disk(_) => {
-                    l.runs.extend(s.lineage.runs.iter().cloned());
-                    l.covered = l.covered.max(s.lineage.covered);
-                    if s.lineage.hole {
-                        l.hole = true;
-                        return l;
-                    }
-                }
-                Batch::Mem(_) => {
-                    l.hole = true;
-                    return l;
-                }
-            }
-        }
-        l
     }
 
     /// The runs a checkpoint of this spine needs now, and the sequence number
@@ -990,12 +981,13 @@ impl Spine {
             let Batch::Disk(rf) = &s.batch else { break };
             if rf.is_durable() {
                 let old = std::mem::take(&mut s.lineage);
-                released.extend(old.runs.into_iter().map(Batch::Disk));
+                released.extend(old.into_files().into_iter().map(Batch::Disk));
             } else if !eager && !rf.see() && rf.age() < young {
                 if !stopped {
-                    runs.extend(s.lineage.runs.iter().map(|r| RunHandle(Arc::clone(r))));
-                    covered = covered.max(s.lineage.covered);
-                    stopped = s.lineage.hole;
+                    let stand_in = s.lineage.stand_in();
+                    runs.extend(stand_in.runs.into_iter().map(RunHandle));
+                    covered = covered.max(stand_in.covered);
+                    stopped = stand_in.hole;
                 }
                 continue;
             }

@@ -15,7 +15,7 @@
 //! 6. A janitor thread deletes retired directories and makes the next
 //!    checkpoint's, off the next checkpoint's path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
@@ -168,9 +168,8 @@ pub struct IncrementalCheckpointMetadata {
 struct Retained {
     id: Uuid,
     epoch: u64,
-    /// Per shard: the first LSN recovery of it replays, and its cut.
+    /// Per shard: the first LSN recovery of it replays.
     replay_from: Vec<u64>,
-    cuts: Vec<u64>,
 }
 
 impl Retained {
@@ -179,7 +178,6 @@ impl Retained {
             id: m.id,
             epoch: m.epoch,
             replay_from: m.shards.iter().map(ShardManifest::replay_from).collect(),
-            cuts: m.shards.iter().map(|s| s.cut_lsn).collect(),
         }
     }
 }
@@ -206,6 +204,11 @@ pub struct CheckpointCoordinator {
     next_id: Uuid,
     /// Set by a failed sync inside a commit: checkpoints are refused.
     poisoned: Option<String>,
+    /// Per shard, the cut LSNs of the last `flush_after` checkpoints, oldest
+    /// first.
+    recent_cuts: VecDeque<Vec<u64>>,
+    /// Per shard, the LSN below which the WAL may be truncated by now.
+    truncated: Vec<u64>,
 }
 
 impl CheckpointCoordinator {
@@ -218,6 +221,7 @@ impl CheckpointCoordinator {
         watermarks: Vec<Option<Arc<Watermark>>>,
         last_epoch: u64,
     ) -> Result<Self> {
+        let n_shards = shards.len();
         let mut retained = Vec::new();
         for id in store.list()? {
             if let Ok(m) = store.load_manifest(id) {
@@ -239,6 +243,8 @@ impl CheckpointCoordinator {
             janitor: None,
             next_id: Uuid::new_v4(),
             poisoned: None,
+            recent_cuts: VecDeque::new(),
+            truncated: vec![0; n_shards],
         })
     }
 
@@ -276,12 +282,14 @@ impl CheckpointCoordinator {
         }
         let (tx, rx) = mpsc::channel();
         // A spine whose runs cover less than the cut `flush_after`
-        // checkpoints back has pinned the WAL long enough.
-        let back = self.retained.len().checked_sub(self.config.flush_after);
+        // checkpoints back has pinned the WAL long enough (whatever the
+        // retention: with fewer kept, an idle spine's memtable would pin
+        // the WAL for good).
+        let back = (self.recent_cuts.len() >= self.config.flush_after)
+            .then(|| self.recent_cuts.front())
+            .flatten();
         for (n, shard) in self.shards.iter().enumerate() {
-            let flush_below = back
-                .and_then(|b| self.retained.get(b))
-                .map_or(0, |r| r.cuts.get(n).copied().unwrap_or(0));
+            let flush_below = back.map_or(0, |cuts| cuts.get(n).copied().unwrap_or(0));
             shard
                 .send(CutRequest {
                     epoch,
@@ -374,6 +382,18 @@ impl CheckpointCoordinator {
         }
         let committed = Instant::now();
         let (mut prepared, handles) = self.prepare(pending.epoch, &pending.request, &cuts);
+        // Paired with recovery's check that the log holds the replay point:
+        // the WAL below what was truncated is gone, so a checkpoint that
+        // replays from there could never be recovered.
+        for (s, floor) in prepared.manifest.shards.iter().zip(&self.truncated) {
+            assert!(
+                s.replay_from() >= *floor,
+                "checkpoint {}: shard {} would replay from LSN {}, but the WAL was truncated below {floor}",
+                pending.epoch,
+                s.shard,
+                s.replay_from()
+            );
+        }
         // With two or more kept, the oldest can go in the commit's own sync
         // round: the previous checkpoint stays whatever happens to this one.
         if self.config.max_retained >= 2 {
@@ -415,6 +435,11 @@ impl CheckpointCoordinator {
         let commit_time = committed.elapsed();
         let m = &prepared.manifest;
         self.retained.push(Retained::of(m));
+        self.recent_cuts
+            .push_back(m.shards.iter().map(|s| s.cut_lsn).collect());
+        while self.recent_cuts.len() > self.config.flush_after {
+            self.recent_cuts.pop_front();
+        }
         for h in &handles {
             h.mark_durable();
         }
@@ -633,6 +658,7 @@ impl CheckpointCoordinator {
                 .min();
             if let Some(lsn) = floor {
                 w.request_truncate(lsn);
+                self.truncated[n] = self.truncated[n].max(lsn);
             }
         }
         removed

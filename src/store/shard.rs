@@ -646,6 +646,7 @@ impl Shard {
     fn answer(&mut self, req: CutRequest) -> Result<()> {
         let start = Instant::now();
         let with_wal = self.producer.is_some();
+        let cut_lsn = self.next_lsn - 1;
         let mut spines = Vec::with_capacity(self.spines.len());
         let mut released = Vec::new();
         for (i, named) in self.spines.iter_mut().enumerate() {
@@ -656,6 +657,9 @@ impl Shard {
             } else if n.spine.covered_seq().max(self.covered_floor) < req.flush_below {
                 self.flush_pending.push(i as u32);
             }
+            // An idle spine's runs cover the log up to the cut: it does not
+            // hold the WAL's truncation (or replay's start) back.
+            n.spine.mark_quiet(cut_lsn);
             let cut = n.spine.cut(if with_wal { req.young } else { None });
             released.extend(cut.released);
             spines.push(SpineCut {
@@ -668,7 +672,7 @@ impl Shard {
         }
         let cut = ShardCut {
             shard: self.id,
-            cut_lsn: self.next_lsn - 1,
+            cut_lsn,
             next_spine_id: self.spines.len() as u32,
             spines,
             pause: Duration::ZERO,
