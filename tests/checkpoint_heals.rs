@@ -154,19 +154,36 @@ fn drop_spine_before_the_cut_is_answered_is_ordered_before_the_checkpoint() {
     ten_good_checkpoints(&fs, &mut store, &mut shard, keep, 1);
 }
 
-/// One failure of `op` inside checkpoint 2, then ten good ones.
-fn one_failed_step_heals(op: &'static str, errno: Errno) {
+/// The `nth` `op` of checkpoint 2's commit fails, then ten good ones.
+fn one_failed_step_heals(op: &'static str, nth: u32, errno: Errno) {
     let fs = Arc::new(SimFs::new());
     let mut store = small_store(fs.clone(), 2, false).open().unwrap();
     let mut shard = store.take_shards().remove(0);
     let id = shard.create_kv("kv").unwrap();
+    // Three spines: the commit links at least three runs.
+    for name in ["a", "b"] {
+        let other = shard.create_kv(name).unwrap();
+        write_some(&mut shard, other, 0, 300);
+    }
     write_some(&mut shard, id, 0, 300);
     checkpoint(&mut store, &mut shard, 1).unwrap();
     write_some(&mut shard, id, 300, 300);
+    // The cut on this thread, then the fault, aimed at the commit alone.
+    let pending = store
+        .coordinator()
+        .begin(2, CheckpointRequest::default())
+        .unwrap();
+    assert!(shard.poll().unwrap());
     store.coordinator().wait_housekeeping().unwrap();
-    fs.fail_named(op, 1, errno);
-    let err = checkpoint(&mut store, &mut shard, 2).expect_err("the injected failure fails it");
-    assert!(!err.is_sync_failure(), "{err}");
+    fs.fail_named(op, nth, errno);
+    let err = store
+        .coordinator()
+        .finish(pending)
+        .expect_err("the injected failure fails it");
+    assert!(
+        matches!(&err, statespine::Error::Io { op: o, .. } if *o == op),
+        "{err}"
+    );
     fs.clear_faults();
     ten_good_checkpoints(&fs, &mut store, &mut shard, id, 2);
     // And the store recovers to the last of them with every write.
@@ -177,22 +194,22 @@ fn one_failed_step_heals(op: &'static str, errno: Errno) {
 
 #[test]
 fn no_space_for_a_link_heals_at_the_next_checkpoint() {
-    one_failed_step_heals("hard link", Errno::Enospc);
+    one_failed_step_heals("hard link", 2, Errno::Enospc);
 }
 
 #[test]
 fn an_io_error_on_a_link_heals_at_the_next_checkpoint() {
-    one_failed_step_heals("hard link", Errno::Eio);
+    one_failed_step_heals("hard link", 3, Errno::Eio);
 }
 
 #[test]
 fn no_space_for_the_manifest_heals_at_the_next_checkpoint() {
-    one_failed_step_heals("create", Errno::Enospc);
+    one_failed_step_heals("create", 1, Errno::Enospc);
 }
 
 #[test]
-fn a_failed_rename_heals_at_the_next_checkpoint() {
-    one_failed_step_heals("rename", Errno::Eio);
+fn a_failed_commit_rename_heals_at_the_next_checkpoint() {
+    one_failed_step_heals("rename", 1, Errno::Eio);
 }
 
 #[test]

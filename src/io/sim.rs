@@ -102,7 +102,7 @@ pub enum Errno {
 struct Faults {
     ops: u64,
     fail_at: Option<(u64, bool, Errno)>,
-    /// The next `n` operations of this name fail.
+    /// Operations of this name pass until the count reaches 1; that one fails.
     fail_named: Option<(&'static str, u32, Errno)>,
     crash_at: Option<u64>,
     /// The durable tree at the crash (a deep copy).
@@ -190,11 +190,12 @@ impl SimFs {
         lock(&self.faults).fail_at = Some((k, sticky, e));
     }
 
-    /// The next `times` operations named `op` (as in the errors:
-    /// `"hard link"`, `"create"`, `"rename"`, `"fdatasync"`, ...) fail with
-    /// `e`: a fault aimed at one step whatever the operation count.
-    pub fn fail_named(&self, op: &'static str, times: u32, e: Errno) {
-        lock(&self.faults).fail_named = Some((op, times, e));
+    /// The `nth` next operation named `op` (counting from 1; names as in
+    /// the errors: `"hard link"`, `"create"`, `"rename"`, `"fdatasync"`,
+    /// ...) fails once with `e`: a fault aimed at one step whatever the
+    /// operation count.
+    pub fn fail_named(&self, op: &'static str, nth: u32, e: Errno) {
+        lock(&self.faults).fail_named = Some((op, nth, e));
     }
 
     /// Removes the injected failures (not a crash that happened).
@@ -234,12 +235,15 @@ impl SimFs {
             f.dead = true;
             return Err(errno(name, path, Errno::Eio));
         }
-        if let Some((op, times, e)) = &mut f.fail_named
+        if let Some((op, nth, e)) = &mut f.fail_named
             && *op == name
-            && *times > 0
         {
-            *times -= 1;
-            return Err(errno(name, path, *e));
+            *nth -= 1;
+            if *nth == 0 {
+                let e = *e;
+                f.fail_named = None;
+                return Err(errno(name, path, e));
+            }
         }
         match f.fail_at {
             Some((k, sticky, e)) if f.ops == k || (sticky && f.ops > k) => Err(errno(name, path, e)),
