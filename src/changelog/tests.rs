@@ -191,7 +191,7 @@ fn transfer(cap_bytes: usize, cap_entries: usize, records: Vec<Owned>) -> u64 {
     let mut model: VecDeque<Owned> = records.iter().cloned().collect();
     let producer = std::thread::spawn(move || {
         for r in &records {
-            p.push(&change(r)).unwrap();
+            assert_eq!(p.push(&change(r)), Ok(()));
         }
         p.spilled()
     });
@@ -204,7 +204,7 @@ fn transfer(cap_bytes: usize, cap_entries: usize, records: Vec<Owned>) -> u64 {
     }
     assert!(model.is_empty(), "{} records never came out", model.len());
     assert!(c.pop().is_none());
-    producer.join().unwrap()
+    producer.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
 #[test]
