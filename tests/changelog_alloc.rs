@@ -1,6 +1,8 @@
 //! A push allocates nothing: counted by a global allocator that tallies every
 //! allocation of the test thread. Pops reuse the consumer's scratch buffer, so
-//! once it has grown to the largest record they allocate nothing either.
+//! once it has grown to the largest record they allocate nothing either. A
+//! record too large for the ring is the exception: it allocates its one spill
+//! buffer, and the small records around it still allocate nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -98,4 +100,43 @@ fn pushes_and_warm_pops_allocate_nothing() {
     );
     assert_eq!(pushed, popped);
     assert!(full > 0, "the ring was full at times");
+}
+
+#[test]
+fn a_spilled_record_allocates_its_buffer_once_and_small_ones_around_it_nothing() {
+    let (mut p, mut c) = StateChangelogBuffer::with_capacity(4 << 10, 16);
+    // 16 times the ring.
+    let large = vec![3u8; 64 << 10];
+    let rec = |epoch: u64, value: &'static [u8]| ChangeRecord {
+        spine: 1,
+        epoch,
+        op: StateOp::Put,
+        key: &[],
+        value,
+    };
+    let small: &'static [u8] = Box::leak(Box::new([2u8; 100]));
+    let large: &'static [u8] = large.leak();
+    // Warm the consumer's scratch to the largest record kept in the ring.
+    p.try_push(&rec(0, small)).unwrap();
+    assert!(c.pop().is_some());
+
+    for round in 0..100u64 {
+        let before = allocations();
+        p.try_push(&rec(round, small)).unwrap();
+        let small_push = allocations() - before;
+        p.try_push(&rec(round, large)).unwrap();
+        let spilled_push = allocations() - before - small_push;
+        p.try_push(&rec(round, small)).unwrap();
+        let mut popped = [0usize; 3];
+        for len in &mut popped {
+            *len = c.pop().map_or(0, |r| r.value.len());
+        }
+        assert!(c.pop().is_none());
+        let total = allocations() - before;
+        assert_eq!(small_push, 0, "round {round}: a small push allocated");
+        assert_eq!(spilled_push, 1, "round {round}: the spilled push's one buffer");
+        assert_eq!(total, 1, "round {round}: the later push or the pops allocated");
+        assert_eq!(popped, [100, 64 << 10, 100], "round {round}");
+    }
+    assert_eq!(p.spilled(), 100);
 }

@@ -25,23 +25,32 @@ fn rec(i: u8, value: &[u8]) -> ChangeRecord<'_> {
 
 const VALUES: [u8; 4] = [b'a', b'b', b'c', b'd'];
 
+/// Value bytes: record `i` carries `VALUE[..len]`, bytes that differ by position.
+const VALUE: [u8; 128] = {
+    let mut v = [0u8; 128];
+    let mut i = 0;
+    while i < v.len() {
+        v[i] = (i as u8).wrapping_mul(7).wrapping_add(1);
+        i += 1;
+    }
+    v
+};
+
 /// Pushes `n` records with the given value lengths from one thread (blocking
 /// push), pops them on the other, and checks each arrives whole and in order.
 fn transfer(cap_bytes: usize, cap_entries: usize, lengths: &'static [usize]) {
     loom::model(move || {
         let (mut p, mut c) = StateChangelogBuffer::with_capacity(cap_bytes, cap_entries);
         let producer = thread::spawn(move || {
-            let value = [9u8; 32];
             for (i, &len) in lengths.iter().enumerate() {
-                p.push(&rec(i as u8, &value[..len])).unwrap();
+                p.push(&rec(i as u8, &VALUE[..len])).unwrap();
             }
         });
         let mut i = 0;
         while i < lengths.len() {
             match c.pop() {
                 Some(r) => {
-                    let want_value = [9u8; 32];
-                    assert_eq!(r, rec(i as u8, &want_value[..lengths[i]]), "record {i}");
+                    assert_eq!(r, rec(i as u8, &VALUE[..lengths[i]]), "record {i}");
                     i += 1;
                 }
                 None => thread::yield_now(),
@@ -83,6 +92,22 @@ fn the_producer_reuses_space_only_after_the_consumer_copied_it() {
     // 16 words, records of 8 (the most one may use): with two in flight the
     // ring is full, and the third lands on the first one's words.
     transfer(128, 2, &[31, 31, 31]);
+}
+
+#[test]
+fn a_spilled_record_between_records_in_the_ring() {
+    // 16 words: a record of at most 8 goes in the ring. Lengths 3 (5 words)
+    // and 0 (4 words) do; 40 (1 + 40 bytes: 10 words) is spilled, and its
+    // buffer must be on the side queue by the time its marker is seen.
+    transfer(128, 4, &[3, 40, 0]);
+}
+
+#[test]
+fn a_second_spilled_record_waits_for_the_first_to_be_popped() {
+    // Spilled bytes stay within the ring's 128 bytes unless there is one:
+    // two records of 101 bytes go one at a time, a third of 33 (the
+    // smallest that spills) waits as well.
+    transfer(128, 4, &[100, 100, 32]);
 }
 
 #[test]

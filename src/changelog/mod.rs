@@ -5,7 +5,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | `record` | [`ChangeRecord`] and [`StateOp`]: a complete, replayable mutation |
-//! | `ring` | the SPSC ring, its producer and consumer halves |
+//! | `ring` | the SPSC ring, its producer and consumer halves, and the spill path for records too large for it |
 //! | `sync` | atomics from std, or from loom under `--cfg loom` |
 
 mod record;
@@ -13,7 +13,7 @@ mod ring;
 mod sync;
 
 pub use record::{ChangeRecord, StateOp};
-pub use ring::{ChangelogConsumer, ChangelogProducer, PushError, StateChangelogBuffer};
+pub use ring::{ChangelogConsumer, ChangelogProducer, MAX_PAYLOAD_BYTES, PushError, StateChangelogBuffer};
 
 #[cfg(all(test, not(loom)))]
 mod tests;

@@ -4,6 +4,11 @@
 /// `(spine, op)`, `epoch`, `weight`.
 pub(crate) const HEADER_WORDS: usize = 4;
 
+/// Flag in a header's op tag: the record's key and value are not in the ring
+/// but in a buffer of the ring's side queue (`ring`'s module docs, step 4).
+/// Op tags are 1 to 3, so the top bit is free.
+pub(crate) const SPILLED: u32 = 1 << 31;
+
 /// What a mutation does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StateOp {
