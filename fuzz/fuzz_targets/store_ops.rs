@@ -16,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 use statespine::io::{CrashVariant, SimFs};
 use statespine::run::RunMode;
 use statespine::spine::SpineOptions;
-use statespine::store::{CheckpointConfig, CheckpointRequest, Options, Shard, SpineId, Store};
+use statespine::store::{CheckpointConfig, CheckpointRequest, KvSpine, Options, Shard, Store};
 use statespine::wal::SyncPolicy;
 
 type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -35,7 +35,7 @@ fn options(fs: Arc<SimFs>) -> Options {
         .checkpoint(CheckpointConfig::new("/db").with_max_retained(1).with_young_run_age(Duration::ZERO))
 }
 
-fn open(fs: Arc<SimFs>) -> (Store, Shard, SpineId, u64, Kv) {
+fn open(fs: Arc<SimFs>) -> (Store, Shard, KvSpine, u64, Kv) {
     let mut state = options(fs).recover().expect("recovery never fails after a crash");
     let mut shard = state.store.take_shards().remove(0);
     let id = shard.create_kv("kv").expect("spine");
@@ -72,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
                 shard.poll().expect("poll");
             }
             13 => {
-                shard.wait_durable(shard.last_lsn(), Duration::from_secs(5)).unwrap();
+                shard.wait_durable(shard.last_lsn(), Duration::from_secs(5)).expect("sync");
                 for (k, v) in pending.drain(..) {
                     match v {
                         Some(v) => acked.insert(k, v),
