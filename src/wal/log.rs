@@ -52,6 +52,7 @@ pub struct WalOptions {
     pub(crate) recovery: RecoveryMode,
     pub(crate) first_lsn: u64,
     pub(crate) scan_from: u64,
+    pub(crate) known_durable: u64,
 }
 
 impl WalOptions {
@@ -63,6 +64,7 @@ impl WalOptions {
             recovery: RecoveryMode::Strict,
             first_lsn: 1,
             scan_from: 0,
+            known_durable: 0,
         }
     }
 
@@ -90,6 +92,19 @@ impl WalOptions {
     #[must_use]
     pub fn scan_from(mut self, lsn: u64) -> Self {
         self.scan_from = lsn;
+        self
+    }
+
+    /// Every record up to `lsn` is known to have been durable (default 0:
+    /// nothing is known). Recovery passes the checkpoint's cut, which
+    /// committed only after the log was synced past it: a log that ends
+    /// before `lsn` lost acknowledged records to damage, however clean its
+    /// end looks (a truncation at a record boundary, zeros or a bad last
+    /// record where a torn tail could be), and a strict open refuses it
+    /// before trimming anything (`format/wal.md`, reading rule 6).
+    #[must_use]
+    pub fn known_durable(mut self, lsn: u64) -> Self {
+        self.known_durable = lsn;
         self
     }
 
@@ -201,6 +216,8 @@ impl WriteAheadLog {
         let mut next_lsn = names.first().map_or(opts.first_lsn, |n| n.0);
         let mut trim: Option<u64> = None;
         let mut current: Option<SegmentHeader> = None;
+        // Where the valid records stop: the segment and the offset.
+        let mut end: Option<(PathBuf, u64)> = None;
         for (i, (first_lsn, name)) in names.iter().enumerate() {
             let path = dir.join(name);
             let last = i + 1 == names.len();
@@ -219,6 +236,7 @@ impl WriteAheadLog {
                     path: path.clone(),
                     len,
                 });
+                end = Some((path, len));
                 continue;
             }
             let map = file.map(len)?;
@@ -226,9 +244,22 @@ impl WriteAheadLog {
                 Ok(h) => h,
                 // A last segment cut short while its header was written
                 // never held an acknowledged record (step 4): it goes. With
-                // bytes past the header, a bad header is damage instead.
+                // bytes past the header, a bad header is damage instead. Its
+                // name still says where the log before it ends: the previous
+                // segment was synced whole before it was created (reading
+                // rule 6).
                 Err(e) if last && e.is_corruption() && len <= HEADER_LEN as u64 => {
                     drop(map);
+                    if opts.recovery == RecoveryMode::Strict {
+                        check_end(
+                            end.as_ref(),
+                            &dir,
+                            next_lsn,
+                            first_lsn.saturating_sub(1),
+                            Some(name),
+                        )?;
+                        check_end(end.as_ref(), &dir, next_lsn, opts.known_durable, None)?;
+                    }
                     fs.remove_file(&path)?;
                     fs.sync_dir(&dir)?;
                     report.torn_bytes += len;
@@ -257,6 +288,7 @@ impl WriteAheadLog {
                 len,
             });
             current = Some(header);
+            end = Some((path.clone(), s.end as u64));
             let cut = match s.tail {
                 Tail::Clean => continue,
                 Tail::Torn { at } if last => at,
@@ -279,9 +311,12 @@ impl WriteAheadLog {
             }
             break;
         }
+        if opts.recovery == RecoveryMode::Strict {
+            check_end(end.as_ref(), &dir, next_lsn, opts.known_durable, None)?;
+        }
         let mut wal = match current {
             Some(header) => Self::resume(fs, dir, opts, segments, header, trim)?,
-            None => Self::create_first(fs, dir, opts, next_lsn)?,
+            None => Self::create_first(fs, dir, opts, segments, next_lsn)?,
         };
         wal.next_lsn = next_lsn;
         wal.durable_lsn = next_lsn.saturating_sub(1);
@@ -327,22 +362,27 @@ impl WriteAheadLog {
         })
     }
 
+    /// Starts a new segment at `first_lsn` after `segments` (none, for a
+    /// new log; the unscanned ones below the replay point when the last
+    /// segment was a torn header, so that truncation still finds them).
     fn create_first(
         fs: Arc<dyn Fs>,
         dir: PathBuf,
         opts: WalOptions,
+        mut segments: Vec<Segment>,
         first_lsn: u64,
     ) -> Result<WriteAheadLog> {
         let (file, segment) = create_segment(fs.as_ref(), &dir, opts.shard_id, first_lsn)?;
+        segments.push(Segment {
+            first_lsn,
+            path: segment.0,
+            len: HEADER_LEN as u64,
+        });
         Ok(WriteAheadLog {
             fs,
             dir,
             opts,
-            segments: vec![Segment {
-                first_lsn,
-                path: segment.0,
-                len: HEADER_LEN as u64,
-            }],
+            segments,
             file,
             segment_id: segment.1,
             next_lsn: first_lsn,
@@ -537,6 +577,38 @@ fn corruption(path: &Path, tail: Tail, last: bool) -> Error {
         "a valid record or the end of the log",
         found,
     )
+}
+
+/// The log's records must reach LSN `durable`: they stop before `next_lsn`,
+/// in the segment and at the offset `end` names (`format/wal.md`, reading
+/// rule 6). `next_segment` names the segment whose name says so, if that is
+/// what knows.
+fn check_end(
+    end: Option<&(PathBuf, u64)>,
+    dir: &Path,
+    next_lsn: u64,
+    durable: u64,
+    next_segment: Option<&str>,
+) -> Result<()> {
+    if next_lsn > durable {
+        return Ok(());
+    }
+    let (path, at) = end.map_or((dir, 0), |(p, at)| (p.as_path(), *at));
+    let why = match next_segment {
+        Some(name) => format!("the next segment, {name}, starts at LSN {}", durable + 1),
+        None => "known durable: the checkpoint's cut".to_owned(),
+    };
+    let found = match next_lsn.checked_sub(1).filter(|&l| l > 0) {
+        Some(last) => format!("the log ends at LSN {last}"),
+        None => "a log without records".to_owned(),
+    };
+    Err(Error::corrupt(
+        path,
+        at,
+        "write-ahead log end",
+        format!("records up to LSN {durable} ({why})"),
+        found,
+    ))
 }
 
 /// Creates segment `<first_lsn>.wal`: header written, file synced, directory
