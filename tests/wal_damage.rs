@@ -379,8 +379,11 @@ fn log_of(fs: &MemFs, payloads: &[Vec<u8>]) -> PathBuf {
     Path::new(DIR).join(fs.list(Path::new(DIR)).unwrap()[0].clone())
 }
 
+/// Records as `(lsn, payload)`.
+type Records = Vec<(u64, Vec<u8>)>;
+
 /// Opens the log, collecting the records handed over from `from` on.
-fn open_from(fs: &MemFs, opts: WalOptions) -> statespine::Result<(WriteAheadLog, Vec<(u64, Vec<u8>)>)> {
+fn open_from(fs: &MemFs, opts: WalOptions) -> statespine::Result<(WriteAheadLog, Records)> {
     let mut got = Vec::new();
     let wal = WriteAheadLog::open_replaying(Arc::new(fs.clone()), DIR, opts, |f| {
         got.push((f.lsn, f.payload.to_vec()));
@@ -401,7 +404,7 @@ fn a_damaged_length_below_the_replay_point_never_hides_the_records_after_it() {
     let path = log_of(&fs, &payloads);
     let bytes = fs.read(&path).unwrap();
     let starts = record_starts(&bytes);
-    let want: Vec<(u64, Vec<u8>)> = (11..=18).map(|i| (i, payloads[i as usize - 1].clone())).collect();
+    let want: Records = (11..=18).map(|i| (i, payloads[i as usize - 1].clone())).collect();
     let (mut full, mut errors) = (0, 0);
     for &s in &starts[..10] {
         for at in s..s + 4 {
