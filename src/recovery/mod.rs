@@ -372,8 +372,11 @@ impl ShardJob<'_> {
             let from = self.cut.map_or(1, ShardManifest::replay_from);
             let stop = if self.stop_at_cut { cut_lsn } else { u64::MAX };
             let mut first_seen = None;
+            // The checkpoint committed only after the log was durable past
+            // its cut: a log that ends before it is damaged, not torn.
             let opts = wal_opts
                 .first_lsn(cut_lsn + 1)
+                .known_durable(cut_lsn)
                 .recovery(self.mode)
                 .scan_from(from);
             // One pass: the open's scan checks each record and hands it over.

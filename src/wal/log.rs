@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use super::format::{
     Frame, HEADER_LEN, MAX_LSN, MAX_PAYLOAD_BYTES, SegmentHeader, encode_frame, frame_len, list_segments,
-    segment_name,
+    parse_segment_name, segment_name,
 };
 use super::segment::{Tail, scan_from};
 use crate::io::{Fs, WritableFile};
@@ -52,6 +52,7 @@ pub struct WalOptions {
     pub(crate) recovery: RecoveryMode,
     pub(crate) first_lsn: u64,
     pub(crate) scan_from: u64,
+    pub(crate) known_durable: u64,
 }
 
 impl WalOptions {
@@ -63,6 +64,7 @@ impl WalOptions {
             recovery: RecoveryMode::Strict,
             first_lsn: 1,
             scan_from: 0,
+            known_durable: 0,
         }
     }
 
@@ -90,6 +92,19 @@ impl WalOptions {
     #[must_use]
     pub fn scan_from(mut self, lsn: u64) -> Self {
         self.scan_from = lsn;
+        self
+    }
+
+    /// Every record up to `lsn` is known to have been durable (default 0:
+    /// nothing is known). Recovery passes the checkpoint's cut, which
+    /// committed only after the log was synced past it: a log that ends
+    /// before `lsn` lost acknowledged records to damage, however clean its
+    /// end looks (a truncation at a record boundary, zeros or a bad last
+    /// record where a torn tail could be), and a strict open refuses it
+    /// before trimming anything (`format/wal.md`, reading rule 6).
+    #[must_use]
+    pub fn known_durable(mut self, lsn: u64) -> Self {
+        self.known_durable = lsn;
         self
     }
 
@@ -150,6 +165,23 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
+/// A segment open knows by its header alone (`WalOptions::scan_from`): its
+/// records all lie below the next segment's first LSN. `lsns` are the first
+/// LSN its name says, the one the previous segment ends before, and the next
+/// segment's first LSN.
+fn unscanned(file: &dyn crate::io::ReadableFile, len: u64, path: PathBuf, lsns: [u64; 3]) -> Result<Segment> {
+    let [named, expected, next_first] = lsns;
+    let header = unscanned_header(file, len, &path)?;
+    if header.first_lsn != named || header.first_lsn != expected || next_first < expected {
+        return Err(first_lsn_mismatch(&path, expected, header.first_lsn));
+    }
+    Ok(Segment {
+        first_lsn: header.first_lsn,
+        path,
+        len,
+    })
+}
+
 /// The header of a segment open does not scan (`WalOptions::scan_from`).
 fn unscanned_header(file: &dyn crate::io::ReadableFile, len: u64, path: &Path) -> Result<SegmentHeader> {
     if len < HEADER_LEN as u64 {
@@ -199,39 +231,32 @@ impl WriteAheadLog {
         let mut report = OpenReport::default();
         let mut segments = Vec::new();
         let mut next_lsn = names.first().map_or(opts.first_lsn, |n| n.0);
-        let mut trim: Option<u64> = None;
-        let mut current: Option<SegmentHeader> = None;
+        let (mut trim, mut current): (Option<u64>, Option<SegmentHeader>) = (None, None);
+        // Where the valid records stop (segment, offset); a last segment cut
+        // short while its header was written (name, size).
+        let (mut end, mut torn_header) = (None, None);
         for (i, (first_lsn, name)) in names.iter().enumerate() {
             let path = dir.join(name);
             let last = i + 1 == names.len();
             let file = fs.open(&path)?;
             let len = file.size()?;
             if let Some(&(next_first, _)) = names.get(i + 1).filter(|n| n.0 <= opts.scan_from) {
-                let header = unscanned_header(file.as_ref(), len, &path)?;
-                if header.first_lsn != *first_lsn || header.first_lsn != next_lsn || next_first < next_lsn {
-                    return Err(first_lsn_mismatch(&path, next_lsn, header.first_lsn));
-                }
+                let segment = unscanned(file.as_ref(), len, path, [*first_lsn, next_lsn, next_first])?;
                 report.segments += 1;
                 report.records += next_first - next_lsn;
                 next_lsn = next_first;
-                segments.push(Segment {
-                    first_lsn: header.first_lsn,
-                    path: path.clone(),
-                    len,
-                });
+                end = Some((segment.path.clone(), len));
+                segments.push(segment);
                 continue;
             }
             let map = file.map(len)?;
             let header = match SegmentHeader::decode(&map, &path) {
                 Ok(h) => h,
                 // A last segment cut short while its header was written
-                // never held an acknowledged record (step 4): it goes. With
-                // bytes past the header, a bad header is damage instead.
+                // never held an acknowledged record (step 4): it goes, below.
+                // With bytes past the header, a bad header is damage instead.
                 Err(e) if last && e.is_corruption() && len <= HEADER_LEN as u64 => {
-                    drop(map);
-                    fs.remove_file(&path)?;
-                    fs.sync_dir(&dir)?;
-                    report.torn_bytes += len;
+                    torn_header = Some((name.as_str(), len));
                     break;
                 }
                 Err(e) => return Err(e),
@@ -257,6 +282,7 @@ impl WriteAheadLog {
                 len,
             });
             current = Some(header);
+            end = Some((path.clone(), s.end as u64));
             let cut = match s.tail {
                 Tail::Clean => continue,
                 Tail::Torn { at } if last => at,
@@ -279,9 +305,15 @@ impl WriteAheadLog {
             }
             break;
         }
+        check_end(&opts, end.as_ref(), &dir, next_lsn, torn_header)?;
+        if let Some((name, len)) = torn_header {
+            fs.remove_file(&dir.join(name))?;
+            fs.sync_dir(&dir)?;
+            report.torn_bytes += len;
+        }
         let mut wal = match current {
             Some(header) => Self::resume(fs, dir, opts, segments, header, trim)?,
-            None => Self::create_first(fs, dir, opts, next_lsn)?,
+            None => Self::create_first(fs, dir, opts, segments, next_lsn)?,
         };
         wal.next_lsn = next_lsn;
         wal.durable_lsn = next_lsn.saturating_sub(1);
@@ -327,22 +359,27 @@ impl WriteAheadLog {
         })
     }
 
+    /// Starts a new segment at `first_lsn` after `segments` (none, for a
+    /// new log; the unscanned ones below the replay point when the last
+    /// segment was a torn header, so that truncation still finds them).
     fn create_first(
         fs: Arc<dyn Fs>,
         dir: PathBuf,
         opts: WalOptions,
+        mut segments: Vec<Segment>,
         first_lsn: u64,
     ) -> Result<WriteAheadLog> {
         let (file, segment) = create_segment(fs.as_ref(), &dir, opts.shard_id, first_lsn)?;
+        segments.push(Segment {
+            first_lsn,
+            path: segment.0,
+            len: HEADER_LEN as u64,
+        });
         Ok(WriteAheadLog {
             fs,
             dir,
             opts,
-            segments: vec![Segment {
-                first_lsn,
-                path: segment.0,
-                len: HEADER_LEN as u64,
-            }],
+            segments,
             file,
             segment_id: segment.1,
             next_lsn: first_lsn,
@@ -537,6 +574,48 @@ fn corruption(path: &Path, tail: Tail, last: bool) -> Error {
         "a valid record or the end of the log",
         found,
     )
+}
+
+/// The log's records stop before `next_lsn`, in the segment and at the
+/// offset `end` names: they must reach every LSN known durable
+/// (`format/wal.md`, reading rule 6): `known_durable`, and the LSN before
+/// the name of a last segment whose header was torn (`torn_header`), as the
+/// segment before it was synced whole before it was created. Checked before
+/// anything is trimmed or removed; not in `RecoveryMode::TolerateCorruption`.
+fn check_end(
+    opts: &WalOptions,
+    end: Option<&(PathBuf, u64)>,
+    dir: &Path,
+    next_lsn: u64,
+    torn_header: Option<(&str, u64)>,
+) -> Result<()> {
+    if opts.recovery != RecoveryMode::Strict {
+        return Ok(());
+    }
+    let known_durable = opts.known_durable;
+    let named = torn_header.and_then(|(name, _)| Some((parse_segment_name(name)? - 1, name)));
+    let (durable, why) = match named {
+        Some((lsn, name)) if lsn >= known_durable => (
+            lsn,
+            format!("the next segment, {name}, starts at LSN {}", lsn + 1),
+        ),
+        _ => (known_durable, "known durable: the checkpoint's cut".to_owned()),
+    };
+    if next_lsn > durable {
+        return Ok(());
+    }
+    let (path, at) = end.map_or((dir, 0), |(p, at)| (p.as_path(), *at));
+    let found = match next_lsn.checked_sub(1).filter(|&l| l > 0) {
+        Some(last) => format!("the log ends at LSN {last}"),
+        None => "a log without records".to_owned(),
+    };
+    Err(Error::corrupt(
+        path,
+        at,
+        "write-ahead log end",
+        format!("records up to LSN {durable} ({why})"),
+        found,
+    ))
 }
 
 /// Creates segment `<first_lsn>.wal`: header written, file synced, directory

@@ -38,6 +38,8 @@ pub fn replay(
         .unwrap_or(0);
     let mut report = ReplayReport::default();
     let mut expect: Option<u64> = None;
+    // Where the records of the previous segment stop.
+    let mut end: Option<(std::path::PathBuf, u64)> = None;
     for (i, (first, name)) in names.iter().enumerate().skip(start) {
         let path = dir.join(name);
         let last = i + 1 == names.len();
@@ -45,7 +47,26 @@ pub fn replay(
         let map = file.map(file.size()?)?;
         let header = match SegmentHeader::decode(&map, &path) {
             Ok(h) => h,
-            Err(e) if last && e.is_corruption() && map.len() <= super::format::HEADER_LEN => break,
+            // A last segment cut short while its header was written held no
+            // record, but its name says where the log before it ends.
+            Err(e) if last && e.is_corruption() && map.len() <= super::format::HEADER_LEN => {
+                match expect.filter(|&x| x < *first && mode == RecoveryMode::Strict) {
+                    Some(x) => {
+                        let (at_path, at) = end.unwrap_or((path, 0));
+                        return Err(Error::corrupt(
+                            &at_path,
+                            at,
+                            "write-ahead log end",
+                            format!(
+                                "records up to LSN {} (the next segment, {name}, starts at LSN {first})",
+                                first - 1
+                            ),
+                            format!("the log ends at LSN {}", x.saturating_sub(1)),
+                        ));
+                    }
+                    None => break,
+                }
+            }
             Err(e) => return Err(e),
         };
         if header.first_lsn != *first || expect.is_some_and(|x| x != header.first_lsn) {
@@ -73,6 +94,7 @@ pub fn replay(
             .saturating_sub(1)
             .max(report.last_lsn);
         expect = Some(header.first_lsn + s.records);
+        end = Some((path.clone(), s.end as u64));
         match s.tail {
             Tail::Clean => {}
             Tail::Torn { .. } if last => report.torn_tail = true,

@@ -46,30 +46,19 @@ pub fn scan<'a>(bytes: &'a [u8], header: &SegmentHeader, f: impl FnMut(Frame<'a>
 /// [`scan`] for a reader that needs only the records from LSN `from` on:
 /// those before it are walked by their headers alone ([`skip_frame`]), never
 /// passed to `f`, their payloads and crcs unread. A checkpoint covers them, so
-/// damage there loses nothing. A header that does not chain means damage
-/// the walk may have misread: the segment is then scanned in full, so the
-/// error names the first invalid record.
+/// damage there loses nothing. The walk must land on a record that validates
+/// (or, at the end of the bytes, its last step must): a header that does not
+/// chain, or a damaged length that jumps to the end or past the records
+/// after it, means damage the walk may have misread. The segment is then
+/// scanned in full, so the error names the first invalid record and a damaged
+/// length never hides the valid records after it.
 pub fn scan_from<'a>(
     bytes: &'a [u8],
     header: &SegmentHeader,
     from: u64,
     mut f: impl FnMut(Frame<'a>),
 ) -> Scan {
-    let mut at = HEADER_LEN;
-    let mut lsn = header.first_lsn;
-    while lsn < from && at < bytes.len() {
-        match skip_frame(bytes, at, lsn) {
-            Some(next) => {
-                at = next;
-                lsn += 1;
-            }
-            None => {
-                at = HEADER_LEN;
-                lsn = header.first_lsn;
-                break;
-            }
-        }
-    }
+    let (mut at, mut lsn) = walk(bytes, header, from).unwrap_or((HEADER_LEN, header.first_lsn));
     let mut records = lsn - header.first_lsn;
     while at < bytes.len() {
         let Some(frame) = parse_frame(bytes, at, header.segment_id, lsn..=lsn) else {
@@ -99,6 +88,31 @@ pub fn scan_from<'a>(
         records,
         tail: Tail::Clean,
     }
+}
+
+/// Walks the record headers below LSN `from` ([`skip_frame`]); returns the
+/// offset and LSN where the walk stopped, or `None` if it cannot be trusted:
+/// a header that does not chain, or a last step that is not confirmed by a
+/// valid record, neither where it lands nor (at the end of the bytes) the
+/// one it stepped over (`format/wal.md`, reading rule 5).
+fn walk(bytes: &[u8], header: &SegmentHeader, from: u64) -> Option<(usize, u64)> {
+    let (mut at, mut lsn) = (HEADER_LEN, header.first_lsn);
+    let mut last = None;
+    while lsn < from && at < bytes.len() {
+        let next = skip_frame(bytes, at, lsn)?;
+        last = Some(at);
+        at = next;
+        lsn += 1;
+    }
+    let Some(last) = last else {
+        return Some((at, lsn));
+    };
+    let confirmed = if at < bytes.len() {
+        parse_frame(bytes, at, header.segment_id, lsn..=lsn).is_some()
+    } else {
+        parse_frame(bytes, last, header.segment_id, lsn - 1..=lsn - 1).is_some()
+    };
+    confirmed.then_some((at, lsn))
 }
 
 /// A valid record at some offset after `bad` with an LSN at or above
