@@ -83,16 +83,13 @@ fn stopped_store(stop: Stop) -> (MemFs, u32) {
     let fs = MemFs::new();
     let mut store = options(fs.clone()).open().unwrap();
     let mut shards = store.take_shards();
-    let ids: Vec<_> = shards
-        .iter_mut()
-        .map(|s| s.create_spine("kv", RunMode::KeyValue).unwrap())
-        .collect();
+    let ids: Vec<_> = shards.iter_mut().map(|s| s.create_kv("kv").unwrap()).collect();
     let write = |shards: &mut [Shard], range: std::ops::Range<u32>| {
         for (n, s) in shards.iter_mut().enumerate() {
             for i in range.clone() {
                 s.put(ids[n], &key(i), &value(n as u32, i)).unwrap();
             }
-            assert!(s.wait_durable(WAIT));
+            s.wait_durable(s.last_lsn(), WAIT).unwrap();
         }
     };
     let cut = match stop {
@@ -226,7 +223,7 @@ fn lost_writes(image: MemFs) -> Result<Vec<Vec<u32>>, Error> {
     Ok(shards
         .iter()
         .enumerate()
-        .map(|(n, s)| match s.spine_id("kv") {
+        .map(|(n, s)| match s.kv_spine("kv") {
             None => (0..WRITES).collect(),
             Some(id) => (0..WRITES)
                 .filter(|&i| s.get(id, &key(i)).unwrap() != Some(&value(n as u32, i)[..]))
