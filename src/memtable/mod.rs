@@ -97,6 +97,12 @@ impl Memtable {
         self.sorted.clear();
     }
 
+    /// Bytes the arena has room for (more than the budget after a value
+    /// larger than it).
+    pub fn arena_capacity_bytes(&self) -> usize {
+        self.arena.capacity()
+    }
+
     /// Key-value or Z-set.
     pub fn mode(&self) -> RunMode {
         self.mode

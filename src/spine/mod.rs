@@ -943,11 +943,14 @@ impl Spine {
         self.batches.iter().map(|s| s.lineage.file_count()).sum()
     }
 
-    /// Keeps one retired memtable, emptied, for the next seal.
+    /// Keeps one retired memtable, emptied, for the next seal (not one a
+    /// huge value grew far past the budget: that memory goes back).
     fn recycle(&mut self, retired: Vec<Batch>) {
+        let keep_below = 2 * self.opts.memtable_size_bytes;
         for b in retired {
             if let Batch::Mem(m) = b
                 && self.spare.is_none()
+                && m.arena_capacity_bytes() <= keep_below
                 && let Ok(mut m) = Arc::try_unwrap(m)
             {
                 m.clear();

@@ -30,6 +30,9 @@ use crate::{Error, Result};
 pub const DEFAULT_BATCH_RECORDS: usize = 4096;
 /// Threads that issue one round's `fdatasync`s side by side.
 const MAX_SYNC_THREADS: usize = 16;
+/// Capacity the drainer's payload buffer keeps between rounds: records
+/// larger than this (up to the store's value limit) get their buffer back.
+const PAYLOAD_KEEP_BYTES: usize = 1 << 20;
 /// Longest an idle drainer sleeps between rounds.
 const IDLE_SLEEP: Duration = Duration::from_micros(100);
 
@@ -264,6 +267,11 @@ impl ChangelogDrainer {
             s.last_epoch = rec.epoch;
             s.unsynced_bytes += payload.len() as u64;
             n += 1;
+        }
+        // A record past the ring's size grew the buffer: give that back.
+        if payload.capacity() > PAYLOAD_KEEP_BYTES {
+            payload.clear();
+            payload.shrink_to(PAYLOAD_KEEP_BYTES);
         }
         s.appended += n as u64;
         s.unsynced_records += n as u64;

@@ -486,6 +486,10 @@ impl WriteAheadLog {
             s.len += self.buf.len() as u64;
         }
         self.buf.clear();
+        // A record larger than the buffer grew it: give that memory back.
+        if self.buf.capacity() > 2 * WRITE_BUFFER_BYTES {
+            self.buf.shrink_to(WRITE_BUFFER_BYTES);
+        }
         Ok(())
     }
 
