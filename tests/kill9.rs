@@ -8,7 +8,7 @@
 //! prefix; then the loop goes on, on the same directory.
 //!
 //! `KILL9_ITERATIONS` (default 200 here; thousands for a long run:
-//! `KILL9_ITERATIONS=3000 cargo test --release --test kill9 -- --nocapture`).
+//! `KILL9_ITERATIONS=3000 cargo test --release --features kill-points --test kill9 -- --nocapture`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::changelog::StateOp;
+use crate::changelog::{ChangeRecord, StateOp};
 use crate::checkpoint::{
     CheckpointManifest, CheckpointStore, FileSystemCheckpointStore, OperatorCheckpoint, ShardManifest,
     ValidationDepth, read_file, validate_keeping_runs,
@@ -395,24 +395,10 @@ impl ShardJob<'_> {
                     }
                     return Ok(());
                 }
-                let Some(l) = live.get_mut(&rec.spine) else {
-                    return Ok(()); // a dropped spine's record
-                };
-                if frame.lsn <= l.covered {
-                    return Ok(());
-                }
-                if !op_fits(l.spine.mode(), rec.op) {
-                    // Logged by a version that logged before it checked;
-                    // the write was refused then, so it is skipped now.
+                if !apply_write(&mut live, frame.lsn, &rec)? {
                     out.refused_records += 1;
-                    return Ok(());
                 }
-                l.spine.set_seq(frame.lsn);
-                match rec.op {
-                    StateOp::Put => l.spine.put(rec.key, rec.value),
-                    StateOp::Delete => l.spine.delete(rec.key),
-                    StateOp::Update(w) => l.spine.update(rec.key, rec.value, w),
-                }
+                Ok(())
             })?;
             // The log must still hold the first record the cut needs: a log
             // that starts later lost records the checkpoint relies on.
@@ -492,7 +478,7 @@ impl ShardJob<'_> {
         live: &mut BTreeMap<u32, Live>,
         next_spine_id: &mut u32,
         lsn: u64,
-        rec: &crate::changelog::ChangeRecord<'_>,
+        rec: &ChangeRecord<'_>,
     ) -> Result<()> {
         let name = String::from_utf8_lossy(rec.key).into_owned();
         match rec.op {
@@ -533,6 +519,29 @@ impl ShardJob<'_> {
         }
         Ok(())
     }
+}
+
+/// Replays a write into its spine, unless the spine was dropped or its runs
+/// hold it already. False for a record its spine refuses: an earlier
+/// version logged writes before checking them, and refused them after, so
+/// the write never happened and is skipped.
+fn apply_write(live: &mut BTreeMap<u32, Live>, lsn: u64, rec: &ChangeRecord<'_>) -> Result<bool> {
+    let Some(l) = live.get_mut(&rec.spine) else {
+        return Ok(true); // a dropped spine's record
+    };
+    if lsn <= l.covered {
+        return Ok(true);
+    }
+    if !op_fits(l.spine.mode(), rec.op) {
+        return Ok(false);
+    }
+    l.spine.set_seq(lsn);
+    match rec.op {
+        StateOp::Put => l.spine.put(rec.key, rec.value),
+        StateOp::Delete => l.spine.delete(rec.key),
+        StateOp::Update(w) => l.spine.update(rec.key, rec.value, w),
+    }?;
+    Ok(true)
 }
 
 /// True if a spine of `mode` takes `op`.

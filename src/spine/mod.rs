@@ -116,6 +116,20 @@ struct Slot {
     lineage: Lineage,
 }
 
+impl Slot {
+    /// The slot as an input of a merge's lineage.
+    fn as_input(&self) -> Input {
+        match &self.batch {
+            Batch::Disk(rf) => Input::Run {
+                file: Some(Arc::clone(rf)),
+                max_seq: self.max_seq,
+                lineage: self.lineage.clone(),
+            },
+            Batch::Mem(_) => Input::Mem,
+        }
+    }
+}
+
 /// The runs a checkpoint needs for one spine, and how far they reach.
 #[derive(Debug, Clone)]
 pub struct SpineCut {
@@ -847,14 +861,7 @@ impl Spine {
             before,
             self.batches[first..first + inputs.len()]
                 .iter()
-                .map(|s| match &s.batch {
-                    Batch::Disk(rf) => Input::Run {
-                        file: Some(Arc::clone(rf)),
-                        max_seq: s.max_seq,
-                        lineage: s.lineage.clone(),
-                    },
-                    Batch::Mem(_) => Input::Mem,
-                }),
+                .map(Slot::as_input),
         );
         if output.run.is_none() && first == 0 {
             // A bottom merge that left nothing: those writes need no run.
@@ -874,18 +881,8 @@ impl Spine {
                 lineage,
             }
         });
-        // An output larger than its inputs' level holds (a huge memtable, a
-        // merge of huge values) is placed by its size; the older batches
-        // below that level are promoted to it, so levels still never
-        // increase from older to newer. They merge with it at that level
-        // later: a promotion rewrites nothing now.
         if let Some(level) = replacement.as_ref().map(|r| r.level) {
-            for older in self.batches[..first].iter_mut().rev() {
-                if older.level >= level {
-                    break;
-                }
-                older.level = level;
-            }
+            self.promote_older(first, level);
         }
         crate::io::kill_point("merge-publish");
         let retired: Vec<Batch> = self
@@ -906,6 +903,20 @@ impl Spine {
         self.stats.bytes_merged += output.bytes_in;
         self.assert_shape();
         self.schedule()
+    }
+
+    /// An output larger than its inputs' level holds (a huge memtable, a
+    /// merge of huge values) is placed by its size; the batches older than
+    /// position `first` below that level are promoted to it, so levels still
+    /// never increase from older to newer. They merge with it at that level
+    /// later: a promotion rewrites nothing now.
+    fn promote_older(&mut self, first: usize, level: usize) {
+        for older in self.batches[..first].iter_mut().rev() {
+            if older.level >= level {
+                break;
+            }
+            older.level = level;
+        }
     }
 
     /// Drops the stand-ins of runs that became durable since (a write-behind

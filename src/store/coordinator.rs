@@ -352,7 +352,8 @@ impl CheckpointCoordinator {
         self.next_id = Uuid::new_v4();
     }
 
-    fn commit_pending(&mut self, pending: PendingCheckpoint) -> Result<IncrementalCheckpointMetadata> {
+    /// Every shard's answer (step 1), in shard order.
+    fn collect_cuts(&self, pending: &PendingCheckpoint) -> Result<Vec<ShardCut>> {
         let mut cuts: Vec<ShardCut> = Vec::with_capacity(self.shards.len());
         let deadline = pending.started + self.config.cut_timeout;
         while cuts.len() < self.shards.len() {
@@ -373,6 +374,11 @@ impl CheckpointCoordinator {
             }
         }
         cuts.sort_by_key(|c| c.shard);
+        Ok(cuts)
+    }
+
+    fn commit_pending(&mut self, pending: PendingCheckpoint) -> Result<IncrementalCheckpointMetadata> {
+        let mut cuts = self.collect_cuts(&pending)?;
         let cut_time = pending.started.elapsed();
         // Step 2 overlaps step 3: the drainers sync while runs are synced.
         for c in &cuts {
@@ -407,31 +413,9 @@ impl CheckpointCoordinator {
             wal_sync_time = t.elapsed();
             r
         });
-        // Those the commit renamed away are gone, whether it committed or
-        // not; one it did not reach is still a committed checkpoint.
-        let early = &prepared.retire_before_commit;
-        let gone: Vec<Uuid> = self
-            .retained
-            .iter()
-            .filter(|r| early.contains(&r.id))
-            .filter(|r| {
-                !self
-                    .store
-                    .fs()
-                    .exists(&self.store.checkpoint_dir(r.id))
-                    .unwrap_or(true)
-            })
-            .map(|r| r.id)
-            .collect();
-        self.retained.retain(|r| !gone.contains(&r.id));
+        let gone = self.forget_renamed(&prepared.retire_before_commit, commit.is_ok());
         let retired_early = gone.len();
-        let commit = commit.inspect_err(|_| {
-            for id in &gone {
-                let dir = self.store.dir().join(format!("{id}{TMP_DIR_SUFFIX}"));
-                // Best effort: the next open deletes what is left.
-                let _ = self.store.fs().remove_dir_all(&dir);
-            }
-        })?;
+        let commit = commit?;
         let commit_time = committed.elapsed();
         let m = &prepared.manifest;
         self.retained.push(Retained::of(m));
@@ -465,6 +449,30 @@ impl CheckpointCoordinator {
             total_time: pending.started.elapsed(),
             removed,
         })
+    }
+
+    /// The checkpoints of `early` that a commit renamed away are gone,
+    /// whether it committed or not (one it did not reach is still a
+    /// committed checkpoint, and stays retained); returns them. After a
+    /// failed commit their directories go now (best effort: the next open
+    /// deletes what is left), after a good one the janitor's.
+    fn forget_renamed(&mut self, early: &[Uuid], committed: bool) -> Vec<Uuid> {
+        let fs = self.store.fs();
+        let gone: Vec<Uuid> = self
+            .retained
+            .iter()
+            .filter(|r| early.contains(&r.id))
+            .filter(|r| !fs.exists(&self.store.checkpoint_dir(r.id)).unwrap_or(true))
+            .map(|r| r.id)
+            .collect();
+        self.retained.retain(|r| !gone.contains(&r.id));
+        if !committed {
+            for id in &gone {
+                let dir = self.store.dir().join(format!("{id}{TMP_DIR_SUFFIX}"));
+                let _ = fs.remove_dir_all(&dir);
+            }
+        }
+        gone
     }
 
     /// Step 2.

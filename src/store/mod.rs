@@ -16,9 +16,11 @@
 //! assert_eq!(ck.epoch, 1);
 //! let lsn = shard.put(counts, b"pear", b"1")?;
 //! shard.wait_durable(lsn, std::time::Duration::from_secs(5))?;
-//! drop((shard, store)); // a crash, as far as the files are concerned
+//! // A power loss now: only what was synced survives.
+//! let disk = Arc::new(fs.crash());
+//! drop((shard, store));
 //!
-//! let state = Options::new("/db").fs(fs).recover()?;
+//! let state = Options::new("/db").fs(disk).recover()?;
 //! assert_eq!(state.epoch, 1);
 //! let mut store = state.store;
 //! let shard = store.take_shards().remove(0);
