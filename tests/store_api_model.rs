@@ -200,7 +200,7 @@ fn options(fs: &Arc<MemFs>, seed: u8) -> Options {
             CheckpointConfig::new("/db")
                 .with_max_retained(1 + usize::from(seed % 3))
                 // Runs deferred to the next cut (young ones) or not.
-                .with_young_run_age(Duration::from_millis(if seed % 2 == 0 { 0 } else { 50 })),
+                .with_young_run_age(Duration::from_millis(if seed.is_multiple_of(2) { 0 } else { 50 })),
         )
 }
 
