@@ -685,25 +685,22 @@ impl Shard {
         };
         // A coordinator that gave up waiting is not this shard's failure.
         let _ = req.reply.send(cut);
-        self.remove_dropped_dirs()
+        self.remove_dropped_dirs();
+        Ok(())
     }
 
     /// Removes the directories of dropped spines whose runs are all gone
     /// (the last cut holding one released it by now, or will by the next).
-    fn remove_dropped_dirs(&mut self) -> Result<()> {
-        let mut i = 0;
-        while i < self.dropped_dirs.len() {
-            let dir = &self.dropped_dirs[i];
-            let gone = !self.fs.exists(dir)? || self.fs.list(dir)?.is_empty();
-            if gone {
-                if self.fs.exists(dir)? {
-                    self.fs.remove_dir_all(dir)?;
-                }
-                self.dropped_dirs.swap_remove(i);
-            } else {
-                i += 1;
-            }
-        }
-        Ok(())
+    /// Cleanup: a directory that fails to go is tried again at the next
+    /// cut, and the next open removes it anyway.
+    fn remove_dropped_dirs(&mut self) {
+        let fs = &self.fs;
+        self.dropped_dirs.retain(|dir| {
+            let empty = match fs.list(dir) {
+                Ok(names) => names.is_empty(),
+                Err(_) => !fs.exists(dir).unwrap_or(true),
+            };
+            !(empty && (fs.remove_dir_all(dir).is_ok() || !fs.exists(dir).unwrap_or(true)))
+        });
     }
 }
