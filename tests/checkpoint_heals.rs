@@ -154,7 +154,8 @@ fn drop_spine_before_the_cut_is_answered_is_ordered_before_the_checkpoint() {
     ten_good_checkpoints(&fs, &mut store, &mut shard, keep, 1);
 }
 
-/// The `nth` `op` of checkpoint 2's commit fails, then ten good ones.
+/// The `nth` `op` of checkpoint 3's commit fails (two kept, so the commit
+/// also retires checkpoint 1 early), then ten good ones follow.
 fn one_failed_step_heals(op: &'static str, nth: u32, errno: Errno) {
     let fs = Arc::new(SimFs::new());
     let mut store = small_store(fs.clone(), 2, false).open().unwrap();
@@ -165,13 +166,15 @@ fn one_failed_step_heals(op: &'static str, nth: u32, errno: Errno) {
         let other = shard.create_kv(name).unwrap();
         write_some(&mut shard, other, 0, 300);
     }
-    write_some(&mut shard, id, 0, 300);
-    checkpoint(&mut store, &mut shard, 1).unwrap();
-    write_some(&mut shard, id, 300, 300);
+    for epoch in 1..=2 {
+        write_some(&mut shard, id, epoch * 300, 300);
+        checkpoint(&mut store, &mut shard, u64::from(epoch)).unwrap();
+    }
+    write_some(&mut shard, id, 900, 300);
     // The cut on this thread, then the fault, aimed at the commit alone.
     let pending = store
         .coordinator()
-        .begin(2, CheckpointRequest::default())
+        .begin(3, CheckpointRequest::default())
         .unwrap();
     assert!(shard.poll().unwrap());
     store.coordinator().wait_housekeeping().unwrap();
@@ -185,11 +188,13 @@ fn one_failed_step_heals(op: &'static str, nth: u32, errno: Errno) {
         "{err}"
     );
     fs.clear_faults();
-    ten_good_checkpoints(&fs, &mut store, &mut shard, id, 2);
+    // At least one committed checkpoint is left, whatever the failure took.
+    assert!(!store.coordinator().retained().is_empty());
+    ten_good_checkpoints(&fs, &mut store, &mut shard, id, 3);
     // And the store recovers to the last of them with every write.
     let image = Arc::new(fs.image(CrashVariant::DropUnsynced, 7));
     let state = small_store(image, 2, false).recover().unwrap();
-    assert_eq!(state.epoch, 12);
+    assert_eq!(state.epoch, 13);
 }
 
 #[test]
@@ -208,8 +213,15 @@ fn no_space_for_the_manifest_heals_at_the_next_checkpoint() {
 }
 
 #[test]
-fn a_failed_commit_rename_heals_at_the_next_checkpoint() {
+fn a_failed_early_retirement_heals_at_the_next_checkpoint() {
+    // The first rename retires checkpoint 1 before the commit point.
     one_failed_step_heals("rename", 1, Errno::Eio);
+}
+
+#[test]
+fn a_failed_commit_rename_after_an_early_retirement_heals_at_the_next_checkpoint() {
+    // The second is the commit point itself, after checkpoint 1 went.
+    one_failed_step_heals("rename", 2, Errno::Eio);
 }
 
 #[test]
@@ -225,7 +237,11 @@ fn a_failed_fsync_in_a_commit_refuses_every_later_checkpoint() {
     fs.clear_faults();
     for e in 2..4 {
         let err = checkpoint(&mut store, &mut shard, e).expect_err("fail-stop");
-        assert!(matches!(err, statespine::Error::Poisoned { .. }), "{err}");
+        // The coordinator refuses, not the WAL (which never failed).
+        assert!(
+            matches!(&err, statespine::Error::Poisoned { path, .. } if path.ends_with("checkpoints")),
+            "{err}"
+        );
     }
 }
 

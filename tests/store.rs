@@ -897,3 +897,204 @@ fn a_shutdown_checkpoint_leaves_nothing_to_replay() {
     assert_eq!(shards[0].get(kv, b"after").unwrap(), Some(&b"restart"[..]));
     assert!(state.replayed_records >= 1);
 }
+
+/// A roll back commits an eager checkpoint; merges published in the poll
+/// that answered its cut took inputs that commit made durable a moment
+/// later. Regression: eager cuts did not mark their runs seen, so those
+/// merges' lineages let go of the inputs, and the next (deferring)
+/// checkpoint stood in with nothing while the roll back's covered floor
+/// claimed every write: the whole epoch was lost at the next open.
+#[test]
+fn a_roll_back_then_a_checkpoint_keeps_the_epoch_when_merges_cross_the_eager_cut() {
+    use statespine::recovery::RecoveryConfig;
+    // Sizes at which a merge spans the roll back's eager cut (found by a
+    // sweep; each lost every write before the fix).
+    for (n1, n2) in [(1067u32, 260u32), (1261, 70), (1455, 30), (1552, 130)] {
+        let fs = Arc::new(MemFs::new());
+        let opts = || {
+            Options::new(ROOT)
+                .fs(fs.clone())
+                .spine_options(
+                    SpineOptions::new(RunMode::KeyValue)
+                        .memtable_size_bytes(64 << 10)
+                        .memory_budget_bytes(256 << 10)
+                        .fan_in(3)
+                        .merge_budget_bytes(768 << 10),
+                )
+                .wal_segment_size(16 << 10)
+                .sync_policy(SyncPolicy::EveryRecords(64))
+        };
+        let key = |i: u32| format!("key{i:08}").into_bytes();
+        let mut store = opts().open().unwrap();
+        let mut shard = store.take_shards().remove(0);
+        let kv = shard.create_kv("kv").unwrap();
+        for i in 0..n1 {
+            shard.put(kv, &key(i), &[7u8; 1000]).unwrap();
+        }
+        shard.settle().unwrap();
+        for i in n1..n1 + n2 {
+            shard.put(kv, &key(i), &[9u8; 1000]).unwrap();
+        }
+        store
+            .checkpoint_inline(&mut [&mut shard], 1, CheckpointRequest::default())
+            .unwrap();
+        for i in 0..50 {
+            shard.put(kv, &key(1_000_000 + i), b"abandoned").unwrap();
+        }
+        store
+            .checkpoint_inline(&mut [&mut shard], 2, CheckpointRequest::default())
+            .unwrap();
+        drop((shard, store));
+        let back = RecoveryConfig {
+            to_epoch: Some(1),
+            ..RecoveryConfig::default()
+        };
+        let mut state = opts().recovery(back).recover().unwrap();
+        let mut shard = state.store.take_shards().remove(0);
+        state
+            .store
+            .checkpoint_inline(&mut [&mut shard], 2, CheckpointRequest::default())
+            .unwrap();
+        drop((shard, state));
+        let mut store = opts().open().unwrap();
+        let shard = store.take_shards().remove(0);
+        let kv = shard.kv_spine("kv").unwrap();
+        let lost = (0..n1 + n2)
+            .filter(|&i| shard.get(kv, &key(i)).unwrap().is_none())
+            .count();
+        assert_eq!(lost, 0, "n1 = {n1}, n2 = {n2}: writes of epoch 1 lost");
+        assert_eq!(
+            shard.get(kv, &key(1_000_000)).unwrap(),
+            None,
+            "the abandoned epoch stays gone"
+        );
+    }
+}
+
+/// A Z-set merge whose weights all cancel leaves no run: the writes it
+/// consumed need none, so what came before it covers them. Regression:
+/// only a bottom merge recorded that, so after a non-bottom one the next
+/// cut covered less than the committed one and its replay point fell below
+/// the truncated WAL (the coordinator's assert fired: with it off, an
+/// unrecoverable checkpoint).
+#[test]
+fn a_z_set_merge_that_cancels_out_keeps_the_replay_point() {
+    let fs = Arc::new(MemFs::new());
+    let mut store = Options::new(ROOT)
+        .fs(fs.clone())
+        .spine_options(
+            SpineOptions::new(RunMode::ZSet)
+                .memtable_size_bytes(4 << 10)
+                .memory_budget_bytes(64 << 10)
+                .fan_in(2),
+        )
+        .checkpoint(
+            statespine::store::CheckpointConfig::new(ROOT)
+                .with_young_run_age(Duration::ZERO)
+                .with_max_retained(1),
+        )
+        .sync_policy(SyncPolicy::EveryRecords(64))
+        .open()
+        .unwrap();
+    let mut shard = store.take_shards().remove(0);
+    let z = shard.create_zset("z").unwrap();
+    for i in 0..1250u32 {
+        shard
+            .update(z, format!("a{i:06}").as_bytes(), &[1u8; 100], 1)
+            .unwrap();
+    }
+    shard.flush_all().unwrap();
+    shard.settle().unwrap();
+    for i in 0..10u32 {
+        shard.update(z, format!("b{i:06}").as_bytes(), b"v", 1).unwrap();
+    }
+    shard.flush_all().unwrap();
+    shard.settle().unwrap();
+    for epoch in 1..=2 {
+        store
+            .checkpoint_inline(&mut [&mut shard], epoch, CheckpointRequest::default())
+            .unwrap();
+    }
+    // The retraction cancels the "b" run in a merge above the bottom.
+    for i in 0..10u32 {
+        shard.update(z, format!("b{i:06}").as_bytes(), b"v", -1).unwrap();
+    }
+    shard.flush_all().unwrap();
+    shard.settle().unwrap();
+    shard.update(z, b"c", b"v", 1).unwrap();
+    store
+        .checkpoint_inline(&mut [&mut shard], 3, CheckpointRequest::default())
+        .unwrap();
+    shard.wait_durable(shard.last_lsn(), WAIT).unwrap();
+    let image = Arc::new(fs.crash());
+    drop((shard, store));
+    let mut store = Options::new(ROOT).fs(image).open().unwrap();
+    let shard = store.take_shards().remove(0);
+    let z = shard.zset_spine("z").unwrap();
+    let spine = shard.spine(z).unwrap();
+    assert_eq!(spine.key_weight(b"a000000").unwrap(), 1);
+    assert_eq!(spine.key_weight(b"b000000").unwrap(), 0);
+    assert_eq!(spine.key_weight(b"c").unwrap(), 1);
+}
+
+/// Opening a store without its WAL: refused while the log holds writes the
+/// checkpoint does not (they would be lost), and once it holds none the
+/// stale log goes, so turning the WAL back on later starts a fresh one.
+/// Regression: a `wal(false)` open ignored the log, silently dropping its
+/// acknowledged writes; a later `wal(true)` open found a log that ended
+/// before the checkpoint.
+#[test]
+fn switching_the_wal_off_and_on_keeps_every_write() {
+    let fs = Arc::new(MemFs::new());
+    let opts = |wal: bool| Options::new(ROOT).fs(fs.clone()).wal(wal);
+    let mut store = opts(true).open().unwrap();
+    let mut shard = store.take_shards().remove(0);
+    let kv = shard.create_kv("kv").unwrap();
+    shard.put(kv, b"a", b"checkpointed").unwrap();
+    store
+        .checkpoint_inline(&mut [&mut shard], 1, CheckpointRequest::default())
+        .unwrap();
+    let lsn = shard.put(kv, b"b", b"only in the WAL").unwrap();
+    shard.wait_durable(lsn, WAIT).unwrap();
+    drop((shard, store));
+    // The log holds "b": without it, the open would lose it.
+    assert!(matches!(
+        opts(false).open(),
+        Err(statespine::Error::InvalidArgument(_))
+    ));
+    // With it, then a shutdown checkpoint: nothing is left only in the log.
+    let mut store = opts(true).open().unwrap();
+    let shards = store.take_shards();
+    store.shutdown(shards, 2, CheckpointRequest::default()).unwrap();
+    let mut store = opts(false).open().unwrap();
+    let mut shard = store.take_shards().remove(0);
+    let kv = shard.kv_spine("kv").unwrap();
+    shard.put(kv, b"c", b"no WAL").unwrap();
+    store
+        .checkpoint_inline(&mut [&mut shard], 3, CheckpointRequest::default())
+        .unwrap();
+    drop((shard, store));
+    let mut store = opts(true).open().unwrap();
+    let mut shard = store.take_shards().remove(0);
+    let kv = shard.kv_spine("kv").unwrap();
+    let lsn = shard.put(kv, b"d", b"WAL again").unwrap();
+    shard.wait_durable(lsn, WAIT).unwrap();
+    let image = Arc::new(fs.crash());
+    drop((shard, store));
+    let mut store = Options::new(ROOT).fs(image).open().unwrap();
+    let shard = store.take_shards().remove(0);
+    let kv = shard.kv_spine("kv").unwrap();
+    for (k, v) in [
+        (&b"a"[..], &b"checkpointed"[..]),
+        (b"b", b"only in the WAL"),
+        (b"c", b"no WAL"),
+        (b"d", b"WAL again"),
+    ] {
+        assert_eq!(
+            shard.get(kv, k).unwrap(),
+            Some(v),
+            "{:?}",
+            String::from_utf8_lossy(k)
+        );
+    }
+}

@@ -59,12 +59,18 @@ fn a_second_open_from_another_thread_is_refused_until_the_first_is_dropped() {
 fn a_shard_that_outlives_its_store_keeps_the_lock() {
     let fs = Arc::new(MemFs::new());
     let mut store = Options::new("/db").fs(fs.clone()).open().unwrap();
-    let shard = store.take_shards().remove(0);
+    let mut shard = store.take_shards().remove(0);
+    let kv = shard.create_kv("kv").unwrap();
+    let before = shard.put(kv, b"k", b"v").unwrap();
     drop(store);
     assert!(matches!(
         Options::new("/db").fs(fs.clone()).open(),
         Err(Error::Locked { .. })
     ));
+    // Its log is closed: what the close synced is durable, nothing more is
+    // taken, and it says so instead of timing out.
+    shard.wait_durable(before, Duration::from_secs(10)).unwrap();
+    assert!(matches!(shard.put(kv, b"k2", b"v"), Err(Error::Poisoned { .. })));
     drop(shard);
     Options::new("/db").fs(fs).open().unwrap();
 }

@@ -415,6 +415,8 @@ impl ShardJob<'_> {
             out.next_lsn = wal.next_lsn().max(cut_lsn + 1);
             out.replay_time = replay_started.elapsed();
             out.wal = Some(wal);
+        } else {
+            self.retire_unused_wal(cut_lsn)?;
         }
         out.next_spine_id = next_spine_id;
         out.spines = live
@@ -426,6 +428,34 @@ impl ShardJob<'_> {
             })
             .collect();
         Ok(out)
+    }
+
+    /// An open without a WAL over a store that had one: the log is either
+    /// needed (it holds records from the checkpoint's replay point on:
+    /// acknowledged writes only it has, so the open is refused), or stale
+    /// (everything in it is in the checkpoint), and then it goes, so that a
+    /// later open with a WAL starts a fresh one after the checkpoint instead
+    /// of finding a log that ends before it.
+    fn retire_unused_wal(&self, cut_lsn: u64) -> Result<()> {
+        let dir = self.layout.wal(self.shard);
+        if !self.fs.exists(&dir)? {
+            return Ok(());
+        }
+        let from = self.cut.map_or(1, ShardManifest::replay_from);
+        let opts = WalOptions::new(self.shard)
+            .first_lsn(cut_lsn + 1)
+            .recovery(self.mode)
+            .scan_from(from);
+        let next = WriteAheadLog::open(Arc::clone(self.fs), &dir, opts)?.next_lsn();
+        if next > from {
+            return Err(Error::InvalidArgument(format!(
+                "shard {}: the write-ahead log holds records {from}..{next} that the checkpoint does not: \
+                 open the store with its WAL on to recover them (then a shutdown checkpoint makes it safe to open without)",
+                self.shard
+            )));
+        }
+        self.fs.remove_dir_all(&dir)?;
+        self.fs.sync_dir(&self.layout.shard(self.shard))
     }
 
     /// Links the checkpoint's runs into fresh live directories and opens

@@ -377,7 +377,7 @@ impl Spine {
     /// run (or, with none, its base) then covers up to `seq`, so a spine
     /// nobody writes stops holding back the part of the log it is not in.
     /// A store calls it with its last LSN at each checkpoint cut.
-    pub fn mark_quiet(&mut self, seq: u64) {
+    pub(crate) fn mark_quiet(&mut self, seq: u64) {
         if !self.memtable.is_empty() || self.batches.iter().any(|s| matches!(s.batch, Batch::Mem(_))) {
             return;
         }
@@ -863,9 +863,17 @@ impl Spine {
                 .iter()
                 .map(Slot::as_input),
         );
-        if output.run.is_none() && first == 0 {
-            // A bottom merge that left nothing: those writes need no run.
-            self.base_seq = self.base_seq.max(max_seq);
+        if output.run.is_none() {
+            // A merge that left nothing (tombstones at the bottom, Z-set
+            // weights that cancel): those writes need no run, so what came
+            // before the inputs now covers them too.
+            match first.checked_sub(1) {
+                None => self.base_seq = self.base_seq.max(max_seq),
+                Some(older) => {
+                    let older = &mut self.batches[older].max_seq;
+                    *older = (*older).max(max_seq);
+                }
+            }
         }
         let replacement = output.run.map(|rf| {
             self.stats.bytes_written += rf.run.meta().file_len;
@@ -990,13 +998,16 @@ impl Spine {
         let mut released = Vec::new();
         // Past a hole the cut stops, but every young run is still marked
         // seen, so each is included at its second cut whatever lies before.
+        // Every run not yet durable is marked seen, eager cuts too: its
+        // checkpoint may make it durable after a merge took it as an input,
+        // and that merge's lineage must then keep it (`lineage` module).
         let mut stopped = false;
         for s in &mut self.batches {
             let Batch::Disk(rf) = &s.batch else { break };
             if rf.is_durable() {
                 let old = std::mem::take(&mut s.lineage);
                 released.extend(old.into_files().into_iter().map(Batch::Disk));
-            } else if !eager && !rf.see() && rf.age() < young {
+            } else if !rf.see() && !eager && rf.age() < young {
                 if !stopped {
                     let stand_in = s.lineage.stand_in();
                     runs.extend(stand_in.runs.into_iter().map(RunHandle));

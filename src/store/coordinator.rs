@@ -229,6 +229,17 @@ impl CheckpointCoordinator {
             }
         }
         retained.sort_by_key(|r| r.epoch);
+        // What the last process let the WAL truncate: the least replay
+        // point of what it retained (the assert in `commit_pending`).
+        let truncated = (0..n_shards)
+            .map(|n| {
+                retained
+                    .iter()
+                    .filter_map(|r| r.replay_from.get(n).copied())
+                    .min()
+                    .unwrap_or(0)
+            })
+            .collect();
         Ok(CheckpointCoordinator {
             store,
             config,
@@ -244,7 +255,7 @@ impl CheckpointCoordinator {
             next_id: Uuid::new_v4(),
             poisoned: None,
             recent_cuts: VecDeque::new(),
-            truncated: vec![0; n_shards],
+            truncated,
         })
     }
 
@@ -656,6 +667,12 @@ impl CheckpointCoordinator {
             }
             self.retained.remove(0);
             removed += 1;
+        }
+        // A superseded checkpoint still on disk would win the next open
+        // (its epoch is higher) and needs its WAL: no truncation until it
+        // is gone (`supersede`).
+        if !self.superseded.is_empty() {
+            return removed;
         }
         for (n, w) in self.watermarks.iter().enumerate() {
             let Some(w) = w else { continue };

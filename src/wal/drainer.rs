@@ -64,6 +64,8 @@ pub struct Watermark {
     failed: AtomicBool,
     /// Why the log failed, set once before `failed`.
     cause: OnceLock<String>,
+    /// The drainer has stopped: nothing more becomes durable.
+    stopped: AtomicBool,
     /// The log's directory, for errors.
     dir: PathBuf,
 }
@@ -137,6 +139,12 @@ impl Watermark {
                 return Err(Error::Poisoned {
                     path: self.dir.clone(),
                     cause: self.failure().unwrap_or("the log failed").to_owned(),
+                });
+            }
+            if self.stopped.load(Ordering::Acquire) && self.durable_lsn() < lsn {
+                return Err(Error::Poisoned {
+                    path: self.dir.clone(),
+                    cause: "the store was closed: its log takes nothing more".into(),
                 });
             }
             if start.elapsed() >= timeout {
@@ -372,7 +380,11 @@ impl ChangelogDrainer {
                     // One more round: records pushed just before the producers left.
                     self.drain_once()?;
                     self.sync_all()?;
-                    return self.shards.iter_mut().try_for_each(|s| s.wal.seal());
+                    let sealed = self.shards.iter_mut().try_for_each(|s| s.wal.seal());
+                    for s in &self.shards {
+                        s.watermark.stopped.store(true, Ordering::Release);
+                    }
+                    return sealed;
                 }
                 std::thread::sleep(IDLE_SLEEP);
             }
