@@ -217,12 +217,6 @@ impl ChangelogProducer {
     /// step 4) into one buffer.
     #[inline]
     pub fn try_push(&mut self, rec: &ChangeRecord<'_>) -> Result<(), PushError> {
-        // Nobody will pop: say so at once, not only once the ring is full
-        // (a record pushed now would never be logged). Relaxed: a push
-        // racing the consumer's drop is lost either way.
-        if self.shared.closed.load(Ordering::Relaxed) & CONSUMER_GONE != 0 {
-            return Err(PushError::Closed);
-        }
         let payload = rec.key.len() + rec.value.len();
         let words = (HEADER_WORDS + payload.div_ceil(8)) as u64;
         let cap = self.capacity_words();
@@ -231,6 +225,12 @@ impl ChangelogProducer {
         // takes the spill path, which refuses one over MAX_PAYLOAD_BYTES.
         if words > cap / 2 || payload > MAX_PAYLOAD_BYTES {
             return self.try_push_spilled(rec, payload);
+        }
+        // Nobody will pop: say so at once, not only once the ring is full
+        // (a record pushed now would never be logged). Relaxed: a push
+        // racing the consumer's drop is lost either way.
+        if self.shared.closed.load(Ordering::Relaxed) & CONSUMER_GONE != 0 {
+            return Err(PushError::Closed);
         }
         let at = self.reserve(words)?;
         self.store_header(at, rec, payload, 0);
