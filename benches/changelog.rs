@@ -10,7 +10,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use statespine::changelog::{ChangeRecord, StateChangelogBuffer, StateOp};
 use statespine::io::StdFs;
 use statespine::wal::{WalOptions, WriteAheadLog, encode_change};
@@ -18,9 +19,18 @@ use statespine::wal::{WalOptions, WriteAheadLog, encode_change};
 const KEY: [u8; 16] = [7; 16];
 const VALUE: [u8; 100] = [9; 100];
 
-fn push(c: &mut Criterion) {
-    let mut g = c.benchmark_group("push");
-    g.throughput(Throughput::Elements(1));
+fn record(value: &[u8]) -> ChangeRecord<'_> {
+    ChangeRecord {
+        spine: 1,
+        epoch: 2,
+        op: StateOp::Put,
+        key: &KEY,
+        value,
+    }
+}
+
+/// Pushes of `rec` into a 1 MiB ring while a consumer thread drains it.
+fn bench_two_threads(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, rec: &ChangeRecord<'_>) {
     let (mut p, mut cons) = StateChangelogBuffer::with_capacity(1 << 20, 1 << 16);
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
@@ -30,18 +40,16 @@ fn push(c: &mut Criterion) {
             std::hint::spin_loop();
         }
     });
-    let rec = ChangeRecord {
-        spine: 1,
-        epoch: 2,
-        op: StateOp::Put,
-        key: &KEY,
-        value: &VALUE,
-    };
-    g.bench_function("ring (16 B key, 100 B value)", |b| {
-        b.iter(|| p.push(black_box(&rec)).unwrap())
-    });
+    g.bench_function(name, |b| b.iter(|| p.push(black_box(rec)).unwrap()));
     stop.store(true, Ordering::Relaxed);
     drain.join().unwrap();
+}
+
+fn push(c: &mut Criterion) {
+    let mut g = c.benchmark_group("push");
+    g.throughput(Throughput::Elements(1));
+    let rec = record(&VALUE);
+    bench_two_threads(&mut g, "ring (16 B key, 100 B value)", &rec);
 
     // The same record pushed and popped on one thread, 64 at a time: the
     // instructions of both paths without the cross-core traffic, which is
@@ -93,27 +101,7 @@ fn push_spilled(c: &mut Criterion) {
     let mut g = c.benchmark_group("push spilled");
     let value = vec![9u8; 1 << 20];
     g.throughput(Throughput::Bytes((KEY.len() + value.len()) as u64));
-    let (mut p, mut cons) = StateChangelogBuffer::with_capacity(1 << 20, 1 << 16);
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    let drain = std::thread::spawn(move || {
-        while !flag.load(Ordering::Relaxed) {
-            while cons.pop().is_some() {}
-            std::hint::spin_loop();
-        }
-    });
-    let rec = ChangeRecord {
-        spine: 1,
-        epoch: 2,
-        op: StateOp::Put,
-        key: &KEY,
-        value: &value,
-    };
-    g.bench_function("ring of 1 MiB (16 B key, 1 MiB value)", |b| {
-        b.iter(|| p.push(black_box(&rec)).unwrap())
-    });
-    stop.store(true, Ordering::Relaxed);
-    drain.join().unwrap();
+    bench_two_threads(&mut g, "ring of 1 MiB (16 B key, 1 MiB value)", &record(&value));
     g.finish();
 }
 
@@ -123,16 +111,7 @@ fn append(c: &mut Criterion) {
     let mut wal =
         WriteAheadLog::open(Arc::new(StdFs::new()), tmp.path().join("wal"), WalOptions::new(0)).unwrap();
     let mut payload = Vec::new();
-    encode_change(
-        &mut payload,
-        &ChangeRecord {
-            spine: 1,
-            epoch: 2,
-            op: StateOp::Put,
-            key: &KEY,
-            value: &VALUE,
-        },
-    );
+    encode_change(&mut payload, &record(&VALUE));
     g.throughput(Throughput::Bytes(payload.len() as u64 + 24));
     let mut n = 0u64;
     g.bench_function("append (no sync)", |b| {

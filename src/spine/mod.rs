@@ -1006,7 +1006,7 @@ impl Spine {
             let Batch::Disk(rf) = &s.batch else { break };
             if rf.is_durable() {
                 let old = std::mem::take(&mut s.lineage);
-                released.extend(old.into_files().into_iter().map(Batch::Disk));
+                released.extend(old.into_files().into_iter().map(RunHandle));
             } else if !rf.see() && !eager && rf.age() < young {
                 if !stopped {
                     let stand_in = s.lineage.stand_in();
@@ -1027,13 +1027,7 @@ impl Spine {
         SpineCut {
             runs,
             covered_seq: covered,
-            released: released
-                .into_iter()
-                .filter_map(|b| match b {
-                    Batch::Disk(rf) => Some(RunHandle(rf)),
-                    Batch::Mem(_) => None,
-                })
-                .collect(),
+            released,
         }
     }
 

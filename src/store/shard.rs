@@ -415,8 +415,9 @@ impl Shard {
         Ok(Lsn(lsn))
     }
 
-    /// Checks that `id` names a live spine of this shard of this store.
-    fn check_handle(&self, id: SpineId) -> Result<()> {
+    /// The live spine `id` names, if it is one of this shard of this
+    /// store (the check every call that takes a handle starts with).
+    fn named(&self, id: SpineId) -> Result<&Named> {
         if id.shard != self.id || id.store != self.store_tag {
             return Err(Error::WrongShard {
                 spine: id.index,
@@ -425,35 +426,31 @@ impl Shard {
                 same_store: id.store == self.store_tag,
             });
         }
-        match self.spines.get(id.index as usize) {
-            Some(Some(n)) => {
-                // A handle is made from a live spine, and indices are never
-                // reused: its mode is the spine's.
-                assert_eq!(
-                    n.spine.mode(),
-                    id.mode,
-                    "shard {}: spine {} changed mode under its handle",
-                    self.id,
-                    id.index
-                );
-                Ok(())
-            }
-            _ => Err(Error::NoSuchSpine {
+        let Some(Some(n)) = self.spines.get(id.index as usize) else {
+            return Err(Error::NoSuchSpine {
                 shard: self.id,
                 spine: id.index,
-            }),
-        }
+            });
+        };
+        // A handle is made from a live spine, and indices are never reused:
+        // its mode is the spine's.
+        assert_eq!(
+            n.spine.mode(),
+            id.mode,
+            "shard {}: spine {} changed mode under its handle",
+            self.id,
+            id.index
+        );
+        Ok(n)
     }
 
-    fn named(&self, id: SpineId) -> Result<&Named> {
-        self.check_handle(id)?;
-        self.spines
-            .get(id.index as usize)
-            .and_then(Option::as_ref)
-            .ok_or(Error::NoSuchSpine {
-                shard: self.id,
-                spine: id.index,
-            })
+    /// [`Shard::named`], for a write or a cursor.
+    fn named_mut(&mut self, id: SpineId) -> Result<&mut Named> {
+        self.named(id)?;
+        match self.spines.get_mut(id.index as usize) {
+            Some(Some(n)) => Ok(n),
+            _ => unreachable!("spine {} checked live above", id.index),
+        }
     }
 
     /// The spine, for every read (`get`, cursors, typed reads).
@@ -493,13 +490,11 @@ impl Shard {
     /// Check, then log, then apply (type docs).
     #[inline]
     fn write(&mut self, id: SpineId, op: StateOp, key: &[u8], value: &[u8]) -> Result<Lsn> {
-        self.check_handle(id)?;
+        self.named(id)?;
         check_len("key", key.len(), MAX_KEY_BYTES)?;
         check_len("value", value.len(), MAX_VALUE_BYTES)?;
         let lsn = self.log(id.index, op, key, value)?;
-        let Some(Some(n)) = self.spines.get_mut(id.index as usize) else {
-            unreachable!("spine {} checked live above", id.index)
-        };
+        let n = self.named_mut(id)?;
         n.spine.set_seq(lsn);
         // Logged: the record is the write now. A refusal here would be a
         // record replay cannot apply, which the checks above rule out; an
@@ -534,16 +529,7 @@ impl Shard {
     }
 
     fn spine_mut(&mut self, id: SpineId) -> Result<&mut Spine> {
-        self.check_handle(id)?;
-        let shard = self.id;
-        self.spines
-            .get_mut(id.index as usize)
-            .and_then(Option::as_mut)
-            .map(|n| &mut n.spine)
-            .ok_or(Error::NoSuchSpine {
-                shard,
-                spine: id.index,
-            })
+        Ok(&mut self.named_mut(id)?.spine)
     }
 
     /// A cursor over the whole spine, in key order.
@@ -670,18 +656,14 @@ impl Shard {
                 runs: cut.runs,
             });
         }
+        self.epoch = self.epoch.max(req.epoch + 1);
         let cut = ShardCut {
             shard: self.id,
             cut_lsn,
             next_spine_id: self.spines.len() as u32,
             spines,
-            pause: Duration::ZERO,
-            released,
-        };
-        self.epoch = self.epoch.max(req.epoch + 1);
-        let cut = ShardCut {
             pause: start.elapsed(),
-            ..cut
+            released,
         };
         // A coordinator that gave up waiting is not this shard's failure.
         let _ = req.reply.send(cut);
