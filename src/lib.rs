@@ -36,3 +36,8 @@ pub mod store;
 pub mod wal;
 
 pub use error::{Error, Result};
+
+/// README.md's examples, compiled and run as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -184,8 +184,9 @@ impl Spine {
         self.range::<std::ops::RangeFull>(..)
     }
 
-    /// A cursor over the live entries whose keys fall in `range`, e.g.
-    /// `spine.range(&b"a"[..]..&b"m"[..])`.
+    /// A cursor over the live entries whose keys fall in `range`, given as
+    /// a pair of bounds (`[u8]` is unsized, so `a..b` is not a range of it):
+    /// `spine.range((Bound::Included(&b"a"[..]), Bound::Excluded(&b"m"[..])))`.
     pub fn range<R: RangeBounds<[u8]>>(&mut self, range: R) -> Result<Cursor<'_>> {
         let end = range.end_bound().map(<[u8]>::to_vec);
         let (start, skip) = match range.start_bound() {
