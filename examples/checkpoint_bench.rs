@@ -119,7 +119,7 @@ impl Worker {
                         done_tx.send(()).unwrap();
                     }
                     Err(mpsc::TryRecvError::Empty) => {
-                        if !shard.poll().unwrap() {
+                        if shard.poll().unwrap().is_none() {
                             std::thread::sleep(Duration::from_micros(20));
                         }
                     }

@@ -91,7 +91,7 @@ fn drop_spine_between_cut_and_commit_is_ordered_after_the_checkpoint() {
         .coordinator()
         .begin(1, CheckpointRequest::default())
         .unwrap();
-    assert!(shard.poll().unwrap(), "the cut is answered");
+    assert!(shard.poll().unwrap().is_some(), "the cut is answered");
     shard.drop_spine(doomed).unwrap();
     shard.wait_durable(shard.last_lsn(), WAIT).unwrap();
     let meta = store.coordinator().finish(pending).unwrap();
@@ -112,7 +112,7 @@ fn drop_spine_between_cut_and_commit_is_ordered_after_the_checkpoint() {
     drop((s, back));
     let at_1 = small_store(image, 2, false)
         .recovery(RecoveryConfig {
-            to_epoch: Some(1),
+            point: statespine::recovery::RecoveryPoint::Epoch(1),
             ..RecoveryConfig::default()
         })
         .recover()
@@ -142,7 +142,7 @@ fn drop_spine_before_the_cut_is_answered_is_ordered_before_the_checkpoint() {
         .begin(1, CheckpointRequest::default())
         .unwrap();
     shard.drop_spine(doomed).unwrap();
-    assert!(shard.poll().unwrap());
+    assert!(shard.poll().unwrap().is_some());
     let meta = store.coordinator().finish(pending).unwrap();
     let manifest = store.coordinator().store().load_manifest(meta.id).unwrap();
     let names: Vec<&str> = manifest.shards[0]
@@ -176,7 +176,7 @@ fn one_failed_step_heals(op: &'static str, nth: u32, errno: Errno) {
         .coordinator()
         .begin(3, CheckpointRequest::default())
         .unwrap();
-    assert!(shard.poll().unwrap());
+    assert!(shard.poll().unwrap().is_some());
     store.coordinator().wait_housekeeping().unwrap();
     fs.fail_named(op, nth, errno);
     let err = store

@@ -436,7 +436,7 @@ fn point_in_time_recovery_rolls_back_and_stays_rolled_back() {
     drop((shards, store));
 
     let cfg = RecoveryConfig {
-        to_epoch: Some(2),
+        point: statespine::recovery::RecoveryPoint::Epoch(2),
         ..RecoveryConfig::default()
     };
     let mut state = options(&fs, 2).recovery(cfg).recover().unwrap();
@@ -946,7 +946,7 @@ fn a_roll_back_then_a_checkpoint_keeps_the_epoch_when_merges_cross_the_eager_cut
             .unwrap();
         drop((shard, store));
         let back = RecoveryConfig {
-            to_epoch: Some(1),
+            point: statespine::recovery::RecoveryPoint::Epoch(1),
             ..RecoveryConfig::default()
         };
         let mut state = opts().recovery(back).recover().unwrap();

@@ -162,36 +162,7 @@ impl CheckpointManifest {
                 }
             }
         }
-        put_u32(&mut b, self.source_offsets.len() as u32);
-        for (name, off) in &self.source_offsets {
-            put_bytes(&mut b, name.as_bytes());
-            put_u64(&mut b, *off);
-        }
-        put_u32(&mut b, self.connectors.len() as u32);
-        for (name, c) in &self.connectors {
-            put_bytes(&mut b, name.as_bytes());
-            put_bytes(&mut b, &c.state);
-            put_u32(&mut b, c.prepared_transactions.len() as u32);
-            for t in &c.prepared_transactions {
-                put_bytes(&mut b, t.as_bytes());
-            }
-        }
-        put_u32(&mut b, self.operators.len() as u32);
-        for (name, op) in &self.operators {
-            put_bytes(&mut b, name.as_bytes());
-            match op {
-                OperatorCheckpoint::Inline(bytes) => {
-                    b.push(0);
-                    put_bytes(&mut b, bytes);
-                }
-                OperatorCheckpoint::File { file, len, crc32c } => {
-                    b.push(1);
-                    put_bytes(&mut b, file.as_bytes());
-                    put_u64(&mut b, *len);
-                    put_u32(&mut b, *crc32c);
-                }
-            }
-        }
+        put_metadata(&mut b, &self.source_offsets, &self.connectors, &self.operators);
         let flags = if self.runs_copied { FLAG_RUNS_COPIED } else { 0 };
         let mut out = Vec::with_capacity(MANIFEST_HEADER_LEN + b.len());
         out.extend_from_slice(&MANIFEST_MAGIC);
@@ -271,7 +242,12 @@ impl CheckpointManifest {
                 format!("{body_crc:#010x}"),
             ));
         }
-        let mut r = Reader { b: body, at: 0, path };
+        let mut r = Reader {
+            b: body,
+            at: 0,
+            path,
+            base: MANIFEST_HEADER_LEN as u64,
+        };
         let mut m = r.header_fields()?;
         m.runs_copied = flags & FLAG_RUNS_COPIED != 0;
         let shards = r.count("shard count", 24)?;
@@ -290,6 +266,46 @@ impl CheckpointManifest {
     }
 }
 
+/// Appends source offsets, connector and operator checkpoints (the
+/// manifest's metadata fields, also the body of an epoch-commit record).
+pub(super) fn put_metadata(
+    b: &mut Vec<u8>,
+    source_offsets: &BTreeMap<String, u64>,
+    connectors: &BTreeMap<String, ConnectorCheckpoint>,
+    operators: &BTreeMap<String, OperatorCheckpoint>,
+) {
+    put_u32(b, source_offsets.len() as u32);
+    for (name, off) in source_offsets {
+        put_bytes(b, name.as_bytes());
+        put_u64(b, *off);
+    }
+    put_u32(b, connectors.len() as u32);
+    for (name, c) in connectors {
+        put_bytes(b, name.as_bytes());
+        put_bytes(b, &c.state);
+        put_u32(b, c.prepared_transactions.len() as u32);
+        for t in &c.prepared_transactions {
+            put_bytes(b, t.as_bytes());
+        }
+    }
+    put_u32(b, operators.len() as u32);
+    for (name, op) in operators {
+        put_bytes(b, name.as_bytes());
+        match op {
+            OperatorCheckpoint::Inline(bytes) => {
+                b.push(0);
+                put_bytes(b, bytes);
+            }
+            OperatorCheckpoint::File { file, len, crc32c } => {
+                b.push(1);
+                put_bytes(b, file.as_bytes());
+                put_u64(b, *len);
+                put_u32(b, *crc32c);
+            }
+        }
+    }
+}
+
 fn put_u32(b: &mut Vec<u8>, v: u32) {
     b.extend_from_slice(&v.to_le_bytes());
 }
@@ -303,18 +319,20 @@ fn put_bytes(b: &mut Vec<u8>, v: &[u8]) {
     b.extend_from_slice(v);
 }
 
-/// A bounds-checked cursor over the body; offsets in errors are file offsets.
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-    path: &'a Path,
+/// A bounds-checked cursor over the body; offsets in errors are file offsets
+/// (`base` plus the offset in `b`).
+pub(super) struct Reader<'a> {
+    pub(super) b: &'a [u8],
+    pub(super) at: usize,
+    pub(super) path: &'a Path,
+    pub(super) base: u64,
 }
 
 impl<'a> Reader<'a> {
-    fn err(&self, region: &'static str, expected: String, found: String) -> Error {
+    pub(super) fn err(&self, region: &'static str, expected: String, found: String) -> Error {
         Error::corrupt(
             self.path,
-            (MANIFEST_HEADER_LEN + self.at) as u64,
+            self.base + self.at as u64,
             region,
             expected,
             found,
@@ -377,7 +395,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Source offsets, connector and operator checkpoints.
-    fn metadata(&mut self, m: &mut CheckpointManifest) -> Result<()> {
+    pub(super) fn metadata(&mut self, m: &mut CheckpointManifest) -> Result<()> {
         let n = self.count("source offset count", 12)?;
         for _ in 0..n {
             let name = self.string("source name")?;
@@ -409,7 +427,7 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    fn header_fields(&mut self) -> Result<CheckpointManifest> {
+    pub(super) fn header_fields(&mut self) -> Result<CheckpointManifest> {
         let id = Uuid::from_slice(self.take(16, "checkpoint id")?)
             .map_err(|e| self.err("checkpoint id", "16 bytes".into(), e.to_string()))?;
         Ok(CheckpointManifest {

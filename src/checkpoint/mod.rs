@@ -10,10 +10,15 @@
 //! the newest N checkpoints is deleting whole directories, with no file list
 //! to diff.
 
+mod commit;
 mod dir;
 mod manifest;
 mod validate;
 
+pub use commit::{
+    COMMIT_RECORD_VERSION, COMMIT_SPINE, EpochMetadata, commit_key, decode_commit_key, decode_commit_value,
+    encode_commit_value,
+};
 pub use dir::{
     CheckpointStore, CommitReport, DAMAGED_DIR_SUFFIX, FileSystemCheckpointStore, PreparedCheckpoint,
     RunLink, TMP_DIR_SUFFIX, copy_file, read_file,

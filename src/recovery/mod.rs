@@ -1,22 +1,37 @@
-//! Recovery: the newest checkpoint that validates, plus every shard's WAL
-//! replayed from its cut, is the state (DESIGN invariant 1).
+//! Recovery: the newest valid checkpoint plus every shard's WAL replayed up
+//! to the recovery point is the state (DESIGN, "Epochs" and invariant 1).
 //!
 //! 1. Delete half-written checkpoint directories.
 //! 2. Read every committed manifest, newest epoch first; take the first that
 //!    validates at the configured depth and carries the expected
-//!    fingerprint. Damaged ones are set aside (`<uuid>.damaged`) and reported
-//!    with the reason.
+//!    fingerprint (for [`RecoveryPoint::Epoch`], the newest at or before
+//!    that epoch). Damaged ones are set aside (`<uuid>.damaged`) and
+//!    reported with the reason.
 //! 3. Per shard, in parallel: replace the live run directories with links to
 //!    the checkpoint's runs (so no half-written or unreferenced run survives),
 //!    open them lazily (mapped; footer, index and filter checked, no data
-//!    block read), open the WAL (a torn tail is trimmed and synced), and
-//!    replay it from the shard's least covered LSN. A record applies to a
-//!    spine only past that spine's own covered LSN, so a record already in a
-//!    run is never applied twice.
+//!    block read), and read the WAL after the checkpoint's cut for its
+//!    epoch-commit records (read only).
+//! 4. The recovery point: by default the newest epoch committed on **every**
+//!    shard (the checkpoint's, or a later one whose commit record every
+//!    shard's WAL holds). Newer checkpoints a recovery to an older epoch
+//!    leaves behind are deleted now, durably.
+//! 5. Per shard, in parallel: open the WAL (a torn tail is trimmed and
+//!    synced) and replay it from the shard's least covered LSN up to the
+//!    point's commit record; the records after it are discarded, durably,
+//!    before the store takes a write (`WalOptions::end_at`). A record
+//!    applies to a spine only past that spine's own covered LSN, so a record
+//!    already in a run is never applied twice.
+//!
+//! Recovery to the latest state ([`RecoveryPoint::Latest`]) replays every
+//! record in step 3 and discards nothing.
 //!
 //! The spine catalog (which spines exist) travels in the WAL as records of
 //! the reserved spine [`CATALOG_SPINE`]: a put of `name → (id, mode)`
-//! creates a spine, a delete of `name` drops it (`format/wal.md`).
+//! creates a spine, a delete of `name` drops it (`format/wal.md`). Epoch
+//! commits are records of [`crate::checkpoint::COMMIT_SPINE`].
+
+mod replay;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,19 +40,42 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::changelog::{ChangeRecord, StateOp};
 use crate::checkpoint::{
-    CheckpointManifest, CheckpointStore, FileSystemCheckpointStore, OperatorCheckpoint, ShardManifest,
-    ValidationDepth, read_file, validate_keeping_runs,
+    CheckpointManifest, CheckpointStore, EpochMetadata, FileSystemCheckpointStore, OperatorCheckpoint,
+    ValidationDepth, decode_commit_value, read_file, validate_keeping_runs,
 };
 use crate::io::Fs;
-use crate::run::{Run, RunMode};
+use crate::run::RunMode;
 use crate::spine::{Spine, SpineOptions};
-use crate::wal::{RecoveryMode, WalOptions, WriteAheadLog, decode_change};
+use crate::wal::{RecoveryMode, WalOptions, WriteAheadLog};
 use crate::{Error, Result};
+use replay::{OpenedRuns, Scanned, ShardJob};
 
 /// The spine id of catalog records in a shard's WAL.
 pub const CATALOG_SPINE: u32 = u32::MAX;
+
+/// Where recovery brings the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryPoint {
+    /// The newest epoch committed on every shard, by an epoch commit or a
+    /// checkpoint (default): its state, exactly, with its source offsets and
+    /// metadata. Writes after it (in no epoch yet, or in one not every shard
+    /// committed) are discarded, durably, before the store takes a write:
+    /// rewinding the sources to the returned offsets applies every input
+    /// exactly once.
+    #[default]
+    LastCommittedEpoch,
+    /// Every durable write, committed or not (at-least-once, or idempotent
+    /// writers). The metadata returned is the newest epoch committed on
+    /// every shard's, and the state may hold writes made after it.
+    Latest,
+    /// This epoch, if it is still recoverable: committed on every shard in
+    /// the WAL (after the oldest retained checkpoint), or a retained
+    /// checkpoint's. Newer checkpoints and later WAL records are deleted,
+    /// durably, so later recoveries return this epoch too, with its offsets
+    /// and metadata.
+    Epoch(u64),
+}
 
 /// How to recover.
 #[derive(Debug, Clone)]
@@ -48,9 +86,9 @@ pub struct RecoveryConfig {
     pub fingerprint: Option<Vec<u8>>,
     /// Strict (default) or tolerant WAL replay.
     pub wal_mode: RecoveryMode,
-    /// Recover this epoch's checkpoint (and the WAL up to its cut) instead
-    /// of the newest state.
-    pub to_epoch: Option<u64>,
+    /// The state to recover ([`RecoveryPoint::LastCommittedEpoch`] unless
+    /// set).
+    pub point: RecoveryPoint,
 }
 
 impl Default for RecoveryConfig {
@@ -59,7 +97,17 @@ impl Default for RecoveryConfig {
             depth: ValidationDepth::Footers,
             fingerprint: None,
             wal_mode: RecoveryMode::Strict,
-            to_epoch: None,
+            point: RecoveryPoint::LastCommittedEpoch,
+        }
+    }
+}
+
+impl RecoveryConfig {
+    /// The default configuration, recovering to `point`.
+    pub fn to(point: RecoveryPoint) -> Self {
+        RecoveryConfig {
+            point,
+            ..RecoveryConfig::default()
         }
     }
 }
@@ -128,8 +176,11 @@ pub struct RecoveredShard {
     pub wal: Option<WriteAheadLog>,
     /// LSN of the next record.
     pub next_lsn: u64,
-    /// The highest epoch of a replayed record (0 if none).
-    pub wal_epoch: u64,
+    /// The shard's position at the recovery point: the LSN of its commit
+    /// record (the checkpoint's cut, for the checkpoint's epoch).
+    pub end_lsn: u64,
+    /// Records after the recovery point, discarded.
+    pub discarded_records: u64,
     /// Records replayed.
     pub replayed_records: u64,
     /// Records skipped because their spine refuses their kind of write
@@ -147,10 +198,17 @@ pub struct RecoveredShard {
 pub struct Recovery {
     /// The checkpoint recovered from, if any.
     pub manifest: Option<CheckpointManifest>,
-    /// Operator checkpoints, side files read back and checked.
-    pub operators: BTreeMap<String, Vec<u8>>,
+    /// The epoch recovered (0: none was ever committed).
+    pub epoch: u64,
+    /// Its metadata (operator side files read back and checked).
+    pub metadata: EpochMetadata,
+    /// The newest epoch committed on any shard that the store still holds:
+    /// the recovered one, except with [`RecoveryPoint::Latest`].
+    pub last_epoch: u64,
     /// Checkpoints passed over, newest first, with the reason.
     pub skipped: Vec<(Uuid, String)>,
+    /// Checkpoints newer than the epoch recovered, deleted.
+    pub removed: Vec<Uuid>,
     /// Every shard.
     pub shards: Vec<RecoveredShard>,
     /// Time to choose and validate the checkpoint.
@@ -164,13 +222,12 @@ pub type Selected = (Option<CheckpointManifest>, Vec<(Uuid, String)>);
 
 /// Finds the checkpoint to recover (module docs, steps 1–2).
 pub fn select_checkpoint(store: &FileSystemCheckpointStore, cfg: &RecoveryConfig) -> Result<Selected> {
-    select(store, cfg).map(|(selected, _)| selected)
+    select(store, cfg).map(|(selected, _, _)| selected)
 }
 
-/// Runs of the chosen checkpoint its validation opened, by file name.
-type OpenedRuns = BTreeMap<String, Run>;
-
-fn select(store: &FileSystemCheckpointStore, cfg: &RecoveryConfig) -> Result<(Selected, OpenedRuns)> {
+/// The chosen checkpoint and those passed over, the runs its validation
+/// opened, and the valid checkpoints newer than a [`RecoveryPoint::Epoch`].
+fn select(store: &FileSystemCheckpointStore, cfg: &RecoveryConfig) -> Result<(Selected, OpenedRuns, Vec<Uuid>)> {
     store.remove_temporaries()?;
     let mut candidates = Vec::new();
     let mut skipped = Vec::new();
@@ -181,8 +238,12 @@ fn select(store: &FileSystemCheckpointStore, cfg: &RecoveryConfig) -> Result<(Se
         }
     }
     candidates.sort_by_key(|m| std::cmp::Reverse((m.epoch, m.wall_time_ms)));
+    let mut newer = Vec::new();
     for m in candidates {
-        if cfg.to_epoch.is_some_and(|e| m.epoch != e) {
+        if let RecoveryPoint::Epoch(e) = cfg.point
+            && m.epoch > e
+        {
+            newer.push(m.id);
             continue;
         }
         let dir = store.checkpoint_dir(m.id);
@@ -199,14 +260,82 @@ fn select(store: &FileSystemCheckpointStore, cfg: &RecoveryConfig) -> Result<(Se
                 m.id, m.fingerprint, fp
             )));
         }
-        return Ok(((Some(m), skipped), runs));
+        return Ok(((Some(m), skipped), runs, newer));
     }
-    if let Some(e) = cfg.to_epoch {
-        return Err(Error::InvalidArgument(format!(
-            "no valid retained checkpoint of epoch {e}"
-        )));
+    Ok(((None, skipped), OpenedRuns::new(), newer))
+}
+
+/// The recovery point: the epoch and each shard's LSN of it, from the
+/// checkpoint's epoch (at its cuts) and the commit records after the cuts;
+/// and the newest epoch any shard committed.
+fn choose_point(
+    point: RecoveryPoint,
+    manifest: Option<&CheckpointManifest>,
+    scanned: &[Scanned<'_>],
+) -> Result<(u64, Vec<u64>, u64)> {
+    let base = manifest.map_or(0, |m| m.epoch);
+    let cut = |n: usize| manifest.and_then(|m| m.shards.get(n)).map_or(0, |s| s.cut_lsn);
+    let position = |n: usize, e: u64| -> Option<u64> {
+        if e == base {
+            return Some(cut(n));
+        }
+        let p = &scanned[n].commits.positions;
+        p.binary_search_by_key(&e, |&(epoch, _)| epoch).ok().map(|i| p[i].1)
+    };
+    let newest = scanned
+        .iter()
+        .filter_map(|s| s.commits.positions.last().map(|&(e, _)| e))
+        .max()
+        .unwrap_or(base)
+        .max(base);
+    // Epochs every shard committed: those of the first shard all hold.
+    let everywhere = |e: u64| (0..scanned.len()).all(|n| position(n, e).is_some());
+    let candidates = std::iter::once(base).chain(scanned.first().into_iter().flat_map(|s| {
+        s.commits.positions.iter().map(|&(e, _)| e)
+    }));
+    let committed: Vec<u64> = candidates.filter(|&e| everywhere(e)).collect();
+    let epoch = match point {
+        RecoveryPoint::LastCommittedEpoch | RecoveryPoint::Latest => committed.iter().copied().max().unwrap_or(base),
+        RecoveryPoint::Epoch(e) if committed.contains(&e) => e,
+        RecoveryPoint::Epoch(e) => {
+            return Err(Error::InvalidArgument(format!(
+                "epoch {e} cannot be recovered: it is not committed on every shard after the checkpoint chosen \
+                 (epoch {base}); the epochs that can be are {committed:?} and those of the retained checkpoints"
+            )));
+        }
+    };
+    let ends = (0..scanned.len())
+        .map(|n| match point {
+            RecoveryPoint::Latest => u64::MAX,
+            _ => position(n, epoch).unwrap_or_else(|| unreachable!("epoch {epoch} is committed everywhere")),
+        })
+        .collect();
+    let last = if point == RecoveryPoint::Latest { newest } else { epoch };
+    Ok((epoch, ends, last))
+}
+
+/// The recovered epoch's metadata: the checkpoint's, or shard 0's commit
+/// record's.
+fn epoch_metadata(
+    fs: &dyn Fs,
+    layout: &Layout,
+    manifest: Option<&CheckpointManifest>,
+    ck_dir: Option<&Path>,
+    epoch: u64,
+    scanned: &[Scanned<'_>],
+) -> Result<EpochMetadata> {
+    if let (Some(m), Some(dir)) = (manifest, ck_dir)
+        && m.epoch == epoch
+    {
+        return Ok(m.epoch_metadata(read_operators(fs, m, dir)?));
     }
-    Ok(((None, skipped), OpenedRuns::new()))
+    match scanned.first().and_then(|s| s.commits.values.get(&epoch)) {
+        Some(value) => {
+            let lsn = scanned[0].commits.positions.iter().find(|p| p.0 == epoch).map_or(0, |p| p.1);
+            decode_commit_value(value, &layout.wal(0), lsn)
+        }
+        None => Ok(EpochMetadata::default()),
+    }
 }
 
 /// Recovers every shard of the store at `layout` (module docs).
@@ -220,7 +349,7 @@ pub fn recover(
 ) -> Result<Recovery> {
     let started = Instant::now();
     let store = FileSystemCheckpointStore::new(Arc::clone(fs), layout.checkpoints())?;
-    let ((manifest, skipped), mut opened) = select(&store, cfg)?;
+    let ((manifest, skipped), mut opened, newer) = select(&store, cfg)?;
     for (id, _) in &skipped {
         if fs.exists(&store.checkpoint_dir(*id))? {
             store.quarantine(*id)?;
@@ -236,42 +365,66 @@ pub fn recover(
         )));
     }
     let ck_dir = manifest.as_ref().map(|m| store.checkpoint_dir(m.id));
-    let operators = match (&manifest, &ck_dir) {
-        (Some(m), Some(d)) => read_operators(fs.as_ref(), m, d)?,
-        _ => BTreeMap::new(),
-    };
     let select_time = started.elapsed();
     let restored = Instant::now();
-    let results: Vec<Result<RecoveredShard>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..shards)
-            .map(|n| {
-                let cut = manifest
-                    .as_ref()
-                    .and_then(|m| m.shards.iter().find(|s| s.shard == n));
-                let runs: OpenedRuns = cut
-                    .iter()
-                    .flat_map(|c| c.spines.iter().flat_map(|s| s.runs.iter()))
-                    .filter_map(|r| opened.remove_entry(&r.file))
-                    .collect();
-                let ck_dir = ck_dir.clone();
-                let to_cut = cfg.to_epoch.is_some();
-                scope.spawn(move || {
-                    let job = ShardJob {
-                        fs,
-                        layout,
-                        opened: runs,
-                        shard: n,
-                        cut,
-                        ck_dir: ck_dir.as_deref(),
-                        spine_opts,
-                        wal,
-                        mode: cfg.wal_mode,
-                        stop_at_cut: to_cut,
-                    };
-                    job.run()
-                })
-            })
+    let latest = cfg.point == RecoveryPoint::Latest;
+    // Steps 3–5 (module docs): scan, choose, replay.
+    let scanned = in_parallel(shards, |n| {
+        let cut = manifest.as_ref().and_then(|m| m.shards.iter().find(|s| s.shard == n));
+        let runs: OpenedRuns = cut
+            .iter()
+            .flat_map(|c| c.spines.iter().flat_map(|s| s.runs.iter()))
+            .filter_map(|r| opened.remove_entry(&r.file))
             .collect();
+        ShardJob {
+            fs,
+            layout,
+            opened: runs,
+            shard: n,
+            cut,
+            ck_dir: ck_dir.as_deref(),
+            spine_opts,
+            wal,
+            mode: cfg.wal_mode,
+        }
+    }, |job| job.scan(latest))?;
+    let (epoch, ends, last_epoch) = choose_point(cfg.point, manifest.as_ref(), &scanned)?;
+    let metadata = epoch_metadata(fs.as_ref(), layout, manifest.as_ref(), ck_dir.as_deref(), epoch, &scanned)?;
+    // Newer checkpoints go before any WAL record does: one left behind would
+    // win the next open and need the records.
+    for id in &newer {
+        store.remove(*id)?;
+    }
+    let mut ends = ends.into_iter();
+    let mut scanned = scanned.into_iter();
+    let shards = in_parallel(shards, |_| (scanned.next(), ends.next()), |(s, end)| match (s, end) {
+        (Some(s), Some(end)) => s.finish(end),
+        _ => unreachable!("one scan and one end per shard"),
+    })?;
+    Ok(Recovery {
+        manifest,
+        epoch,
+        metadata,
+        last_epoch,
+        skipped,
+        removed: newer,
+        shards,
+        select_time,
+        restore_time: restored.elapsed(),
+    })
+}
+
+/// Runs `work` on what `make` gives for each shard, one thread per shard;
+/// the results in shard order, or the first error.
+fn in_parallel<T: Send, R: Send>(
+    shards: u32,
+    mut make: impl FnMut(u32) -> T,
+    work: impl Fn(T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let inputs: Vec<T> = (0..shards).map(&mut make).collect();
+    let work = &work;
+    let results: Vec<Result<R>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = inputs.into_iter().map(|t| scope.spawn(move || work(t))).collect();
         handles
             .into_iter()
             .map(|h| {
@@ -280,15 +433,7 @@ pub fn recover(
             })
             .collect()
     });
-    let shards = results.into_iter().collect::<Result<Vec<_>>>()?;
-    Ok(Recovery {
-        manifest,
-        operators,
-        skipped,
-        shards,
-        select_time,
-        restore_time: restored.elapsed(),
-    })
+    results.into_iter().collect()
 }
 
 fn read_operators(fs: &dyn Fs, m: &CheckpointManifest, dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
@@ -314,272 +459,6 @@ fn read_operators(fs: &dyn Fs, m: &CheckpointManifest, dir: &Path) -> Result<BTr
         out.insert(name.clone(), bytes);
     }
     Ok(out)
-}
-
-struct ShardJob<'a> {
-    fs: &'a Arc<dyn Fs>,
-    layout: &'a Layout,
-    /// This shard's runs, opened by validation.
-    opened: OpenedRuns,
-    shard: u32,
-    cut: Option<&'a ShardManifest>,
-    ck_dir: Option<&'a Path>,
-    spine_opts: &'a SpineOptions,
-    wal: Option<WalOptions>,
-    mode: RecoveryMode,
-    stop_at_cut: bool,
-}
-
-/// A spine being rebuilt, with the LSN its runs cover.
-struct Live {
-    id: u32,
-    name: String,
-    covered: u64,
-    spine: Spine,
-}
-
-impl ShardJob<'_> {
-    fn run(mut self) -> Result<RecoveredShard> {
-        let fs = self.fs;
-        // The shard's directory must survive a crash, or its WAL goes with it.
-        crate::io::create_dir_all_durable(fs.as_ref(), &self.layout.shard(self.shard))?;
-        let runs_dir = self.layout.runs(self.shard);
-        if fs.exists(&runs_dir)? {
-            fs.remove_dir_all(&runs_dir)?;
-        }
-        fs.create_dir_all(&runs_dir)?;
-        let mut live = self.relink()?;
-        let (cut_lsn, mut next_spine_id) = self.cut.map_or((0, 0), |c| (c.cut_lsn, c.next_spine_id));
-        let mut out = RecoveredShard {
-            shard: self.shard,
-            spines: Vec::new(),
-            next_spine_id: 0,
-            wal: None,
-            next_lsn: cut_lsn + 1,
-            wal_epoch: 0,
-            replayed_records: 0,
-            refused_records: 0,
-            replayed_bytes: 0,
-            replay_time: Duration::ZERO,
-        };
-        if let Some(wal_opts) = self.wal {
-            let replay_started = Instant::now();
-            let wal_dir = self.layout.wal(self.shard);
-            let wal_opts = WalOptions {
-                shard_id: self.shard,
-                ..wal_opts
-            };
-            let from = self.cut.map_or(1, ShardManifest::replay_from);
-            let stop = if self.stop_at_cut { cut_lsn } else { u64::MAX };
-            let mut first_seen = None;
-            // The checkpoint committed only after the log was durable past
-            // its cut: a log that ends before it is damaged, not torn.
-            let opts = wal_opts
-                .first_lsn(cut_lsn + 1)
-                .known_durable(cut_lsn)
-                .recovery(self.mode)
-                .scan_from(from);
-            // One pass: the open's scan checks each record and hands it over.
-            let wal = WriteAheadLog::open_replaying(Arc::clone(fs), &wal_dir, opts, |frame| {
-                first_seen.get_or_insert(frame.lsn);
-                if frame.lsn > stop {
-                    return Ok(());
-                }
-                let rec = decode_change(frame.payload, frame.epoch, &wal_dir, frame.lsn)?;
-                out.replayed_records += 1;
-                out.replayed_bytes += frame.payload.len() as u64;
-                out.wal_epoch = out.wal_epoch.max(frame.epoch);
-                if rec.spine == CATALOG_SPINE {
-                    if frame.lsn > cut_lsn {
-                        self.apply_catalog(&mut live, &mut next_spine_id, frame.lsn, &rec)?;
-                    }
-                    return Ok(());
-                }
-                if !apply_write(&mut live, frame.lsn, &rec)? {
-                    out.refused_records += 1;
-                }
-                Ok(())
-            })?;
-            // The log must still hold the first record the cut needs: a log
-            // that starts later lost records the checkpoint relies on.
-            let starts = first_seen.unwrap_or(wal.next_lsn());
-            if starts > from && from < wal.next_lsn() {
-                return Err(Error::corrupt(
-                    &wal_dir,
-                    0,
-                    "write-ahead log start",
-                    format!("a record with LSN {from} (the checkpoint's replay point)"),
-                    format!("the first record at LSN {starts}"),
-                ));
-            }
-            out.next_lsn = wal.next_lsn().max(cut_lsn + 1);
-            out.replay_time = replay_started.elapsed();
-            out.wal = Some(wal);
-        } else {
-            self.retire_unused_wal(cut_lsn)?;
-        }
-        out.next_spine_id = next_spine_id;
-        out.spines = live
-            .into_values()
-            .map(|l| RecoveredSpine {
-                id: l.id,
-                name: l.name,
-                spine: l.spine,
-            })
-            .collect();
-        Ok(out)
-    }
-
-    /// An open without a WAL over a store that had one: the log is either
-    /// needed (it holds records from the checkpoint's replay point on:
-    /// acknowledged writes only it has, so the open is refused), or stale
-    /// (everything in it is in the checkpoint), and then it goes, so that a
-    /// later open with a WAL starts a fresh one after the checkpoint instead
-    /// of finding a log that ends before it.
-    fn retire_unused_wal(&self, cut_lsn: u64) -> Result<()> {
-        let dir = self.layout.wal(self.shard);
-        if !self.fs.exists(&dir)? {
-            return Ok(());
-        }
-        let from = self.cut.map_or(1, ShardManifest::replay_from);
-        let opts = WalOptions::new(self.shard)
-            .first_lsn(cut_lsn + 1)
-            .recovery(self.mode)
-            .scan_from(from);
-        let next = WriteAheadLog::open(Arc::clone(self.fs), &dir, opts)?.next_lsn();
-        if next > from {
-            return Err(Error::InvalidArgument(format!(
-                "shard {}: the write-ahead log holds records {from}..{next} that the checkpoint does not: \
-                 open the store with its WAL on to recover them (then a shutdown checkpoint makes it safe to open without)",
-                self.shard
-            )));
-        }
-        self.fs.remove_dir_all(&dir)?;
-        self.fs.sync_dir(&self.layout.shard(self.shard))
-    }
-
-    /// Links the checkpoint's runs into fresh live directories and opens
-    /// the spines over them.
-    fn relink(&mut self) -> Result<BTreeMap<u32, Live>> {
-        let fs = self.fs;
-        let mut live = BTreeMap::new();
-        if let (Some(cut), Some(ck)) = (self.cut, self.ck_dir) {
-            for sp in &cut.spines {
-                let dir = self.layout.spine(self.shard, sp.id);
-                fs.create_dir_all(&dir)?;
-                let mut runs = Vec::with_capacity(sp.runs.len());
-                for r in &sp.runs {
-                    let live_name = r.file.rsplit_once('-').map_or(r.file.as_str(), |(_, n)| n);
-                    let from = ck.join(&r.file);
-                    let to = dir.join(live_name);
-                    let linked = fs.hard_link(&from, &to).is_ok();
-                    if !linked {
-                        crate::checkpoint::copy_file(fs.as_ref(), &from, &to)?;
-                        fs.sync_file(&to)?;
-                    }
-                    // A link is the file validation opened: serve that open.
-                    let run = match self.opened.remove(&r.file).filter(|_| linked) {
-                        Some(mut run) => {
-                            run.relocate(to);
-                            run
-                        }
-                        None => Run::open(fs.as_ref(), &to)?,
-                    };
-                    runs.push(run);
-                }
-                let opts = (*self.spine_opts).with_mode(sp.mode);
-                let spine = Spine::open_runs(Arc::clone(fs), dir, opts, runs, sp.covered_lsn)?;
-                live.insert(
-                    sp.id,
-                    Live {
-                        id: sp.id,
-                        name: sp.name.clone(),
-                        covered: sp.covered_lsn,
-                        spine,
-                    },
-                );
-            }
-        }
-        Ok(live)
-    }
-
-    fn apply_catalog(
-        &self,
-        live: &mut BTreeMap<u32, Live>,
-        next_spine_id: &mut u32,
-        lsn: u64,
-        rec: &ChangeRecord<'_>,
-    ) -> Result<()> {
-        let name = String::from_utf8_lossy(rec.key).into_owned();
-        match rec.op {
-            StateOp::Put => {
-                let (id, mode) = decode_catalog_value(rec.value).ok_or_else(|| {
-                    Error::corrupt(
-                        &self.layout.wal(self.shard),
-                        lsn,
-                        "catalog record",
-                        "spine id and mode",
-                        format!("{:02x?}", rec.value),
-                    )
-                })?;
-                let dir = self.layout.spine(self.shard, id);
-                let opts = (*self.spine_opts).with_mode(mode);
-                let spine = Spine::open(Arc::clone(self.fs), dir, opts, &[], lsn)?;
-                *next_spine_id = (*next_spine_id).max(id + 1);
-                live.insert(
-                    id,
-                    Live {
-                        id,
-                        name,
-                        covered: lsn,
-                        spine,
-                    },
-                );
-            }
-            StateOp::Delete | StateOp::Update(_) => {
-                let doomed: Vec<u32> = live.values().filter(|l| l.name == name).map(|l| l.id).collect();
-                for id in doomed {
-                    live.remove(&id);
-                    let dir = self.layout.spine(self.shard, id);
-                    if self.fs.exists(&dir)? {
-                        self.fs.remove_dir_all(&dir)?;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Replays a write into its spine, unless the spine was dropped or its runs
-/// hold it already. False for a record its spine refuses: an earlier
-/// version logged writes before checking them, and refused them after, so
-/// the write never happened and is skipped.
-fn apply_write(live: &mut BTreeMap<u32, Live>, lsn: u64, rec: &ChangeRecord<'_>) -> Result<bool> {
-    let Some(l) = live.get_mut(&rec.spine) else {
-        return Ok(true); // a dropped spine's record
-    };
-    if lsn <= l.covered {
-        return Ok(true);
-    }
-    if !op_fits(l.spine.mode(), rec.op) {
-        return Ok(false);
-    }
-    l.spine.set_seq(lsn);
-    match rec.op {
-        StateOp::Put => l.spine.put(rec.key, rec.value),
-        StateOp::Delete => l.spine.delete(rec.key),
-        StateOp::Update(w) => l.spine.update(rec.key, rec.value, w),
-    }?;
-    Ok(true)
-}
-
-/// True if a spine of `mode` takes `op`.
-fn op_fits(mode: RunMode, op: StateOp) -> bool {
-    matches!(
-        (mode, op),
-        (RunMode::KeyValue, StateOp::Put | StateOp::Delete) | (RunMode::ZSet, StateOp::Update(_))
-    )
 }
 
 /// The value of a catalog put: spine id (u32 LE) and mode byte.

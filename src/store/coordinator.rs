@@ -15,7 +15,7 @@
 //! 6. A janitor thread deletes retired directories and makes the next
 //!    checkpoint's, off the next checkpoint's path.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
@@ -24,9 +24,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
-use super::shard::{CutRequest, ShardCut};
+use super::shard::{CommitAnswer, CommitRequest, CutRequest, Lsn, MAX_VALUE_BYTES, ShardCut, ShardRequest};
 use crate::checkpoint::{
-    CheckpointManifest, CheckpointStore, CommitReport, ConnectorCheckpoint, FileSystemCheckpointStore,
+    CheckpointManifest, CheckpointStore, CommitReport, EpochMetadata, FileSystemCheckpointStore,
     OperatorCheckpoint, PreparedCheckpoint, RunEntry, RunLink, ShardManifest, SpineManifest, TMP_DIR_SUFFIX,
 };
 use crate::recovery::checkpoint_run_name;
@@ -125,15 +125,26 @@ impl CheckpointConfig {
     }
 }
 
-/// What a checkpoint carries besides the state.
-#[derive(Debug, Clone, Default)]
-pub struct CheckpointRequest {
-    /// Source offsets (`source -> offset`).
-    pub source_offsets: BTreeMap<String, u64>,
-    /// Connector checkpoints by connector name.
-    pub connectors: BTreeMap<String, ConnectorCheckpoint>,
-    /// Operator states by operator name (large ones go to side files).
-    pub operators: BTreeMap<String, Vec<u8>>,
+/// What an epoch commit or a checkpoint records besides the state: source
+/// offsets, connector checkpoints (with prepared transactions) and operator
+/// states. Recovery returns exactly this for the epoch it recovers to.
+pub type CheckpointRequest = EpochMetadata;
+
+/// What one epoch commit did ([`crate::store::Store::commit_epoch`]).
+#[derive(Debug, Clone)]
+pub struct EpochCommitted {
+    /// The epoch committed.
+    pub epoch: u64,
+    /// Each shard's position at the commit: the LSN of its commit record.
+    /// Every write a shard made before its commit record belongs to this
+    /// epoch or an earlier one.
+    pub shard_lsns: Vec<Lsn>,
+    /// Each shard's pause on its own thread (appending one record).
+    pub shard_pauses: Vec<Duration>,
+    /// From the request to every shard's answer.
+    pub answer_time: Duration,
+    /// From the request until every shard's record was durable.
+    pub total_time: Duration,
 }
 
 /// What one checkpoint did (LaminarDB's `IncrementalCheckpointMetadata`).
@@ -143,6 +154,9 @@ pub struct IncrementalCheckpointMetadata {
     pub id: Uuid,
     /// Its epoch.
     pub epoch: u64,
+    /// Each shard's cut: the LSN of its epoch-commit record (of its last
+    /// change, without a WAL).
+    pub shard_lsns: Vec<Lsn>,
     /// Its directory.
     pub path: PathBuf,
     /// Runs it references.
@@ -188,15 +202,19 @@ pub struct CheckpointCoordinator {
     store: FileSystemCheckpointStore,
     config: CheckpointConfig,
     fingerprint: Vec<u8>,
-    shards: Vec<Sender<CutRequest>>,
+    shards: Vec<Sender<ShardRequest>>,
     watermarks: Vec<Option<Arc<Watermark>>>,
     retained: Vec<Retained>,
-    /// The next cut includes every run as it is (no deferral): set for the
-    /// checkpoint that seals a roll back.
+    /// The next cut includes every run as it is (no deferral): set for a
+    /// shutdown's checkpoint.
     eager_next: bool,
+    /// The newest epoch committed (by an epoch commit or a checkpoint).
     last_epoch: u64,
+    /// The newest epoch asked of the shards: the next must be greater.
+    last_begun: u64,
+    /// The newest checkpoint's epoch.
+    last_checkpoint: u64,
     last_time: Instant,
-    superseded: Vec<Uuid>,
     /// Ring-1 housekeeping after a commit, off the next checkpoint's
     /// path: deletes retired directories and makes the next one's `.tmp`.
     janitor: Option<JoinHandle<Result<()>>>,
@@ -217,7 +235,7 @@ impl CheckpointCoordinator {
         store: FileSystemCheckpointStore,
         config: CheckpointConfig,
         fingerprint: Vec<u8>,
-        shards: Vec<Sender<CutRequest>>,
+        shards: Vec<Sender<ShardRequest>>,
         watermarks: Vec<Option<Arc<Watermark>>>,
         last_epoch: u64,
     ) -> Result<Self> {
@@ -229,6 +247,7 @@ impl CheckpointCoordinator {
             }
         }
         retained.sort_by_key(|r| r.epoch);
+        let last_checkpoint = retained.last().map_or(0, |r| r.epoch);
         // What the last process let the WAL truncate: the least replay
         // point of what it retained (the assert in `commit_pending`).
         let truncated = (0..n_shards)
@@ -249,8 +268,9 @@ impl CheckpointCoordinator {
             retained,
             eager_next: false,
             last_epoch,
+            last_begun: last_epoch,
+            last_checkpoint,
             last_time: Instant::now(),
-            superseded: Vec::new(),
             janitor: None,
             next_id: Uuid::new_v4(),
             poisoned: None,
@@ -264,9 +284,119 @@ impl CheckpointCoordinator {
         &self.store
     }
 
-    /// The epoch of the newest checkpoint (0 if none).
+    /// The newest epoch committed, by an epoch commit or a checkpoint (the
+    /// recovered one after an open; 0 if none).
     pub fn last_epoch(&self) -> u64 {
         self.last_epoch
+    }
+
+    /// The epoch of the newest checkpoint (0 if none).
+    pub fn last_checkpoint_epoch(&self) -> u64 {
+        self.last_checkpoint
+    }
+
+    /// The smallest epoch the next commit or checkpoint may have: one past
+    /// every epoch asked for so far. The caller chooses epochs; they must
+    /// strictly increase over commits and checkpoints alike.
+    pub fn next_epoch(&self) -> u64 {
+        self.last_begun + 1
+    }
+
+    /// Checks `epoch` against [`CheckpointCoordinator::next_epoch`] and
+    /// encodes what the request records (nothing is sent if either fails).
+    fn start(&self, what: &str, epoch: u64, request: &EpochMetadata) -> Result<Arc<[u8]>> {
+        if let Some(cause) = &self.poisoned {
+            return Err(Error::Poisoned {
+                path: self.store.dir().to_path_buf(),
+                cause: cause.clone(),
+            });
+        }
+        if epoch <= self.last_begun {
+            return Err(Error::InvalidArgument(format!(
+                "{what} of epoch {epoch}: epochs must increase, and {} was already asked for",
+                self.last_begun
+            )));
+        }
+        let value = crate::checkpoint::encode_commit_value(request);
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(Error::TooLarge {
+                what: "epoch metadata",
+                len: value.len() as u64,
+                limit: MAX_VALUE_BYTES as u64,
+            });
+        }
+        Ok(value.into())
+    }
+
+    /// Asks every shard to append the commit record of `epoch` at its next
+    /// `poll()`; [`CheckpointCoordinator::finish_commit`] waits for them to
+    /// be durable. Needs a WAL: without one, only checkpoints commit.
+    pub fn begin_commit(&mut self, epoch: u64, request: &EpochMetadata) -> Result<PendingCommit> {
+        if self.watermarks.iter().any(Option::is_none) {
+            return Err(Error::InvalidArgument(
+                "a store without a WAL commits epochs only by checkpoints".into(),
+            ));
+        }
+        let value = self.start("epoch commit", epoch, request)?;
+        let (tx, rx) = mpsc::channel();
+        for (n, shard) in self.shards.iter().enumerate() {
+            let req = CommitRequest {
+                epoch,
+                value: Arc::clone(&value),
+                reply: tx.clone(),
+            };
+            shard
+                .send(ShardRequest::Commit(req))
+                .map_err(|_| Error::InvalidArgument(format!("shard {n} is gone")))?;
+        }
+        self.last_begun = epoch;
+        Ok(PendingCommit {
+            epoch,
+            replies: rx,
+            started: Instant::now(),
+        })
+    }
+
+    /// Waits for every shard's commit record of a commit begun with
+    /// [`CheckpointCoordinator::begin_commit`] to be durable (one group
+    /// commit per shard). A commit that times out or fails may still become
+    /// durable on every shard, and then recovery may return it: its state
+    /// and metadata agree either way.
+    pub fn finish_commit(&mut self, pending: PendingCommit) -> Result<EpochCommitted> {
+        let n = self.shards.len();
+        let mut answers: Vec<CommitAnswer> = Vec::with_capacity(n);
+        let deadline = pending.started + self.config.cut_timeout;
+        while answers.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match pending.replies.recv_timeout(left) {
+                Ok(a) => answers.push(a),
+                Err(_) => {
+                    return Err(Error::TimedOut {
+                        what: format!(
+                            "epoch commit {}: {} of {n} shards answered (do they call poll()?)",
+                            pending.epoch,
+                            answers.len()
+                        ),
+                        after: self.config.cut_timeout,
+                    });
+                }
+            }
+        }
+        answers.sort_by_key(|a| a.shard);
+        let answer_time = pending.started.elapsed();
+        for a in &answers {
+            if let Some(w) = &self.watermarks[a.shard as usize] {
+                w.wait_durable(a.lsn, deadline.saturating_duration_since(Instant::now()))?;
+            }
+        }
+        self.last_epoch = self.last_epoch.max(pending.epoch);
+        Ok(EpochCommitted {
+            epoch: pending.epoch,
+            shard_lsns: answers.iter().map(|a| Lsn(a.lsn)).collect(),
+            shard_pauses: answers.iter().map(|a| a.pause).collect(),
+            answer_time,
+            total_time: pending.started.elapsed(),
+        })
     }
 
     /// Ids and epochs of the retained checkpoints, oldest first.
@@ -285,12 +415,7 @@ impl CheckpointCoordinator {
     /// Sends every shard its cut request (step 1); the answers come at the
     /// shards' next `poll()`.
     pub fn begin(&mut self, epoch: u64, request: CheckpointRequest) -> Result<PendingCheckpoint> {
-        if epoch <= self.last_epoch {
-            return Err(Error::InvalidArgument(format!(
-                "checkpoint epoch {epoch} is not after the last one ({})",
-                self.last_epoch
-            )));
-        }
+        let value = self.start("checkpoint", epoch, &request)?;
         let (tx, rx) = mpsc::channel();
         // A spine whose runs cover less than the cut `flush_after`
         // checkpoints back has pinned the WAL long enough (whatever the
@@ -302,8 +427,9 @@ impl CheckpointCoordinator {
         for (n, shard) in self.shards.iter().enumerate() {
             let flush_below = back.map_or(0, |cuts| cuts.get(n).copied().unwrap_or(0));
             shard
-                .send(CutRequest {
+                .send(ShardRequest::Cut(CutRequest {
                     epoch,
+                    value: Arc::clone(&value),
                     flush_below,
                     reply: tx.clone(),
                     young: if self.eager_next {
@@ -311,9 +437,10 @@ impl CheckpointCoordinator {
                     } else {
                         self.config.young_run_age
                     },
-                })
+                }))
                 .map_err(|_| Error::InvalidArgument(format!("shard {n} is gone")))?;
         }
+        self.last_begun = epoch;
         Ok(PendingCheckpoint {
             epoch,
             request,
@@ -438,7 +565,8 @@ impl CheckpointCoordinator {
         for h in &handles {
             h.mark_durable();
         }
-        self.last_epoch = pending.epoch;
+        self.last_epoch = self.last_epoch.max(pending.epoch);
+        self.last_checkpoint = pending.epoch;
         self.last_time = Instant::now();
         self.eager_next = false;
         let removed = self.retire() + retired_early;
@@ -450,6 +578,7 @@ impl CheckpointCoordinator {
         Ok(IncrementalCheckpointMetadata {
             id: m.id,
             epoch: m.epoch,
+            shard_lsns: cuts.iter().map(|c| Lsn(c.cut_lsn)).collect(),
             path: self.store.checkpoint_dir(m.id),
             runs: prepared.runs.len(),
             commit,
@@ -595,18 +724,6 @@ impl CheckpointCoordinator {
         self.eager_next = true;
     }
 
-    /// Marks checkpoints a roll back to `epoch` abandons: the next commit
-    /// deletes them before it truncates any WAL.
-    pub(crate) fn supersede(&mut self, ids: &[Uuid], epoch: u64) {
-        let (gone, kept): (Vec<Retained>, Vec<Retained>) = std::mem::take(&mut self.retained)
-            .into_iter()
-            .partition(|r| ids.contains(&r.id));
-        self.retained = kept;
-        self.superseded.extend(gone.into_iter().map(|r| r.id));
-        self.eager_next = true;
-        self.last_epoch = epoch.saturating_sub(1);
-    }
-
     /// Starts the janitor: deletes the directories `retired` (renamed to
     /// `.tmp` by the commit), drops the stand-in runs the shards released
     /// (deleting their files), and makes the next checkpoint's `.tmp`
@@ -653,13 +770,6 @@ impl CheckpointCoordinator {
     /// a later commit removes it: the commit that got here stands.
     fn retire(&mut self) -> usize {
         let mut removed = 0;
-        for id in std::mem::take(&mut self.superseded) {
-            if self.remove_checkpoint(id) {
-                removed += 1;
-            } else {
-                self.superseded.push(id);
-            }
-        }
         while self.retained.len() > self.config.max_retained {
             crate::io::kill_point("retention");
             if !self.remove_checkpoint(self.retained[0].id) {
@@ -667,12 +777,6 @@ impl CheckpointCoordinator {
             }
             self.retained.remove(0);
             removed += 1;
-        }
-        // A superseded checkpoint still on disk would win the next open
-        // (its epoch is higher) and needs its WAL: no truncation until it
-        // is gone (`supersede`).
-        if !self.superseded.is_empty() {
-            return removed;
         }
         for (n, w) in self.watermarks.iter().enumerate() {
             let Some(w) = w else { continue };
@@ -708,6 +812,22 @@ pub struct PendingCheckpoint {
     request: CheckpointRequest,
     replies: mpsc::Receiver<ShardCut>,
     started: Instant,
+}
+
+/// An epoch commit whose requests are out; see
+/// [`CheckpointCoordinator::finish_commit`].
+#[derive(Debug)]
+pub struct PendingCommit {
+    epoch: u64,
+    replies: mpsc::Receiver<CommitAnswer>,
+    started: Instant,
+}
+
+impl PendingCommit {
+    /// The epoch being committed.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
 }
 
 impl PendingCheckpoint {

@@ -14,18 +14,24 @@
 //! shard.put(counts, b"apple", b"3")?;
 //! let ck = store.checkpoint_inline(&mut [&mut shard], 1, CheckpointRequest::default())?;
 //! assert_eq!(ck.epoch, 1);
-//! let lsn = shard.put(counts, b"pear", b"1")?;
-//! shard.wait_durable(lsn, std::time::Duration::from_secs(5))?;
-//! // A power loss now: only what was synced survives.
+//! // Epoch 2: a write, then an epoch commit recording where the source is.
+//! shard.put(counts, b"pear", b"1")?;
+//! let mut request = CheckpointRequest::default();
+//! request.source_offsets.insert("orders".into(), 42);
+//! store.commit_epoch_inline(&mut [&mut shard], 2, &request)?;
+//! // Epoch 3, never committed: a power loss now.
+//! shard.put(counts, b"plum", b"7")?;
 //! let disk = Arc::new(fs.crash());
 //! drop((shard, store));
 //!
 //! let state = Options::new("/db").fs(disk).recover()?;
-//! assert_eq!(state.epoch, 1);
+//! assert_eq!((state.epoch, state.source_offsets["orders"]), (2, 42));
 //! let mut store = state.store;
 //! let shard = store.take_shards().remove(0);
-//! let counts = shard.spine_id("counts").and_then(|id| id.kv()).unwrap();
+//! assert_eq!(shard.epoch(), 3);
+//! let counts = shard.kv_spine("counts").unwrap();
 //! assert_eq!(shard.get(counts, b"pear")?, Some(&b"1"[..]));
+//! assert_eq!(shard.get(counts, b"plum")?, None); // epoch 3 was discarded
 //! # Ok::<(), statespine::Error>(())
 //! ```
 
@@ -49,12 +55,14 @@ use crate::spine::SpineOptions;
 use crate::wal::{ChangelogDrainer, DrainerHandle, SyncPolicy, WalOptions, Watermark};
 use crate::{Error, Result};
 
+pub use crate::checkpoint::EpochMetadata;
+pub use crate::recovery::RecoveryPoint;
 pub use coordinator::{
-    CheckpointConfig, CheckpointCoordinator, CheckpointRequest, INLINE_OPERATOR_LIMIT,
-    IncrementalCheckpointMetadata, PendingCheckpoint,
+    CheckpointConfig, CheckpointCoordinator, CheckpointRequest, EpochCommitted, INLINE_OPERATOR_LIMIT,
+    IncrementalCheckpointMetadata, PendingCheckpoint, PendingCommit,
 };
 pub use shard::{
-    KvSpine, Lsn, MAX_KEY_BYTES, MAX_SPINE_NAME_BYTES, MAX_VALUE_BYTES, Shard, SpineId, ZSetSpine,
+    Answered, KvSpine, Lsn, MAX_KEY_BYTES, MAX_SPINE_NAME_BYTES, MAX_VALUE_BYTES, Shard, SpineId, ZSetSpine,
 };
 
 /// LaminarDB's name for the coordinator.
@@ -178,6 +186,14 @@ impl Options {
         self
     }
 
+    /// The state to recover (default [`RecoveryPoint::LastCommittedEpoch`]:
+    /// the newest epoch committed on every shard, and nothing after it).
+    #[must_use]
+    pub fn recovery_point(mut self, point: RecoveryPoint) -> Self {
+        self.recovery.point = point;
+        self
+    }
+
     /// Opens the store: recovers whatever is there (nothing, for a new one).
     pub fn open(self) -> Result<Store> {
         Ok(self.recover()?.store)
@@ -192,25 +208,56 @@ impl Options {
     }
 }
 
+/// Where one shard stands after recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardPosition {
+    /// The shard.
+    pub shard: u32,
+    /// Its position at the epoch recovered: the LSN of its commit record
+    /// (the checkpoint's cut, for the checkpoint's epoch). With
+    /// [`RecoveryPoint::Latest`], the last record replayed.
+    pub lsn: Lsn,
+    /// Records after the epoch recovered, discarded (0 with
+    /// [`RecoveryPoint::Latest`]).
+    pub discarded_records: u64,
+    /// WAL records replayed into its spines.
+    pub replayed_records: u64,
+}
+
 /// What recovery brought back, and the store ready to continue (LaminarDB's
 /// `RecoveredState`).
+///
+/// The state is that of `epoch` (module docs of [`crate::recovery`]), and
+/// the metadata below is what that epoch's commit recorded: rewind each
+/// source to `source_offsets`, commit or abort `prepared_transactions`,
+/// restore `operators`, and run on; the next epoch is `epoch + 1` or later.
 #[derive(Debug)]
 pub struct RecoveredState {
-    /// The checkpoint recovered from, if any.
-    pub checkpoint_id: Option<Uuid>,
-    /// Its epoch (0 without one).
+    /// The recovery point used.
+    pub point: RecoveryPoint,
+    /// The epoch recovered (0: none was ever committed, the state is empty).
     pub epoch: u64,
-    /// Its source offsets.
+    /// The checkpoint the state was rebuilt from (its epoch is `epoch` or
+    /// earlier: the WAL's epoch commits did the rest), if any.
+    pub checkpoint_id: Option<Uuid>,
+    /// The epoch's source offsets.
     pub source_offsets: BTreeMap<String, u64>,
-    /// Its connector checkpoints.
+    /// The epoch's connector checkpoints.
     pub connectors: BTreeMap<String, ConnectorCheckpoint>,
-    /// Transactions two-phase-commit sinks had prepared, by connector: commit
-    /// or abort each.
+    /// Transactions two-phase-commit sinks had prepared in the epoch, by
+    /// connector: commit or abort each.
     pub prepared_transactions: BTreeMap<String, Vec<String>>,
-    /// Its operator checkpoints.
+    /// The epoch's operator states.
     pub operators: BTreeMap<String, Vec<u8>>,
+    /// Each shard's position.
+    pub shards: Vec<ShardPosition>,
+    /// Records discarded after the epoch, over all shards.
+    pub discarded_records: u64,
     /// Checkpoints passed over (damaged), newest first, with the reason.
     pub skipped: Vec<(Uuid, String)>,
+    /// Checkpoints newer than the epoch recovered ([`RecoveryPoint::Epoch`]),
+    /// deleted.
+    pub removed_checkpoints: Vec<Uuid>,
     /// WAL records replayed, over all shards.
     pub replayed_records: u64,
     /// WAL records skipped because their spine refuses their kind of write:
@@ -221,7 +268,7 @@ pub struct RecoveredState {
     pub replayed_bytes: u64,
     /// Time to choose and validate the checkpoint.
     pub select_time: Duration,
-    /// Time to open runs and replay the WALs.
+    /// Time to open runs, scan and replay the WALs.
     pub restore_time: Duration,
     /// Of which the slowest shard's WAL replay.
     pub replay_time: Duration,
@@ -273,33 +320,35 @@ impl RecoveryManager {
             wal_opts,
             &opts.recovery,
         )?;
-        let rolled_back = opts.recovery.to_epoch.is_some();
-        let manifest = rec.manifest.clone();
-        let epoch = manifest.as_ref().map_or(0, |m| m.epoch);
+        let point = opts.recovery.point;
+        let positions: Vec<ShardPosition> = rec
+            .shards
+            .iter()
+            .map(|s| ShardPosition {
+                shard: s.shard,
+                lsn: Lsn(s.end_lsn),
+                discarded_records: s.discarded_records,
+                replayed_records: s.replayed_records,
+            })
+            .collect();
         let replayed_records = rec.shards.iter().map(|s| s.replayed_records).sum();
         let replayed_bytes = rec.shards.iter().map(|s| s.replayed_bytes).sum();
         let refused_records = rec.shards.iter().map(|s| s.refused_records).sum();
         let replay_time = rec.shards.iter().map(|s| s.replay_time).max().unwrap_or_default();
-        let mut store = Store::assemble(opts, layout, rec.shards, epoch, rolled_back, lock)?;
-        if rolled_back {
-            store.roll_back(epoch)?;
-        }
-        let (source_offsets, connectors) = manifest
-            .as_ref()
-            .map(|m| (m.source_offsets.clone(), m.connectors.clone()))
-            .unwrap_or_default();
+        let store = Store::assemble(opts, layout, rec.shards, rec.last_epoch, lock)?;
+        let meta = rec.metadata;
         Ok(RecoveredState {
-            checkpoint_id: manifest.as_ref().map(|m| m.id),
-            epoch,
-            prepared_transactions: connectors
-                .iter()
-                .filter(|(_, c)| !c.prepared_transactions.is_empty())
-                .map(|(n, c)| (n.clone(), c.prepared_transactions.clone()))
-                .collect(),
-            source_offsets,
-            connectors,
-            operators: rec.operators,
+            point,
+            epoch: rec.epoch,
+            checkpoint_id: rec.manifest.as_ref().map(|m| m.id),
+            prepared_transactions: meta.prepared_transactions(),
+            source_offsets: meta.source_offsets,
+            connectors: meta.connectors,
+            operators: meta.operators,
+            discarded_records: positions.iter().map(|p| p.discarded_records).sum(),
+            shards: positions,
             skipped: rec.skipped,
+            removed_checkpoints: rec.removed,
             replayed_records,
             replayed_bytes,
             refused_records,
@@ -329,8 +378,7 @@ impl Store {
         opts: Options,
         layout: Layout,
         recovered: Vec<crate::recovery::RecoveredShard>,
-        epoch: u64,
-        rolled_back: bool,
+        last_epoch: u64,
         lock: Arc<dyn LockGuard>,
     ) -> Result<Store> {
         // Tags this open's spine handles: a handle from another open store
@@ -343,8 +391,6 @@ impl Store {
         for mut rec in recovered {
             let (tx, rx) = mpsc::channel();
             senders.push(tx);
-            let wal_epoch = rec.wal_epoch;
-            let next_lsn = rec.next_lsn;
             let (producer, watermark) = match (rec.wal.take(), drainer.as_mut()) {
                 (Some(wal), Some(d)) => {
                     let (p, c) = StateChangelogBuffer::with_capacity(opts.ring_bytes, opts.ring_entries);
@@ -354,12 +400,6 @@ impl Store {
                 _ => (None, None),
             };
             watermarks.push(watermark.clone());
-            let shard_epoch = if rolled_back {
-                epoch + 1
-            } else {
-                (epoch + 1).max(wal_epoch)
-            };
-            let floor = if rolled_back { next_lsn - 1 } else { 0 };
             shards.push(Shard::new(
                 Arc::clone(&opts.fs),
                 layout.clone(),
@@ -367,8 +407,7 @@ impl Store {
                 rec,
                 producer,
                 watermark,
-                shard_epoch,
-                floor,
+                last_epoch + 1,
                 rx,
                 store_tag,
                 Arc::clone(&lock),
@@ -381,7 +420,7 @@ impl Store {
             opts.fingerprint.clone(),
             senders,
             watermarks.clone(),
-            epoch,
+            last_epoch,
         )?;
         let drainer = drainer.map(ChangelogDrainer::spawn).transpose()?;
         Ok(Store {
@@ -393,29 +432,6 @@ impl Store {
             drainer,
             _lock: lock,
         })
-    }
-
-    /// Point-in-time recovery, second half: make the recovered epoch the
-    /// newest checkpoint and forget the newer ones (module docs of
-    /// `recovery`). Every spine is flushed, so the new checkpoint covers the
-    /// abandoned WAL records and none is ever replayed.
-    fn roll_back(&mut self, epoch: u64) -> Result<()> {
-        let newer: Vec<Uuid> = self
-            .coordinator
-            .retained()
-            .into_iter()
-            .filter(|(_, e)| *e >= epoch)
-            .map(|(id, _)| id)
-            .collect();
-        let mut shards = std::mem::take(&mut self.shards);
-        for s in &mut shards {
-            s.flush_all()?;
-        }
-        let mut refs: Vec<&mut Shard> = shards.iter_mut().collect();
-        self.coordinator.supersede(&newer, epoch);
-        let result = self.checkpoint_inline(&mut refs, epoch, CheckpointRequest::default());
-        self.shards = shards;
-        result.map(drop)
     }
 
     /// The store's directory.
@@ -439,8 +455,53 @@ impl Store {
         &mut self.coordinator
     }
 
-    /// Cuts and commits a checkpoint of epoch `epoch`, waiting for every
-    /// shard to answer from its own thread's `poll()`.
+    /// The smallest epoch the next epoch commit or checkpoint may have. The
+    /// caller chooses epochs (usually its own epoch counter); they must
+    /// strictly increase over commits and checkpoints alike.
+    pub fn next_epoch(&self) -> u64 {
+        self.coordinator.next_epoch()
+    }
+
+    /// The newest epoch committed (the recovered one after an open).
+    pub fn last_epoch(&self) -> u64 {
+        self.coordinator.last_epoch()
+    }
+
+    /// Commits epoch `epoch`: every shard appends an epoch-commit record
+    /// (the epoch and what `request` carries) to its own WAL at its next
+    /// `poll()`, from its own thread, and this returns once every shard's
+    /// record is durable: one group commit per shard, no run file, no
+    /// manifest. Every write a shard made before answering belongs to this
+    /// epoch (or an earlier one); recovery returns this epoch, with
+    /// `request`, once it is the newest committed on every shard.
+    ///
+    /// `epoch` must be greater than every epoch asked for so far
+    /// ([`Store::next_epoch`]); a store without a WAL commits epochs only by
+    /// checkpoints.
+    pub fn commit_epoch(&mut self, epoch: u64, request: &CheckpointRequest) -> Result<EpochCommitted> {
+        let pending = self.coordinator.begin_commit(epoch, request)?;
+        self.coordinator.finish_commit(pending)
+    }
+
+    /// [`Store::commit_epoch`] for shards the calling thread owns: it polls
+    /// them itself.
+    pub fn commit_epoch_inline(
+        &mut self,
+        shards: &mut [&mut Shard],
+        epoch: u64,
+        request: &CheckpointRequest,
+    ) -> Result<EpochCommitted> {
+        let pending = self.coordinator.begin_commit(epoch, request)?;
+        for s in shards.iter_mut() {
+            s.poll()?;
+        }
+        self.coordinator.finish_commit(pending)
+    }
+
+    /// Cuts and commits a checkpoint of epoch `epoch` (an epoch commit whose
+    /// state is also materialized, so replay after it is short and the WAL
+    /// below it can go), waiting for every shard to answer from its own
+    /// thread's `poll()`.
     pub fn checkpoint(
         &mut self,
         epoch: u64,

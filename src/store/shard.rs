@@ -12,6 +12,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use crate::changelog::{ChangeRecord, ChangelogProducer, PushError, StateOp};
+use crate::checkpoint::{COMMIT_SPINE, commit_key};
 use crate::io::{Fs, LockGuard};
 use crate::recovery::{CATALOG_SPINE, Layout, RecoveredShard, encode_catalog_value};
 use crate::run::RunMode;
@@ -169,10 +170,77 @@ pub(crate) struct Named {
     pub(crate) spine: Spine,
 }
 
+/// What the coordinator asks of a shard, answered at its next `poll()`.
+#[derive(Debug)]
+pub(crate) enum ShardRequest {
+    /// A checkpoint's cut (an epoch commit too).
+    Cut(CutRequest),
+    /// An epoch commit: append its record, answer with the record's LSN.
+    Commit(CommitRequest),
+}
+
+/// An epoch commit's question to a shard.
+#[derive(Debug)]
+pub(crate) struct CommitRequest {
+    pub(crate) epoch: u64,
+    /// The commit record's value ([`crate::checkpoint::encode_commit_value`]).
+    pub(crate) value: Arc<[u8]>,
+    pub(crate) reply: Sender<CommitAnswer>,
+}
+
+/// A shard's answer to an epoch commit.
+#[derive(Debug)]
+pub(crate) struct CommitAnswer {
+    pub(crate) shard: u32,
+    /// The LSN of the shard's commit record.
+    pub(crate) lsn: u64,
+    /// How long the shard's thread spent on it.
+    pub(crate) pause: Duration,
+}
+
+/// What a [`Shard::poll`] answered: the last request it found, with the
+/// shard's position at it (the LSN of its epoch-commit record, or of its
+/// last change for a store without a WAL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// An epoch commit of this epoch.
+    EpochCommit {
+        /// The epoch committed.
+        epoch: u64,
+        /// The shard's position at the commit.
+        lsn: Lsn,
+    },
+    /// A checkpoint of this epoch (also an epoch commit).
+    Checkpoint {
+        /// The epoch of the checkpoint.
+        epoch: u64,
+        /// The shard's cut.
+        lsn: Lsn,
+    },
+}
+
+impl Answered {
+    /// The epoch of the request answered.
+    pub fn epoch(self) -> u64 {
+        match self {
+            Answered::EpochCommit { epoch, .. } | Answered::Checkpoint { epoch, .. } => epoch,
+        }
+    }
+
+    /// The shard's position at it.
+    pub fn lsn(self) -> Lsn {
+        match self {
+            Answered::EpochCommit { lsn, .. } | Answered::Checkpoint { lsn, .. } => lsn,
+        }
+    }
+}
+
 /// A checkpoint's question to a shard.
 #[derive(Debug)]
 pub(crate) struct CutRequest {
     pub(crate) epoch: u64,
+    /// The epoch-commit record the cut starts with (stores with a WAL).
+    pub(crate) value: Arc<[u8]>,
     /// Spines whose runs cover less than this LSN start flushing, so the
     /// WAL behind them can be truncated by a later checkpoint.
     pub(crate) flush_below: u64,
@@ -228,10 +296,8 @@ pub struct Shard {
     producer: Option<ChangelogProducer>,
     watermark: Option<Arc<Watermark>>,
     next_lsn: u64,
-    /// LSN the runs of every spine are known to cover (after a roll back).
-    covered_floor: u64,
     epoch: u64,
-    inbox: Receiver<CutRequest>,
+    inbox: Receiver<ShardRequest>,
     next_poll_spine: usize,
     /// Spines a cut asked to flush: sealed at the next polls, outside the
     /// cut's pause (a seal sorts the memtable).
@@ -253,8 +319,7 @@ impl Shard {
         producer: Option<ChangelogProducer>,
         watermark: Option<Arc<Watermark>>,
         epoch: u64,
-        covered_floor: u64,
-        inbox: Receiver<CutRequest>,
+        inbox: Receiver<ShardRequest>,
         store_tag: u32,
         lock: Arc<dyn LockGuard>,
     ) -> Shard {
@@ -275,7 +340,6 @@ impl Shard {
             producer,
             watermark,
             next_lsn: rec.next_lsn,
-            covered_floor,
             epoch,
             inbox,
             next_poll_spine: 0,
@@ -290,8 +354,9 @@ impl Shard {
         self.id
     }
 
-    /// The epoch new writes belong to (a checkpoint of epoch `e` moves the
-    /// shard to `e + 1`).
+    /// The epoch new writes belong to: one past the last epoch committed
+    /// (an epoch commit or checkpoint of epoch `e` moves the shard to
+    /// `e + 1`; after recovery, one past the epoch recovered).
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
@@ -372,7 +437,7 @@ impl Shard {
         }
         check_len("spine name", name.len(), MAX_SPINE_NAME_BYTES)?;
         let id = self.spines.len() as u32;
-        if id == CATALOG_SPINE {
+        if id >= COMMIT_SPINE {
             return Err(Error::InvalidArgument(
                 "a shard holds at most 2^32 - 2 spines".into(),
             ));
@@ -462,11 +527,18 @@ impl Shard {
     /// caller has checked everything the spine could refuse.
     #[inline]
     fn log(&mut self, spine: u32, op: StateOp, key: &[u8], value: &[u8]) -> Result<u64> {
+        self.log_in(self.epoch, spine, op, key, value)
+    }
+
+    /// [`Shard::log`] with the record's epoch given (a commit record carries
+    /// the epoch it commits).
+    #[inline]
+    fn log_in(&mut self, epoch: u64, spine: u32, op: StateOp, key: &[u8], value: &[u8]) -> Result<u64> {
         let lsn = self.next_lsn;
         if let Some(p) = &mut self.producer {
             let rec = ChangeRecord {
                 spine,
-                epoch: self.epoch,
+                epoch,
                 op,
                 key,
                 value,
@@ -595,18 +667,19 @@ impl Shard {
             .try_for_each(|n| n.spine.settle())
     }
 
-    /// The owner's slice of housekeeping: answers a pending checkpoint
-    /// request (a short pause: the memtables stay, the WAL covers them) and
-    /// advances one spine's merges by its default budget. Returns true if a
-    /// checkpoint was answered.
-    pub fn poll(&mut self) -> Result<bool> {
-        let answered = match self.inbox.try_recv() {
-            Ok(req) => {
-                self.answer(req)?;
-                true
-            }
-            Err(_) => false,
-        };
+    /// The owner's slice of housekeeping: answers the epoch commits and
+    /// checkpoint cuts the coordinator asked for (short pauses: a commit
+    /// appends one record, a cut takes run handles; the memtables stay, the
+    /// WAL covers them), then advances one spine's merges by its default
+    /// budget. Returns the last request answered, if any.
+    pub fn poll(&mut self) -> Result<Option<Answered>> {
+        let mut answered = None;
+        while let Ok(req) = self.inbox.try_recv() {
+            answered = Some(match req {
+                ShardRequest::Cut(req) => self.answer(req)?,
+                ShardRequest::Commit(req) => self.commit(req)?,
+            });
+        }
         if let Some(id) = self.flush_pending.pop()
             && let Some(Some(n)) = self.spines.get_mut(id as usize)
         {
@@ -627,12 +700,54 @@ impl Shard {
         Ok(answered)
     }
 
+    /// Appends the epoch-commit record of `epoch` (stores with a WAL) and
+    /// moves the shard to the next epoch; returns the record's LSN, or the
+    /// last change's without a WAL.
+    fn append_commit(&mut self, epoch: u64, value: &[u8]) -> Result<u64> {
+        let lsn = match &self.watermark {
+            Some(w) => {
+                // Epochs strictly increase (the coordinator checks), so the
+                // WAL's commit records do too: recovery relies on it.
+                assert!(
+                    epoch >= self.epoch,
+                    "shard {}: commit of epoch {epoch} while at epoch {}",
+                    self.id,
+                    self.epoch
+                );
+                let w = Arc::clone(w);
+                let lsn = self.log_in(epoch, COMMIT_SPINE, StateOp::Put, &commit_key(epoch), value)?;
+                // The committer waits for it: no need to wait for the
+                // drainer's interval.
+                w.request_sync(lsn);
+                lsn
+            }
+            None => self.next_lsn - 1,
+        };
+        self.epoch = self.epoch.max(epoch + 1);
+        Ok(lsn)
+    }
+
+    fn commit(&mut self, req: CommitRequest) -> Result<Answered> {
+        let start = Instant::now();
+        let lsn = self.append_commit(req.epoch, &req.value)?;
+        // A coordinator that gave up waiting is not this shard's failure.
+        let _ = req.reply.send(CommitAnswer {
+            shard: self.id,
+            lsn,
+            pause: start.elapsed(),
+        });
+        Ok(Answered::EpochCommit {
+            epoch: req.epoch,
+            lsn: Lsn(lsn),
+        })
+    }
+
     /// Records the cut (module docs of `store`): runs and covered LSNs of
     /// every spine, the LSN of the last write of the epoch.
-    fn answer(&mut self, req: CutRequest) -> Result<()> {
+    fn answer(&mut self, req: CutRequest) -> Result<Answered> {
         let start = Instant::now();
         let with_wal = self.producer.is_some();
-        let cut_lsn = self.next_lsn - 1;
+        let cut_lsn = self.append_commit(req.epoch, &req.value)?;
         let mut spines = Vec::with_capacity(self.spines.len());
         let mut released = Vec::new();
         for (i, named) in self.spines.iter_mut().enumerate() {
@@ -640,7 +755,7 @@ impl Shard {
             if !with_wal {
                 // Nothing else would bring the memtables back: flush.
                 n.spine.flush()?;
-            } else if n.spine.covered_seq().max(self.covered_floor) < req.flush_below {
+            } else if n.spine.covered_seq() < req.flush_below {
                 self.flush_pending.push(i as u32);
             }
             // An idle spine's runs cover the log up to the cut: it does not
@@ -652,11 +767,10 @@ impl Shard {
                 id: i as u32,
                 name: n.name.clone(),
                 mode: n.spine.mode(),
-                covered: cut.covered_seq.max(self.covered_floor),
+                covered: cut.covered_seq,
                 runs: cut.runs,
             });
         }
-        self.epoch = self.epoch.max(req.epoch + 1);
         let cut = ShardCut {
             shard: self.id,
             cut_lsn,
@@ -668,7 +782,10 @@ impl Shard {
         // A coordinator that gave up waiting is not this shard's failure.
         let _ = req.reply.send(cut);
         self.remove_dropped_dirs();
-        Ok(())
+        Ok(Answered::Checkpoint {
+            epoch: req.epoch,
+            lsn: Lsn(cut_lsn),
+        })
     }
 
     /// Removes the directories of dropped spines whose runs are all gone

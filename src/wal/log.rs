@@ -53,6 +53,7 @@ pub struct WalOptions {
     pub(crate) first_lsn: u64,
     pub(crate) scan_from: u64,
     pub(crate) known_durable: u64,
+    pub(crate) end_at: u64,
 }
 
 impl WalOptions {
@@ -65,6 +66,7 @@ impl WalOptions {
             first_lsn: 1,
             scan_from: 0,
             known_durable: 0,
+            end_at: MAX_LSN,
         }
     }
 
@@ -105,6 +107,20 @@ impl WalOptions {
     #[must_use]
     pub fn known_durable(mut self, lsn: u64) -> Self {
         self.known_durable = lsn;
+        self
+    }
+
+    /// The log ends at `lsn`: open discards every record after it (default:
+    /// none), durably before it returns. Recovery to an epoch passes the
+    /// LSN of the epoch's commit record: records of later epochs go, so no
+    /// crash can bring them back once new records reuse their LSNs
+    /// (`format/wal.md`, writing rule 6). Later segments are deleted newest
+    /// first, each deletion durable before the next, then the segment holding
+    /// `lsn` is cut after it and synced: a crash in between leaves a shorter
+    /// log that still holds `lsn`, and the next open discards the rest.
+    #[must_use]
+    pub fn end_at(mut self, lsn: u64) -> Self {
+        self.end_at = lsn.min(MAX_LSN);
         self
     }
 
@@ -266,7 +282,7 @@ impl WriteAheadLog {
             }
             let mut failed = None;
             let s = scan_from(&map, &header, opts.scan_from, |frame| {
-                if failed.is_none() {
+                if failed.is_none() && frame.lsn <= opts.end_at {
                     failed = f(frame).err();
                 }
             });
@@ -283,6 +299,17 @@ impl WriteAheadLog {
             });
             current = Some(header);
             end = Some((path.clone(), s.end as u64));
+            if next_lsn > opts.end_at + 1 {
+                // The log ends at `end_at`, inside this segment: what follows
+                // goes (before the tail's checks, which concern discarded
+                // records).
+                let at = offset_of(&map, &header, opts.end_at + 1);
+                discard_after(fs.as_ref(), &dir, &names[i + 1..])?;
+                next_lsn = opts.end_at + 1;
+                end = Some((path.clone(), at as u64));
+                trim = Some(at as u64);
+                break;
+            }
             let cut = match s.tail {
                 Tail::Clean => continue,
                 Tail::Torn { at } if last => at,
@@ -555,6 +582,29 @@ impl WriteAheadLog {
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }
+}
+
+/// The offset of the record with LSN `lsn` in a segment whose records up to
+/// it were just validated by a scan.
+fn offset_of(bytes: &[u8], header: &SegmentHeader, lsn: u64) -> usize {
+    let mut at = HEADER_LEN;
+    for l in header.first_lsn..lsn {
+        at = super::format::skip_frame(bytes, at, l)
+            .unwrap_or_else(|| unreachable!("record {l} was validated by the scan"));
+    }
+    at
+}
+
+/// Deletes `later` (the segments after the one the log now ends in), newest
+/// first, each deletion durable before the next, so a crash leaves a log
+/// that is a prefix of the old one (`WalOptions::end_at`).
+fn discard_after(fs: &dyn Fs, dir: &Path, later: &[(u64, String)]) -> Result<()> {
+    for (_, name) in later.iter().rev() {
+        crate::io::kill_point("wal-discard");
+        fs.remove_file(&dir.join(name))?;
+        fs.sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 fn corruption(path: &Path, tail: Tail, last: bool) -> Error {

@@ -1,0 +1,179 @@
+//! The epoch-commit record (`format/wal.md`, "Epoch commits"): what an epoch
+//! commit appends to every shard's WAL. It is a changelog record of the
+//! reserved spine [`COMMIT_SPINE`]: key = the epoch (u64 LE), value = a
+//! version byte and the epoch's metadata, laid out as a manifest's metadata
+//! fields (`format/manifest.md`) with every operator state inline.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::manifest::{Reader, put_metadata};
+use super::{CheckpointManifest, ConnectorCheckpoint, OperatorCheckpoint};
+use crate::{Error, Result};
+
+/// The spine id of epoch-commit records in a shard's WAL (the catalog's is
+/// `u32::MAX`).
+pub const COMMIT_SPINE: u32 = u32::MAX - 1;
+/// The version byte this build writes first in a commit record's value.
+pub const COMMIT_RECORD_VERSION: u8 = 1;
+
+/// What an epoch commit (or a checkpoint, which is one too) records next to
+/// the state: where the sources stand, what the sinks prepared, small
+/// operator state. Recovery hands back exactly this for the epoch it
+/// recovers to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EpochMetadata {
+    /// Source offsets (`source -> offset`): where to rewind the sources.
+    pub source_offsets: BTreeMap<String, u64>,
+    /// Connector checkpoints by connector name, with the transactions
+    /// two-phase-commit sinks prepared in the epoch.
+    pub connectors: BTreeMap<String, ConnectorCheckpoint>,
+    /// Operator states by operator name (a checkpoint puts large ones in
+    /// side files; an epoch commit keeps them in its WAL record).
+    pub operators: BTreeMap<String, Vec<u8>>,
+}
+
+impl EpochMetadata {
+    /// The transactions each two-phase-commit sink prepared, by connector
+    /// (connectors without any left out).
+    pub fn prepared_transactions(&self) -> BTreeMap<String, Vec<String>> {
+        self.connectors
+            .iter()
+            .filter(|(_, c)| !c.prepared_transactions.is_empty())
+            .map(|(n, c)| (n.clone(), c.prepared_transactions.clone()))
+            .collect()
+    }
+}
+
+/// The key of the commit record of `epoch`.
+pub fn commit_key(epoch: u64) -> [u8; 8] {
+    epoch.to_le_bytes()
+}
+
+/// The value of a commit record carrying `meta`.
+pub fn encode_commit_value(meta: &EpochMetadata) -> Vec<u8> {
+    let operators: BTreeMap<String, OperatorCheckpoint> = meta
+        .operators
+        .iter()
+        .map(|(n, b)| (n.clone(), OperatorCheckpoint::Inline(b.clone())))
+        .collect();
+    let mut b = vec![COMMIT_RECORD_VERSION];
+    put_metadata(&mut b, &meta.source_offsets, &meta.connectors, &operators);
+    b
+}
+
+/// The epoch a commit record's key names; `path` (the WAL) and `lsn` name
+/// the record in the error.
+pub fn decode_commit_key(key: &[u8], path: &Path, lsn: u64) -> Result<u64> {
+    let bytes: [u8; 8] = key.try_into().map_err(|_| {
+        Error::corrupt(
+            path,
+            lsn,
+            "epoch-commit record",
+            "an 8-byte epoch",
+            format!("{} bytes", key.len()),
+        )
+    })?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+/// Parses a commit record's value. Errors name `path` (the WAL directory),
+/// with the record's LSN for the offset, as for any WAL payload.
+pub fn decode_commit_value(value: &[u8], path: &Path, lsn: u64) -> Result<EpochMetadata> {
+    let bad = |expected: String, found: String| Error::corrupt(path, lsn, "epoch-commit record", expected, found);
+    match value.first() {
+        Some(&COMMIT_RECORD_VERSION) => {}
+        Some(v) => return Err(bad(format!("version {COMMIT_RECORD_VERSION}"), format!("version {v}"))),
+        None => return Err(bad("a version byte".into(), "an empty value".into())),
+    }
+    let mut r = Reader {
+        b: &value[1..],
+        at: 0,
+        path,
+        base: 0,
+    };
+    let mut m = CheckpointManifest {
+        id: uuid::Uuid::nil(),
+        epoch: 0,
+        wall_time_ms: 0,
+        fingerprint: Vec::new(),
+        runs_copied: false,
+        shards: Vec::new(),
+        source_offsets: BTreeMap::new(),
+        connectors: BTreeMap::new(),
+        operators: BTreeMap::new(),
+    };
+    r.metadata(&mut m)?;
+    if r.at != r.b.len() {
+        return Err(bad("the end of the record".into(), format!("{} more bytes", r.b.len() - r.at)));
+    }
+    let mut operators = BTreeMap::new();
+    for (name, op) in m.operators {
+        match op {
+            OperatorCheckpoint::Inline(bytes) => operators.insert(name, bytes),
+            OperatorCheckpoint::File { file, .. } => {
+                return Err(bad(
+                    "operator states inline".into(),
+                    format!("operator {name} in side file {file}"),
+                ));
+            }
+        };
+    }
+    Ok(EpochMetadata {
+        source_offsets: m.source_offsets,
+        connectors: m.connectors,
+        operators,
+    })
+}
+
+impl CheckpointManifest {
+    /// The manifest's epoch metadata, with operator states read by `read`
+    /// (inline ones as they are).
+    pub(crate) fn epoch_metadata(&self, operators: BTreeMap<String, Vec<u8>>) -> EpochMetadata {
+        EpochMetadata {
+            source_offsets: self.source_offsets.clone(),
+            connectors: self.connectors.clone(),
+            operators,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> EpochMetadata {
+        let mut m = EpochMetadata::default();
+        m.source_offsets.insert("src".into(), 100);
+        m.connectors.insert(
+            "sink".into(),
+            ConnectorCheckpoint {
+                state: b"s".to_vec(),
+                prepared_transactions: vec!["tx-7".into()],
+            },
+        );
+        m.operators.insert("op".into(), vec![1, 2, 3]);
+        m
+    }
+
+    #[test]
+    fn round_trip_and_every_cut_is_refused() {
+        let p = Path::new("/wal");
+        let m = sample();
+        let v = encode_commit_value(&m);
+        assert_eq!(decode_commit_value(&v, p, 9).unwrap(), m);
+        assert_eq!(m.prepared_transactions()["sink"], vec!["tx-7".to_string()]);
+        for cut in 0..v.len() {
+            let e = decode_commit_value(&v[..cut], p, 9).unwrap_err();
+            assert!(e.is_corruption(), "cut at {cut}: {e}");
+        }
+        let mut longer = v.clone();
+        longer.push(0);
+        assert!(decode_commit_value(&longer, p, 9).unwrap_err().is_corruption());
+        let mut other = v;
+        other[0] = 2;
+        assert!(decode_commit_value(&other, p, 9).unwrap_err().is_corruption());
+        assert_eq!(decode_commit_key(&commit_key(42), p, 1).unwrap(), 42);
+        assert!(decode_commit_key(b"short", p, 1).is_err());
+    }
+}

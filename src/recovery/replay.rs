@@ -1,0 +1,413 @@
+//! One shard's part of recovery: its live run directories relinked from the
+//! checkpoint, its WAL scanned for epoch-commit records, then replayed up to
+//! the recovery point and cut there (module docs of `recovery`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{CATALOG_SPINE, Layout, RecoveredShard, RecoveredSpine, decode_catalog_value};
+use crate::changelog::{ChangeRecord, StateOp};
+use crate::checkpoint::{COMMIT_SPINE, ShardManifest, decode_commit_key};
+use crate::io::Fs;
+use crate::run::{Run, RunMode};
+use crate::spine::{Spine, SpineOptions};
+use crate::wal::{RecoveryMode, WalOptions, WriteAheadLog, decode_change};
+use crate::{Error, Result};
+
+/// Runs of the chosen checkpoint its validation opened, by file name.
+pub(super) type OpenedRuns = BTreeMap<String, Run>;
+
+/// What one shard's recovery works from.
+pub(super) struct ShardJob<'a> {
+    pub(super) fs: &'a Arc<dyn Fs>,
+    pub(super) layout: &'a Layout,
+    /// This shard's runs, opened by validation.
+    pub(super) opened: OpenedRuns,
+    pub(super) shard: u32,
+    pub(super) cut: Option<&'a ShardManifest>,
+    pub(super) ck_dir: Option<&'a Path>,
+    pub(super) spine_opts: &'a SpineOptions,
+    pub(super) wal: Option<WalOptions>,
+    pub(super) mode: RecoveryMode,
+}
+
+/// A spine being rebuilt, with the LSN its runs cover.
+struct Live {
+    id: u32,
+    name: String,
+    covered: u64,
+    spine: Spine,
+}
+
+/// The epoch-commit records a shard's WAL holds after the checkpoint's cut.
+#[derive(Debug, Default)]
+pub(super) struct Commits {
+    /// `(epoch, LSN)` of each, in log order (epochs increase).
+    pub(super) positions: Vec<(u64, u64)>,
+    /// The record values by epoch (kept by shard 0 only: every shard's
+    /// record of an epoch carries the same metadata).
+    pub(super) values: BTreeMap<u64, Vec<u8>>,
+    /// The LSN of the log's last record (0 if none).
+    pub(super) last_lsn: u64,
+}
+
+/// A shard between the scan and the replay (phase 1 and 2 of `recover`).
+pub(super) struct Scanned<'a> {
+    job: ShardJob<'a>,
+    live: BTreeMap<u32, Live>,
+    next_spine_id: u32,
+    pub(super) commits: Commits,
+    out: RecoveredShard,
+    /// The replay is done (recovery to the latest state replays in the scan).
+    replayed: bool,
+}
+
+impl<'a> ShardJob<'a> {
+    fn cut_lsn(&self) -> u64 {
+        self.cut.map_or(0, |c| c.cut_lsn)
+    }
+
+    /// Phase 1: relinks the runs and finds the WAL's commit records. With
+    /// `replay_all` (recovery to the latest state) it also replays the whole
+    /// log, in the same pass; otherwise the scan only reads.
+    pub(super) fn scan(mut self, replay_all: bool) -> Result<Scanned<'a>> {
+        let fs = self.fs;
+        // The shard's directory must survive a crash, or its WAL goes with it.
+        crate::io::create_dir_all_durable(fs.as_ref(), &self.layout.shard(self.shard))?;
+        let runs_dir = self.layout.runs(self.shard);
+        if fs.exists(&runs_dir)? {
+            fs.remove_dir_all(&runs_dir)?;
+        }
+        fs.create_dir_all(&runs_dir)?;
+        let live = self.relink()?;
+        let cut_lsn = self.cut_lsn();
+        let next_spine_id = self.cut.map_or(0, |c| c.next_spine_id);
+        let out = RecoveredShard {
+            shard: self.shard,
+            spines: Vec::new(),
+            next_spine_id: 0,
+            wal: None,
+            next_lsn: cut_lsn + 1,
+            end_lsn: cut_lsn,
+            replayed_records: 0,
+            refused_records: 0,
+            discarded_records: 0,
+            replayed_bytes: 0,
+            replay_time: Duration::ZERO,
+        };
+        let mut scanned = Scanned {
+            job: self,
+            live,
+            next_spine_id,
+            commits: Commits::default(),
+            out,
+            replayed: false,
+        };
+        if scanned.job.wal.is_none() {
+            scanned.job.retire_unused_wal(cut_lsn)?;
+            scanned.replayed = true;
+        } else if replay_all {
+            scanned.replay(u64::MAX, true)?;
+            scanned.replayed = true;
+        } else {
+            scanned.find_commits()?;
+        }
+        Ok(scanned)
+    }
+
+    /// An open without a WAL over a store that had one: the log is either
+    /// needed (it holds records from the checkpoint's replay point on:
+    /// acknowledged writes only it has, so the open is refused), or stale
+    /// (everything in it is in the checkpoint), and then it goes, so that a
+    /// later open with a WAL starts a fresh one after the checkpoint instead
+    /// of finding a log that ends before it.
+    fn retire_unused_wal(&self, cut_lsn: u64) -> Result<()> {
+        let dir = self.layout.wal(self.shard);
+        if !self.fs.exists(&dir)? {
+            return Ok(());
+        }
+        let from = self.cut.map_or(1, ShardManifest::replay_from);
+        let opts = WalOptions::new(self.shard)
+            .first_lsn(cut_lsn + 1)
+            .recovery(self.mode)
+            .scan_from(from);
+        let next = WriteAheadLog::open(Arc::clone(self.fs), &dir, opts)?.next_lsn();
+        if next > from {
+            return Err(Error::InvalidArgument(format!(
+                "shard {}: the write-ahead log holds records {from}..{next} that the checkpoint does not: \
+                 open the store with its WAL on to recover them (then a shutdown checkpoint makes it safe to open without)",
+                self.shard
+            )));
+        }
+        self.fs.remove_dir_all(&dir)?;
+        self.fs.sync_dir(&self.layout.shard(self.shard))
+    }
+
+    /// Links the checkpoint's runs into fresh live directories and opens
+    /// the spines over them.
+    fn relink(&mut self) -> Result<BTreeMap<u32, Live>> {
+        let fs = self.fs;
+        let mut live = BTreeMap::new();
+        if let (Some(cut), Some(ck)) = (self.cut, self.ck_dir) {
+            for sp in &cut.spines {
+                let dir = self.layout.spine(self.shard, sp.id);
+                fs.create_dir_all(&dir)?;
+                let mut runs = Vec::with_capacity(sp.runs.len());
+                for r in &sp.runs {
+                    let live_name = r.file.rsplit_once('-').map_or(r.file.as_str(), |(_, n)| n);
+                    let from = ck.join(&r.file);
+                    let to = dir.join(live_name);
+                    let linked = fs.hard_link(&from, &to).is_ok();
+                    if !linked {
+                        crate::checkpoint::copy_file(fs.as_ref(), &from, &to)?;
+                        fs.sync_file(&to)?;
+                    }
+                    // A link is the file validation opened: serve that open.
+                    let run = match self.opened.remove(&r.file).filter(|_| linked) {
+                        Some(mut run) => {
+                            run.relocate(to);
+                            run
+                        }
+                        None => Run::open(fs.as_ref(), &to)?,
+                    };
+                    runs.push(run);
+                }
+                let opts = (*self.spine_opts).with_mode(sp.mode);
+                let spine = Spine::open_runs(Arc::clone(fs), dir, opts, runs, sp.covered_lsn)?;
+                live.insert(
+                    sp.id,
+                    Live {
+                        id: sp.id,
+                        name: sp.name.clone(),
+                        covered: sp.covered_lsn,
+                        spine,
+                    },
+                );
+            }
+        }
+        Ok(live)
+    }
+}
+
+impl Commits {
+    /// Notes a commit record (after the cut) found at `lsn`.
+    fn note(&mut self, shard: u32, lsn: u64, rec: &ChangeRecord<'_>, wal_dir: &Path) -> Result<()> {
+        let epoch = decode_commit_key(rec.key, wal_dir, lsn)?;
+        if let Some(&(prev, _)) = self.positions.last()
+            && epoch <= prev
+        {
+            return Err(Error::corrupt(
+                wal_dir,
+                lsn,
+                "epoch-commit record",
+                format!("an epoch after {prev}"),
+                format!("epoch {epoch}"),
+            ));
+        }
+        self.positions.push((epoch, lsn));
+        if shard == 0 {
+            self.values.insert(epoch, rec.value.to_vec());
+        }
+        Ok(())
+    }
+}
+
+impl Scanned<'_> {
+    /// The read-only pass of phase 1: the commit records after the cut, and
+    /// where the log ends.
+    fn find_commits(&mut self) -> Result<()> {
+        let wal_dir = self.job.layout.wal(self.job.shard);
+        if !self.job.fs.exists(&wal_dir)? {
+            return Ok(());
+        }
+        let from = self.job.cut_lsn() + 1;
+        let (shard, commits) = (self.job.shard, &mut self.commits);
+        let report = crate::wal::replay(self.job.fs.as_ref(), &wal_dir, from, self.job.mode, |frame| {
+            let rec = decode_change(frame.payload, frame.epoch, &wal_dir, frame.lsn)?;
+            if rec.spine == COMMIT_SPINE {
+                commits.note(shard, frame.lsn, &rec, &wal_dir)?;
+            }
+            Ok(())
+        })?;
+        self.commits.last_lsn = report.last_lsn;
+        Ok(())
+    }
+
+    /// Phase 2: replays the WAL from the checkpoint's replay point up to
+    /// `end` (the LSN of the recovery point's commit record) and discards
+    /// the records after it, durably ([`WalOptions::end_at`]). Returns the
+    /// shard.
+    pub(super) fn finish(mut self, end: u64) -> Result<RecoveredShard> {
+        if !self.replayed {
+            self.out.discarded_records = self.commits.last_lsn.saturating_sub(end);
+            self.replay(end, false)?;
+        }
+        let mut out = self.out;
+        out.next_spine_id = self.next_spine_id;
+        out.spines = self
+            .live
+            .into_values()
+            .map(|l| RecoveredSpine {
+                id: l.id,
+                name: l.name,
+                spine: l.spine,
+            })
+            .collect();
+        Ok(out)
+    }
+
+    /// Opens the WAL, replaying every record from the checkpoint's replay
+    /// point up to `end` as the open's scan checks it (one pass), and
+    /// noting the commit records after the cut if `collect` (a replay
+    /// without a scan before it).
+    fn replay(&mut self, end: u64, collect: bool) -> Result<()> {
+        let Some(wal_opts) = self.job.wal else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let (job, live, next_spine_id, out) = (&self.job, &mut self.live, &mut self.next_spine_id, &mut self.out);
+        let commits = &mut self.commits;
+        let wal_dir = job.layout.wal(job.shard);
+        let cut_lsn = job.cut_lsn();
+        let from = job.cut.map_or(1, ShardManifest::replay_from);
+        let mut first_seen = None;
+        // The checkpoint committed only after the log was durable past its
+        // cut: a log that ends before it is damaged, not torn.
+        let opts = WalOptions {
+            shard_id: job.shard,
+            ..wal_opts
+        }
+        .first_lsn(cut_lsn + 1)
+        .known_durable(cut_lsn)
+        .recovery(job.mode)
+        .scan_from(from)
+        .end_at(end);
+        let wal = WriteAheadLog::open_replaying(Arc::clone(job.fs), &wal_dir, opts, |frame| {
+            first_seen.get_or_insert(frame.lsn);
+            let rec = decode_change(frame.payload, frame.epoch, &wal_dir, frame.lsn)?;
+            match rec.spine {
+                COMMIT_SPINE => {
+                    if collect && frame.lsn > cut_lsn {
+                        commits.note(job.shard, frame.lsn, &rec, &wal_dir)?;
+                    }
+                    return Ok(());
+                }
+                CATALOG_SPINE => {
+                    if frame.lsn > cut_lsn {
+                        job.apply_catalog(live, next_spine_id, frame.lsn, &rec)?;
+                    }
+                }
+                _ => {
+                    if !apply_write(live, frame.lsn, &rec)? {
+                        out.refused_records += 1;
+                    }
+                }
+            }
+            out.replayed_records += 1;
+            out.replayed_bytes += frame.payload.len() as u64;
+            Ok(())
+        })?;
+        // The log must still hold the first record the cut needs: a log
+        // that starts later lost records the checkpoint relies on.
+        let starts = first_seen.unwrap_or(wal.next_lsn());
+        if starts > from && from < wal.next_lsn() {
+            return Err(Error::corrupt(
+                &wal_dir,
+                0,
+                "write-ahead log start",
+                format!("a record with LSN {from} (the checkpoint's replay point)"),
+                format!("the first record at LSN {starts}"),
+            ));
+        }
+        out.next_lsn = wal.next_lsn().max(cut_lsn + 1);
+        out.end_lsn = end.min(out.next_lsn - 1);
+        if collect {
+            commits.last_lsn = out.next_lsn - 1;
+        }
+        out.replay_time = started.elapsed();
+        out.wal = Some(wal);
+        Ok(())
+    }
+}
+
+impl ShardJob<'_> {
+    fn apply_catalog(
+        &self,
+        live: &mut BTreeMap<u32, Live>,
+        next_spine_id: &mut u32,
+        lsn: u64,
+        rec: &ChangeRecord<'_>,
+    ) -> Result<()> {
+        let name = String::from_utf8_lossy(rec.key).into_owned();
+        match rec.op {
+            StateOp::Put => {
+                let (id, mode) = decode_catalog_value(rec.value).ok_or_else(|| {
+                    Error::corrupt(
+                        &self.layout.wal(self.shard),
+                        lsn,
+                        "catalog record",
+                        "spine id and mode",
+                        format!("{:02x?}", rec.value),
+                    )
+                })?;
+                let dir = self.layout.spine(self.shard, id);
+                let opts = (*self.spine_opts).with_mode(mode);
+                let spine = Spine::open(Arc::clone(self.fs), dir, opts, &[], lsn)?;
+                *next_spine_id = (*next_spine_id).max(id + 1);
+                live.insert(
+                    id,
+                    Live {
+                        id,
+                        name,
+                        covered: lsn,
+                        spine,
+                    },
+                );
+            }
+            StateOp::Delete | StateOp::Update(_) => {
+                let doomed: Vec<u32> = live.values().filter(|l| l.name == name).map(|l| l.id).collect();
+                for id in doomed {
+                    live.remove(&id);
+                    let dir = self.layout.spine(self.shard, id);
+                    if self.fs.exists(&dir)? {
+                        self.fs.remove_dir_all(&dir)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Replays a write into its spine, unless the spine was dropped or its runs
+/// hold it already. False for a record its spine refuses: an earlier
+/// version logged writes before checking them, and refused them after, so
+/// the write never happened and is skipped.
+fn apply_write(live: &mut BTreeMap<u32, Live>, lsn: u64, rec: &ChangeRecord<'_>) -> Result<bool> {
+    let Some(l) = live.get_mut(&rec.spine) else {
+        return Ok(true); // a dropped spine's record
+    };
+    if lsn <= l.covered {
+        return Ok(true);
+    }
+    if !op_fits(l.spine.mode(), rec.op) {
+        return Ok(false);
+    }
+    l.spine.set_seq(lsn);
+    match rec.op {
+        StateOp::Put => l.spine.put(rec.key, rec.value),
+        StateOp::Delete => l.spine.delete(rec.key),
+        StateOp::Update(w) => l.spine.update(rec.key, rec.value, w),
+    }?;
+    Ok(true)
+}
+
+/// True if a spine of `mode` takes `op`.
+fn op_fits(mode: RunMode, op: StateOp) -> bool {
+    matches!(
+        (mode, op),
+        (RunMode::KeyValue, StateOp::Put | StateOp::Delete) | (RunMode::ZSet, StateOp::Update(_))
+    )
+}
