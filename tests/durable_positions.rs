@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use statespine::Error;
 use statespine::io::{Errno, MemFs, SimFs};
-use statespine::store::{Lsn, Options};
+use statespine::store::{Lsn, Options, RecoveryPoint};
 use statespine::wal::SyncPolicy;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -24,6 +24,7 @@ const WAIT: Duration = Duration::from_secs(10);
 fn a_writes_position_becomes_durable_whatever_catalog_records_come_between() {
     let fs = Arc::new(MemFs::new());
     let mut store = Options::new("/db")
+        .recovery_point(RecoveryPoint::Latest)
         .fs(fs.clone())
         .sync_policy(SyncPolicy::Manual)
         .open()
@@ -46,7 +47,11 @@ fn a_writes_position_becomes_durable_whatever_catalog_records_come_between() {
     // Both survive a power loss now.
     let image = Arc::new(fs.crash());
     drop((shard, store));
-    let mut store = Options::new("/db").fs(image).open().unwrap();
+    let mut store = Options::new("/db")
+        .recovery_point(RecoveryPoint::Latest)
+        .fs(image)
+        .open()
+        .unwrap();
     let shard = store.take_shards().remove(0);
     let kv = shard.kv_spine("kv").unwrap();
     assert_eq!(shard.get(kv, b"a").unwrap(), Some(&b"1"[..]));
@@ -58,6 +63,7 @@ fn a_writes_position_becomes_durable_whatever_catalog_records_come_between() {
 fn a_wait_that_runs_out_of_time_says_so_and_can_be_retried() {
     let fs = Arc::new(MemFs::new());
     let mut store = Options::new("/db")
+        .recovery_point(RecoveryPoint::Latest)
         .fs(fs)
         .sync_policy(SyncPolicy::Manual)
         .open()
@@ -109,7 +115,11 @@ fn a_failed_log_is_a_typed_error_with_its_cause() {
 
 #[test]
 fn waiting_for_what_was_not_written_or_without_a_wal_is_refused() {
-    let mut store = Options::new("/db").fs(Arc::new(MemFs::new())).open().unwrap();
+    let mut store = Options::new("/db")
+        .recovery_point(RecoveryPoint::Latest)
+        .fs(Arc::new(MemFs::new()))
+        .open()
+        .unwrap();
     let mut shard = store.take_shards().remove(0);
     let kv = shard.create_kv("kv").unwrap();
     let lsn = shard.put(kv, b"a", b"1").unwrap();
@@ -118,6 +128,7 @@ fn waiting_for_what_was_not_written_or_without_a_wal_is_refused() {
         Err(Error::InvalidArgument(_))
     ));
     let mut store = Options::new("/nowal")
+        .recovery_point(RecoveryPoint::Latest)
         .fs(Arc::new(MemFs::new()))
         .wal(false)
         .open()

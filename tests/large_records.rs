@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use statespine::io::MemFs;
-use statespine::store::{CheckpointRequest, MAX_KEY_BYTES, MAX_VALUE_BYTES, Options};
+use statespine::store::{CheckpointRequest, MAX_KEY_BYTES, MAX_VALUE_BYTES, Options, RecoveryPoint};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -33,7 +33,11 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
 #[test]
 fn a_64_mib_value_and_the_largest_record_survive_checkpoint_crash_and_recovery() {
     let fs = Arc::new(MemFs::new());
-    let mut store = Options::new("/db").fs(fs.clone()).open().unwrap();
+    let mut store = Options::new("/db")
+        .recovery_point(RecoveryPoint::Latest)
+        .fs(fs.clone())
+        .open()
+        .unwrap();
     let mut shard = store.take_shards().remove(0);
     let kv = shard.create_kv("big").unwrap();
     let small = shard.create_kv("small").unwrap();
@@ -60,7 +64,11 @@ fn a_64_mib_value_and_the_largest_record_survive_checkpoint_crash_and_recovery()
     let image = Arc::new(fs.crash());
     drop((shard, store, fs));
 
-    let state = Options::new("/db").fs(image).recover().unwrap();
+    let state = Options::new("/db")
+        .recovery_point(RecoveryPoint::Latest)
+        .fs(image)
+        .recover()
+        .unwrap();
     assert_eq!(state.epoch, 1);
     let mut store = state.store;
     let shard = store.take_shards().remove(0);

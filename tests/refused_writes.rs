@@ -14,7 +14,9 @@ use std::time::Duration;
 use statespine::Error;
 use statespine::io::MemFs;
 use statespine::run::RunMode;
-use statespine::store::{MAX_KEY_BYTES, MAX_SPINE_NAME_BYTES, MAX_VALUE_BYTES, Options, Shard};
+use statespine::store::{
+    MAX_KEY_BYTES, MAX_SPINE_NAME_BYTES, MAX_VALUE_BYTES, Options, RecoveryPoint, Shard,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -36,7 +38,12 @@ fn refused(
 #[test]
 fn refused_writes_log_nothing_and_the_store_reopens_after_a_crash() {
     let fs = Arc::new(MemFs::new());
-    let mut store = Options::new("/db").fs(fs.clone()).shards(2).open().unwrap();
+    let mut store = Options::new("/db")
+        .recovery_point(RecoveryPoint::Latest)
+        .fs(fs.clone())
+        .shards(2)
+        .open()
+        .unwrap();
     let mut shards = store.take_shards();
     let (s0, s1) = shards.split_at_mut(1);
     let (s0, s1) = (&mut s0[0], &mut s1[0]);
@@ -145,7 +152,12 @@ fn refused_writes_log_nothing_and_the_store_reopens_after_a_crash() {
     // A crash: only what was synced survives, and it opens.
     let image = Arc::new(fs.crash());
     drop((shards, store));
-    let mut store = Options::new("/db").fs(image).shards(2).open().unwrap();
+    let mut store = Options::new("/db")
+        .recovery_point(RecoveryPoint::Latest)
+        .fs(image)
+        .shards(2)
+        .open()
+        .unwrap();
     let shards = store.take_shards();
     let a = shards[0].kv_spine("a").unwrap();
     assert_eq!(shards[0].get(a, b"k").unwrap(), Some(&b"shard 0"[..]));
@@ -165,8 +177,16 @@ fn refused_writes_log_nothing_and_the_store_reopens_after_a_crash() {
 
 #[test]
 fn a_handle_of_another_open_store_is_refused() {
-    let mut one = Options::new("/one").fs(Arc::new(MemFs::new())).open().unwrap();
-    let mut other = Options::new("/other").fs(Arc::new(MemFs::new())).open().unwrap();
+    let mut one = Options::new("/one")
+        .recovery_point(RecoveryPoint::Latest)
+        .fs(Arc::new(MemFs::new()))
+        .open()
+        .unwrap();
+    let mut other = Options::new("/other")
+        .recovery_point(RecoveryPoint::Latest)
+        .fs(Arc::new(MemFs::new()))
+        .open()
+        .unwrap();
     let mut s1 = one.take_shards().remove(0);
     let mut s2 = other.take_shards().remove(0);
     let mine = s1.create_kv("kv").unwrap();
@@ -190,11 +210,19 @@ fn a_handle_of_another_open_store_is_refused() {
 #[test]
 fn handles_are_refused_after_the_store_is_opened_again() {
     let fs = Arc::new(MemFs::new());
-    let mut store = Options::new("/db").fs(fs.clone()).open().unwrap();
+    let mut store = Options::new("/db")
+        .recovery_point(RecoveryPoint::Latest)
+        .fs(fs.clone())
+        .open()
+        .unwrap();
     let mut shard = store.take_shards().remove(0);
     let old = shard.create_kv("kv").unwrap();
     drop((shard, store));
-    let mut store = Options::new("/db").fs(fs).open().unwrap();
+    let mut store = Options::new("/db")
+        .recovery_point(RecoveryPoint::Latest)
+        .fs(fs)
+        .open()
+        .unwrap();
     let mut shard = store.take_shards().remove(0);
     refused(
         &mut shard,
@@ -221,7 +249,11 @@ fn a_logged_write_the_spine_refuses_is_skipped_at_recovery() {
     use statespine::changelog::{ChangeRecord, StateOp};
     use statespine::wal::{WalOptions, WriteAheadLog, encode_change};
     let fs = Arc::new(MemFs::new());
-    let mut store = Options::new("/db").fs(fs.clone()).open().unwrap();
+    let mut store = Options::new("/db")
+        .recovery_point(RecoveryPoint::Latest)
+        .fs(fs.clone())
+        .open()
+        .unwrap();
     let mut shard = store.take_shards().remove(0);
     let z = shard.create_zset("z").unwrap();
     shard.update(z, b"k", b"v", 2).unwrap();
@@ -244,7 +276,11 @@ fn a_logged_write_the_spine_refuses_is_skipped_at_recovery() {
     wal.sync().unwrap();
     drop(wal);
     for round in 0..2 {
-        let mut state = Options::new("/db").fs(fs.clone()).recover().unwrap();
+        let mut state = Options::new("/db")
+            .recovery_point(RecoveryPoint::Latest)
+            .fs(fs.clone())
+            .recover()
+            .unwrap();
         assert_eq!(state.refused_records, 1);
         let mut shard = state.store.take_shards().remove(0);
         let z = shard.zset_spine("z").unwrap();

@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use statespine::io::{Fs, MemFs};
 use statespine::run::RunMode;
 use statespine::spine::{MergeMode, Spine, SpineOptions};
-use statespine::store::{Options, Shard};
+use statespine::store::{Options, RecoveryPoint, Shard};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -66,7 +66,12 @@ fn big_flush_sequence(mode: MergeMode) {
     sizes.extend([1 << 20; 6]);
     let fs = Arc::new(MemFs::new());
     let spines = SpineOptions::new(RunMode::KeyValue).merge_mode(mode);
-    let opts = |s: SpineOptions| Options::new("/db").fs(fs.clone()).spine_options(s);
+    let opts = |s: SpineOptions| {
+        Options::new("/db")
+            .recovery_point(RecoveryPoint::Latest)
+            .fs(fs.clone())
+            .spine_options(s)
+    };
     let mut store = opts(spines).open().unwrap();
     let mut shard = store.take_shards().remove(0);
     let model = write_sizes(&mut shard, &sizes);
@@ -85,7 +90,12 @@ fn big_flush_sequence(mode: MergeMode) {
             .fan_in(8),
     ] {
         let image = Arc::new(crashed.crash());
-        let mut store = Options::new("/db").fs(image).spine_options(other).open().unwrap();
+        let mut store = Options::new("/db")
+            .recovery_point(RecoveryPoint::Latest)
+            .fs(image)
+            .spine_options(other)
+            .open()
+            .unwrap();
         let mut shard = store.take_shards().remove(0);
         check(&shard, &model);
         shard.settle().unwrap();

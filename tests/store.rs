@@ -13,7 +13,7 @@ use statespine::io::{Fs, MemFs};
 use statespine::recovery::RecoveryConfig;
 use statespine::run::{EntryKind, RunMode};
 use statespine::spine::SpineOptions;
-use statespine::store::{CheckpointRequest, KvSpine, Options, Shard, Store, ZSetSpine};
+use statespine::store::{CheckpointRequest, KvSpine, Options, RecoveryPoint, Shard, Store, ZSetSpine};
 use statespine::wal::SyncPolicy;
 
 const ROOT: &str = "/db";
@@ -38,6 +38,7 @@ fn small_spines() -> SpineOptions {
 
 fn options(fs: &Arc<MemFs>, shards: u32) -> Options {
     Options::new(ROOT)
+        .recovery_point(RecoveryPoint::Latest)
         .fs(fs.clone())
         .shards(shards)
         .spine_options(small_spines())
@@ -273,7 +274,11 @@ fn recovery_falls_back_past_a_damaged_newest_checkpoint() {
     fs.write(&manifest, &bytes).unwrap();
 
     let (state, mut shards) = recover(fs.clone());
-    assert_eq!(state.epoch, 2, "the epoch before the damaged one");
+    // The damaged checkpoint's epoch is still committed on every shard by
+    // the commit record its cut appended to the WAL: the older checkpoint
+    // plus the WAL up to that record recover it.
+    assert_eq!(state.epoch, 3, "the damaged checkpoint's epoch, from the WAL");
+    assert_eq!(state.checkpoint_id, Some(retained[1].0), "rebuilt from the one before");
     assert_eq!(state.skipped.len(), 1);
     assert_eq!(state.skipped[0].0, newest);
     assert!(state.skipped[0].1.contains("checksum"), "{}", state.skipped[0].1);
@@ -777,8 +782,10 @@ fn every_young_run_is_included_at_its_second_cut() {
     live.sort();
     assert_eq!(names, live);
     assert_eq!(
-        m.shards[0].spines[0].covered_lsn, 602,
-        "every write (LSNs 3..=602) is in the runs"
+        (m.shards[0].spines[0].covered_lsn, m.shards[0].cut_lsn),
+        (604, 604),
+        "every write (LSNs 3..=602) is in the runs, and the spine was idle through both \
+         checkpoints' commit records (603, 604)"
     );
 }
 
@@ -913,6 +920,7 @@ fn a_roll_back_then_a_checkpoint_keeps_the_epoch_when_merges_cross_the_eager_cut
         let fs = Arc::new(MemFs::new());
         let opts = || {
             Options::new(ROOT)
+                .recovery_point(RecoveryPoint::Latest)
                 .fs(fs.clone())
                 .spine_options(
                     SpineOptions::new(RunMode::KeyValue)
@@ -981,6 +989,7 @@ fn a_roll_back_then_a_checkpoint_keeps_the_epoch_when_merges_cross_the_eager_cut
 fn a_z_set_merge_that_cancels_out_keeps_the_replay_point() {
     let fs = Arc::new(MemFs::new());
     let mut store = Options::new(ROOT)
+        .recovery_point(RecoveryPoint::Latest)
         .fs(fs.clone())
         .spine_options(
             SpineOptions::new(RunMode::ZSet)
@@ -1028,7 +1037,11 @@ fn a_z_set_merge_that_cancels_out_keeps_the_replay_point() {
     shard.wait_durable(shard.last_lsn(), WAIT).unwrap();
     let image = Arc::new(fs.crash());
     drop((shard, store));
-    let mut store = Options::new(ROOT).fs(image).open().unwrap();
+    let mut store = Options::new(ROOT)
+        .recovery_point(RecoveryPoint::Latest)
+        .fs(image)
+        .open()
+        .unwrap();
     let shard = store.take_shards().remove(0);
     let z = shard.zset_spine("z").unwrap();
     let spine = shard.spine(z).unwrap();
@@ -1046,7 +1059,12 @@ fn a_z_set_merge_that_cancels_out_keeps_the_replay_point() {
 #[test]
 fn switching_the_wal_off_and_on_keeps_every_write() {
     let fs = Arc::new(MemFs::new());
-    let opts = |wal: bool| Options::new(ROOT).fs(fs.clone()).wal(wal);
+    let opts = |wal: bool| {
+        Options::new(ROOT)
+            .recovery_point(RecoveryPoint::Latest)
+            .fs(fs.clone())
+            .wal(wal)
+    };
     let mut store = opts(true).open().unwrap();
     let mut shard = store.take_shards().remove(0);
     let kv = shard.create_kv("kv").unwrap();
@@ -1081,7 +1099,11 @@ fn switching_the_wal_off_and_on_keeps_every_write() {
     shard.wait_durable(lsn, WAIT).unwrap();
     let image = Arc::new(fs.crash());
     drop((shard, store));
-    let mut store = Options::new(ROOT).fs(image).open().unwrap();
+    let mut store = Options::new(ROOT)
+        .recovery_point(RecoveryPoint::Latest)
+        .fs(image)
+        .open()
+        .unwrap();
     let shard = store.take_shards().remove(0);
     let kv = shard.kv_spine("kv").unwrap();
     for (k, v) in [

@@ -18,7 +18,7 @@ use statespine::io::MemFs;
 use statespine::run::{EntryKind, RunMode};
 use statespine::spine::SpineOptions;
 use statespine::store::{
-    CheckpointConfig, CheckpointRequest, Lsn, MAX_KEY_BYTES, Options, Shard, SpineId, Store,
+    CheckpointConfig, CheckpointRequest, Lsn, MAX_KEY_BYTES, Options, RecoveryPoint, Shard, SpineId, Store,
 };
 use statespine::wal::SyncPolicy;
 
@@ -190,6 +190,7 @@ fn options(fs: &Arc<MemFs>, seed: u8) -> Options {
         .memory_budget_bytes(128 << 10)
         .fan_in(2 + usize::from(seed % 3));
     Options::new("/db")
+        .recovery_point(RecoveryPoint::Latest)
         .fs(fs.clone())
         .shards(SHARDS as u32)
         .spine_options(spines)

@@ -13,13 +13,16 @@ use std::time::Duration;
 
 use statespine::Error;
 use statespine::io::MemFs;
-use statespine::store::Options;
+use statespine::store::{Options, RecoveryPoint};
 
 const CHILD: &str = "child_opens_the_store_named_by_the_environment";
 const DIR_VAR: &str = "STATESPINE_LOCK_TEST_DIR";
 
 fn write_one(dir: &Path) -> statespine::store::Store {
-    let mut store = Options::new(dir).open().unwrap();
+    let mut store = Options::new(dir)
+        .recovery_point(RecoveryPoint::Latest)
+        .open()
+        .unwrap();
     let mut shard = store.take_shards().remove(0);
     let id = shard.create_kv("kv").unwrap();
     let lsn = shard.put(id, b"k", b"v").unwrap();
@@ -34,9 +37,14 @@ fn a_second_open_from_another_thread_is_refused_until_the_first_is_dropped() {
     let path = dir.path().join("db");
     let store = write_one(&path);
     let p = path.clone();
-    let second = std::thread::spawn(move || Options::new(p).open().map(drop))
-        .join()
-        .unwrap();
+    let second = std::thread::spawn(move || {
+        Options::new(p)
+            .recovery_point(RecoveryPoint::Latest)
+            .open()
+            .map(drop)
+    })
+    .join()
+    .unwrap();
     match second {
         Err(Error::Locked { path: lock, holder }) => {
             assert_eq!(lock, path.join("LOCK"));
@@ -49,7 +57,10 @@ fn a_second_open_from_another_thread_is_refused_until_the_first_is_dropped() {
     }
     // The refused open changed nothing: the first still works and closes.
     store.close().unwrap();
-    let mut again = Options::new(&path).open().unwrap();
+    let mut again = Options::new(&path)
+        .recovery_point(RecoveryPoint::Latest)
+        .open()
+        .unwrap();
     let shard = again.take_shards().remove(0);
     let id = shard.kv_spine("kv").unwrap();
     assert_eq!(shard.get(id, b"k").unwrap(), Some(&b"v"[..]));
@@ -58,13 +69,20 @@ fn a_second_open_from_another_thread_is_refused_until_the_first_is_dropped() {
 #[test]
 fn a_shard_that_outlives_its_store_keeps_the_lock() {
     let fs = Arc::new(MemFs::new());
-    let mut store = Options::new("/db").fs(fs.clone()).open().unwrap();
+    let mut store = Options::new("/db")
+        .recovery_point(RecoveryPoint::Latest)
+        .fs(fs.clone())
+        .open()
+        .unwrap();
     let mut shard = store.take_shards().remove(0);
     let kv = shard.create_kv("kv").unwrap();
     let before = shard.put(kv, b"k", b"v").unwrap();
     drop(store);
     assert!(matches!(
-        Options::new("/db").fs(fs.clone()).open(),
+        Options::new("/db")
+            .recovery_point(RecoveryPoint::Latest)
+            .fs(fs.clone())
+            .open(),
         Err(Error::Locked { .. })
     ));
     // Its log is closed: what the close synced is durable, nothing more is
@@ -72,7 +90,11 @@ fn a_shard_that_outlives_its_store_keeps_the_lock() {
     shard.wait_durable(before, Duration::from_secs(10)).unwrap();
     assert!(matches!(shard.put(kv, b"k2", b"v"), Err(Error::Poisoned { .. })));
     drop(shard);
-    Options::new("/db").fs(fs).open().unwrap();
+    Options::new("/db")
+        .recovery_point(RecoveryPoint::Latest)
+        .fs(fs)
+        .open()
+        .unwrap();
 }
 
 #[test]
@@ -125,10 +147,16 @@ fn a_killed_owner_leaves_no_stale_lock() {
         );
         seen.extend_from_slice(&buf[..n]);
     }
-    assert!(matches!(Options::new(&path).open(), Err(Error::Locked { .. })));
+    assert!(matches!(
+        Options::new(&path).recovery_point(RecoveryPoint::Latest).open(),
+        Err(Error::Locked { .. })
+    ));
     child.kill().unwrap();
     child.wait().unwrap();
-    let mut store = Options::new(&path).open().unwrap();
+    let mut store = Options::new(&path)
+        .recovery_point(RecoveryPoint::Latest)
+        .open()
+        .unwrap();
     let shard = store.take_shards().remove(0);
     let id = shard.kv_spine("kv").unwrap();
     assert_eq!(shard.get(id, b"k").unwrap(), Some(&b"v"[..]));
@@ -142,7 +170,7 @@ fn child_opens_the_store_named_by_the_environment() {
     let Some(dir) = std::env::var_os(DIR_VAR) else {
         return;
     };
-    match Options::new(dir).open() {
+    match Options::new(dir).recovery_point(RecoveryPoint::Latest).open() {
         Ok(store) => {
             println!("OPENED");
             if std::env::var_os("STATESPINE_LOCK_TEST_HOLD").is_some() {

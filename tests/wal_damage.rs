@@ -23,7 +23,7 @@ use statespine::Error;
 use statespine::io::{Fs, MemFs};
 use statespine::run::RunMode;
 use statespine::spine::SpineOptions;
-use statespine::store::{CheckpointRequest, Options, Shard};
+use statespine::store::{CheckpointRequest, Options, RecoveryPoint, Shard};
 use statespine::wal::{RecoveryMode, SyncPolicy, WalOptions, WriteAheadLog, replay};
 
 const ROOT: &str = "/db";
@@ -37,6 +37,7 @@ const LAST_RECORDS: usize = 4;
 
 fn options(fs: MemFs) -> Options {
     Options::new(ROOT)
+        .recovery_point(RecoveryPoint::Latest)
         .fs(Arc::new(fs))
         .shards(SHARDS)
         .spine_options(SpineOptions::new(RunMode::KeyValue).memtable_size_bytes(4 << 10))

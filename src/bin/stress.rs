@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 
 use statespine::run::RunMode;
 use statespine::spine::SpineOptions;
-use statespine::store::{CheckpointConfig, CheckpointRequest, Options, Shard};
+use statespine::store::{CheckpointConfig, CheckpointRequest, Options, RecoveryPoint, Shard};
 
 /// The options the stress child and its verifier both open the store with.
 fn options(dir: &str) -> Options {
     Options::new(dir)
+        .recovery_point(RecoveryPoint::Latest)
         .shards(2)
         .spine_options(
             SpineOptions::new(RunMode::KeyValue)

@@ -80,10 +80,16 @@ pub fn decode_commit_key(key: &[u8], path: &Path, lsn: u64) -> Result<u64> {
 /// Parses a commit record's value. Errors name `path` (the WAL directory),
 /// with the record's LSN for the offset, as for any WAL payload.
 pub fn decode_commit_value(value: &[u8], path: &Path, lsn: u64) -> Result<EpochMetadata> {
-    let bad = |expected: String, found: String| Error::corrupt(path, lsn, "epoch-commit record", expected, found);
+    let bad =
+        |expected: String, found: String| Error::corrupt(path, lsn, "epoch-commit record", expected, found);
     match value.first() {
         Some(&COMMIT_RECORD_VERSION) => {}
-        Some(v) => return Err(bad(format!("version {COMMIT_RECORD_VERSION}"), format!("version {v}"))),
+        Some(v) => {
+            return Err(bad(
+                format!("version {COMMIT_RECORD_VERSION}"),
+                format!("version {v}"),
+            ));
+        }
         None => return Err(bad("a version byte".into(), "an empty value".into())),
     }
     let mut r = Reader {
@@ -105,7 +111,10 @@ pub fn decode_commit_value(value: &[u8], path: &Path, lsn: u64) -> Result<EpochM
     };
     r.metadata(&mut m)?;
     if r.at != r.b.len() {
-        return Err(bad("the end of the record".into(), format!("{} more bytes", r.b.len() - r.at)));
+        return Err(bad(
+            "the end of the record".into(),
+            format!("{} more bytes", r.b.len() - r.at),
+        ));
     }
     let mut operators = BTreeMap::new();
     for (name, op) in m.operators {

@@ -330,13 +330,7 @@ pub(super) struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub(super) fn err(&self, region: &'static str, expected: String, found: String) -> Error {
-        Error::corrupt(
-            self.path,
-            self.base + self.at as u64,
-            region,
-            expected,
-            found,
-        )
+        Error::corrupt(self.path, self.base + self.at as u64, region, expected, found)
     }
 
     fn take(&mut self, n: usize, region: &'static str) -> Result<&'a [u8]> {

@@ -227,7 +227,10 @@ pub fn select_checkpoint(store: &FileSystemCheckpointStore, cfg: &RecoveryConfig
 
 /// The chosen checkpoint and those passed over, the runs its validation
 /// opened, and the valid checkpoints newer than a [`RecoveryPoint::Epoch`].
-fn select(store: &FileSystemCheckpointStore, cfg: &RecoveryConfig) -> Result<(Selected, OpenedRuns, Vec<Uuid>)> {
+fn select(
+    store: &FileSystemCheckpointStore,
+    cfg: &RecoveryConfig,
+) -> Result<(Selected, OpenedRuns, Vec<Uuid>)> {
     store.remove_temporaries()?;
     let mut candidates = Vec::new();
     let mut skipped = Vec::new();
@@ -280,7 +283,9 @@ fn choose_point(
             return Some(cut(n));
         }
         let p = &scanned[n].commits.positions;
-        p.binary_search_by_key(&e, |&(epoch, _)| epoch).ok().map(|i| p[i].1)
+        p.binary_search_by_key(&e, |&(epoch, _)| epoch)
+            .ok()
+            .map(|i| p[i].1)
     };
     let newest = scanned
         .iter()
@@ -290,12 +295,17 @@ fn choose_point(
         .max(base);
     // Epochs every shard committed: those of the first shard all hold.
     let everywhere = |e: u64| (0..scanned.len()).all(|n| position(n, e).is_some());
-    let candidates = std::iter::once(base).chain(scanned.first().into_iter().flat_map(|s| {
-        s.commits.positions.iter().map(|&(e, _)| e)
-    }));
+    let candidates = std::iter::once(base).chain(
+        scanned
+            .first()
+            .into_iter()
+            .flat_map(|s| s.commits.positions.iter().map(|&(e, _)| e)),
+    );
     let committed: Vec<u64> = candidates.filter(|&e| everywhere(e)).collect();
     let epoch = match point {
-        RecoveryPoint::LastCommittedEpoch | RecoveryPoint::Latest => committed.iter().copied().max().unwrap_or(base),
+        RecoveryPoint::LastCommittedEpoch | RecoveryPoint::Latest => {
+            committed.iter().copied().max().unwrap_or(base)
+        }
         RecoveryPoint::Epoch(e) if committed.contains(&e) => e,
         RecoveryPoint::Epoch(e) => {
             return Err(Error::InvalidArgument(format!(
@@ -310,7 +320,11 @@ fn choose_point(
             _ => position(n, epoch).unwrap_or_else(|| unreachable!("epoch {epoch} is committed everywhere")),
         })
         .collect();
-    let last = if point == RecoveryPoint::Latest { newest } else { epoch };
+    let last = if point == RecoveryPoint::Latest {
+        newest
+    } else {
+        epoch
+    };
     Ok((epoch, ends, last))
 }
 
@@ -331,7 +345,12 @@ fn epoch_metadata(
     }
     match scanned.first().and_then(|s| s.commits.values.get(&epoch)) {
         Some(value) => {
-            let lsn = scanned[0].commits.positions.iter().find(|p| p.0 == epoch).map_or(0, |p| p.1);
+            let lsn = scanned[0]
+                .commits
+                .positions
+                .iter()
+                .find(|p| p.0 == epoch)
+                .map_or(0, |p| p.1);
             decode_commit_value(value, &layout.wal(0), lsn)
         }
         None => Ok(EpochMetadata::default()),
@@ -369,27 +388,40 @@ pub fn recover(
     let restored = Instant::now();
     let latest = cfg.point == RecoveryPoint::Latest;
     // Steps 3–5 (module docs): scan, choose, replay.
-    let scanned = in_parallel(shards, |n| {
-        let cut = manifest.as_ref().and_then(|m| m.shards.iter().find(|s| s.shard == n));
-        let runs: OpenedRuns = cut
-            .iter()
-            .flat_map(|c| c.spines.iter().flat_map(|s| s.runs.iter()))
-            .filter_map(|r| opened.remove_entry(&r.file))
-            .collect();
-        ShardJob {
-            fs,
-            layout,
-            opened: runs,
-            shard: n,
-            cut,
-            ck_dir: ck_dir.as_deref(),
-            spine_opts,
-            wal,
-            mode: cfg.wal_mode,
-        }
-    }, |job| job.scan(latest))?;
+    let scanned = in_parallel(
+        shards,
+        |n| {
+            let cut = manifest
+                .as_ref()
+                .and_then(|m| m.shards.iter().find(|s| s.shard == n));
+            let runs: OpenedRuns = cut
+                .iter()
+                .flat_map(|c| c.spines.iter().flat_map(|s| s.runs.iter()))
+                .filter_map(|r| opened.remove_entry(&r.file))
+                .collect();
+            ShardJob {
+                fs,
+                layout,
+                opened: runs,
+                shard: n,
+                cut,
+                ck_dir: ck_dir.as_deref(),
+                spine_opts,
+                wal,
+                mode: cfg.wal_mode,
+            }
+        },
+        |job| job.scan(latest),
+    )?;
     let (epoch, ends, last_epoch) = choose_point(cfg.point, manifest.as_ref(), &scanned)?;
-    let metadata = epoch_metadata(fs.as_ref(), layout, manifest.as_ref(), ck_dir.as_deref(), epoch, &scanned)?;
+    let metadata = epoch_metadata(
+        fs.as_ref(),
+        layout,
+        manifest.as_ref(),
+        ck_dir.as_deref(),
+        epoch,
+        &scanned,
+    )?;
     // Newer checkpoints go before any WAL record does: one left behind would
     // win the next open and need the records.
     for id in &newer {
@@ -397,10 +429,14 @@ pub fn recover(
     }
     let mut ends = ends.into_iter();
     let mut scanned = scanned.into_iter();
-    let shards = in_parallel(shards, |_| (scanned.next(), ends.next()), |(s, end)| match (s, end) {
-        (Some(s), Some(end)) => s.finish(end),
-        _ => unreachable!("one scan and one end per shard"),
-    })?;
+    let shards = in_parallel(
+        shards,
+        |_| (scanned.next(), ends.next()),
+        |(s, end)| match (s, end) {
+            (Some(s), Some(end)) => s.finish(end),
+            _ => unreachable!("one scan and one end per shard"),
+        },
+    )?;
     Ok(Recovery {
         manifest,
         epoch,

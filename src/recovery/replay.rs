@@ -267,7 +267,8 @@ impl Scanned<'_> {
             return Ok(());
         };
         let started = Instant::now();
-        let (job, live, next_spine_id, out) = (&self.job, &mut self.live, &mut self.next_spine_id, &mut self.out);
+        let (job, live, next_spine_id, out) =
+            (&self.job, &mut self.live, &mut self.next_spine_id, &mut self.out);
         let commits = &mut self.commits;
         let wal_dir = job.layout.wal(job.shard);
         let cut_lsn = job.cut_lsn();

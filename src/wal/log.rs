@@ -292,17 +292,16 @@ impl WriteAheadLog {
             report.segments += 1;
             report.records += s.records;
             next_lsn = header.first_lsn + s.records;
+            let first_lsn = header.first_lsn;
             segments.push(Segment {
-                first_lsn: header.first_lsn,
+                first_lsn,
                 path: path.clone(),
                 len,
             });
             current = Some(header);
             end = Some((path.clone(), s.end as u64));
             if next_lsn > opts.end_at + 1 {
-                // The log ends at `end_at`, inside this segment: what follows
-                // goes (before the tail's checks, which concern discarded
-                // records).
+                // The log ends at `end_at`, in this segment; the rest goes.
                 let at = offset_of(&map, &header, opts.end_at + 1);
                 discard_after(fs.as_ref(), &dir, &names[i + 1..])?;
                 next_lsn = opts.end_at + 1;
@@ -310,26 +309,14 @@ impl WriteAheadLog {
                 trim = Some(at as u64);
                 break;
             }
-            let cut = match s.tail {
-                Tail::Clean => continue,
-                Tail::Torn { at } if last => at,
-                Tail::Torn { at } | Tail::Corrupt { at, .. } => {
-                    if opts.recovery == RecoveryMode::Strict {
-                        return Err(corruption(&path, s.tail, last));
-                    }
-                    at
-                }
+            let Some(cut) = tail_cut(opts.recovery, &path, s.tail, last)? else {
+                continue;
             };
             report.torn_bytes += len - cut as u64;
             trim = Some(cut as u64);
-            if !last {
-                // Tolerant mode: what follows the damage is dropped.
-                for (_, later) in &names[i + 1..] {
-                    fs.remove_file(&dir.join(later))?;
-                    report.dropped_segments += 1;
-                }
-                fs.sync_dir(&dir)?;
-            }
+            // Tolerant mode: what follows the damage is dropped.
+            report.dropped_segments += names.len() - i - 1;
+            discard_after(fs.as_ref(), &dir, &names[i + 1..])?;
             break;
         }
         check_end(&opts, end.as_ref(), &dir, next_lsn, torn_header)?;
@@ -605,6 +592,21 @@ fn discard_after(fs: &dyn Fs, dir: &Path, later: &[(u64, String)]) -> Result<()>
         fs.sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// Where a scanned segment's records must be cut: nowhere for a clean end,
+/// at a torn tail of the last segment, and at damage only when tolerated.
+fn tail_cut(mode: RecoveryMode, path: &Path, tail: Tail, last: bool) -> Result<Option<usize>> {
+    match tail {
+        Tail::Clean => Ok(None),
+        Tail::Torn { at } if last => Ok(Some(at)),
+        Tail::Torn { at } | Tail::Corrupt { at, .. } => {
+            if mode == RecoveryMode::Strict {
+                return Err(corruption(path, tail, last));
+            }
+            Ok(Some(at))
+        }
+    }
 }
 
 fn corruption(path: &Path, tail: Tail, last: bool) -> Error {

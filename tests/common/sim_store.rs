@@ -10,7 +10,7 @@ use std::time::Duration;
 use statespine::io::SimFs;
 use statespine::run::RunMode;
 use statespine::spine::SpineOptions;
-use statespine::store::{CheckpointConfig, Options};
+use statespine::store::{CheckpointConfig, Options, RecoveryPoint};
 use statespine::wal::SyncPolicy;
 
 /// The store at `/db` on `fs`: `retained` checkpoints kept; `defer` keeps
@@ -18,6 +18,7 @@ use statespine::wal::SyncPolicy;
 /// synced at its first cut.
 pub fn small_store(fs: Arc<SimFs>, retained: usize, defer: bool) -> Options {
     Options::new("/db")
+        .recovery_point(RecoveryPoint::Latest)
         .fs(fs)
         .spine_options(
             SpineOptions::new(RunMode::KeyValue)
