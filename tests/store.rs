@@ -278,7 +278,11 @@ fn recovery_falls_back_past_a_damaged_newest_checkpoint() {
     // the commit record its cut appended to the WAL: the older checkpoint
     // plus the WAL up to that record recover it.
     assert_eq!(state.epoch, 3, "the damaged checkpoint's epoch, from the WAL");
-    assert_eq!(state.checkpoint_id, Some(retained[1].0), "rebuilt from the one before");
+    assert_eq!(
+        state.checkpoint_id,
+        Some(retained[1].0),
+        "rebuilt from the one before"
+    );
     assert_eq!(state.skipped.len(), 1);
     assert_eq!(state.skipped[0].0, newest);
     assert!(state.skipped[0].1.contains("checksum"), "{}", state.skipped[0].1);

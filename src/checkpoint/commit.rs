@@ -1,13 +1,15 @@
 //! The epoch-commit record (`format/wal.md`, "Epoch commits"): what an epoch
 //! commit appends to every shard's WAL. It is a changelog record of the
 //! reserved spine [`COMMIT_SPINE`]: key = the epoch (u64 LE), value = a
-//! version byte and the epoch's metadata, laid out as a manifest's metadata
-//! fields (`format/manifest.md`) with every operator state inline.
+//! version byte, the epoch's metadata laid out as a manifest's metadata
+//! fields (`format/manifest.md`) with every operator state inline, then the
+//! source offsets the shard itself recorded (a count, then name and offset
+//! pairs): those are where the shard's own sources stood at its record.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::manifest::{Reader, put_metadata};
+use super::manifest::{Reader, put_metadata, put_offsets};
 use super::{CheckpointManifest, ConnectorCheckpoint, OperatorCheckpoint};
 use crate::{Error, Result};
 
@@ -50,7 +52,9 @@ pub fn commit_key(epoch: u64) -> [u8; 8] {
     epoch.to_le_bytes()
 }
 
-/// The value of a commit record carrying `meta`.
+/// The part of a commit record's value every shard shares: the version
+/// byte and `meta`. Each shard appends its own offsets
+/// ([`append_shard_offsets`]).
 pub fn encode_commit_value(meta: &EpochMetadata) -> Vec<u8> {
     let operators: BTreeMap<String, OperatorCheckpoint> = meta
         .operators
@@ -60,6 +64,11 @@ pub fn encode_commit_value(meta: &EpochMetadata) -> Vec<u8> {
     let mut b = vec![COMMIT_RECORD_VERSION];
     put_metadata(&mut b, &meta.source_offsets, &meta.connectors, &operators);
     b
+}
+
+/// Appends the offsets a shard recorded to a commit record's value.
+pub fn append_shard_offsets(out: &mut Vec<u8>, offsets: &BTreeMap<String, u64>) {
+    put_offsets(out, offsets);
 }
 
 /// The epoch a commit record's key names; `path` (the WAL) and `lsn` name
@@ -77,9 +86,14 @@ pub fn decode_commit_key(key: &[u8], path: &Path, lsn: u64) -> Result<u64> {
     Ok(u64::from_le_bytes(bytes))
 }
 
-/// Parses a commit record's value. Errors name `path` (the WAL directory),
-/// with the record's LSN for the offset, as for any WAL payload.
-pub fn decode_commit_value(value: &[u8], path: &Path, lsn: u64) -> Result<EpochMetadata> {
+/// Parses a commit record's value: the shared metadata and the shard's own
+/// offsets. Errors name `path` (the WAL directory), with the record's LSN
+/// for the offset, as for any WAL payload.
+pub fn decode_commit_value(
+    value: &[u8],
+    path: &Path,
+    lsn: u64,
+) -> Result<(EpochMetadata, BTreeMap<String, u64>)> {
     let bad =
         |expected: String, found: String| Error::corrupt(path, lsn, "epoch-commit record", expected, found);
     match value.first() {
@@ -110,6 +124,11 @@ pub fn decode_commit_value(value: &[u8], path: &Path, lsn: u64) -> Result<EpochM
         operators: BTreeMap::new(),
     };
     r.metadata(&mut m)?;
+    let mut own = CheckpointManifest {
+        source_offsets: BTreeMap::new(),
+        ..m.clone()
+    };
+    r.offsets(&mut own)?;
     if r.at != r.b.len() {
         return Err(bad(
             "the end of the record".into(),
@@ -128,11 +147,12 @@ pub fn decode_commit_value(value: &[u8], path: &Path, lsn: u64) -> Result<EpochM
             }
         };
     }
-    Ok(EpochMetadata {
+    let meta = EpochMetadata {
         source_offsets: m.source_offsets,
         connectors: m.connectors,
         operators,
-    })
+    };
+    Ok((meta, own.source_offsets))
 }
 
 impl CheckpointManifest {
@@ -169,8 +189,10 @@ mod tests {
     fn round_trip_and_every_cut_is_refused() {
         let p = Path::new("/wal");
         let m = sample();
-        let v = encode_commit_value(&m);
-        assert_eq!(decode_commit_value(&v, p, 9).unwrap(), m);
+        let mut v = encode_commit_value(&m);
+        let own: BTreeMap<String, u64> = [("src/0".to_string(), 7)].into();
+        append_shard_offsets(&mut v, &own);
+        assert_eq!(decode_commit_value(&v, p, 9).unwrap(), (m.clone(), own));
         assert_eq!(m.prepared_transactions()["sink"], vec!["tx-7".to_string()]);
         for cut in 0..v.len() {
             let e = decode_commit_value(&v[..cut], p, 9).unwrap_err();

@@ -274,11 +274,7 @@ pub(super) fn put_metadata(
     connectors: &BTreeMap<String, ConnectorCheckpoint>,
     operators: &BTreeMap<String, OperatorCheckpoint>,
 ) {
-    put_u32(b, source_offsets.len() as u32);
-    for (name, off) in source_offsets {
-        put_bytes(b, name.as_bytes());
-        put_u64(b, *off);
-    }
+    put_offsets(b, source_offsets);
     put_u32(b, connectors.len() as u32);
     for (name, c) in connectors {
         put_bytes(b, name.as_bytes());
@@ -303,6 +299,15 @@ pub(super) fn put_metadata(
                 put_u32(b, *crc32c);
             }
         }
+    }
+}
+
+/// Appends source offsets: a count, then name and offset pairs.
+pub(super) fn put_offsets(b: &mut Vec<u8>, source_offsets: &BTreeMap<String, u64>) {
+    put_u32(b, source_offsets.len() as u32);
+    for (name, off) in source_offsets {
+        put_bytes(b, name.as_bytes());
+        put_u64(b, *off);
     }
 }
 
@@ -390,11 +395,7 @@ impl<'a> Reader<'a> {
 
     /// Source offsets, connector and operator checkpoints.
     pub(super) fn metadata(&mut self, m: &mut CheckpointManifest) -> Result<()> {
-        let n = self.count("source offset count", 12)?;
-        for _ in 0..n {
-            let name = self.string("source name")?;
-            m.source_offsets.insert(name, self.u64("source offset")?);
-        }
+        self.offsets(m)?;
         let n = self.count("connector count", 12)?;
         for _ in 0..n {
             let name = self.string("connector name")?;
@@ -417,6 +418,16 @@ impl<'a> Reader<'a> {
             let name = self.string("operator name")?;
             let op = self.operator()?;
             m.operators.insert(name, op);
+        }
+        Ok(())
+    }
+
+    /// Source offsets.
+    pub(super) fn offsets(&mut self, m: &mut CheckpointManifest) -> Result<()> {
+        let n = self.count("source offset count", 12)?;
+        for _ in 0..n {
+            let name = self.string("source name")?;
+            m.source_offsets.insert(name, self.u64("source offset")?);
         }
         Ok(())
     }

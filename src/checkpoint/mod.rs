@@ -16,8 +16,8 @@ mod manifest;
 mod validate;
 
 pub use commit::{
-    COMMIT_RECORD_VERSION, COMMIT_SPINE, EpochMetadata, commit_key, decode_commit_key, decode_commit_value,
-    encode_commit_value,
+    COMMIT_RECORD_VERSION, COMMIT_SPINE, EpochMetadata, append_shard_offsets, commit_key, decode_commit_key,
+    decode_commit_value, encode_commit_value,
 };
 pub use dir::{
     CheckpointStore, CommitReport, DAMAGED_DIR_SUFFIX, FileSystemCheckpointStore, PreparedCheckpoint,

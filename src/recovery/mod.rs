@@ -328,8 +328,8 @@ fn choose_point(
     Ok((epoch, ends, last))
 }
 
-/// The recovered epoch's metadata: the checkpoint's, or shard 0's commit
-/// record's.
+/// The recovered epoch's metadata: the checkpoint's, or its commit
+/// records': shard 0's request part, with every shard's own offsets over it.
 fn epoch_metadata(
     fs: &dyn Fs,
     layout: &Layout,
@@ -343,18 +343,20 @@ fn epoch_metadata(
     {
         return Ok(m.epoch_metadata(read_operators(fs, m, dir)?));
     }
-    match scanned.first().and_then(|s| s.commits.values.get(&epoch)) {
-        Some(value) => {
-            let lsn = scanned[0]
-                .commits
-                .positions
-                .iter()
-                .find(|p| p.0 == epoch)
-                .map_or(0, |p| p.1);
-            decode_commit_value(value, &layout.wal(0), lsn)
-        }
-        None => Ok(EpochMetadata::default()),
+    let mut meta: Option<EpochMetadata> = None;
+    let mut own = BTreeMap::new();
+    for (n, s) in scanned.iter().enumerate() {
+        let Some(value) = s.commits.values.get(&epoch) else {
+            continue;
+        };
+        let lsn = s.commits.positions.iter().find(|p| p.0 == epoch).map_or(0, |p| p.1);
+        let (m, mut offsets) = decode_commit_value(value, &layout.wal(n as u32), lsn)?;
+        meta.get_or_insert(m);
+        own.append(&mut offsets);
     }
+    let mut meta = meta.unwrap_or_default();
+    meta.source_offsets.append(&mut own);
+    Ok(meta)
 }
 
 /// Recovers every shard of the store at `layout` (module docs).

@@ -46,8 +46,7 @@ struct Live {
 pub(super) struct Commits {
     /// `(epoch, LSN)` of each, in log order (epochs increase).
     pub(super) positions: Vec<(u64, u64)>,
-    /// The record values by epoch (kept by shard 0 only: every shard's
-    /// record of an epoch carries the same metadata).
+    /// The record values by epoch.
     pub(super) values: BTreeMap<u64, Vec<u8>>,
     /// The LSN of the log's last record (0 if none).
     pub(super) last_lsn: u64,
@@ -193,7 +192,7 @@ impl<'a> ShardJob<'a> {
 
 impl Commits {
     /// Notes a commit record (after the cut) found at `lsn`.
-    fn note(&mut self, shard: u32, lsn: u64, rec: &ChangeRecord<'_>, wal_dir: &Path) -> Result<()> {
+    fn note(&mut self, lsn: u64, rec: &ChangeRecord<'_>, wal_dir: &Path) -> Result<()> {
         let epoch = decode_commit_key(rec.key, wal_dir, lsn)?;
         if let Some(&(prev, _)) = self.positions.last()
             && epoch <= prev
@@ -207,9 +206,7 @@ impl Commits {
             ));
         }
         self.positions.push((epoch, lsn));
-        if shard == 0 {
-            self.values.insert(epoch, rec.value.to_vec());
-        }
+        self.values.insert(epoch, rec.value.to_vec());
         Ok(())
     }
 }
@@ -223,11 +220,11 @@ impl Scanned<'_> {
             return Ok(());
         }
         let from = self.job.cut_lsn() + 1;
-        let (shard, commits) = (self.job.shard, &mut self.commits);
+        let commits = &mut self.commits;
         let report = crate::wal::replay(self.job.fs.as_ref(), &wal_dir, from, self.job.mode, |frame| {
             let rec = decode_change(frame.payload, frame.epoch, &wal_dir, frame.lsn)?;
             if rec.spine == COMMIT_SPINE {
-                commits.note(shard, frame.lsn, &rec, &wal_dir)?;
+                commits.note(frame.lsn, &rec, &wal_dir)?;
             }
             Ok(())
         })?;
@@ -291,7 +288,7 @@ impl Scanned<'_> {
             match rec.spine {
                 COMMIT_SPINE => {
                     if collect && frame.lsn > cut_lsn {
-                        commits.note(job.shard, frame.lsn, &rec, &wal_dir)?;
+                        commits.note(frame.lsn, &rec, &wal_dir)?;
                     }
                     return Ok(());
                 }

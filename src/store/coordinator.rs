@@ -15,7 +15,7 @@
 //! 6. A janitor thread deletes retired directories and makes the next
 //!    checkpoint's, off the next checkpoint's path.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
@@ -139,6 +139,11 @@ pub struct EpochCommitted {
     /// Every write a shard made before its commit record belongs to this
     /// epoch or an earlier one.
     pub shard_lsns: Vec<Lsn>,
+    /// The source offsets the epoch recorded: the request's, over those of
+    /// the epoch before, under those the shards set themselves
+    /// ([`crate::store::Shard::set_source_offset`]). Recovery to this epoch
+    /// returns exactly these.
+    pub source_offsets: BTreeMap<String, u64>,
     /// Each shard's pause on its own thread (appending one record).
     pub shard_pauses: Vec<Duration>,
     /// From the request to every shard's answer.
@@ -157,6 +162,8 @@ pub struct IncrementalCheckpointMetadata {
     /// Each shard's cut: the LSN of its epoch-commit record (of its last
     /// change, without a WAL).
     pub shard_lsns: Vec<Lsn>,
+    /// The source offsets it recorded (as [`EpochCommitted::source_offsets`]).
+    pub source_offsets: BTreeMap<String, u64>,
     /// Its directory.
     pub path: PathBuf,
     /// Runs it references.
@@ -227,6 +234,10 @@ pub struct CheckpointCoordinator {
     recent_cuts: VecDeque<Vec<u64>>,
     /// Per shard, the LSN below which the WAL may be truncated by now.
     truncated: Vec<u64>,
+    /// The source offsets of the newest epoch committed: every commit
+    /// records them again unless the request or a shard moves them, so a
+    /// source no one touched since keeps its offset.
+    carried: BTreeMap<String, u64>,
 }
 
 impl CheckpointCoordinator {
@@ -238,6 +249,7 @@ impl CheckpointCoordinator {
         shards: Vec<Sender<ShardRequest>>,
         watermarks: Vec<Option<Arc<Watermark>>>,
         last_epoch: u64,
+        carried: BTreeMap<String, u64>,
     ) -> Result<Self> {
         let n_shards = shards.len();
         let mut retained = Vec::new();
@@ -276,6 +288,7 @@ impl CheckpointCoordinator {
             poisoned: None,
             recent_cuts: VecDeque::new(),
             truncated,
+            carried,
         })
     }
 
@@ -303,8 +316,15 @@ impl CheckpointCoordinator {
     }
 
     /// Checks `epoch` against [`CheckpointCoordinator::next_epoch`] and
-    /// encodes what the request records (nothing is sent if either fails).
-    fn start(&self, what: &str, epoch: u64, request: &EpochMetadata) -> Result<Arc<[u8]>> {
+    /// encodes what the request records, over the offsets carried from the
+    /// last epoch (nothing is sent if either fails). Returns the encoded
+    /// record value and the offsets in it.
+    fn start(
+        &self,
+        what: &str,
+        epoch: u64,
+        request: &EpochMetadata,
+    ) -> Result<(Arc<[u8]>, BTreeMap<String, u64>)> {
         if let Some(cause) = &self.poisoned {
             return Err(Error::Poisoned {
                 path: self.store.dir().to_path_buf(),
@@ -317,7 +337,13 @@ impl CheckpointCoordinator {
                 self.last_begun
             )));
         }
-        let value = crate::checkpoint::encode_commit_value(request);
+        let mut offsets = self.carried.clone();
+        offsets.extend(request.source_offsets.iter().map(|(k, v)| (k.clone(), *v)));
+        let value = crate::checkpoint::encode_commit_value(&EpochMetadata {
+            source_offsets: offsets.clone(),
+            connectors: request.connectors.clone(),
+            operators: request.operators.clone(),
+        });
         if value.len() > MAX_VALUE_BYTES {
             return Err(Error::TooLarge {
                 what: "epoch metadata",
@@ -325,7 +351,7 @@ impl CheckpointCoordinator {
                 limit: MAX_VALUE_BYTES as u64,
             });
         }
-        Ok(value.into())
+        Ok((value.into(), offsets))
     }
 
     /// Asks every shard to append the commit record of `epoch` at its next
@@ -337,7 +363,7 @@ impl CheckpointCoordinator {
                 "a store without a WAL commits epochs only by checkpoints".into(),
             ));
         }
-        let value = self.start("epoch commit", epoch, request)?;
+        let (value, offsets) = self.start("epoch commit", epoch, request)?;
         let (tx, rx) = mpsc::channel();
         for (n, shard) in self.shards.iter().enumerate() {
             let req = CommitRequest {
@@ -352,6 +378,7 @@ impl CheckpointCoordinator {
         self.last_begun = epoch;
         Ok(PendingCommit {
             epoch,
+            offsets,
             replies: rx,
             started: Instant::now(),
         })
@@ -389,10 +416,15 @@ impl CheckpointCoordinator {
                 w.wait_durable(a.lsn, deadline.saturating_duration_since(Instant::now()))?;
             }
         }
-        self.last_epoch = self.last_epoch.max(pending.epoch);
+        let mut offsets = pending.offsets;
+        for a in &mut answers {
+            offsets.append(&mut a.offsets);
+        }
+        self.committed(pending.epoch, &offsets);
         Ok(EpochCommitted {
             epoch: pending.epoch,
             shard_lsns: answers.iter().map(|a| Lsn(a.lsn)).collect(),
+            source_offsets: offsets,
             shard_pauses: answers.iter().map(|a| a.pause).collect(),
             answer_time,
             total_time: pending.started.elapsed(),
@@ -415,7 +447,9 @@ impl CheckpointCoordinator {
     /// Sends every shard its cut request (step 1); the answers come at the
     /// shards' next `poll()`.
     pub fn begin(&mut self, epoch: u64, request: CheckpointRequest) -> Result<PendingCheckpoint> {
-        let value = self.start("checkpoint", epoch, &request)?;
+        let (value, offsets) = self.start("checkpoint", epoch, &request)?;
+        let mut request = request;
+        request.source_offsets = offsets;
         let (tx, rx) = mpsc::channel();
         // A spine whose runs cover less than the cut `flush_after`
         // checkpoints back has pinned the WAL long enough (whatever the
@@ -565,7 +599,7 @@ impl CheckpointCoordinator {
         for h in &handles {
             h.mark_durable();
         }
-        self.last_epoch = self.last_epoch.max(pending.epoch);
+        self.committed(pending.epoch, &prepared.manifest.source_offsets);
         self.last_checkpoint = pending.epoch;
         self.last_time = Instant::now();
         self.eager_next = false;
@@ -579,6 +613,7 @@ impl CheckpointCoordinator {
             id: m.id,
             epoch: m.epoch,
             shard_lsns: cuts.iter().map(|c| Lsn(c.cut_lsn)).collect(),
+            source_offsets: m.source_offsets.clone(),
             path: self.store.checkpoint_dir(m.id),
             runs: prepared.runs.len(),
             commit,
@@ -695,6 +730,10 @@ impl CheckpointCoordinator {
                 (name.clone(), op)
             })
             .collect();
+        let mut source_offsets = req.source_offsets.clone();
+        for c in cuts {
+            source_offsets.extend(c.offsets.iter().map(|(k, v)| (k.clone(), *v)));
+        }
         let manifest = CheckpointManifest {
             id: self.next_id,
             epoch,
@@ -704,7 +743,7 @@ impl CheckpointCoordinator {
             fingerprint: self.fingerprint.clone(),
             runs_copied: false,
             shards,
-            source_offsets: req.source_offsets.clone(),
+            source_offsets,
             connectors: req.connectors.clone(),
             operators,
         };
@@ -717,6 +756,14 @@ impl CheckpointCoordinator {
             },
             live,
         )
+    }
+
+    /// Epoch `epoch` committed, recording `offsets`.
+    fn committed(&mut self, epoch: u64, offsets: &BTreeMap<String, u64>) {
+        if epoch > self.last_epoch {
+            self.last_epoch = epoch;
+            self.carried = offsets.clone();
+        }
     }
 
     /// The next checkpoint syncs every run its cut finds, young ones too.
@@ -819,6 +866,8 @@ pub struct PendingCheckpoint {
 #[derive(Debug)]
 pub struct PendingCommit {
     epoch: u64,
+    /// The offsets its record carries before the shards add theirs.
+    offsets: BTreeMap<String, u64>,
     replies: mpsc::Receiver<CommitAnswer>,
     started: Instant,
 }

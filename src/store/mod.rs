@@ -335,8 +335,15 @@ impl RecoveryManager {
         let replayed_bytes = rec.shards.iter().map(|s| s.replayed_bytes).sum();
         let refused_records = rec.shards.iter().map(|s| s.refused_records).sum();
         let replay_time = rec.shards.iter().map(|s| s.replay_time).max().unwrap_or_default();
-        let store = Store::assemble(opts, layout, rec.shards, rec.last_epoch, lock)?;
         let meta = rec.metadata;
+        let store = Store::assemble(
+            opts,
+            layout,
+            rec.shards,
+            rec.last_epoch,
+            &meta.source_offsets,
+            lock,
+        )?;
         Ok(RecoveredState {
             point,
             epoch: rec.epoch,
@@ -379,6 +386,7 @@ impl Store {
         layout: Layout,
         recovered: Vec<crate::recovery::RecoveredShard>,
         last_epoch: u64,
+        offsets: &BTreeMap<String, u64>,
         lock: Arc<dyn LockGuard>,
     ) -> Result<Store> {
         // Tags this open's spine handles: a handle from another open store
@@ -421,6 +429,7 @@ impl Store {
             senders,
             watermarks.clone(),
             last_epoch,
+            offsets.clone(),
         )?;
         let drainer = drainer.map(ChangelogDrainer::spawn).transpose()?;
         Ok(Store {

@@ -5,6 +5,7 @@
 //! applied to the spine with that number, so each spine knows which part of
 //! the log its runs already hold ([`Spine::covered_seq`]).
 
+use std::collections::BTreeMap;
 use std::ops::RangeBounds;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use crate::changelog::{ChangeRecord, ChangelogProducer, PushError, StateOp};
-use crate::checkpoint::{COMMIT_SPINE, commit_key};
+use crate::checkpoint::{COMMIT_SPINE, append_shard_offsets, commit_key};
 use crate::io::{Fs, LockGuard};
 use crate::recovery::{CATALOG_SPINE, Layout, RecoveredShard, encode_catalog_value};
 use crate::run::RunMode;
@@ -194,6 +195,8 @@ pub(crate) struct CommitAnswer {
     pub(crate) shard: u32,
     /// The LSN of the shard's commit record.
     pub(crate) lsn: u64,
+    /// The source offsets the shard recorded in it.
+    pub(crate) offsets: BTreeMap<String, u64>,
     /// How long the shard's thread spent on it.
     pub(crate) pause: Duration,
 }
@@ -272,6 +275,8 @@ pub(crate) struct ShardCut {
     pub(crate) cut_lsn: u64,
     pub(crate) next_spine_id: u32,
     pub(crate) spines: Vec<SpineCut>,
+    /// The source offsets the shard recorded in its commit record.
+    pub(crate) offsets: BTreeMap<String, u64>,
     /// How long the shard's thread spent on the cut.
     pub(crate) pause: Duration,
     pub(crate) released: Released,
@@ -305,6 +310,11 @@ pub struct Shard {
     /// Directories of dropped spines, removed once the runs in them are
     /// gone (a checkpoint cut may still hold some).
     dropped_dirs: Vec<PathBuf>,
+    /// Where the shard's own sources stand ([`Shard::set_source_offset`]),
+    /// written into each of its commit records.
+    source_offsets: BTreeMap<String, u64>,
+    /// A commit record's value being built (reused).
+    commit_buf: Vec<u8>,
     /// The store directory's lock: held while the store or any shard lives.
     _lock: Arc<dyn LockGuard>,
 }
@@ -345,6 +355,8 @@ impl Shard {
             next_poll_spine: 0,
             flush_pending: Vec::new(),
             dropped_dirs: Vec::new(),
+            source_offsets: BTreeMap::new(),
+            commit_buf: Vec::new(),
             _lock: lock,
         }
     }
@@ -359,6 +371,31 @@ impl Shard {
     /// `e + 1`; after recovery, one past the epoch recovered).
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// Records where one of the shard's own sources stands: the offset
+    /// after the last input whose writes this shard has made. Each epoch
+    /// commit and checkpoint the shard answers records its offsets at that
+    /// very point of its log, from its own thread, so an engine that feeds
+    /// each shard from its own source partitions needs no barrier: write,
+    /// then set the offset, and let the control thread commit whenever it
+    /// likes. Recovery merges every shard's offsets into
+    /// `RecoveredState::source_offsets` (name the sources per shard, say
+    /// `"orders/3"`: an offset a shard records wins over the request's).
+    /// No allocation once a source is known; nothing is logged.
+    pub fn set_source_offset(&mut self, source: &str, offset: u64) {
+        match self.source_offsets.get_mut(source) {
+            Some(o) => *o = offset,
+            None => {
+                self.source_offsets.insert(source.to_owned(), offset);
+            }
+        }
+    }
+
+    /// The offsets recorded with [`Shard::set_source_offset`] since the
+    /// store was opened.
+    pub fn source_offsets(&self) -> &BTreeMap<String, u64> {
+        &self.source_offsets
     }
 
     /// The position the next logged change gets.
@@ -715,7 +752,13 @@ impl Shard {
                     self.epoch
                 );
                 let w = Arc::clone(w);
-                let lsn = self.log_in(epoch, COMMIT_SPINE, StateOp::Put, &commit_key(epoch), value)?;
+                let mut buf = std::mem::take(&mut self.commit_buf);
+                buf.clear();
+                buf.extend_from_slice(value);
+                append_shard_offsets(&mut buf, &self.source_offsets);
+                let logged = self.log_in(epoch, COMMIT_SPINE, StateOp::Put, &commit_key(epoch), &buf);
+                self.commit_buf = buf;
+                let lsn = logged?;
                 // The committer waits for it: no need to wait for the
                 // drainer's interval.
                 w.request_sync(lsn);
@@ -734,6 +777,7 @@ impl Shard {
         let _ = req.reply.send(CommitAnswer {
             shard: self.id,
             lsn,
+            offsets: self.source_offsets.clone(),
             pause: start.elapsed(),
         });
         Ok(Answered::EpochCommit {
@@ -776,6 +820,7 @@ impl Shard {
             cut_lsn,
             next_spine_id: self.spines.len() as u32,
             spines,
+            offsets: self.source_offsets.clone(),
             pause: start.elapsed(),
             released,
         };
