@@ -34,6 +34,9 @@ use crate::spine::RunHandle;
 use crate::wal::Watermark;
 use crate::{Error, Result};
 
+/// Source offsets by source name.
+type SourceOffsets = BTreeMap<String, u64>;
+
 /// Operator states larger than this go to a side file, not the manifest.
 pub const INLINE_OPERATOR_LIMIT: usize = 64 << 10;
 
@@ -324,7 +327,7 @@ impl CheckpointCoordinator {
         what: &str,
         epoch: u64,
         request: &EpochMetadata,
-    ) -> Result<(Arc<[u8]>, BTreeMap<String, u64>)> {
+    ) -> Result<(Arc<[u8]>, SourceOffsets)> {
         if let Some(cause) = &self.poisoned {
             return Err(Error::Poisoned {
                 path: self.store.dir().to_path_buf(),
