@@ -322,12 +322,7 @@ impl CheckpointCoordinator {
     /// encodes what the request records, over the offsets carried from the
     /// last epoch (nothing is sent if either fails). Returns the encoded
     /// record value and the offsets in it.
-    fn start(
-        &self,
-        what: &str,
-        epoch: u64,
-        request: &EpochMetadata,
-    ) -> Result<(Arc<[u8]>, SourceOffsets)> {
+    fn start(&self, what: &str, epoch: u64, request: &EpochMetadata) -> Result<(Arc<[u8]>, SourceOffsets)> {
         if let Some(cause) = &self.poisoned {
             return Err(Error::Poisoned {
                 path: self.store.dir().to_path_buf(),
