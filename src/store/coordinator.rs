@@ -1,5 +1,10 @@
-//! [`CheckpointCoordinator`]: cuts a global checkpoint at an epoch by
-//! message passing, then does the file work on its own (Ring-1) thread.
+//! [`CheckpointCoordinator`]: commits epochs and cuts global checkpoints
+//! by message passing, then does the file work on its own (Ring-1) thread.
+//!
+//! An epoch commit asks every shard to append an epoch-commit record to its
+//! WAL at its next `poll()` and waits until every record is durable (one
+//! group commit per shard). A checkpoint is an epoch commit whose state is
+//! also materialized:
 //!
 //! 1. Send every shard a cut request. Each shard answers at its next
 //!    `poll()`: the runs of its spines (handles that keep the files alive),
@@ -362,6 +367,8 @@ impl CheckpointCoordinator {
             ));
         }
         let (value, offsets) = self.start("epoch commit", epoch, request)?;
+        // Asked from the first send on: a shard that got it moved past it.
+        self.last_begun = epoch;
         let (tx, rx) = mpsc::channel();
         for (n, shard) in self.shards.iter().enumerate() {
             let req = CommitRequest {
@@ -373,7 +380,6 @@ impl CheckpointCoordinator {
                 .send(ShardRequest::Commit(req))
                 .map_err(|_| Error::InvalidArgument(format!("shard {n} is gone")))?;
         }
-        self.last_begun = epoch;
         Ok(PendingCommit {
             epoch,
             offsets,
@@ -446,6 +452,8 @@ impl CheckpointCoordinator {
     /// shards' next `poll()`.
     pub fn begin(&mut self, epoch: u64, request: CheckpointRequest) -> Result<PendingCheckpoint> {
         let (value, offsets) = self.start("checkpoint", epoch, &request)?;
+        // Asked from the first send on: a shard that got it moved past it.
+        self.last_begun = epoch;
         let mut request = request;
         request.source_offsets = offsets;
         let (tx, rx) = mpsc::channel();
@@ -472,7 +480,6 @@ impl CheckpointCoordinator {
                 }))
                 .map_err(|_| Error::InvalidArgument(format!("shard {n} is gone")))?;
         }
-        self.last_begun = epoch;
         Ok(PendingCheckpoint {
             epoch,
             request,
