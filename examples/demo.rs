@@ -45,7 +45,7 @@ type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const SHARDS: u32 = 2;
 /// Events in the source, over both partitions.
-const EVENTS: u64 = 5_000_000;
+const EVENTS: u64 = 4_000_000;
 const KEYS: u64 = 2_000;
 const WINDOW_MS: u32 = 1_000;
 const EPOCH_INTERVAL: Duration = Duration::from_millis(100);
@@ -541,7 +541,7 @@ fn run_job(dir: &Path, on_epoch: &mut dyn FnMut(EpochStat)) -> Res<JobReport> {
     for tick in 1.. {
         let due = job.started + EPOCH_INTERVAL * tick;
         thread::sleep(due.saturating_duration_since(Instant::now()));
-        let (stat, done) = job.epoch(epoch, u64::from(tick) % CHECKPOINT_EVERY == 0)?;
+        let (stat, done) = job.end_epoch(epoch, u64::from(tick) % CHECKPOINT_EVERY == 0)?;
         on_epoch(stat);
         epochs.push(stat);
         epoch += 1;
@@ -565,18 +565,20 @@ impl Job {
     /// transactions resolved, one worker per shard at the epoch's offsets.
     fn recover(dir: &Path) -> Res<(Job, Recovered)> {
         let t = Instant::now();
+        // The default `CheckpointConfig::with_flush_after(4)` keeps small
+        // memtables until the fourth checkpoint: a crash within a few
+        // seconds replays the whole WAL. Lower it to bound replay.
         let state = Options::new(dir.join("store"))
             .shards(SHARDS)
             .fingerprint(FINGERPRINT)
             .recover()?;
         let store_time = t.elapsed();
-        let sink = Sink::open(dir.join("sink"))?;
         let prepared = state
             .prepared_transactions
             .get("sink")
             .cloned()
             .unwrap_or_default();
-        let (committed, aborted) = sink.recover(&prepared)?;
+        let (committed, aborted) = Sink::open(dir.join("sink"))?.recover(&prepared)?;
         let offsets: Vec<u64> = (0..SHARDS)
             .map(|p| state.source_offsets.get(&source_name(p)).copied().unwrap_or(0))
             .collect();
@@ -591,7 +593,11 @@ impl Job {
             aborted,
             offsets: offsets.clone(),
         };
-        let mut store = state.store;
+        Ok((Job::start(dir, state.store, offsets)?, recovered))
+    }
+
+    /// One worker thread per shard, each reading its partition from `offsets`.
+    fn start(dir: &Path, mut store: Store, offsets: Vec<u64>) -> Res<Job> {
         let (report_tx, reports) = mpsc::channel();
         let (mut cmds, mut workers) = (Vec::new(), Vec::new());
         for mut shard in store.take_shards() {
@@ -608,22 +614,21 @@ impl Job {
             cmds.push(cmd_tx);
             workers.push(thread::spawn(move || worker.run()));
         }
-        let job = Job {
+        Ok(Job {
             store,
-            sink,
+            sink: Sink::open(dir.join("sink"))?,
             cmds,
             reports,
             workers,
             offsets,
             started: Instant::now(),
-        };
-        Ok((job, recovered))
+        })
     }
 
     /// Ends epoch `epoch` (a checkpoint if `checkpoint`): barrier, prepare,
     /// commit in the store, commit in the sink. True once every partition
     /// is consumed and committed.
-    fn epoch(&mut self, epoch: u64, checkpoint: bool) -> Res<(EpochStat, bool)> {
+    fn end_epoch(&mut self, epoch: u64, checkpoint: bool) -> Res<(EpochStat, bool)> {
         for c in &self.cmds {
             c.send(Cmd::Barrier(epoch)).map_err(|_| "a worker stopped")?;
         }
@@ -913,17 +918,16 @@ fn demo(args: &[String]) -> Res<()> {
     for sub in ["source", "store", "sink"] {
         let _ = fs::remove_dir_all(dir.join(sub));
     }
+    println!("statespine demo in {}", dir.display());
     let t = Instant::now();
     let lens = generate(&dir)?;
     println!(
-        "statespine demo in {}: {EVENTS} events ({} + {} by key hash) generated in {:.1} s",
-        dir.display(),
-        lens[0],
-        lens[1],
+        "source        {EVENTS} events in {SHARDS} partitions by key hash ({lens:?}), generated in {:.1} s",
         t.elapsed().as_secs_f64()
     );
     println!(
-        "job:        count per key per {WINDOW_MS} ms window + latest value per key on {SHARDS} shards; an epoch every {} ms, every {CHECKPOINT_EVERY}th a checkpoint; sink 2PC per epoch",
+        "job           count per key per {WINDOW_MS} ms window (Z-set) + latest value per key (KV) on {SHARDS} shards; \
+         an epoch every {} ms, each {CHECKPOINT_EVERY}th a checkpoint; a 2PC sink",
         EPOCH_INTERVAL.as_millis()
     );
 
@@ -939,7 +943,9 @@ fn demo(args: &[String]) -> Res<()> {
     let txs = check_sink(&dir, &mut model)?;
     let (counts, latest) = check_state(&dir, &model)?;
     println!(
-        "verified:   {txs} committed sink transactions cover every event exactly once, each byte-identical to a crash-free run's; final state ({counts} window counts, {latest} latest values) exact ({:.1} s)",
+        "verified      {txs} committed sink transactions hold every event's output exactly once, each \
+         byte-identical to a crash-free run's; the final state ({counts} window counts, {latest} latest \
+         values) is exact ({:.1} s)",
         t.elapsed().as_secs_f64()
     );
     Ok(())
@@ -950,43 +956,50 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn print_crash(crash: &Crash) {
-    let last = crash.epochs.last();
-    let events = last.map_or(0, |s| s.events);
-    let rate = last.map_or(0.0, |s| s.events as f64 / s.at.as_secs_f64());
+    let Some(last) = crash.epochs.last() else {
+        println!(
+            "run 1         killed at {:.2} s, before its first epoch",
+            crash.at.as_secs_f64()
+        );
+        return;
+    };
     let what = if crash.finished_first {
-        "finished before the kill (no crash!)"
+        "finished before the kill (no crash this time)"
     } else {
         "SIGKILLed"
     };
     println!(
-        "run 1:      {:.2} M events/s; {what} after {:.2} s, last epoch seen committed {}, {events} events in it",
-        rate / 1e6,
+        "run 1         {:.2} M events/s; {what} at {:.2} s, epoch {} ({} events) the last it saw committed",
+        last.events as f64 / last.at.as_secs_f64() / 1e6,
         crash.at.as_secs_f64(),
-        last.map_or(0, |s| s.epoch),
+        last.epoch,
+        last.events,
     );
 }
 
 fn print_run(run: &JobReport) {
     let r = &run.recovered;
+    let base = if r.from_checkpoint {
+        "checkpoint + WAL"
+    } else {
+        "WAL only"
+    };
     println!(
-        "recovery:   {:.1} ms store + {:.1} ms sink; epoch {} recovered ({}), {} WAL records replayed, {} discarded past the epoch",
+        "recovery      {:.1} ms to a readable store at epoch {} ({base}): {} WAL records replayed, {} discarded past the epoch",
         ms(r.store_time),
-        ms(r.sink_time),
         r.epoch,
-        if r.from_checkpoint {
-            "checkpoint + WAL"
-        } else {
-            "WAL only"
-        },
         r.replayed,
         r.discarded
     );
     println!(
-        "            sink: committed {:?}, aborted {:?}; sources rewound to {:?}",
-        r.committed, r.aborted, r.offsets
+        "sink          committed {:?}, aborted {:?} ({:.1} ms); sources rewound to {:?}",
+        r.committed,
+        r.aborted,
+        ms(r.sink_time),
+        r.offsets
     );
     println!(
-        "run 2:      {:.2} M events/s; {} events to the end in {:.2} s, {} epochs",
+        "run 2         {:.2} M events/s: the remaining {} events in {:.2} s, {} epochs",
         run.events as f64 / run.elapsed.as_secs_f64() / 1e6,
         run.events,
         run.elapsed.as_secs_f64(),
@@ -1000,7 +1013,7 @@ fn percentiles(mut v: Vec<Duration>) -> String {
     }
     v.sort();
     let at = |p: f64| ms(v[((v.len() - 1) as f64 * p).round() as usize]);
-    format!("{} p50 {:.2} ms p99 {:.2} ms", v.len(), at(0.5), at(0.99))
+    format!("p50 {:.2} ms, p99 {:.2} ms over {}", at(0.5), at(0.99), v.len())
 }
 
 fn print_latencies(all: &[EpochStat]) {
@@ -1010,10 +1023,13 @@ fn print_latencies(all: &[EpochStat]) {
             .map(|s| s.store_time)
             .collect()
     };
-    println!("commits:    {}", percentiles(of(false)));
-    println!("checkpoints:{}", percentiles(of(true)));
     println!(
-        "pauses:     {} (a worker's barrier: emit, sink prepare, its commit record)",
+        "epoch commit  {} (request to durable on every shard)",
+        percentiles(of(false))
+    );
+    println!("checkpoint    {}", percentiles(of(true)));
+    println!(
+        "worker pause  {} (barrier: emit the epoch's output, sink prepare, the commit record)",
         percentiles(all.iter().map(|s| s.pause).collect())
     );
 }
