@@ -15,7 +15,10 @@
 //!   sink renames the file to `.committed`.
 //! - **Control loop**: an epoch commit every 100 ms and a checkpoint every
 //!   second, each behind a short barrier, so the source offsets recorded are
-//!   exactly the events written before each shard's commit record.
+//!   exactly the events written before each shard's commit record. Offsets
+//!   alone need no barrier (`Shard::set_source_offset`); the sink does: its
+//!   transaction must hold exactly the epoch's output and be durable before
+//!   any shard's commit record is.
 //! - **Crash**: the job runs in a child process, SIGKILLed mid-run.
 //! - **Recovery** to the last committed epoch: prepared transactions
 //!   committed or aborted, sources rewound, the run finished. Then a check
