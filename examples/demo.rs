@@ -48,7 +48,7 @@ type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const SHARDS: u32 = 2;
 /// Events in the source, over both partitions.
-const EVENTS: u64 = 4_000_000;
+const EVENTS: u64 = 6_000_000;
 const KEYS: u64 = 2_000;
 const WINDOW_MS: u32 = 1_000;
 const EPOCH_INTERVAL: Duration = Duration::from_millis(100);
@@ -747,10 +747,18 @@ fn crash_run(dir: &Path, after: Duration) -> Res<Crash> {
     let started = Instant::now();
     let deadline = started + after;
     let mut epochs = Vec::new();
-    // Until the deadline, the child's end, or 60% of the source.
+    // Until the deadline, the child's end, or 60% of the source; then a
+    // little more, so the kill lands anywhere in an epoch's cycle (its
+    // barrier, the sink's prepare, the commit, the sink's commit).
     while let Ok(s) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         epochs.push(s);
         if s.events * 10 >= EVENTS * 6 {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .subsec_nanos();
+            thread::sleep(Duration::from_nanos(
+                u64::from(nanos) % EPOCH_INTERVAL.as_nanos() as u64,
+            ));
             break;
         }
     }
