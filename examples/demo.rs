@@ -990,10 +990,10 @@ fn print_crash(crash: &Crash) {
 
 fn print_run(run: &JobReport) {
     let r = &run.recovered;
-    let base = if r.from_checkpoint {
-        "checkpoint + WAL"
-    } else {
-        "WAL only"
+    let base = match (r.epoch, r.from_checkpoint) {
+        (0, _) => "nothing committed yet",
+        (_, true) => "checkpoint + WAL",
+        (_, false) => "WAL only",
     };
     println!(
         "recovery      {:.1} ms to a readable store at epoch {} ({base}): {} WAL records replayed, {} discarded past the epoch",
