@@ -394,26 +394,9 @@ impl CheckpointCoordinator {
     /// durable on every shard, and then recovery may return it: its state
     /// and metadata agree either way.
     pub fn finish_commit(&mut self, pending: PendingCommit) -> Result<EpochCommitted> {
-        let n = self.shards.len();
-        let mut answers: Vec<CommitAnswer> = Vec::with_capacity(n);
         let deadline = pending.started + self.config.cut_timeout;
-        while answers.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match pending.replies.recv_timeout(left) {
-                Ok(a) => answers.push(a),
-                Err(_) => {
-                    return Err(Error::TimedOut {
-                        what: format!(
-                            "epoch commit {}: {} of {n} shards answered (do they call poll()?)",
-                            pending.epoch,
-                            answers.len()
-                        ),
-                        after: self.config.cut_timeout,
-                    });
-                }
-            }
-        }
-        answers.sort_by_key(|a| a.shard);
+        let what = format!("epoch commit {}", pending.epoch);
+        let mut answers = self.collect(&pending.replies, deadline, &what)?;
         let answer_time = pending.started.elapsed();
         for a in &answers {
             if let Some(w) = &self.watermarks[a.shard as usize] {
@@ -529,33 +512,39 @@ impl CheckpointCoordinator {
         self.next_id = Uuid::new_v4();
     }
 
-    /// Every shard's answer (step 1), in shard order.
-    fn collect_cuts(&self, pending: &PendingCheckpoint) -> Result<Vec<ShardCut>> {
-        let mut cuts: Vec<ShardCut> = Vec::with_capacity(self.shards.len());
-        let deadline = pending.started + self.config.cut_timeout;
-        while cuts.len() < self.shards.len() {
+    /// Every shard's answer to a request, in shard order, or `TimedOut` at
+    /// `deadline` (step 1 for a checkpoint).
+    fn collect<T: Answer>(
+        &self,
+        replies: &mpsc::Receiver<T>,
+        deadline: Instant,
+        what: &str,
+    ) -> Result<Vec<T>> {
+        let n = self.shards.len();
+        let mut answers: Vec<T> = Vec::with_capacity(n);
+        while answers.len() < n {
             let left = deadline.saturating_duration_since(Instant::now());
-            match pending.replies.recv_timeout(left) {
-                Ok(c) => cuts.push(c),
+            match replies.recv_timeout(left) {
+                Ok(a) => answers.push(a),
                 Err(_) => {
                     return Err(Error::TimedOut {
                         what: format!(
-                            "checkpoint {}: {} of {} shards answered (do they call poll()?)",
-                            pending.epoch,
-                            cuts.len(),
-                            self.shards.len()
+                            "{what}: {} of {n} shards answered (do they call poll()?)",
+                            answers.len()
                         ),
                         after: self.config.cut_timeout,
                     });
                 }
             }
         }
-        cuts.sort_by_key(|c| c.shard);
-        Ok(cuts)
+        answers.sort_by_key(Answer::shard);
+        Ok(answers)
     }
 
     fn commit_pending(&mut self, pending: PendingCheckpoint) -> Result<IncrementalCheckpointMetadata> {
-        let mut cuts = self.collect_cuts(&pending)?;
+        let deadline = pending.started + self.config.cut_timeout;
+        let what = format!("checkpoint {}", pending.epoch);
+        let mut cuts = self.collect(&pending.replies, deadline, &what)?;
         let cut_time = pending.started.elapsed();
         // Step 2 overlaps step 3: the drainers sync while runs are synced.
         for c in &cuts {
@@ -854,6 +843,23 @@ impl CheckpointCoordinator {
                 .fs()
                 .exists(&self.store.checkpoint_dir(id))
                 .unwrap_or(true)
+    }
+}
+
+/// A shard's answer to a request.
+trait Answer {
+    fn shard(&self) -> u32;
+}
+
+impl Answer for ShardCut {
+    fn shard(&self) -> u32 {
+        self.shard
+    }
+}
+
+impl Answer for CommitAnswer {
+    fn shard(&self) -> u32 {
+        self.shard
     }
 }
 
