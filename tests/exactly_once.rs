@@ -399,13 +399,12 @@ fn exactly_once_at_every_crash_point() {
     assert!(r.points > total);
 }
 
-/// Library bug (found here): a disk failure on one shard's log stops the
-/// drainer thread, which fails that shard's watermark only; the other
-/// shard's writes will never be durable, but its `wait_durable` (and an
-/// epoch commit or checkpoint waiting on it) says so only at its timeout,
+/// Regression (found here): a disk failure on one shard's log stops the
+/// drainer thread, which failed that shard's watermark only; the other
+/// shard's writes would never be durable, but its `wait_durable` (and an
+/// epoch commit or checkpoint waiting on it) said so only at its timeout,
 /// as `TimedOut` ("may still become durable") instead of `Poisoned`.
 #[test]
-#[ignore = "library bug: a dead drainer leaves the other shards' watermarks live"]
 fn a_dead_drainer_fails_every_shard_at_once() {
     let fs = Arc::new(SimFs::new());
     let mut rec = recover(Arc::clone(&fs)).unwrap();
