@@ -43,7 +43,7 @@ const KEYS: u64 = 48;
 const COMMIT_EVERY: u64 = 15;
 /// ...of which every this many events is a full checkpoint instead.
 const CHECKPOINT_EVERY: u64 = 90;
-const SEED: u64 = 0x5eed_0f_e0_1234;
+const SEED: u64 = 0x5eed_0fe0_1234;
 
 /// splitmix64.
 fn mix(mut x: u64) -> u64 {
@@ -95,7 +95,10 @@ fn diff(got: &State, want: &State) -> (u64, u64) {
     let (mut double, mut lost) = (0, 0);
     let keys: std::collections::BTreeSet<_> = got.keys().chain(want.keys()).collect();
     for k in keys {
-        let (g, w) = (got.get(k).cloned().unwrap_or_default(), want.get(k).cloned().unwrap_or_default());
+        let (g, w) = (
+            got.get(k).cloned().unwrap_or_default(),
+            want.get(k).cloned().unwrap_or_default(),
+        );
         double += (g.0 - w.0).max(0) as u64;
         lost += (w.0 - g.0).max(0) as u64;
         if g.1 != w.1 {
@@ -264,6 +267,8 @@ struct Report {
     lost: u64,
     /// Commits that timed out on a dead drainer instead of failing.
     timed_out: u64,
+    /// Records recoveries discarded past their epoch.
+    discarded: u64,
     /// Recoveries that returned an epoch older than an acknowledged commit.
     acked_lost: u64,
     failures: Vec<String>,
@@ -306,13 +311,20 @@ fn check(image: &Arc<SimFs>, acked: u64, what: &str, r: &mut Report) -> Option<u
     let offset = rec.offset;
     if offset < acked {
         r.acked_lost += 1;
-        r.fail(format!("{what}: recovered offset {offset} is older than the acknowledged {acked}"));
+        r.fail(format!(
+            "{what}: recovered offset {offset} is older than the acknowledged {acked}"
+        ));
     }
     if offset % COMMIT_EVERY != 0 || offset > EVENTS {
         r.fail(format!("{what}: recovered offset {offset} was never committed"));
     }
-    r.compare(rec.engine.read(), &model(offset), &format!("{what}, recovered at {offset}"));
+    r.compare(
+        rec.engine.read(),
+        &model(offset),
+        &format!("{what}, recovered at {offset}"),
+    );
     r.epochs += 1;
+    r.discarded += rec.discarded;
     let mut done = 0;
     if let Err(e) = rec.engine.run(offset, &mut done) {
         r.fail(format!("{what}: the run from {offset} failed: {e}"));
@@ -326,9 +338,16 @@ fn check(image: &Arc<SimFs>, acked: u64, what: &str, r: &mut Report) -> Option<u
     drop(rec);
     match recover(lost_power) {
         Ok(mut again) if again.offset == EVENTS => {
-            r.compare(again.engine.read(), &end, &format!("{what}, at the end after a power loss"));
+            r.compare(
+                again.engine.read(),
+                &end,
+                &format!("{what}, at the end after a power loss"),
+            );
         }
-        Ok(again) => r.fail(format!("{what}: after the end, recovered offset {}", again.offset)),
+        Ok(again) => r.fail(format!(
+            "{what}: after the end, recovered offset {}",
+            again.offset
+        )),
         Err(e) => r.fail(format!("{what}: recovery after the end failed: {e}")),
     }
     r.finals += 1;
@@ -347,7 +366,11 @@ fn crash_free() -> u64 {
     let mut acked = 0;
     rec.engine.run(0, &mut acked).unwrap();
     assert_eq!(acked, EVENTS);
-    assert_eq!(rec.engine.read().unwrap(), model(EVENTS), "the crash-free run is the model");
+    assert_eq!(
+        rec.engine.read().unwrap(),
+        model(EVENTS),
+        "the crash-free run is the model"
+    );
     drop(rec);
     fs.ops()
 }
@@ -370,8 +393,16 @@ fn crash_points(variant: CrashVariant, stride: u64, total: u64, r: &mut Report) 
 
 fn report(name: &str, r: &Report) {
     eprintln!(
-        "{name}: {} crash points (op x variant), {} crashes during recovery, {} epochs checked at recovery, {} runs to the end checked, double-applied {}, lost {}, acknowledged epochs lost {} ({} crashed runs' commits timed out on the dead drainer)",
-        r.points, r.recovery_crashes, r.epochs, r.finals, r.double, r.lost, r.acked_lost, r.timed_out
+        "{name}: {} crash points (op x variant), {} crashes during recovery, {} epochs checked at recovery, {} runs to the end checked, records discarded {}, double-applied {}, lost {}, acknowledged epochs lost {} ({} crashed runs' commits timed out on the dead drainer)",
+        r.points,
+        r.recovery_crashes,
+        r.epochs,
+        r.finals,
+        r.discarded,
+        r.double,
+        r.lost,
+        r.acked_lost,
+        r.timed_out
     );
     assert!(
         r.failures.is_empty(),
