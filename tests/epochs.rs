@@ -296,7 +296,7 @@ fn concurrent_commits_and_checkpoints_while_shards_ingest() {
                     offset += 1;
                     shard.set_source_offset(&name, offset);
                     written.fetch_add(1, Ordering::Relaxed);
-                    if offset % 16 == 0 {
+                    if offset.is_multiple_of(16) {
                         shard.poll().unwrap();
                     }
                 }
@@ -306,7 +306,7 @@ fn concurrent_commits_and_checkpoints_while_shards_ingest() {
         .collect();
     let mut images = Vec::new();
     for e in 1..=12u64 {
-        if e % 4 == 0 {
+        if e.is_multiple_of(4) {
             st.store.checkpoint(e, CheckpointRequest::default()).unwrap();
         } else {
             let c = st.store.commit_epoch(e, &CheckpointRequest::default()).unwrap();

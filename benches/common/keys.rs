@@ -1,4 +1,4 @@
-//! The workload keys shared by the spine benchmark, its table and the demo:
+//! The workload keys shared by the spine benchmark and its table:
 //! 16-byte pseudo-random keys, a pure function of their index, so reads can
 //! name a present key (`key(i)`, `i < n`) or an absent one (`key(n + i)`).
 

@@ -208,3 +208,38 @@ mod tests {
         assert!(decode_commit_key(b"short", p, 1).is_err());
     }
 }
+
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    /// The bytes of version 1 (`format/wal.md`, "Epoch commits"): a change
+    /// here is a format change.
+    #[test]
+    fn version_1_bytes_are_pinned() {
+        let mut m = EpochMetadata::default();
+        m.source_offsets.insert("s".into(), 5);
+        m.connectors.insert(
+            "c".into(),
+            ConnectorCheckpoint {
+                state: vec![9],
+                prepared_transactions: vec!["t".into()],
+            },
+        );
+        m.operators.insert("o".into(), vec![7]);
+        let mut v = encode_commit_value(&m);
+        append_shard_offsets(&mut v, &[("p".to_string(), 2)].into());
+        let expected: Vec<u8> = [
+            &[1u8][..],
+            &[1, 0, 0, 0, 1, 0, 0, 0, b's', 5, 0, 0, 0, 0, 0, 0, 0],
+            &[
+                1, 0, 0, 0, 1, 0, 0, 0, b'c', 1, 0, 0, 0, 9, 1, 0, 0, 0, 1, 0, 0, 0, b't',
+            ],
+            &[1, 0, 0, 0, 1, 0, 0, 0, b'o', 0, 1, 0, 0, 0, 7],
+            &[1, 0, 0, 0, 1, 0, 0, 0, b'p', 2, 0, 0, 0, 0, 0, 0, 0],
+        ]
+        .concat();
+        assert_eq!(v, expected);
+        assert_eq!(commit_key(3), [3, 0, 0, 0, 0, 0, 0, 0]);
+    }
+}

@@ -349,7 +349,12 @@ fn epoch_metadata(
         let Some(value) = s.commits.values.get(&epoch) else {
             continue;
         };
-        let lsn = s.commits.positions.iter().find(|p| p.0 == epoch).map_or(0, |p| p.1);
+        let lsn = s
+            .commits
+            .positions
+            .iter()
+            .find(|p| p.0 == epoch)
+            .map_or(0, |p| p.1);
         let (m, mut offsets) = decode_commit_value(value, &layout.wal(n as u32), lsn)?;
         meta.get_or_insert(m);
         own.append(&mut offsets);

@@ -320,6 +320,16 @@ impl Scanned<'_> {
             ));
         }
         out.next_lsn = wal.next_lsn().max(cut_lsn + 1);
+        // The scan found the point's commit record; the replay must reach it.
+        if end != u64::MAX && wal.next_lsn() <= end {
+            return Err(Error::corrupt(
+                &wal_dir,
+                0,
+                "write-ahead log end",
+                format!("records up to LSN {end} (the recovery point's commit record)"),
+                format!("the log ends at LSN {}", wal.next_lsn() - 1),
+            ));
+        }
         out.end_lsn = end.min(out.next_lsn - 1);
         if collect {
             commits.last_lsn = out.next_lsn - 1;

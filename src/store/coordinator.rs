@@ -1,5 +1,10 @@
-//! [`CheckpointCoordinator`]: cuts a global checkpoint at an epoch by
-//! message passing, then does the file work on its own (Ring-1) thread.
+//! [`CheckpointCoordinator`]: commits epochs and cuts global checkpoints
+//! by message passing, then does the file work on its own (Ring-1) thread.
+//!
+//! An epoch commit asks every shard to append an epoch-commit record to its
+//! WAL at its next `poll()` and waits until every record is durable (one
+//! group commit per shard). A checkpoint is an epoch commit whose state is
+//! also materialized:
 //!
 //! 1. Send every shard a cut request. Each shard answers at its next
 //!    `poll()`: the runs of its spines (handles that keep the files alive),
@@ -33,6 +38,9 @@ use crate::recovery::checkpoint_run_name;
 use crate::spine::RunHandle;
 use crate::wal::Watermark;
 use crate::{Error, Result};
+
+/// Source offsets by source name.
+type SourceOffsets = BTreeMap<String, u64>;
 
 /// Operator states larger than this go to a side file, not the manifest.
 pub const INLINE_OPERATOR_LIMIT: usize = 64 << 10;
@@ -319,12 +327,7 @@ impl CheckpointCoordinator {
     /// encodes what the request records, over the offsets carried from the
     /// last epoch (nothing is sent if either fails). Returns the encoded
     /// record value and the offsets in it.
-    fn start(
-        &self,
-        what: &str,
-        epoch: u64,
-        request: &EpochMetadata,
-    ) -> Result<(Arc<[u8]>, BTreeMap<String, u64>)> {
+    fn start(&self, what: &str, epoch: u64, request: &EpochMetadata) -> Result<(Arc<[u8]>, SourceOffsets)> {
         if let Some(cause) = &self.poisoned {
             return Err(Error::Poisoned {
                 path: self.store.dir().to_path_buf(),
@@ -364,6 +367,8 @@ impl CheckpointCoordinator {
             ));
         }
         let (value, offsets) = self.start("epoch commit", epoch, request)?;
+        // Asked from the first send on: a shard that got it moved past it.
+        self.last_begun = epoch;
         let (tx, rx) = mpsc::channel();
         for (n, shard) in self.shards.iter().enumerate() {
             let req = CommitRequest {
@@ -375,7 +380,6 @@ impl CheckpointCoordinator {
                 .send(ShardRequest::Commit(req))
                 .map_err(|_| Error::InvalidArgument(format!("shard {n} is gone")))?;
         }
-        self.last_begun = epoch;
         Ok(PendingCommit {
             epoch,
             offsets,
@@ -390,26 +394,9 @@ impl CheckpointCoordinator {
     /// durable on every shard, and then recovery may return it: its state
     /// and metadata agree either way.
     pub fn finish_commit(&mut self, pending: PendingCommit) -> Result<EpochCommitted> {
-        let n = self.shards.len();
-        let mut answers: Vec<CommitAnswer> = Vec::with_capacity(n);
         let deadline = pending.started + self.config.cut_timeout;
-        while answers.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match pending.replies.recv_timeout(left) {
-                Ok(a) => answers.push(a),
-                Err(_) => {
-                    return Err(Error::TimedOut {
-                        what: format!(
-                            "epoch commit {}: {} of {n} shards answered (do they call poll()?)",
-                            pending.epoch,
-                            answers.len()
-                        ),
-                        after: self.config.cut_timeout,
-                    });
-                }
-            }
-        }
-        answers.sort_by_key(|a| a.shard);
+        let what = format!("epoch commit {}", pending.epoch);
+        let mut answers = self.collect(&pending.replies, deadline, &what)?;
         let answer_time = pending.started.elapsed();
         for a in &answers {
             if let Some(w) = &self.watermarks[a.shard as usize] {
@@ -448,6 +435,8 @@ impl CheckpointCoordinator {
     /// shards' next `poll()`.
     pub fn begin(&mut self, epoch: u64, request: CheckpointRequest) -> Result<PendingCheckpoint> {
         let (value, offsets) = self.start("checkpoint", epoch, &request)?;
+        // Asked from the first send on: a shard that got it moved past it.
+        self.last_begun = epoch;
         let mut request = request;
         request.source_offsets = offsets;
         let (tx, rx) = mpsc::channel();
@@ -474,7 +463,6 @@ impl CheckpointCoordinator {
                 }))
                 .map_err(|_| Error::InvalidArgument(format!("shard {n} is gone")))?;
         }
-        self.last_begun = epoch;
         Ok(PendingCheckpoint {
             epoch,
             request,
@@ -524,33 +512,39 @@ impl CheckpointCoordinator {
         self.next_id = Uuid::new_v4();
     }
 
-    /// Every shard's answer (step 1), in shard order.
-    fn collect_cuts(&self, pending: &PendingCheckpoint) -> Result<Vec<ShardCut>> {
-        let mut cuts: Vec<ShardCut> = Vec::with_capacity(self.shards.len());
-        let deadline = pending.started + self.config.cut_timeout;
-        while cuts.len() < self.shards.len() {
+    /// Every shard's answer to a request, in shard order, or `TimedOut` at
+    /// `deadline` (step 1 for a checkpoint).
+    fn collect<T: Answer>(
+        &self,
+        replies: &mpsc::Receiver<T>,
+        deadline: Instant,
+        what: &str,
+    ) -> Result<Vec<T>> {
+        let n = self.shards.len();
+        let mut answers: Vec<T> = Vec::with_capacity(n);
+        while answers.len() < n {
             let left = deadline.saturating_duration_since(Instant::now());
-            match pending.replies.recv_timeout(left) {
-                Ok(c) => cuts.push(c),
+            match replies.recv_timeout(left) {
+                Ok(a) => answers.push(a),
                 Err(_) => {
                     return Err(Error::TimedOut {
                         what: format!(
-                            "checkpoint {}: {} of {} shards answered (do they call poll()?)",
-                            pending.epoch,
-                            cuts.len(),
-                            self.shards.len()
+                            "{what}: {} of {n} shards answered (do they call poll()?)",
+                            answers.len()
                         ),
                         after: self.config.cut_timeout,
                     });
                 }
             }
         }
-        cuts.sort_by_key(|c| c.shard);
-        Ok(cuts)
+        answers.sort_by_key(Answer::shard);
+        Ok(answers)
     }
 
     fn commit_pending(&mut self, pending: PendingCheckpoint) -> Result<IncrementalCheckpointMetadata> {
-        let mut cuts = self.collect_cuts(&pending)?;
+        let deadline = pending.started + self.config.cut_timeout;
+        let what = format!("checkpoint {}", pending.epoch);
+        let mut cuts = self.collect(&pending.replies, deadline, &what)?;
         let cut_time = pending.started.elapsed();
         // Step 2 overlaps step 3: the drainers sync while runs are synced.
         for c in &cuts {
@@ -849,6 +843,23 @@ impl CheckpointCoordinator {
                 .fs()
                 .exists(&self.store.checkpoint_dir(id))
                 .unwrap_or(true)
+    }
+}
+
+/// A shard's answer to a request.
+trait Answer {
+    fn shard(&self) -> u32;
+}
+
+impl Answer for ShardCut {
+    fn shard(&self) -> u32 {
+        self.shard
+    }
+}
+
+impl Answer for CommitAnswer {
+    fn shard(&self) -> u32 {
+        self.shard
     }
 }
 

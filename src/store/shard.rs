@@ -666,6 +666,10 @@ impl Shard {
     /// returned, or [`Shard::last_lsn`] for everything so far). Asks the
     /// drainer for a sync now rather than at its next interval.
     ///
+    /// Durable means: recovery to [`crate::recovery::RecoveryPoint::Latest`]
+    /// returns it after any crash; the default recovery point returns it
+    /// once its epoch is committed ([`crate::store::Store::commit_epoch`]).
+    ///
     /// `Ok` once durable; [`Error::TimedOut`] if `timeout` passed first
     /// (the write may still become durable); [`Error::Poisoned`] if the log
     /// failed (fail-stop: the write never will be, reopen to recover);

@@ -370,8 +370,23 @@ impl ChangelogDrainer {
     }
 
     /// Drains until `stop` is set and every producer is gone and drained,
-    /// then syncs what is left.
+    /// then syncs what is left. An error stops the drainer for every shard,
+    /// so every shard's watermark fails with it (fail-stop): a shard whose
+    /// own log is fine would otherwise wait for a durability that never
+    /// comes and only time out.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<()> {
+        self.drain_until(stop).inspect_err(|e| {
+            let stopped = Error::Poisoned {
+                path: std::path::PathBuf::new(),
+                cause: format!("the changelog drainer stopped: {e}"),
+            };
+            for s in &self.shards {
+                s.watermark.fail(&stopped);
+            }
+        })
+    }
+
+    fn drain_until(&mut self, stop: &AtomicBool) -> Result<()> {
         loop {
             let moved = self.drain_once()?;
             if moved == 0 {
