@@ -7,7 +7,16 @@
 //! write is there with its value and that what is there is a gap-free
 //! prefix; then the loop goes on, on the same directory.
 //!
-//! `KILL9_ITERATIONS` (default 200 here; thousands for a long run:
+//! The exactly-once loop (`kill_9_loop_exactly_once`) does the same with
+//! the child's exactly-once mode: a deterministic source, epoch commits and
+//! checkpoints recording its offset, resumed at the recovered offset; the
+//! verifier recovers a copy of the directory (so that the next child's own
+//! startup recovery does the discard, where the "wal-discard" kill point
+//! may end it) and checks the state against the model at the recovered
+//! offset: no input applied twice, none lost, no acknowledged epoch lost.
+//!
+//! `KILL9_ITERATIONS` (default 200 here, 120 for the exactly-once loop;
+//! thousands for a long run:
 //! `KILL9_ITERATIONS=3000 cargo test --release --features kill-points --test kill9 -- --nocapture`).
 #![allow(
     clippy::unwrap_used,
@@ -16,8 +25,10 @@
     clippy::needless_range_loop
 )]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -148,4 +159,209 @@ fn kill_9_loop_loses_nothing_acknowledged() {
         p(0.99)
     );
     assert!(checkpoints > 0);
+}
+
+/// The exactly-once loop's kill points, with the probability of firing at
+/// each pass: "" kills at random only; "wal-discard" fires only inside the
+/// child's startup recovery, while it deletes WAL segments past the epoch.
+const EO_POINTS: [(&str, &str); 9] = [
+    ("", "0"),
+    ("*", "0.02"),
+    ("wal-discard", "0.5"),
+    ("checkpoint-before-sync", "0.3"),
+    ("checkpoint-before-rename", "0.3"),
+    ("checkpoint-after-rename", "0.3"),
+    ("retention", "0.3"),
+    ("wal-truncate", "0.3"),
+    ("merge-publish", "0.05"),
+];
+
+/// What an exactly-once child or verifier printed.
+#[derive(Debug, Default)]
+struct EoRun {
+    /// `START`: the offset and epoch recovered, the records discarded.
+    start: Option<(u64, u64, u64)>,
+    /// The offset of the last commit that returned.
+    acked: u64,
+    commits: u64,
+    checkpoints: u64,
+    /// `VERIFIED`: offset, double-applied, lost, keys.
+    verified: Option<[u64; 4]>,
+}
+
+fn parse_eo(lines: impl BufRead) -> EoRun {
+    let mut r = EoRun::default();
+    let num = |s: &str| s.parse::<u64>().unwrap();
+    for line in lines.lines() {
+        let Ok(line) = line else { break };
+        match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+            ["START", o, e, d] => r.start = Some((num(o), num(e), num(d))),
+            ["COMMIT" | "CKPT", _, o] => {
+                r.acked = r.acked.max(num(o));
+                r.commits += 1;
+                r.checkpoints += u64::from(line.starts_with("CKPT"));
+            }
+            ["VERIFIED", o, d, l, k] => r.verified = Some([num(o), num(d), num(l), num(k)]),
+            _ => {}
+        }
+    }
+    r
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Recovers a copy of `dir` in a separate process (the directory itself
+/// keeps what its next child's recovery must discard).
+fn verify_eo(dir: &Path) -> EoRun {
+    let copy = dir.with_extension("verify");
+    let _ = std::fs::remove_dir_all(&copy);
+    copy_dir(dir, &copy);
+    let out = Command::new(BIN)
+        .arg(&copy)
+        .args(["--exactly-once", "--verify"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "verifier failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_eo(&out.stdout[..])
+}
+
+/// Counts of the exactly-once loop.
+#[derive(Debug, Default)]
+struct EoCounts {
+    /// Per armed point: SIGKILLs, aborts at the point.
+    kills: BTreeMap<&'static str, (u64, u64)>,
+    commits: u64,
+    checkpoints: u64,
+    verified: u64,
+    epochs: BTreeSet<u64>,
+    discarded_at_startup: u64,
+    double: u64,
+    lost: u64,
+    acked_lost: u64,
+    failures: Vec<String>,
+}
+
+/// One child of the exactly-once loop, armed at `point`: killed after
+/// `wait` unless it aborted itself first. What it printed, and the signal
+/// that ended it.
+fn eo_child(dir: &Path, (point, prob): (&str, &str), wait: Duration) -> (EoRun, Option<i32>) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg(dir)
+        .arg("--exactly-once")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if !point.is_empty() {
+        cmd.env("STATESPINE_KILL_POINT", point)
+            .env("STATESPINE_KILL_PROB", prob);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || parse_eo(BufReader::new(stdout)));
+    std::thread::sleep(wait);
+    let _ = child.kill(); // SIGKILL, unless it already aborted
+    let status = child.wait().unwrap();
+    (reader.join().unwrap(), status.signal())
+}
+
+#[test]
+fn kill_9_loop_exactly_once() {
+    let iterations: u64 = std::env::var("KILL9_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let mut seed = 0x0e0e_1234_5678_9abcu64;
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut c = EoCounts::default();
+    // The offset the last verification recovered, and of the last commit a
+    // child saw return.
+    let (mut verified, mut acked) = (0u64, 0u64);
+    for it in 0..iterations {
+        let armed = EO_POINTS[(it % EO_POINTS.len() as u64) as usize];
+        let (run, signal) = eo_child(&dir, armed, Duration::from_millis(20 + rand() % 200));
+        let kills = c.kills.entry(armed.0).or_default();
+        match signal {
+            Some(9) => kills.0 += 1,
+            Some(6) => kills.1 += 1,
+            other => panic!("iteration {it}: the child ended otherwise ({other:?})"),
+        }
+        if let Some((offset, _, discarded)) = run.start {
+            c.discarded_at_startup += discarded;
+            if offset != verified {
+                c.failures.push(format!(
+                    "iteration {it}: the child started at {offset}, the verifier recovered {verified}"
+                ));
+            }
+        }
+        acked = acked.max(run.acked);
+        (c.commits, c.checkpoints) = (c.commits + run.commits, c.checkpoints + run.checkpoints);
+        let v = verify_eo(&dir);
+        let (Some((_, epoch, _)), Some([offset, double, lost, _])) = (v.start, v.verified) else {
+            panic!("iteration {it}: the verifier said nothing")
+        };
+        let what = format!("iteration {it} (armed {:?}): recovered offset {offset}", armed.0);
+        if offset < acked || offset < verified {
+            c.acked_lost += 1;
+            c.failures.push(format!(
+                "{what}, acknowledged {acked}, verified before {verified}"
+            ));
+        }
+        if double + lost > 0 {
+            c.failures
+                .push(format!("{what}: {double} inputs applied twice, {lost} lost"));
+        }
+        (c.double, c.lost, c.verified) = (c.double + double, c.lost + lost, c.verified + 1);
+        c.epochs.insert(epoch);
+        verified = offset;
+    }
+    report_eo(iterations, verified, &c);
+}
+
+fn report_eo(iterations: u64, offset: u64, c: &EoCounts) {
+    let kills: u64 = c.kills.values().map(|k| k.0 + k.1).sum();
+    let per_point: Vec<String> = c
+        .kills
+        .iter()
+        .map(|(p, (k, a))| format!("{:?}: {k} SIGKILL + {a} aborts at the point", p))
+        .collect();
+    eprintln!(
+        "kill -9 loop, exactly once: {iterations} iterations, {kills} kills ({}); {} commits acknowledged ({} checkpoints), {} recoveries verified ({} distinct epochs, last offset {offset}), {} records discarded by the children's own startup recoveries; double-applied {}, lost {}, acknowledged epochs lost {}",
+        per_point.join(", "),
+        c.commits,
+        c.checkpoints,
+        c.verified,
+        c.epochs.len(),
+        c.discarded_at_startup,
+        c.double,
+        c.lost,
+        c.acked_lost
+    );
+    assert!(
+        c.failures.is_empty(),
+        "{} failures, the first:\n{}",
+        c.failures.len(),
+        c.failures[..c.failures.len().min(20)].join("\n")
+    );
+    assert_eq!((c.double, c.lost, c.acked_lost), (0, 0, 0));
+    assert!(c.commits > 0 && c.checkpoints > 0);
 }
