@@ -1,0 +1,526 @@
+//! Epoch-commit figures of a 2-shard store on the real file system
+//! (`docs/benchmarks.md`, "Epoch commits"):
+//!
+//! 1. commit latency p50/p99 (`Store::commit_epoch` with three source
+//!    offsets), idle (each shard's worker calls `poll()` in a loop) and under
+//!    full ingest, against a bare small append + `fdatasync` on the same file
+//!    system, interleaved with the commits in the same runs;
+//! 2. ingest throughput with an epoch commit every 10, 100 and 1,000 ms
+//!    against none, configurations rotated round by round;
+//! 3. the shards' pauses (`EpochCommitted::shard_pauses`);
+//! 4. recovery after a crash (the store and shards dropped without a
+//!    shutdown, no checkpoint ever taken) against the commit interval.
+//!
+//! `cargo run --release --example epoch_bench [-- --dir DIR --rounds N --secs S --writes N]`
+//! (defaults: a temporary directory under the system's, 3 rounds, 3 s ingest
+//! runs, 2,000,000 writes before each crash; about 2 minutes).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use statespine::store::{CheckpointRequest, EpochCommitted, Options, Shard, Store};
+
+const SHARDS: u32 = 2;
+const KEY: usize = 16;
+const VALUE: usize = 100;
+/// Distinct keys per shard the ingest writes over (random order).
+const KEYS_PER_SHARD: u64 = 4_000_000;
+/// Writes between two `poll()`s of a writing worker.
+const POLL_EVERY: u64 = 64;
+/// Commit intervals measured; `None` is the baseline without commits.
+const INTERVALS: [Option<u64>; 4] = [None, Some(10), Some(100), Some(1000)];
+/// Commits (and as many bare fdatasyncs) in the idle measurement.
+const IDLE_COMMITS: usize = 300;
+
+// ---------------------------------------------------------------- helpers
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted
+        .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
+        .copied()
+        .unwrap_or_default()
+}
+
+fn median_f(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+fn key(i: u64) -> [u8; KEY] {
+    let mut k = [0u8; KEY];
+    k[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+    k[8..].copy_from_slice(&i.to_be_bytes());
+    k
+}
+
+fn value(i: u64) -> [u8; VALUE] {
+    let mut v = [i as u8; VALUE];
+    v[..8].copy_from_slice(&i.to_le_bytes());
+    v
+}
+
+/// A small request: three source offsets.
+fn request(n: u64) -> CheckpointRequest {
+    CheckpointRequest {
+        source_offsets: BTreeMap::from([
+            ("orders/0".to_owned(), n * 1000),
+            ("orders/1".to_owned(), n * 1000 + 7),
+            ("payments/0".to_owned(), n * 300),
+        ]),
+        ..CheckpointRequest::default()
+    }
+}
+
+/// The baseline: a 128-byte append to a file of its own, then `fdatasync`
+/// (a commit record with three offsets is about that size).
+struct SyncProbe(File);
+
+impl SyncProbe {
+    fn new(dir: &Path) -> SyncProbe {
+        SyncProbe(File::create(dir.join("fdatasync-probe")).unwrap())
+    }
+
+    fn once(&mut self) -> Duration {
+        let t = Instant::now();
+        self.0.write_all(&[0x5a; 128]).unwrap();
+        self.0.sync_data().unwrap();
+        t.elapsed()
+    }
+}
+
+// ---------------------------------------------------------------- workers
+
+const IDLE: u8 = 0;
+const INGEST: u8 = 1;
+const EXIT: u8 = 2;
+
+/// An open store whose shards are owned by worker threads: idle, they
+/// `poll()` in a loop (sleeping 20 µs when nothing was answered); ingesting,
+/// they `put` as fast as they can (up to `limit` writes each), polling every
+/// 64 writes.
+struct Session {
+    store: Store,
+    mode: Arc<AtomicU8>,
+    written: Vec<Arc<AtomicU64>>,
+    limit: u64,
+    workers: Vec<JoinHandle<Shard>>,
+}
+
+impl Session {
+    fn open(dir: &Path, limit: u64) -> Session {
+        let mut store = Options::new(dir).shards(SHARDS).open().unwrap();
+        let mode = Arc::new(AtomicU8::new(IDLE));
+        let mut written = Vec::new();
+        let workers = store
+            .take_shards()
+            .into_iter()
+            .map(|shard| {
+                let count = Arc::new(AtomicU64::new(0));
+                written.push(Arc::clone(&count));
+                let mode = Arc::clone(&mode);
+                std::thread::spawn(move || work(shard, &mode, &count, limit))
+            })
+            .collect();
+        Session {
+            store,
+            mode,
+            written,
+            limit,
+            workers,
+        }
+    }
+
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::Relaxed);
+    }
+
+    fn written(&self) -> u64 {
+        self.written.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    fn loaded(&self) -> bool {
+        self.written.iter().all(|c| c.load(Ordering::Relaxed) >= self.limit)
+    }
+
+    fn commit(&mut self) -> (Duration, EpochCommitted) {
+        let epoch = self.store.next_epoch();
+        let t = Instant::now();
+        let c = self.store.commit_epoch(epoch, &request(epoch)).unwrap();
+        (t.elapsed(), c)
+    }
+
+    /// Stops the workers and drops the store and shards without a shutdown
+    /// or a checkpoint: a crash, except that the drainer still syncs what
+    /// the rings held (records past the last commit are on disk, and
+    /// recovery discards them).
+    fn crash(self) {
+        self.set(EXIT);
+        let shards: Vec<Shard> = self.workers.into_iter().map(|w| w.join().unwrap()).collect();
+        drop(shards);
+        drop(self.store);
+    }
+}
+
+fn work(mut shard: Shard, mode: &AtomicU8, written: &AtomicU64, limit: u64) -> Shard {
+    let kv = shard.create_kv("state").unwrap();
+    let base = u64::from(shard.id()) << 40;
+    let mut i = 0u64;
+    loop {
+        match mode.load(Ordering::Relaxed) {
+            EXIT => return shard,
+            INGEST if i < limit => {
+                for _ in 0..POLL_EVERY.min(limit - i) {
+                    let k = i.wrapping_mul(0x2545_F491_4F6C_DD1D) % KEYS_PER_SHARD;
+                    shard.put(kv, &key(base + k), &value(i)).unwrap();
+                    i += 1;
+                }
+                shard.poll().unwrap();
+                written.store(i, Ordering::Relaxed);
+            }
+            _ => {
+                if shard.poll().unwrap().is_none() {
+                    std::thread::sleep(Duration::from_micros(20));
+                }
+            }
+        }
+    }
+}
+
+/// What the commits of one or more runs took.
+#[derive(Default)]
+struct Commits {
+    /// Wall time of `commit_epoch`, as the caller sees it.
+    latency: Vec<Duration>,
+    /// Request to every shard's answer (`answer_time`).
+    answer: Vec<Duration>,
+    /// Every shard's answer to every record durable (`total_time - answer_time`).
+    durable: Vec<Duration>,
+    pauses: Vec<Duration>,
+}
+
+impl Commits {
+    fn add(&mut self, wall: Duration, c: &EpochCommitted) {
+        self.latency.push(wall);
+        self.answer.push(c.answer_time);
+        self.durable.push(c.total_time.saturating_sub(c.answer_time));
+        self.pauses.extend(c.shard_pauses.iter().copied());
+    }
+
+    fn extend(&mut self, other: Commits) {
+        self.latency.extend(other.latency);
+        self.answer.extend(other.answer);
+        self.durable.extend(other.durable);
+        self.pauses.extend(other.pauses);
+    }
+
+    fn sort(&mut self) {
+        self.latency.sort_unstable();
+        self.answer.sort_unstable();
+        self.durable.sort_unstable();
+        self.pauses.sort_unstable();
+    }
+}
+
+// ----------------------------------------------------------- measurements
+
+/// Commits and bare fdatasyncs alternating, 1 ms apart; `ingest`: while both
+/// workers write, else while they poll idle.
+fn latency(dir: &Path, ingest: bool, secs: f64, commits: &mut Commits, syncs: &mut Vec<Duration>) -> f64 {
+    let mut s = Session::open(dir, u64::MAX);
+    let mut probe = SyncProbe::new(dir);
+    let t = Instant::now();
+    if ingest {
+        s.set(INGEST);
+    }
+    let more = |n: usize| if ingest { t.elapsed().as_secs_f64() < secs } else { n < IDLE_COMMITS };
+    let mut n = 0;
+    while more(n) {
+        std::thread::sleep(Duration::from_millis(1));
+        let (wall, c) = s.commit();
+        commits.add(wall, &c);
+        std::thread::sleep(Duration::from_millis(1));
+        syncs.push(probe.once());
+        n += 1;
+    }
+    let rate = s.written() as f64 / t.elapsed().as_secs_f64();
+    s.crash();
+    rate
+}
+
+/// Writes/s of both workers over `secs`, committing every `interval` ms.
+fn ingest(dir: &Path, interval: Option<u64>, secs: f64, commits: &mut Commits) -> f64 {
+    let mut s = Session::open(dir, u64::MAX);
+    let end = Duration::from_secs_f64(secs);
+    let t = Instant::now();
+    s.set(INGEST);
+    match interval {
+        None => std::thread::sleep(end),
+        Some(ms) => {
+            let every = Duration::from_millis(ms);
+            let mut next = every;
+            while next < end {
+                std::thread::sleep(next.saturating_sub(t.elapsed()));
+                let (wall, c) = s.commit();
+                commits.add(wall, &c);
+                next = (next + every).max(t.elapsed());
+            }
+            std::thread::sleep(end.saturating_sub(t.elapsed()));
+        }
+    }
+    let rate = s.written() as f64 / t.elapsed().as_secs_f64();
+    s.crash();
+    rate
+}
+
+struct Recovery {
+    load: Duration,
+    commits: u64,
+    wall: Duration,
+    select: Duration,
+    restore: Duration,
+    replay: Duration,
+    replayed: u64,
+    discarded: u64,
+}
+
+/// `writes` writes over both shards with a commit every `interval` ms, a
+/// crash, then `recover()` (the last epoch committed on both shards).
+fn recovery(dir: &Path, interval: Option<u64>, writes: u64) -> Recovery {
+    let mut s = Session::open(dir, writes / u64::from(SHARDS));
+    let t = Instant::now();
+    s.set(INGEST);
+    let every = Duration::from_millis(interval.unwrap_or(u64::MAX / 4));
+    let mut next = every;
+    let mut commits = 0;
+    while !s.loaded() {
+        std::thread::sleep(next.saturating_sub(t.elapsed()).min(Duration::from_millis(1)));
+        if t.elapsed() >= next && !s.loaded() {
+            s.commit();
+            commits += 1;
+            next = (next + every).max(t.elapsed());
+        }
+    }
+    let load = t.elapsed();
+    let committed = s.store.last_epoch();
+    s.crash();
+    let t = Instant::now();
+    let mut state = Options::new(dir).shards(SHARDS).recover().unwrap();
+    let wall = t.elapsed();
+    assert_eq!(state.epoch, committed, "recovered epoch");
+    drop(state.store.take_shards());
+    Recovery {
+        load,
+        commits,
+        wall,
+        select: state.select_time,
+        restore: state.restore_time,
+        replay: state.replay_time,
+        replayed: state.replayed_records,
+        discarded: state.discarded_records,
+    }
+}
+
+// ------------------------------------------------------------------- main
+
+struct Args {
+    dir: Option<PathBuf>,
+    rounds: usize,
+    secs: f64,
+    writes: u64,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        dir: None,
+        rounds: 3,
+        secs: 3.0,
+        writes: 2_000_000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let v = it.next().unwrap_or_else(|| {
+            eprintln!("{flag} needs a value");
+            std::process::exit(2)
+        });
+        match flag.as_str() {
+            "--dir" => a.dir = Some(v.into()),
+            "--rounds" => a.rounds = v.parse().expect("--rounds N"),
+            "--secs" => a.secs = v.parse().expect("--secs S"),
+            "--writes" => a.writes = v.parse().expect("--writes N"),
+            _ => {
+                eprintln!("usage: epoch_bench [--dir DIR] [--rounds N] [--secs S] [--writes N]");
+                std::process::exit(2)
+            }
+        }
+    }
+    a
+}
+
+fn label(interval: Option<u64>) -> String {
+    interval.map_or("none".to_owned(), |ms| format!("every {ms} ms"))
+}
+
+fn main() {
+    let a = args();
+    let parent = a.dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&parent).unwrap();
+    let root = tempfile::Builder::new()
+        .prefix("epoch-bench-")
+        .tempdir_in(&parent)
+        .unwrap();
+    let mut run = 0;
+    let mut fresh = || {
+        run += 1;
+        root.path().join(format!("run-{run}"))
+    };
+    println!(
+        "epoch_bench: {SHARDS} shards, {KEY}-byte keys, {VALUE}-byte values, {} rounds, {} s ingest runs; under {}\n",
+        a.rounds,
+        a.secs,
+        root.path().display()
+    );
+
+    let mut idle = Commits::default();
+    let mut idle_sync = Vec::new();
+    let mut busy = Commits::default();
+    let mut busy_sync = Vec::new();
+    let mut busy_rate = Vec::new();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); INTERVALS.len()];
+    let mut per_interval: Vec<Commits> = INTERVALS.iter().map(|_| Commits::default()).collect();
+    let mut recoveries: Vec<Vec<Recovery>> = INTERVALS.iter().map(|_| Vec::new()).collect();
+    for round in 0..a.rounds {
+        latency(&fresh(), false, 0.0, &mut idle, &mut idle_sync);
+        busy_rate.push(latency(&fresh(), true, a.secs, &mut busy, &mut busy_sync));
+        // Rotate the order so that no configuration always runs first.
+        for k in 0..INTERVALS.len() {
+            let i = (k + round) % INTERVALS.len();
+            let mut c = Commits::default();
+            let r = ingest(&fresh(), INTERVALS[i], a.secs, &mut c);
+            eprintln!(
+                "  round {round}: ingest, commits {:<12} {:>5.0}k writes/s ({} commits)",
+                label(INTERVALS[i]),
+                r / 1e3,
+                c.latency.len()
+            );
+            rates[i].push(r);
+            per_interval[i].extend(c);
+        }
+        for k in 0..INTERVALS.len() {
+            let i = (k + round) % INTERVALS.len();
+            let r = recovery(&fresh(), INTERVALS[i], a.writes);
+            eprintln!(
+                "  round {round}: recovery, commits {:<12} load {:.2} s, {} commits, recover {:.0} ms ({} replayed, {} discarded)",
+                label(INTERVALS[i]),
+                r.load.as_secs_f64(),
+                r.commits,
+                r.wall.as_secs_f64() * 1e3,
+                r.replayed,
+                r.discarded
+            );
+            recoveries[i].push(r);
+        }
+    }
+
+    // 1 and 3: latency and pauses.
+    idle.sort();
+    busy.sort();
+    idle_sync.sort_unstable();
+    busy_sync.sort_unstable();
+    println!("| commit_epoch (3 source offsets) | p50 | p99 | bare 128 B append + fdatasync, same runs: p50 / p99 | p50 ratio | of which: answers p50, then durable p50 | shard pause p50 / p99 / max |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for (what, c, sync) in [
+        ("idle (workers poll in a loop)", &idle, &idle_sync),
+        ("full ingest (2 writers)", &busy, &busy_sync),
+    ] {
+        println!(
+            "| {what}, {} commits | {} | {} | {} / {} | {:.2}× | {}, {} | {} / {} / {} |",
+            c.latency.len(),
+            ms(pct(&c.latency, 0.5)),
+            ms(pct(&c.latency, 0.99)),
+            ms(pct(sync, 0.5)),
+            ms(pct(sync, 0.99)),
+            pct(&c.latency, 0.5).as_secs_f64() / pct(sync, 0.5).as_secs_f64(),
+            ms(pct(&c.answer, 0.5)),
+            ms(pct(&c.durable, 0.5)),
+            us(pct(&c.pauses, 0.5)),
+            us(pct(&c.pauses, 0.99)),
+            us(c.pauses.last().copied().unwrap_or_default()),
+        );
+    }
+    println!(
+        "(ingest while measuring the busy row: median {:.0}k writes/s)\n",
+        median_f(&mut busy_rate) / 1e3
+    );
+
+    // 2: throughput.
+    let base = median_f(&mut rates[0].clone());
+    println!(
+        "| ingest, {} s runs | writes/s, median of {} | vs none | runs (k writes/s) | commits | commit p50 / p99 | shard pause p50 / p99 / max |",
+        a.secs, a.rounds
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for (i, interval) in INTERVALS.iter().enumerate() {
+        let m = median_f(&mut rates[i]);
+        let c = &mut per_interval[i];
+        c.sort();
+        let (lat, pause) = if c.latency.is_empty() {
+            ("—".to_owned(), "—".to_owned())
+        } else {
+            (
+                format!("{} / {}", ms(pct(&c.latency, 0.5)), ms(pct(&c.latency, 0.99))),
+                format!(
+                    "{} / {} / {}",
+                    us(pct(&c.pauses, 0.5)),
+                    us(pct(&c.pauses, 0.99)),
+                    us(c.pauses.last().copied().unwrap_or_default())
+                ),
+            )
+        };
+        println!(
+            "| {} | {:.0}k | {:+.1}% | {:?} | {} | {lat} | {pause} |",
+            label(*interval),
+            m / 1e3,
+            (m / base - 1.0) * 100.0,
+            rates[i].iter().map(|r| (r / 1e3).round()).collect::<Vec<_>>(),
+            c.latency.len(),
+        );
+    }
+
+    // 4: recovery.
+    println!(
+        "\n| recovery after {} writes and a crash | commits | recover() wall | select | restore | of which replay | replayed records | discarded records |",
+        a.writes
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (i, interval) in INTERVALS.iter().enumerate() {
+        let rs = &mut recoveries[i];
+        let med = |f: &dyn Fn(&Recovery) -> f64| median_f(&mut rs.iter().map(f).collect::<Vec<_>>());
+        println!(
+            "| commits {} (medians of {}) | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.0} | {:.0} |",
+            label(*interval),
+            rs.len(),
+            med(&|r| r.commits as f64),
+            med(&|r| r.wall.as_secs_f64() * 1e3),
+            med(&|r| r.select.as_secs_f64() * 1e3),
+            med(&|r| r.restore.as_secs_f64() * 1e3),
+            med(&|r| r.replay.as_secs_f64() * 1e3),
+            med(&|r| r.replayed as f64),
+            med(&|r| r.discarded as f64),
+        );
+    }
+}
