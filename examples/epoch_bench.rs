@@ -20,12 +20,12 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use statespine::store::{CheckpointRequest, EpochCommitted, Options, Shard, Store};
+use statespine::store::{Answered, CheckpointRequest, EpochCommitted, Options, Shard, Store};
 
 const SHARDS: u32 = 2;
 const KEY: usize = 16;
@@ -97,8 +97,36 @@ impl SyncProbe {
 
     fn once(&mut self) -> Duration {
         let t = Instant::now();
-        self.0.write_all(&[0x5a; 128]).unwrap();
-        self.0.sync_data().unwrap();
+        append_sync(&mut self.0);
+        t.elapsed()
+    }
+}
+
+fn append_sync(f: &mut File) {
+    f.write_all(&[0x5a; 128]).unwrap();
+    f.sync_data().unwrap();
+}
+
+/// What a 2-shard commit needs at least: a small append + `fdatasync` on
+/// each of two files at once (a second thread spawned for it, as the
+/// drainer spawns one per shard it syncs in a round).
+struct PairProbe(File, File);
+
+impl PairProbe {
+    fn new(dir: &Path) -> PairProbe {
+        PairProbe(
+            File::create(dir.join("pair-probe-0")).unwrap(),
+            File::create(dir.join("pair-probe-1")).unwrap(),
+        )
+    }
+
+    fn once(&mut self) -> Duration {
+        let t = Instant::now();
+        let PairProbe(a, b) = self;
+        std::thread::scope(|s| {
+            s.spawn(|| append_sync(b));
+            append_sync(a);
+        });
         t.elapsed()
     }
 }
@@ -118,6 +146,9 @@ struct Session {
     mode: Arc<AtomicU8>,
     written: Vec<Arc<AtomicU64>>,
     limit: u64,
+    /// Per answered commit: records of the shard's log not yet durable
+    /// when it appended its commit record (the records the commit waits for).
+    lags: Arc<Mutex<Vec<u64>>>,
     workers: Vec<JoinHandle<Shard>>,
 }
 
@@ -126,14 +157,15 @@ impl Session {
         let mut store = Options::new(dir).shards(SHARDS).open().unwrap();
         let mode = Arc::new(AtomicU8::new(IDLE));
         let mut written = Vec::new();
+        let lags = Arc::new(Mutex::new(Vec::new()));
         let workers = store
             .take_shards()
             .into_iter()
             .map(|shard| {
                 let count = Arc::new(AtomicU64::new(0));
                 written.push(Arc::clone(&count));
-                let mode = Arc::clone(&mode);
-                std::thread::spawn(move || work(shard, &mode, &count, limit))
+                let (mode, lags) = (Arc::clone(&mode), Arc::clone(&lags));
+                std::thread::spawn(move || work(shard, &mode, &count, limit, &lags))
             })
             .collect();
         Session {
@@ -141,6 +173,7 @@ impl Session {
             mode,
             written,
             limit,
+            lags,
             workers,
         }
     }
@@ -154,7 +187,9 @@ impl Session {
     }
 
     fn loaded(&self) -> bool {
-        self.written.iter().all(|c| c.load(Ordering::Relaxed) >= self.limit)
+        self.written
+            .iter()
+            .all(|c| c.load(Ordering::Relaxed) >= self.limit)
     }
 
     fn commit(&mut self) -> (Duration, EpochCommitted) {
@@ -168,18 +203,27 @@ impl Session {
     /// or a checkpoint: a crash, except that the drainer still syncs what
     /// the rings held (records past the last commit are on disk, and
     /// recovery discards them).
-    fn crash(self) {
+    /// Returns the lags of the answered commits.
+    fn crash(self) -> Vec<u64> {
         self.set(EXIT);
         let shards: Vec<Shard> = self.workers.into_iter().map(|w| w.join().unwrap()).collect();
         drop(shards);
         drop(self.store);
+        std::mem::take(&mut *self.lags.lock().unwrap())
     }
 }
 
-fn work(mut shard: Shard, mode: &AtomicU8, written: &AtomicU64, limit: u64) -> Shard {
+fn work(mut shard: Shard, mode: &AtomicU8, written: &AtomicU64, limit: u64, lags: &Mutex<Vec<u64>>) -> Shard {
     let kv = shard.create_kv("state").unwrap();
     let base = u64::from(shard.id()) << 40;
     let mut i = 0u64;
+    let poll = |shard: &mut Shard| {
+        let answered = shard.poll().unwrap();
+        if let Some(Answered::EpochCommit { lsn, .. }) = answered {
+            lags.lock().unwrap().push(lsn.0 - shard.durable_lsn().0);
+        }
+        answered
+    };
     loop {
         match mode.load(Ordering::Relaxed) {
             EXIT => return shard,
@@ -189,11 +233,11 @@ fn work(mut shard: Shard, mode: &AtomicU8, written: &AtomicU64, limit: u64) -> S
                     shard.put(kv, &key(base + k), &value(i)).unwrap();
                     i += 1;
                 }
-                shard.poll().unwrap();
+                poll(&mut shard);
                 written.store(i, Ordering::Relaxed);
             }
             _ => {
-                if shard.poll().unwrap().is_none() {
+                if poll(&mut shard).is_none() {
                     std::thread::sleep(Duration::from_micros(20));
                 }
             }
@@ -211,6 +255,8 @@ struct Commits {
     /// Every shard's answer to every record durable (`total_time - answer_time`).
     durable: Vec<Duration>,
     pauses: Vec<Duration>,
+    /// Records each commit record waited behind (`Session::lags`).
+    lags: Vec<u64>,
 }
 
 impl Commits {
@@ -226,6 +272,7 @@ impl Commits {
         self.answer.extend(other.answer);
         self.durable.extend(other.durable);
         self.pauses.extend(other.pauses);
+        self.lags.extend(other.lags);
     }
 
     fn sort(&mut self) {
@@ -233,32 +280,60 @@ impl Commits {
         self.answer.sort_unstable();
         self.durable.sort_unstable();
         self.pauses.sort_unstable();
+        self.lags.sort_unstable();
+    }
+
+    fn lag(&self, p: f64) -> u64 {
+        self.lags
+            .get(((self.lags.len().max(1) - 1) as f64 * p).round() as usize)
+            .copied()
+            .unwrap_or_default()
     }
 }
 
 // ----------------------------------------------------------- measurements
 
-/// Commits and bare fdatasyncs alternating, 1 ms apart; `ingest`: while both
-/// workers write, else while they poll idle.
-fn latency(dir: &Path, ingest: bool, secs: f64, commits: &mut Commits, syncs: &mut Vec<Duration>) -> f64 {
+/// The bare syncs measured between the commits.
+#[derive(Default)]
+struct Syncs {
+    /// One file: [`SyncProbe`].
+    one: Vec<Duration>,
+    /// Two files at once: [`PairProbe`].
+    pair: Vec<Duration>,
+}
+
+/// A commit, a bare fdatasync and a pair of them in turn, 1 ms apart;
+/// `ingest`: for `secs` while both workers write, else [`IDLE_COMMITS`]
+/// times while they poll idle. Returns the writes/s.
+fn latency(dir: &Path, ingest: bool, secs: f64, commits: &mut Commits, syncs: &mut Syncs) -> f64 {
     let mut s = Session::open(dir, u64::MAX);
-    let mut probe = SyncProbe::new(dir);
+    let mut one = SyncProbe::new(dir);
+    let mut pair = PairProbe::new(dir);
     let t = Instant::now();
     if ingest {
         s.set(INGEST);
     }
-    let more = |n: usize| if ingest { t.elapsed().as_secs_f64() < secs } else { n < IDLE_COMMITS };
+    let more = |n: usize| {
+        if ingest {
+            t.elapsed().as_secs_f64() < secs
+        } else {
+            n < IDLE_COMMITS
+        }
+    };
+    let gap = Duration::from_millis(1);
     let mut n = 0;
     while more(n) {
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(gap);
         let (wall, c) = s.commit();
         commits.add(wall, &c);
-        std::thread::sleep(Duration::from_millis(1));
-        syncs.push(probe.once());
+        std::thread::sleep(gap);
+        syncs.one.push(one.once());
+        std::thread::sleep(gap);
+        syncs.pair.push(pair.once());
         n += 1;
     }
     let rate = s.written() as f64 / t.elapsed().as_secs_f64();
-    s.crash();
+    commits.lags.extend(s.crash());
     rate
 }
 
@@ -283,7 +358,7 @@ fn ingest(dir: &Path, interval: Option<u64>, secs: f64, commits: &mut Commits) -
         }
     }
     let rate = s.written() as f64 / t.elapsed().as_secs_f64();
-    s.crash();
+    commits.lags.extend(s.crash());
     rate
 }
 
@@ -396,9 +471,9 @@ fn main() {
     );
 
     let mut idle = Commits::default();
-    let mut idle_sync = Vec::new();
+    let mut idle_sync = Syncs::default();
     let mut busy = Commits::default();
-    let mut busy_sync = Vec::new();
+    let mut busy_sync = Syncs::default();
     let mut busy_rate = Vec::new();
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); INTERVALS.len()];
     let mut per_interval: Vec<Commits> = INTERVALS.iter().map(|_| Commits::default()).collect();
@@ -439,24 +514,48 @@ fn main() {
     // 1 and 3: latency and pauses.
     idle.sort();
     busy.sort();
-    idle_sync.sort_unstable();
-    busy_sync.sort_unstable();
-    println!("| commit_epoch (3 source offsets) | p50 | p99 | bare 128 B append + fdatasync, same runs: p50 / p99 | p50 ratio | of which: answers p50, then durable p50 | shard pause p50 / p99 / max |");
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for (what, c, sync) in [
+    for v in [
+        &mut idle_sync.one,
+        &mut idle_sync.pair,
+        &mut busy_sync.one,
+        &mut busy_sync.pair,
+    ] {
+        v.sort_unstable();
+    }
+    let rows = [
         ("idle (workers poll in a loop)", &idle, &idle_sync),
         ("full ingest (2 writers)", &busy, &busy_sync),
-    ] {
+    ];
+    println!(
+        "| commit_epoch, 3 offsets | commits | p50 | p99 | bare fdatasync p50 / p99 | p50 ratio | 2 files synced at once p50 / p99 |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for (what, c, sync) in rows {
         println!(
-            "| {what}, {} commits | {} | {} | {} / {} | {:.2}× | {}, {} | {} / {} / {} |",
+            "| {what} | {} | {} | {} | {} / {} | {:.2}× | {} / {} |",
             c.latency.len(),
             ms(pct(&c.latency, 0.5)),
             ms(pct(&c.latency, 0.99)),
-            ms(pct(sync, 0.5)),
-            ms(pct(sync, 0.99)),
-            pct(&c.latency, 0.5).as_secs_f64() / pct(sync, 0.5).as_secs_f64(),
+            ms(pct(&sync.one, 0.5)),
+            ms(pct(&sync.one, 0.99)),
+            pct(&c.latency, 0.5).as_secs_f64() / pct(&sync.one, 0.5).as_secs_f64(),
+            ms(pct(&sync.pair, 0.5)),
+            ms(pct(&sync.pair, 0.99)),
+        );
+    }
+    println!(
+        "\n| where a commit's time goes | every shard answered p50 / p99 | then durable p50 / p99 | log records not yet durable behind its record p50 / p99 | shard pause p50 / p99 / max |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for (what, c, _) in rows {
+        println!(
+            "| {what} | {} / {} | {} / {} | {} / {} | {} / {} / {} |",
             ms(pct(&c.answer, 0.5)),
+            ms(pct(&c.answer, 0.99)),
             ms(pct(&c.durable, 0.5)),
+            ms(pct(&c.durable, 0.99)),
+            c.lag(0.5),
+            c.lag(0.99),
             us(pct(&c.pauses, 0.5)),
             us(pct(&c.pauses, 0.99)),
             us(c.pauses.last().copied().unwrap_or_default()),
