@@ -27,15 +27,12 @@ use std::time::{Duration, Instant};
 
 use statespine::store::{Answered, CheckpointRequest, EpochCommitted, Options, Shard, Store};
 
-const SHARDS: u32 = 2;
 const KEY: usize = 16;
 const VALUE: usize = 100;
 /// Distinct keys per shard the ingest writes over (random order).
 const KEYS_PER_SHARD: u64 = 4_000_000;
 /// Writes between two `poll()`s of a writing worker.
 const POLL_EVERY: u64 = 64;
-/// Commit intervals measured; `None` is the baseline without commits.
-const INTERVALS: [Option<u64>; 4] = [None, Some(10), Some(100), Some(1000)];
 /// Commits (and as many bare fdatasyncs) in the idle measurement.
 const IDLE_COMMITS: usize = 300;
 
@@ -133,6 +130,24 @@ impl PairProbe {
 
 // ---------------------------------------------------------------- workers
 
+/// How every store of a run is opened: default options but for these.
+#[derive(Clone, Copy)]
+struct Setup {
+    shards: u32,
+    /// Each shard's changelog ring, bytes (default: the store's, 8 MiB).
+    ring_bytes: Option<usize>,
+}
+
+impl Setup {
+    fn options(self, dir: &Path) -> Options {
+        let opts = Options::new(dir).shards(self.shards);
+        match self.ring_bytes {
+            Some(b) => opts.changelog_capacity(b, 1 << 16),
+            None => opts,
+        }
+    }
+}
+
 const IDLE: u8 = 0;
 const INGEST: u8 = 1;
 const EXIT: u8 = 2;
@@ -153,8 +168,8 @@ struct Session {
 }
 
 impl Session {
-    fn open(dir: &Path, limit: u64) -> Session {
-        let mut store = Options::new(dir).shards(SHARDS).open().unwrap();
+    fn open(setup: Setup, dir: &Path, limit: u64) -> Session {
+        let mut store = setup.options(dir).open().unwrap();
         let mode = Arc::new(AtomicU8::new(IDLE));
         let mut written = Vec::new();
         let lags = Arc::new(Mutex::new(Vec::new()));
@@ -305,8 +320,15 @@ struct Syncs {
 /// A commit, a bare fdatasync and a pair of them in turn, 1 ms apart;
 /// `ingest`: for `secs` while both workers write, else [`IDLE_COMMITS`]
 /// times while they poll idle. Returns the writes/s.
-fn latency(dir: &Path, ingest: bool, secs: f64, commits: &mut Commits, syncs: &mut Syncs) -> f64 {
-    let mut s = Session::open(dir, u64::MAX);
+fn latency(
+    setup: Setup,
+    dir: &Path,
+    ingest: bool,
+    secs: f64,
+    commits: &mut Commits,
+    syncs: &mut Syncs,
+) -> f64 {
+    let mut s = Session::open(setup, dir, u64::MAX);
     let mut one = SyncProbe::new(dir);
     let mut pair = PairProbe::new(dir);
     let t = Instant::now();
@@ -338,8 +360,8 @@ fn latency(dir: &Path, ingest: bool, secs: f64, commits: &mut Commits, syncs: &m
 }
 
 /// Writes/s of both workers over `secs`, committing every `interval` ms.
-fn ingest(dir: &Path, interval: Option<u64>, secs: f64, commits: &mut Commits) -> f64 {
-    let mut s = Session::open(dir, u64::MAX);
+fn ingest(setup: Setup, dir: &Path, interval: Option<u64>, secs: f64, commits: &mut Commits) -> f64 {
+    let mut s = Session::open(setup, dir, u64::MAX);
     let end = Duration::from_secs_f64(secs);
     let t = Instant::now();
     s.set(INGEST);
@@ -375,8 +397,8 @@ struct Recovery {
 
 /// `writes` writes over both shards with a commit every `interval` ms, a
 /// crash, then `recover()` (the last epoch committed on both shards).
-fn recovery(dir: &Path, interval: Option<u64>, writes: u64) -> Recovery {
-    let mut s = Session::open(dir, writes / u64::from(SHARDS));
+fn recovery(setup: Setup, dir: &Path, interval: Option<u64>, writes: u64) -> Recovery {
+    let mut s = Session::open(setup, dir, writes / u64::from(setup.shards));
     let t = Instant::now();
     s.set(INGEST);
     let every = Duration::from_millis(interval.unwrap_or(u64::MAX / 4));
@@ -394,7 +416,7 @@ fn recovery(dir: &Path, interval: Option<u64>, writes: u64) -> Recovery {
     let committed = s.store.last_epoch();
     s.crash();
     let t = Instant::now();
-    let mut state = Options::new(dir).shards(SHARDS).recover().unwrap();
+    let mut state = setup.options(dir).recover().unwrap();
     let wall = t.elapsed();
     assert_eq!(state.epoch, committed, "recovered epoch");
     drop(state.store.take_shards());
@@ -413,32 +435,54 @@ fn recovery(dir: &Path, interval: Option<u64>, writes: u64) -> Recovery {
 // ------------------------------------------------------------------- main
 
 struct Args {
+    setup: Setup,
     dir: Option<PathBuf>,
     rounds: usize,
     secs: f64,
     writes: u64,
+    intervals: Vec<Option<u64>>,
+    sections: Vec<String>,
 }
+
+const USAGE: &str = "usage: epoch_bench [--dir DIR] [--rounds N] [--secs S] [--writes N] \
+                     [--intervals none,10,100,1000] [--only latency,ingest,recovery] \
+                     [--shards N] [--ring-kib N]";
 
 fn args() -> Args {
     let mut a = Args {
+        setup: Setup {
+            shards: 2,
+            ring_bytes: None,
+        },
         dir: None,
         rounds: 3,
         secs: 3.0,
-        writes: 2_000_000,
+        writes: 1_000_000,
+        intervals: vec![None, Some(10), Some(100), Some(1000)],
+        sections: ["latency", "ingest", "recovery"].map(String::from).to_vec(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let v = it.next().unwrap_or_else(|| {
-            eprintln!("{flag} needs a value");
+            eprintln!("{flag} needs a value\n{USAGE}");
             std::process::exit(2)
         });
+        let list = || v.split(',').map(str::to_owned);
         match flag.as_str() {
-            "--dir" => a.dir = Some(v.into()),
+            "--shards" => a.setup.shards = v.parse().expect("--shards N"),
+            "--ring-kib" => a.setup.ring_bytes = Some(v.parse::<usize>().expect("--ring-kib N") << 10),
+            "--dir" => a.dir = Some(v.clone().into()),
             "--rounds" => a.rounds = v.parse().expect("--rounds N"),
             "--secs" => a.secs = v.parse().expect("--secs S"),
             "--writes" => a.writes = v.parse().expect("--writes N"),
+            "--intervals" => {
+                a.intervals = list()
+                    .map(|i| (i != "none").then(|| i.parse().expect("--intervals: none or ms")))
+                    .collect();
+            }
+            "--only" => a.sections = list().collect(),
             _ => {
-                eprintln!("usage: epoch_bench [--dir DIR] [--rounds N] [--secs S] [--writes N]");
+                eprintln!("{USAGE}");
                 std::process::exit(2)
             }
         }
@@ -450,87 +494,16 @@ fn label(interval: Option<u64>) -> String {
     interval.map_or("none".to_owned(), |ms| format!("every {ms} ms"))
 }
 
-fn main() {
-    let a = args();
-    let parent = a.dir.clone().unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&parent).unwrap();
-    let root = tempfile::Builder::new()
-        .prefix("epoch-bench-")
-        .tempdir_in(&parent)
-        .unwrap();
-    let mut run = 0;
-    let mut fresh = || {
-        run += 1;
-        root.path().join(format!("run-{run}"))
-    };
+/// Sections 1 and 3, idle and busy: a row each.
+fn print_latency(rows: &mut [(&str, Commits, Syncs, Vec<f64>)]) {
     println!(
-        "epoch_bench: {SHARDS} shards, {KEY}-byte keys, {VALUE}-byte values, {} rounds, {} s ingest runs; under {}\n",
-        a.rounds,
-        a.secs,
-        root.path().display()
-    );
-
-    let mut idle = Commits::default();
-    let mut idle_sync = Syncs::default();
-    let mut busy = Commits::default();
-    let mut busy_sync = Syncs::default();
-    let mut busy_rate = Vec::new();
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); INTERVALS.len()];
-    let mut per_interval: Vec<Commits> = INTERVALS.iter().map(|_| Commits::default()).collect();
-    let mut recoveries: Vec<Vec<Recovery>> = INTERVALS.iter().map(|_| Vec::new()).collect();
-    for round in 0..a.rounds {
-        latency(&fresh(), false, 0.0, &mut idle, &mut idle_sync);
-        busy_rate.push(latency(&fresh(), true, a.secs, &mut busy, &mut busy_sync));
-        // Rotate the order so that no configuration always runs first.
-        for k in 0..INTERVALS.len() {
-            let i = (k + round) % INTERVALS.len();
-            let mut c = Commits::default();
-            let r = ingest(&fresh(), INTERVALS[i], a.secs, &mut c);
-            eprintln!(
-                "  round {round}: ingest, commits {:<12} {:>5.0}k writes/s ({} commits)",
-                label(INTERVALS[i]),
-                r / 1e3,
-                c.latency.len()
-            );
-            rates[i].push(r);
-            per_interval[i].extend(c);
-        }
-        for k in 0..INTERVALS.len() {
-            let i = (k + round) % INTERVALS.len();
-            let r = recovery(&fresh(), INTERVALS[i], a.writes);
-            eprintln!(
-                "  round {round}: recovery, commits {:<12} load {:.2} s, {} commits, recover {:.0} ms ({} replayed, {} discarded)",
-                label(INTERVALS[i]),
-                r.load.as_secs_f64(),
-                r.commits,
-                r.wall.as_secs_f64() * 1e3,
-                r.replayed,
-                r.discarded
-            );
-            recoveries[i].push(r);
-        }
-    }
-
-    // 1 and 3: latency and pauses.
-    idle.sort();
-    busy.sort();
-    for v in [
-        &mut idle_sync.one,
-        &mut idle_sync.pair,
-        &mut busy_sync.one,
-        &mut busy_sync.pair,
-    ] {
-        v.sort_unstable();
-    }
-    let rows = [
-        ("idle (workers poll in a loop)", &idle, &idle_sync),
-        ("full ingest (2 writers)", &busy, &busy_sync),
-    ];
-    println!(
-        "| commit_epoch, 3 offsets | commits | p50 | p99 | bare fdatasync p50 / p99 | p50 ratio | 2 files synced at once p50 / p99 |"
+        "| commit_epoch, 3 offsets | commits | p50 | p99 | bare fdatasync, same runs: p50 / p99 | p50 ratio | 2 files synced at once p50 / p99 |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for (what, c, sync) in rows {
+    for (what, c, sync, _) in rows.iter_mut() {
+        c.sort();
+        sync.one.sort_unstable();
+        sync.pair.sort_unstable();
         println!(
             "| {what} | {} | {} | {} | {} / {} | {:.2}× | {} / {} |",
             c.latency.len(),
@@ -544,12 +517,12 @@ fn main() {
         );
     }
     println!(
-        "\n| where a commit's time goes | every shard answered p50 / p99 | then durable p50 / p99 | log records not yet durable behind its record p50 / p99 | shard pause p50 / p99 / max |"
+        "\n| where a commit's time goes | every shard answered p50 / p99 | then durable p50 / p99 | log records not yet durable behind its record p50 / p99 | shard pause p50 / p99 / max | writes/s meanwhile |"
     );
-    println!("| --- | --- | --- | --- | --- |");
-    for (what, c, _) in rows {
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (what, c, _, rate) in rows.iter_mut() {
         println!(
-            "| {what} | {} / {} | {} / {} | {} / {} | {} / {} / {} |",
+            "| {what} | {} / {} | {} / {} | {} / {} | {} / {} / {} | {:.0}k |",
             ms(pct(&c.answer, 0.5)),
             ms(pct(&c.answer, 0.99)),
             ms(pct(&c.durable, 0.5)),
@@ -559,24 +532,34 @@ fn main() {
             us(pct(&c.pauses, 0.5)),
             us(pct(&c.pauses, 0.99)),
             us(c.pauses.last().copied().unwrap_or_default()),
+            median_f(rate) / 1e3,
         );
     }
-    println!(
-        "(ingest while measuring the busy row: median {:.0}k writes/s)\n",
-        median_f(&mut busy_rate) / 1e3
-    );
+    println!();
+}
 
-    // 2: throughput.
-    let base = median_f(&mut rates[0].clone());
+/// Section 2: `rates[i][round]` of `intervals[i]`; ratios against `None`
+/// are taken round by round (the runs of one round are neighbours in time).
+fn print_ingest(a: &Args, rates: &[Vec<f64>], commits: &mut [Commits]) {
+    let base = a.intervals.iter().position(Option::is_none);
     println!(
-        "| ingest, {} s runs | writes/s, median of {} | vs none | runs (k writes/s) | commits | commit p50 / p99 | shard pause p50 / p99 / max |",
+        "| ingest, {} s runs | writes/s, median of {} | vs none, median of the rounds' ratios | runs, k writes/s | commits (per s) | commit p50 / p99 | shard pause p50 / p99 / max |",
         a.secs, a.rounds
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for (i, interval) in INTERVALS.iter().enumerate() {
-        let m = median_f(&mut rates[i]);
-        let c = &mut per_interval[i];
+    for (i, interval) in a.intervals.iter().enumerate() {
+        let c = &mut commits[i];
         c.sort();
+        let ratio = base.map_or("—".to_owned(), |b| {
+            let mut r: Vec<f64> = rates[i].iter().zip(&rates[b]).map(|(x, y)| x / y).collect();
+            let m = median_f(&mut r);
+            format!(
+                "{:+.1}% ({:+.1}% … {:+.1}%)",
+                (m - 1.0) * 100.0,
+                (r[0] - 1.0) * 100.0,
+                (r[r.len() - 1] - 1.0) * 100.0
+            )
+        });
         let (lat, pause) = if c.latency.is_empty() {
             ("—".to_owned(), "—".to_owned())
         } else {
@@ -591,28 +574,29 @@ fn main() {
             )
         };
         println!(
-            "| {} | {:.0}k | {:+.1}% | {:?} | {} | {lat} | {pause} |",
+            "| {} | {:.0}k | {ratio} | {:?} | {} ({:.1}) | {lat} | {pause} |",
             label(*interval),
-            m / 1e3,
-            (m / base - 1.0) * 100.0,
+            median_f(&mut rates[i].clone()) / 1e3,
             rates[i].iter().map(|r| (r / 1e3).round()).collect::<Vec<_>>(),
             c.latency.len(),
+            c.latency.len() as f64 / (a.secs * rates[i].len() as f64),
         );
     }
+    println!();
+}
 
-    // 4: recovery.
+/// Section 4.
+fn print_recovery(a: &Args, recoveries: &[Vec<Recovery>]) {
     println!(
-        "\n| recovery after {} writes and a crash | commits | recover() wall | select | restore | of which replay | replayed records | discarded records |",
-        a.writes
+        "| recovery after {} writes and a crash, median of {} | commits | recover() wall | select | restore | of which replay | replayed records | discarded records |",
+        a.writes, a.rounds
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
-    for (i, interval) in INTERVALS.iter().enumerate() {
-        let rs = &mut recoveries[i];
+    for (interval, rs) in a.intervals.iter().zip(recoveries) {
         let med = |f: &dyn Fn(&Recovery) -> f64| median_f(&mut rs.iter().map(f).collect::<Vec<_>>());
         println!(
-            "| commits {} (medians of {}) | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.0} | {:.0} |",
+            "| commits {} | {:.0} | {:.0} ms | {:.1} ms | {:.0} ms | {:.0} ms | {:.0} | {:.0} |",
             label(*interval),
-            rs.len(),
             med(&|r| r.commits as f64),
             med(&|r| r.wall.as_secs_f64() * 1e3),
             med(&|r| r.select.as_secs_f64() * 1e3),
@@ -621,5 +605,93 @@ fn main() {
             med(&|r| r.replayed as f64),
             med(&|r| r.discarded as f64),
         );
+    }
+}
+
+fn main() {
+    let a = args();
+    let setup = a.setup;
+    let parent = a.dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&parent).unwrap();
+    let root = tempfile::Builder::new()
+        .prefix("epoch-bench-")
+        .tempdir_in(&parent)
+        .unwrap();
+    let mut run = 0;
+    let mut fresh = || {
+        run += 1;
+        root.path().join(format!("run-{run}"))
+    };
+    let on = |section: &str| a.sections.iter().any(|s| s == section);
+    println!(
+        "epoch_bench: {} shards, {KEY}-byte keys, {VALUE}-byte values, changelog ring {}, {} rounds, {} s ingest runs; under {}\n",
+        setup.shards,
+        setup
+            .ring_bytes
+            .map_or("8192 KiB (default)".to_owned(), |b| format!("{} KiB", b >> 10)),
+        a.rounds,
+        a.secs,
+        root.path().display()
+    );
+
+    let n = a.intervals.len();
+    let mut latency_rows = [
+        (
+            "idle (workers poll in a loop)",
+            Commits::default(),
+            Syncs::default(),
+            Vec::new(),
+        ),
+        (
+            "full ingest (2 writers)",
+            Commits::default(),
+            Syncs::default(),
+            Vec::new(),
+        ),
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut commits: Vec<Commits> = (0..n).map(|_| Commits::default()).collect();
+    let mut recoveries: Vec<Vec<Recovery>> = (0..n).map(|_| Vec::new()).collect();
+    for round in 0..a.rounds {
+        if on("latency") {
+            for (k, (_, c, sync, rate)) in latency_rows.iter_mut().enumerate() {
+                rate.push(latency(setup, &fresh(), k == 1, a.secs, c, sync));
+            }
+        }
+        // Rotate the order so that no configuration always runs first.
+        for i in (0..n).map(|k| (k + round) % n).filter(|_| on("ingest")) {
+            let mut c = Commits::default();
+            let r = ingest(setup, &fresh(), a.intervals[i], a.secs, &mut c);
+            eprintln!(
+                "  round {round}: ingest, commits {:<13} {:>5.0}k writes/s, {} commits",
+                label(a.intervals[i]),
+                r / 1e3,
+                c.latency.len()
+            );
+            rates[i].push(r);
+            commits[i].extend(c);
+        }
+        for i in (0..n).map(|k| (k + round) % n).filter(|_| on("recovery")) {
+            let r = recovery(setup, &fresh(), a.intervals[i], a.writes);
+            eprintln!(
+                "  round {round}: recovery, commits {:<13} load {:.2} s, {} commits, recover {:.0} ms, {} replayed, {} discarded",
+                label(a.intervals[i]),
+                r.load.as_secs_f64(),
+                r.commits,
+                r.wall.as_secs_f64() * 1e3,
+                r.replayed,
+                r.discarded
+            );
+            recoveries[i].push(r);
+        }
+    }
+    if on("latency") {
+        print_latency(&mut latency_rows);
+    }
+    if on("ingest") {
+        print_ingest(&a, &rates, &mut commits);
+    }
+    if on("recovery") {
+        print_recovery(&a, &recoveries);
     }
 }
