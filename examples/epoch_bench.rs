@@ -11,10 +11,15 @@
 //! 4. recovery after a crash (the store and shards dropped without a
 //!    shutdown, no checkpoint ever taken) against the commit interval.
 //!
-//! `cargo run --release --example epoch_bench [-- --dir DIR --rounds N --secs S --writes N]`
-//! (defaults: a temporary directory under the system's, 3 rounds, 3 s ingest
-//! runs, 2,000,000 writes before each crash; about 2 minutes).
+//! `cargo run --release --example epoch_bench` (about 2 minutes): 5 rounds,
+//! each with every measurement, configurations rotated; 2.5 s ingest runs;
+//! 1,000,000 writes before each crash; a temporary directory under the
+//! system's. `--dir DIR --rounds N --secs S --writes N` change those;
+//! `--only latency,ingest,recovery` and `--intervals none,10,100,1000`
+//! narrow it; `--shards N` and `--ring-kib N` (each shard's changelog ring)
+//! open the stores otherwise, for the breakdowns in the doc.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![deny(clippy::type_complexity)]
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -161,10 +166,24 @@ struct Session {
     mode: Arc<AtomicU8>,
     written: Vec<Arc<AtomicU64>>,
     limit: u64,
-    /// Per answered commit: records of the shard's log not yet durable
-    /// when it appended its commit record (the records the commit waits for).
-    lags: Arc<Mutex<Vec<u64>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    spans: Vec<Span>,
     workers: Vec<JoinHandle<Shard>>,
+}
+
+/// A commit made: epoch, start, end.
+type Span = (u64, Instant, Instant);
+
+/// What a worker saw of a commit it answered.
+struct Seen {
+    epoch: u64,
+    /// Records of its log not yet durable when it appended the commit
+    /// record: those the commit waits for.
+    lag: u64,
+    answered: Instant,
+    /// When the worker first saw its log durable up to the record (it looks
+    /// at each poll: within ~20 µs idle, ~64 writes busy).
+    durable: Instant,
 }
 
 impl Session {
@@ -172,15 +191,15 @@ impl Session {
         let mut store = setup.options(dir).open().unwrap();
         let mode = Arc::new(AtomicU8::new(IDLE));
         let mut written = Vec::new();
-        let lags = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(Mutex::new(Vec::new()));
         let workers = store
             .take_shards()
             .into_iter()
             .map(|shard| {
                 let count = Arc::new(AtomicU64::new(0));
                 written.push(Arc::clone(&count));
-                let (mode, lags) = (Arc::clone(&mode), Arc::clone(&lags));
-                std::thread::spawn(move || work(shard, &mode, &count, limit, &lags))
+                let (mode, seen) = (Arc::clone(&mode), Arc::clone(&seen));
+                std::thread::spawn(move || work(shard, &mode, &count, limit, &seen))
             })
             .collect();
         Session {
@@ -188,7 +207,8 @@ impl Session {
             mode,
             written,
             limit,
-            lags,
+            seen,
+            spans: Vec::new(),
             workers,
         }
     }
@@ -207,37 +227,77 @@ impl Session {
             .all(|c| c.load(Ordering::Relaxed) >= self.limit)
     }
 
-    fn commit(&mut self) -> (Duration, EpochCommitted) {
+    fn commit(&mut self) -> EpochCommitted {
         let epoch = self.store.next_epoch();
         let t = Instant::now();
         let c = self.store.commit_epoch(epoch, &request(epoch)).unwrap();
-        (t.elapsed(), c)
+        self.spans.push((epoch, t, Instant::now()));
+        c
     }
 
     /// Stops the workers and drops the store and shards without a shutdown
     /// or a checkpoint: a crash, except that the drainer still syncs what
     /// the rings held (records past the last commit are on disk, and
-    /// recovery discards them).
-    /// Returns the lags of the answered commits.
-    fn crash(self) -> Vec<u64> {
+    /// recovery discards them). Returns the commits made and what the
+    /// workers saw of them.
+    fn crash(self) -> (Vec<Span>, Vec<Seen>) {
         self.set(EXIT);
         let shards: Vec<Shard> = self.workers.into_iter().map(|w| w.join().unwrap()).collect();
         drop(shards);
         drop(self.store);
-        std::mem::take(&mut *self.lags.lock().unwrap())
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        (self.spans, seen)
     }
 }
 
-fn work(mut shard: Shard, mode: &AtomicU8, written: &AtomicU64, limit: u64, lags: &Mutex<Vec<u64>>) -> Shard {
+/// A worker's `poll()`, noting when the commits it answers become durable.
+struct Watcher<'a> {
+    seen: &'a Mutex<Vec<Seen>>,
+    /// Answered, not yet seen durable: epoch, LSN, lag, answered.
+    pending: Vec<(u64, u64, u64, Instant)>,
+}
+
+impl Watcher<'_> {
+    fn poll(&mut self, shard: &mut Shard) -> Option<Answered> {
+        let answered = shard.poll().unwrap();
+        if let Some(Answered::EpochCommit { epoch, lsn }) = answered {
+            let lag = lsn.0 - shard.durable_lsn().0;
+            self.pending.push((epoch, lsn.0, lag, Instant::now()));
+        }
+        if !self.pending.is_empty() {
+            let durable = shard.durable_lsn().0;
+            let now = Instant::now();
+            let mut seen = self.seen.lock().unwrap();
+            self.pending.retain(|&(epoch, lsn, lag, answered)| {
+                let done = lsn <= durable;
+                if done {
+                    seen.push(Seen {
+                        epoch,
+                        lag,
+                        answered,
+                        durable: now,
+                    });
+                }
+                !done
+            });
+        }
+        answered
+    }
+}
+
+fn work(
+    mut shard: Shard,
+    mode: &AtomicU8,
+    written: &AtomicU64,
+    limit: u64,
+    seen: &Mutex<Vec<Seen>>,
+) -> Shard {
     let kv = shard.create_kv("state").unwrap();
     let base = u64::from(shard.id()) << 40;
     let mut i = 0u64;
-    let poll = |shard: &mut Shard| {
-        let answered = shard.poll().unwrap();
-        if let Some(Answered::EpochCommit { lsn, .. }) = answered {
-            lags.lock().unwrap().push(lsn.0 - shard.durable_lsn().0);
-        }
-        answered
+    let mut watcher = Watcher {
+        seen,
+        pending: Vec::new(),
     };
     loop {
         match mode.load(Ordering::Relaxed) {
@@ -248,11 +308,11 @@ fn work(mut shard: Shard, mode: &AtomicU8, written: &AtomicU64, limit: u64, lags
                     shard.put(kv, &key(base + k), &value(i)).unwrap();
                     i += 1;
                 }
-                poll(&mut shard);
+                watcher.poll(&mut shard);
                 written.store(i, Ordering::Relaxed);
             }
             _ => {
-                if poll(&mut shard).is_none() {
+                if watcher.poll(&mut shard).is_none() {
                     std::thread::sleep(Duration::from_micros(20));
                 }
             }
@@ -267,25 +327,43 @@ struct Commits {
     latency: Vec<Duration>,
     /// Request to every shard's answer (`answer_time`).
     answer: Vec<Duration>,
-    /// Every shard's answer to every record durable (`total_time - answer_time`).
-    durable: Vec<Duration>,
+    /// From the last answer until the workers saw every record durable (the
+    /// drainer: waking, appending what is ahead, `fdatasync`).
+    drain: Vec<Duration>,
+    /// From then until `commit_epoch` returned (the coordinator noticing).
+    notice: Vec<Duration>,
     pauses: Vec<Duration>,
-    /// Records each commit record waited behind (`Session::lags`).
+    /// Records each commit record waited behind ([`Seen::lag`]).
     lags: Vec<u64>,
 }
 
 impl Commits {
-    fn add(&mut self, wall: Duration, c: &EpochCommitted) {
-        self.latency.push(wall);
+    fn add(&mut self, c: &EpochCommitted) {
         self.answer.push(c.answer_time);
-        self.durable.push(c.total_time.saturating_sub(c.answer_time));
         self.pauses.extend(c.shard_pauses.iter().copied());
+    }
+
+    /// A session's commits and what its workers saw of them.
+    fn trace(&mut self, (spans, seen): (Vec<Span>, Vec<Seen>)) {
+        for (epoch, start, end) in spans {
+            self.latency.push(end - start);
+            let mine = || seen.iter().filter(|s| s.epoch == epoch);
+            let (Some(answered), Some(durable)) =
+                (mine().map(|s| s.answered).max(), mine().map(|s| s.durable).max())
+            else {
+                continue;
+            };
+            self.drain.push(durable.saturating_duration_since(answered));
+            self.notice.push(end.saturating_duration_since(durable));
+        }
+        self.lags.extend(seen.iter().map(|s| s.lag));
     }
 
     fn extend(&mut self, other: Commits) {
         self.latency.extend(other.latency);
         self.answer.extend(other.answer);
-        self.durable.extend(other.durable);
+        self.drain.extend(other.drain);
+        self.notice.extend(other.notice);
         self.pauses.extend(other.pauses);
         self.lags.extend(other.lags);
     }
@@ -293,7 +371,8 @@ impl Commits {
     fn sort(&mut self) {
         self.latency.sort_unstable();
         self.answer.sort_unstable();
-        self.durable.sort_unstable();
+        self.drain.sort_unstable();
+        self.notice.sort_unstable();
         self.pauses.sort_unstable();
         self.lags.sort_unstable();
     }
@@ -318,7 +397,7 @@ struct Syncs {
 }
 
 /// A commit, a bare fdatasync and a pair of them in turn, 1 ms apart;
-/// `ingest`: for `secs` while both workers write, else [`IDLE_COMMITS`]
+/// `ingest`: for `secs` while every worker writes, else [`IDLE_COMMITS`]
 /// times while they poll idle. Returns the writes/s.
 fn latency(
     setup: Setup,
@@ -346,8 +425,7 @@ fn latency(
     let mut n = 0;
     while more(n) {
         std::thread::sleep(gap);
-        let (wall, c) = s.commit();
-        commits.add(wall, &c);
+        commits.add(&s.commit());
         std::thread::sleep(gap);
         syncs.one.push(one.once());
         std::thread::sleep(gap);
@@ -355,11 +433,11 @@ fn latency(
         n += 1;
     }
     let rate = s.written() as f64 / t.elapsed().as_secs_f64();
-    commits.lags.extend(s.crash());
+    commits.trace(s.crash());
     rate
 }
 
-/// Writes/s of both workers over `secs`, committing every `interval` ms.
+/// Writes/s of all workers over `secs`, committing every `interval` ms.
 fn ingest(setup: Setup, dir: &Path, interval: Option<u64>, secs: f64, commits: &mut Commits) -> f64 {
     let mut s = Session::open(setup, dir, u64::MAX);
     let end = Duration::from_secs_f64(secs);
@@ -372,15 +450,14 @@ fn ingest(setup: Setup, dir: &Path, interval: Option<u64>, secs: f64, commits: &
             let mut next = every;
             while next < end {
                 std::thread::sleep(next.saturating_sub(t.elapsed()));
-                let (wall, c) = s.commit();
-                commits.add(wall, &c);
+                commits.add(&s.commit());
                 next = (next + every).max(t.elapsed());
             }
             std::thread::sleep(end.saturating_sub(t.elapsed()));
         }
     }
     let rate = s.written() as f64 / t.elapsed().as_secs_f64();
-    commits.lags.extend(s.crash());
+    commits.trace(s.crash());
     rate
 }
 
@@ -455,8 +532,8 @@ fn args() -> Args {
             ring_bytes: None,
         },
         dir: None,
-        rounds: 3,
-        secs: 3.0,
+        rounds: 5,
+        secs: 2.5,
         writes: 1_000_000,
         intervals: vec![None, Some(10), Some(100), Some(1000)],
         sections: ["latency", "ingest", "recovery"].map(String::from).to_vec(),
@@ -517,16 +594,18 @@ fn print_latency(rows: &mut [(&str, Commits, Syncs, Vec<f64>)]) {
         );
     }
     println!(
-        "\n| where a commit's time goes | every shard answered p50 / p99 | then durable p50 / p99 | log records not yet durable behind its record p50 / p99 | shard pause p50 / p99 / max | writes/s meanwhile |"
+        "\n| where a commit's time goes, p50 / p99 | every shard answered | then its workers saw every record durable | then commit_epoch returned | log records not yet durable ahead of a commit record | shard pause p50 / p99 / max | writes/s meanwhile |"
     );
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     for (what, c, _, rate) in rows.iter_mut() {
         println!(
-            "| {what} | {} / {} | {} / {} | {} / {} | {} / {} / {} | {:.0}k |",
+            "| {what} | {} / {} | {} / {} | {} / {} | {} / {} | {} / {} / {} | {:.0}k |",
             ms(pct(&c.answer, 0.5)),
             ms(pct(&c.answer, 0.99)),
-            ms(pct(&c.durable, 0.5)),
-            ms(pct(&c.durable, 0.99)),
+            ms(pct(&c.drain, 0.5)),
+            ms(pct(&c.drain, 0.99)),
+            ms(pct(&c.notice, 0.5)),
+            ms(pct(&c.notice, 0.99)),
             c.lag(0.5),
             c.lag(0.99),
             us(pct(&c.pauses, 0.5)),
@@ -643,7 +722,7 @@ fn main() {
             Vec::new(),
         ),
         (
-            "full ingest (2 writers)",
+            "full ingest (a writer per shard)",
             Commits::default(),
             Syncs::default(),
             Vec::new(),
