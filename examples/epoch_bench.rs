@@ -687,6 +687,15 @@ fn print_recovery(a: &Args, recoveries: &[Vec<Recovery>]) {
     }
 }
 
+/// The 1-minute load average (Linux), to tell a quiet run from one the
+/// machine's other tenants shared.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
 fn main() {
     let a = args();
     let setup = a.setup;
@@ -712,6 +721,7 @@ fn main() {
         a.secs,
         root.path().display()
     );
+    let load_before = load();
 
     let n = a.intervals.len();
     let mut latency_rows = [
@@ -773,4 +783,5 @@ fn main() {
     if on("recovery") {
         print_recovery(&a, &recoveries);
     }
+    println!("\n1-minute load average: {load_before} before, {} after", load());
 }
