@@ -443,20 +443,23 @@ fn ingest(setup: Setup, dir: &Path, interval: Option<u64>, secs: f64, commits: &
     let end = Duration::from_secs_f64(secs);
     let t = Instant::now();
     s.set(INGEST);
-    match interval {
-        None => std::thread::sleep(end),
-        Some(ms) => {
-            let every = Duration::from_millis(ms);
-            let mut next = every;
-            while next < end {
-                std::thread::sleep(next.saturating_sub(t.elapsed()));
-                commits.add(&s.commit());
-                next = (next + every).max(t.elapsed());
-            }
-            std::thread::sleep(end.saturating_sub(t.elapsed()));
+    // Counted at `end` exactly, whether or not a commit is in flight then.
+    let counters = s.written.clone();
+    let sampler = std::thread::spawn(move || {
+        std::thread::sleep(end.saturating_sub(t.elapsed()));
+        let n: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        n as f64 / t.elapsed().as_secs_f64()
+    });
+    if let Some(ms) = interval {
+        let every = Duration::from_millis(ms);
+        let mut next = every;
+        while next < end {
+            std::thread::sleep(next.saturating_sub(t.elapsed()));
+            commits.add(&s.commit());
+            next = (next + every).max(t.elapsed());
         }
     }
-    let rate = s.written() as f64 / t.elapsed().as_secs_f64();
+    let rate = sampler.join().unwrap();
     commits.trace(s.crash());
     rate
 }
