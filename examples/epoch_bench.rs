@@ -11,10 +11,11 @@
 //! 4. recovery after a crash (the store and shards dropped without a
 //!    shutdown, no checkpoint ever taken) against the commit interval.
 //!
-//! `cargo run --release --example epoch_bench` (about 2 minutes): 5 rounds,
-//! each with every measurement, configurations rotated; 2.5 s ingest runs;
-//! 1,000,000 writes before each crash; a temporary directory under the
-//! system's. `--dir DIR --rounds N --secs S --writes N` change those;
+//! `cargo run --release --example epoch_bench` (about 2 minutes): 5 rounds
+//! of the latency and ingest measurements, configurations rotated, 2.5 s
+//! ingest runs; recovery in the first 2 rounds, 2,000,000 writes before each
+//! crash; a temporary directory under the system's. `--dir DIR --rounds N
+//! --secs S --recovery-rounds N --writes N` change those;
 //! `--only latency,ingest,recovery` and `--intervals none,10,100,1000`
 //! narrow it; `--shards N` and `--ring-kib N` (each shard's changelog ring)
 //! open the stores otherwise, for the breakdowns in the doc.
@@ -520,12 +521,13 @@ struct Args {
     rounds: usize,
     secs: f64,
     writes: u64,
+    recovery_rounds: usize,
     intervals: Vec<Option<u64>>,
     sections: Vec<String>,
 }
 
 const USAGE: &str = "usage: epoch_bench [--dir DIR] [--rounds N] [--secs S] [--writes N] \
-                     [--intervals none,10,100,1000] [--only latency,ingest,recovery] \
+                     [--recovery-rounds N] [--intervals none,10,100,1000] [--only latency,ingest,recovery] \
                      [--shards N] [--ring-kib N]";
 
 fn args() -> Args {
@@ -537,7 +539,8 @@ fn args() -> Args {
         dir: None,
         rounds: 5,
         secs: 2.5,
-        writes: 1_000_000,
+        writes: 2_000_000,
+        recovery_rounds: 2,
         intervals: vec![None, Some(10), Some(100), Some(1000)],
         sections: ["latency", "ingest", "recovery"].map(String::from).to_vec(),
     };
@@ -555,6 +558,7 @@ fn args() -> Args {
             "--rounds" => a.rounds = v.parse().expect("--rounds N"),
             "--secs" => a.secs = v.parse().expect("--secs S"),
             "--writes" => a.writes = v.parse().expect("--writes N"),
+            "--recovery-rounds" => a.recovery_rounds = v.parse().expect("--recovery-rounds N"),
             "--intervals" => {
                 a.intervals = list()
                     .map(|i| (i != "none").then(|| i.parse().expect("--intervals: none or ms")))
@@ -671,7 +675,8 @@ fn print_ingest(a: &Args, rates: &[Vec<f64>], commits: &mut [Commits]) {
 fn print_recovery(a: &Args, recoveries: &[Vec<Recovery>]) {
     println!(
         "| recovery after {} writes and a crash, median of {} | commits | recover() wall | select | restore | of which replay | replayed records | discarded records |",
-        a.writes, a.rounds
+        a.writes,
+        a.recovery_rounds.min(a.rounds)
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for (interval, rs) in a.intervals.iter().zip(recoveries) {
@@ -763,7 +768,10 @@ fn main() {
             rates[i].push(r);
             commits[i].extend(c);
         }
-        for i in (0..n).map(|k| (k + round) % n).filter(|_| on("recovery")) {
+        for i in (0..n)
+            .map(|k| (k + round) % n)
+            .filter(|_| on("recovery") && round < a.recovery_rounds)
+        {
             let r = recovery(setup, &fresh(), a.intervals[i], a.writes);
             eprintln!(
                 "  round {round}: recovery, commits {:<13} load {:.2} s, {} commits, recover {:.0} ms, {} replayed, {} discarded",
