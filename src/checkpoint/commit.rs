@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::manifest::{Reader, put_metadata, put_offsets};
+use super::manifest::{Reader, put_connectors, put_inline_operator, put_offsets, put_u32};
 use super::{CheckpointManifest, ConnectorCheckpoint, OperatorCheckpoint};
 use crate::{Error, Result};
 
@@ -53,16 +53,20 @@ pub fn commit_key(epoch: u64) -> [u8; 8] {
 }
 
 /// The part of a commit record's value every shard shares: the version
-/// byte and `meta`. Each shard appends its own offsets
-/// ([`append_shard_offsets`]).
-pub fn encode_commit_value(meta: &EpochMetadata) -> Vec<u8> {
-    let operators: BTreeMap<String, OperatorCheckpoint> = meta
-        .operators
-        .iter()
-        .map(|(n, b)| (n.clone(), OperatorCheckpoint::Inline(b.clone())))
-        .collect();
+/// byte and the epoch's metadata (each shard appends its own offsets:
+/// [`append_shard_offsets`]).
+pub fn encode_commit_value(
+    source_offsets: &BTreeMap<String, u64>,
+    connectors: &BTreeMap<String, ConnectorCheckpoint>,
+    operators: &BTreeMap<String, Vec<u8>>,
+) -> Vec<u8> {
     let mut b = vec![COMMIT_RECORD_VERSION];
-    put_metadata(&mut b, &meta.source_offsets, &meta.connectors, &operators);
+    put_offsets(&mut b, source_offsets);
+    put_connectors(&mut b, connectors);
+    put_u32(&mut b, operators.len() as u32);
+    for (name, bytes) in operators {
+        put_inline_operator(&mut b, name, bytes);
+    }
     b
 }
 
@@ -112,31 +116,10 @@ pub fn decode_commit_value(
         path,
         base: 0,
     };
-    let mut m = CheckpointManifest {
-        id: uuid::Uuid::nil(),
-        epoch: 0,
-        wall_time_ms: 0,
-        fingerprint: Vec::new(),
-        runs_copied: false,
-        shards: Vec::new(),
-        source_offsets: BTreeMap::new(),
-        connectors: BTreeMap::new(),
-        operators: BTreeMap::new(),
-    };
-    r.metadata(&mut m)?;
-    let mut own = CheckpointManifest {
-        source_offsets: BTreeMap::new(),
-        ..m.clone()
-    };
-    r.offsets(&mut own)?;
-    if r.at != r.b.len() {
-        return Err(bad(
-            "the end of the record".into(),
-            format!("{} more bytes", r.b.len() - r.at),
-        ));
-    }
+    let source_offsets = r.offsets()?;
+    let connectors = r.connectors()?;
     let mut operators = BTreeMap::new();
-    for (name, op) in m.operators {
+    for (name, op) in r.operators()? {
         match op {
             OperatorCheckpoint::Inline(bytes) => operators.insert(name, bytes),
             OperatorCheckpoint::File { file, .. } => {
@@ -147,12 +130,19 @@ pub fn decode_commit_value(
             }
         };
     }
+    let own = r.offsets()?;
+    if r.at != r.b.len() {
+        return Err(bad(
+            "the end of the record".into(),
+            format!("{} more bytes", r.b.len() - r.at),
+        ));
+    }
     let meta = EpochMetadata {
-        source_offsets: m.source_offsets,
-        connectors: m.connectors,
+        source_offsets,
+        connectors,
         operators,
     };
-    Ok((meta, own.source_offsets))
+    Ok((meta, own))
 }
 
 impl CheckpointManifest {
@@ -189,7 +179,7 @@ mod tests {
     fn round_trip_and_every_cut_is_refused() {
         let p = Path::new("/wal");
         let m = sample();
-        let mut v = encode_commit_value(&m);
+        let mut v = encode_commit_value(&m.source_offsets, &m.connectors, &m.operators);
         let own: BTreeMap<String, u64> = [("src/0".to_string(), 7)].into();
         append_shard_offsets(&mut v, &own);
         assert_eq!(decode_commit_value(&v, p, 9).unwrap(), (m.clone(), own));
@@ -227,7 +217,7 @@ mod golden {
             },
         );
         m.operators.insert("o".into(), vec![7]);
-        let mut v = encode_commit_value(&m);
+        let mut v = encode_commit_value(&m.source_offsets, &m.connectors, &m.operators);
         append_shard_offsets(&mut v, &[("p".to_string(), 2)].into());
         let expected: Vec<u8> = [
             &[1u8][..],

@@ -267,14 +267,32 @@ impl CheckpointManifest {
 }
 
 /// Appends source offsets, connector and operator checkpoints (the
-/// manifest's metadata fields, also the body of an epoch-commit record).
-pub(super) fn put_metadata(
+/// manifest's metadata fields).
+fn put_metadata(
     b: &mut Vec<u8>,
     source_offsets: &BTreeMap<String, u64>,
     connectors: &BTreeMap<String, ConnectorCheckpoint>,
     operators: &BTreeMap<String, OperatorCheckpoint>,
 ) {
     put_offsets(b, source_offsets);
+    put_connectors(b, connectors);
+    put_u32(b, operators.len() as u32);
+    for (name, op) in operators {
+        match op {
+            OperatorCheckpoint::Inline(bytes) => put_inline_operator(b, name, bytes),
+            OperatorCheckpoint::File { file, len, crc32c } => {
+                put_bytes(b, name.as_bytes());
+                b.push(1);
+                put_bytes(b, file.as_bytes());
+                put_u64(b, *len);
+                put_u32(b, *crc32c);
+            }
+        }
+    }
+}
+
+/// Appends connector checkpoints: a count, then each connector.
+pub(super) fn put_connectors(b: &mut Vec<u8>, connectors: &BTreeMap<String, ConnectorCheckpoint>) {
     put_u32(b, connectors.len() as u32);
     for (name, c) in connectors {
         put_bytes(b, name.as_bytes());
@@ -284,22 +302,13 @@ pub(super) fn put_metadata(
             put_bytes(b, t.as_bytes());
         }
     }
-    put_u32(b, operators.len() as u32);
-    for (name, op) in operators {
-        put_bytes(b, name.as_bytes());
-        match op {
-            OperatorCheckpoint::Inline(bytes) => {
-                b.push(0);
-                put_bytes(b, bytes);
-            }
-            OperatorCheckpoint::File { file, len, crc32c } => {
-                b.push(1);
-                put_bytes(b, file.as_bytes());
-                put_u64(b, *len);
-                put_u32(b, *crc32c);
-            }
-        }
-    }
+}
+
+/// Appends one operator entry of kind 0 (inline) (its count comes first).
+pub(super) fn put_inline_operator(b: &mut Vec<u8>, name: &str, bytes: &[u8]) {
+    put_bytes(b, name.as_bytes());
+    b.push(0);
+    put_bytes(b, bytes);
 }
 
 /// Appends source offsets: a count, then name and offset pairs.
@@ -311,7 +320,7 @@ pub(super) fn put_offsets(b: &mut Vec<u8>, source_offsets: &BTreeMap<String, u64
     }
 }
 
-fn put_u32(b: &mut Vec<u8>, v: u32) {
+pub(super) fn put_u32(b: &mut Vec<u8>, v: u32) {
     b.extend_from_slice(&v.to_le_bytes());
 }
 
@@ -394,9 +403,28 @@ impl<'a> Reader<'a> {
     }
 
     /// Source offsets, connector and operator checkpoints.
-    pub(super) fn metadata(&mut self, m: &mut CheckpointManifest) -> Result<()> {
-        self.offsets(m)?;
+    fn metadata(&mut self, m: &mut CheckpointManifest) -> Result<()> {
+        m.source_offsets = self.offsets()?;
+        m.connectors = self.connectors()?;
+        m.operators = self.operators()?;
+        Ok(())
+    }
+
+    /// Source offsets.
+    pub(super) fn offsets(&mut self) -> Result<BTreeMap<String, u64>> {
+        let n = self.count("source offset count", 12)?;
+        let mut out = BTreeMap::new();
+        for _ in 0..n {
+            let name = self.string("source name")?;
+            out.insert(name, self.u64("source offset")?);
+        }
+        Ok(out)
+    }
+
+    /// Connector checkpoints.
+    pub(super) fn connectors(&mut self) -> Result<BTreeMap<String, ConnectorCheckpoint>> {
         let n = self.count("connector count", 12)?;
+        let mut out = BTreeMap::new();
         for _ in 0..n {
             let name = self.string("connector name")?;
             let state = self.bytes("connector state")?.to_vec();
@@ -405,7 +433,7 @@ impl<'a> Reader<'a> {
             for _ in 0..t {
                 prepared_transactions.push(self.string("prepared transaction id")?);
             }
-            m.connectors.insert(
+            out.insert(
                 name,
                 ConnectorCheckpoint {
                     state,
@@ -413,26 +441,22 @@ impl<'a> Reader<'a> {
                 },
             );
         }
+        Ok(out)
+    }
+
+    /// Operator checkpoints.
+    pub(super) fn operators(&mut self) -> Result<BTreeMap<String, OperatorCheckpoint>> {
         let n = self.count("operator count", 9)?;
+        let mut out = BTreeMap::new();
         for _ in 0..n {
             let name = self.string("operator name")?;
             let op = self.operator()?;
-            m.operators.insert(name, op);
+            out.insert(name, op);
         }
-        Ok(())
+        Ok(out)
     }
 
-    /// Source offsets.
-    pub(super) fn offsets(&mut self, m: &mut CheckpointManifest) -> Result<()> {
-        let n = self.count("source offset count", 12)?;
-        for _ in 0..n {
-            let name = self.string("source name")?;
-            m.source_offsets.insert(name, self.u64("source offset")?);
-        }
-        Ok(())
-    }
-
-    pub(super) fn header_fields(&mut self) -> Result<CheckpointManifest> {
+    fn header_fields(&mut self) -> Result<CheckpointManifest> {
         let id = Uuid::from_slice(self.take(16, "checkpoint id")?)
             .map_err(|e| self.err("checkpoint id", "16 bytes".into(), e.to_string()))?;
         Ok(CheckpointManifest {

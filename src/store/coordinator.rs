@@ -342,11 +342,7 @@ impl CheckpointCoordinator {
         }
         let mut offsets = self.carried.clone();
         offsets.extend(request.source_offsets.iter().map(|(k, v)| (k.clone(), *v)));
-        let value = crate::checkpoint::encode_commit_value(&EpochMetadata {
-            source_offsets: offsets.clone(),
-            connectors: request.connectors.clone(),
-            operators: request.operators.clone(),
-        });
+        let value = crate::checkpoint::encode_commit_value(&offsets, &request.connectors, &request.operators);
         if value.len() > MAX_VALUE_BYTES {
             return Err(Error::TooLarge {
                 what: "epoch metadata",
