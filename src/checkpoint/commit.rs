@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::manifest::{Reader, put_connectors, put_inline_operator, put_offsets, put_u32};
-use super::{CheckpointManifest, ConnectorCheckpoint, OperatorCheckpoint};
+use super::{ConnectorCheckpoint, OperatorCheckpoint};
 use crate::{Error, Result};
 
 /// The spine id of epoch-commit records in a shard's WAL (the catalog's is
@@ -143,18 +143,6 @@ pub fn decode_commit_value(
         operators,
     };
     Ok((meta, own))
-}
-
-impl CheckpointManifest {
-    /// The manifest's epoch metadata, with operator states read by `read`
-    /// (inline ones as they are).
-    pub(crate) fn epoch_metadata(&self, operators: BTreeMap<String, Vec<u8>>) -> EpochMetadata {
-        EpochMetadata {
-            source_offsets: self.source_offsets.clone(),
-            connectors: self.connectors.clone(),
-            operators,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -102,16 +102,6 @@ impl Default for RecoveryConfig {
     }
 }
 
-impl RecoveryConfig {
-    /// The default configuration, recovering to `point`.
-    pub fn to(point: RecoveryPoint) -> Self {
-        RecoveryConfig {
-            point,
-            ..RecoveryConfig::default()
-        }
-    }
-}
-
 /// The layout of one store directory (`format/checkpoint.md`, "Layout").
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -341,7 +331,11 @@ fn epoch_metadata(
     if let (Some(m), Some(dir)) = (manifest, ck_dir)
         && m.epoch == epoch
     {
-        return Ok(m.epoch_metadata(read_operators(fs, m, dir)?));
+        return Ok(EpochMetadata {
+            source_offsets: m.source_offsets.clone(),
+            connectors: m.connectors.clone(),
+            operators: read_operators(fs, m, dir)?,
+        });
     }
     let mut meta: Option<EpochMetadata> = None;
     let mut own = BTreeMap::new();

@@ -227,8 +227,6 @@ pub struct CheckpointCoordinator {
     last_epoch: u64,
     /// The newest epoch asked of the shards: the next must be greater.
     last_begun: u64,
-    /// The newest checkpoint's epoch.
-    last_checkpoint: u64,
     last_time: Instant,
     /// Ring-1 housekeeping after a commit, off the next checkpoint's
     /// path: deletes retired directories and makes the next one's `.tmp`.
@@ -267,7 +265,6 @@ impl CheckpointCoordinator {
             }
         }
         retained.sort_by_key(|r| r.epoch);
-        let last_checkpoint = retained.last().map_or(0, |r| r.epoch);
         // What the last process let the WAL truncate: the least replay
         // point of what it retained (the assert in `commit_pending`).
         let truncated = (0..n_shards)
@@ -289,7 +286,6 @@ impl CheckpointCoordinator {
             eager_next: false,
             last_epoch,
             last_begun: last_epoch,
-            last_checkpoint,
             last_time: Instant::now(),
             janitor: None,
             next_id: Uuid::new_v4(),
@@ -313,7 +309,7 @@ impl CheckpointCoordinator {
 
     /// The epoch of the newest checkpoint (0 if none).
     pub fn last_checkpoint_epoch(&self) -> u64 {
-        self.last_checkpoint
+        self.retained.last().map_or(0, |r| r.epoch)
     }
 
     /// The smallest epoch the next commit or checkpoint may have: one past
@@ -590,7 +586,6 @@ impl CheckpointCoordinator {
             h.mark_durable();
         }
         self.committed(pending.epoch, &prepared.manifest.source_offsets);
-        self.last_checkpoint = pending.epoch;
         self.last_time = Instant::now();
         self.eager_next = false;
         let removed = self.retire() + retired_early;

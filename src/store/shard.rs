@@ -745,32 +745,31 @@ impl Shard {
     /// moves the shard to the next epoch; returns the record's LSN, or the
     /// last change's without a WAL.
     fn append_commit(&mut self, epoch: u64, value: &[u8]) -> Result<u64> {
-        let lsn = match &self.watermark {
-            Some(w) => {
-                // Epochs strictly increase (the coordinator checks), so the
-                // WAL's commit records do too: recovery relies on it.
-                assert!(
-                    epoch >= self.epoch,
-                    "shard {}: commit of epoch {epoch} while at epoch {}",
-                    self.id,
-                    self.epoch
-                );
-                let w = Arc::clone(w);
-                let mut buf = std::mem::take(&mut self.commit_buf);
-                buf.clear();
-                buf.extend_from_slice(value);
-                append_shard_offsets(&mut buf, &self.source_offsets);
-                let logged = self.log_in(epoch, COMMIT_SPINE, StateOp::Put, &commit_key(epoch), &buf);
-                self.commit_buf = buf;
-                let lsn = logged?;
-                // The committer waits for it: no need to wait for the
-                // drainer's interval.
-                w.request_sync(lsn);
-                lsn
-            }
-            None => self.next_lsn - 1,
-        };
-        self.epoch = self.epoch.max(epoch + 1);
+        if self.watermark.is_none() {
+            self.epoch = self.epoch.max(epoch + 1);
+            return Ok(self.next_lsn - 1);
+        }
+        // Epochs strictly increase (the coordinator checks), so the WAL's
+        // commit records do too: recovery relies on it.
+        assert!(
+            epoch >= self.epoch,
+            "shard {}: commit of epoch {epoch} while at epoch {}",
+            self.id,
+            self.epoch
+        );
+        let mut buf = std::mem::take(&mut self.commit_buf);
+        buf.clear();
+        buf.extend_from_slice(value);
+        append_shard_offsets(&mut buf, &self.source_offsets);
+        let logged = self.log_in(epoch, COMMIT_SPINE, StateOp::Put, &commit_key(epoch), &buf);
+        self.commit_buf = buf;
+        let lsn = logged?;
+        // The committer waits for it: no need to wait for the drainer's
+        // interval.
+        if let Some(w) = &self.watermark {
+            w.request_sync(lsn);
+        }
+        self.epoch = epoch + 1;
         Ok(lsn)
     }
 
