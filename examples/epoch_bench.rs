@@ -265,8 +265,10 @@ impl Watcher<'_> {
             let lag = lsn.0 - shard.durable_lsn().0;
             self.pending.push((epoch, lsn.0, lag, Instant::now()));
         }
-        if !self.pending.is_empty() {
-            let durable = shard.durable_lsn().0;
+        // One atomic load per poll while a commit is pending; the lock only
+        // once it is durable.
+        let durable = shard.durable_lsn().0;
+        if self.pending.iter().any(|p| p.1 <= durable) {
             let now = Instant::now();
             let mut seen = self.seen.lock().unwrap();
             self.pending.retain(|&(epoch, lsn, lag, answered)| {
