@@ -111,8 +111,8 @@ fn append_sync(f: &mut File) {
 }
 
 /// What a 2-shard commit needs at least: a small append + `fdatasync` on
-/// each of two files at once (a second thread spawned for it, as the
-/// drainer spawns one per shard it syncs in a round).
+/// each of two files at once (a thread spawned for the second, as the
+/// drainer spawns threads for the shards it syncs in one round).
 struct PairProbe(File, File);
 
 impl PairProbe {
