@@ -91,9 +91,67 @@ pub enum Error {
         cause: String,
     },
 
-    /// An argument is outside what the API accepts.
+    /// The call is wrong: an argument outside what the API accepts, or a
+    /// call the object's state does not allow (an epoch that does not
+    /// increase, a position not written yet, a Z-set call on a key-value
+    /// spine). Nothing was changed; fix the caller.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+
+    /// The call asks for something this store's configuration does not do
+    /// (an epoch commit on a store without a write-ahead log, a WAL outside
+    /// the store's directory). Nothing was changed.
+    #[error("not supported: {0}")]
+    NotSupported(String),
+
+    /// A fixed capacity is used up (every LSN of the log, every spine
+    /// number of a shard, 4 GiB of index in one run). Nothing was written;
+    /// the store stays usable for everything else.
+    #[error("{what}: the limit of {limit} is reached")]
+    LimitReached {
+        /// The capacity (`"LSNs"`, `"spines in a shard"`, ...).
+        what: &'static str,
+        /// Its size.
+        limit: u64,
+    },
+
+    /// The store on disk does not match how it is being opened (another
+    /// fingerprint, another shard count, a WAL the options turn off). Nothing
+    /// was changed; open it with the options it was written with.
+    #[error("{path}: {reason}", path = .path.display())]
+    Incompatible {
+        /// The store's directory, or the checkpoint that does not match.
+        path: PathBuf,
+        /// What does not match.
+        reason: String,
+    },
+
+    /// The epoch asked for cannot be recovered: it is not committed on every
+    /// shard in the log, and no retained checkpoint holds it.
+    #[error("epoch {epoch} cannot be recovered; these can: {recoverable:?}")]
+    EpochNotRecoverable {
+        /// The epoch asked for.
+        epoch: u64,
+        /// The epochs that can be, oldest first.
+        recoverable: Vec<u64>,
+    },
+
+    /// The object answering the call has shut down (its shard was dropped,
+    /// its merge thread stopped). Nothing was changed; retrying on this
+    /// object cannot succeed, reopening can.
+    #[error("{what} has shut down")]
+    ShutDown {
+        /// What is gone (`"shard 3"`, `"the merge thread"`).
+        what: String,
+    },
+
+    /// A thread of the store panicked: a bug in statespine. What it had
+    /// acknowledged is durable; reopen the store and report the panic.
+    #[error("{thread} panicked (a bug: reopen the store, and please report it)")]
+    Panicked {
+        /// The thread (`"the drainer thread"`, `"a sync thread"`).
+        thread: &'static str,
+    },
 
     /// The store is open elsewhere, in this process or another: a store has
     /// one owner at a time. Nothing was opened.
@@ -198,9 +256,57 @@ impl Error {
                 && source.kind() != std::io::ErrorKind::NotFound)
     }
 
+    /// What sort of error this is, for a caller deciding what to do next.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Corruption { .. } => ErrorKind::Corruption,
+            Error::UnsupportedVersion { .. }
+            | Error::UnsupportedFeatures { .. }
+            | Error::Incompatible { .. }
+            | Error::Locked { .. } => ErrorKind::Incompatible,
+            Error::OutOfOrder { .. }
+            | Error::InvalidArgument(_)
+            | Error::NotSupported(_)
+            | Error::WrongShard { .. }
+            | Error::NoSuchSpine { .. }
+            | Error::WrongMode { .. }
+            | Error::EpochNotRecoverable { .. } => ErrorKind::Misuse,
+            Error::TooLarge { .. } | Error::LimitReached { .. } => ErrorKind::Limit,
+            Error::TimedOut { .. } => ErrorKind::Retry,
+            Error::Poisoned { .. } | Error::ShutDown { .. } => ErrorKind::Reopen,
+            Error::Panicked { .. } => ErrorKind::Bug,
+        }
+    }
+
     /// True for damaged bytes (checksum, framing, structure), as opposed to I/O
     /// failures or misuse.
     pub fn is_corruption(&self) -> bool {
         matches!(self, Error::Corruption { .. })
     }
+}
+
+/// The sort of an [`Error`]: what the caller can do about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The operating system refused or failed a call; the error says which
+    /// and on what. A failed sync is fail-stop ([`Error::is_sync_failure`]).
+    Io,
+    /// Bytes on disk are damaged; the error names the file and offset.
+    Corruption,
+    /// The files are of another format version, program or configuration,
+    /// or the store is owned by someone else: open it as it was written.
+    Incompatible,
+    /// The call was wrong; nothing changed. Fix the caller.
+    Misuse,
+    /// A size or capacity limit; nothing changed.
+    Limit,
+    /// A wait ran out; the same call may succeed later.
+    Retry,
+    /// The store or part of it stopped taking work (after a failed sync, or
+    /// at shutdown); reopen to recover what is durable.
+    Reopen,
+    /// A bug in statespine (a panicked thread); reopen, and report it.
+    Bug,
 }

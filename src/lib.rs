@@ -35,7 +35,7 @@ pub mod spine;
 pub mod store;
 pub mod wal;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 
 /// README.md's examples, compiled and run as doctests so they cannot rot.
 #[cfg(doctest)]
