@@ -568,9 +568,9 @@ impl Job {
     /// transactions resolved, one worker per shard at the epoch's offsets.
     fn recover(dir: &Path) -> Res<(Job, Recovered)> {
         let t = Instant::now();
-        // The default `CheckpointConfig::with_flush_after(4)` keeps small
-        // memtables until the fourth checkpoint: a crash within a few
-        // seconds replays the whole WAL. Lower it to bound replay.
+        // The default `Options::flush_after(4)` keeps small memtables until
+        // the fourth checkpoint: a crash within a few seconds replays the
+        // whole WAL (a lower value bounds replay at the cost of more flushes).
         let state = Options::new(dir.join("store"))
             .shards(SHARDS)
             .fingerprint(FINGERPRINT)

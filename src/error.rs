@@ -249,7 +249,7 @@ impl Error {
 
     /// True for a failed `fdatasync` or `fsync`: what it was to make
     /// durable may be lost while a retry reports success, so nothing may
-    /// retry it (fail-stop, DESIGN invariant 7).
+    /// retry it (fail-stop).
     pub fn is_sync_failure(&self) -> bool {
         matches!(self, Error::Io { op, source, .. }
             if (op.starts_with("fdatasync") || op.starts_with("fsync"))
@@ -309,4 +309,135 @@ pub enum ErrorKind {
     Reopen,
     /// A bug in statespine (a panicked thread); reopen, and report it.
     Bug,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p() -> PathBuf {
+        PathBuf::from("/f")
+    }
+
+    fn check(cases: Vec<(Error, ErrorKind)>) {
+        for (err, kind) in cases {
+            assert_eq!(err.kind(), kind, "{err}");
+        }
+    }
+
+    /// Every variant has the kind a caller acts on (the match in `kind` is
+    /// exhaustive, so a new variant cannot go without one; these catch a
+    /// wrong one). Errors of the files and the store.
+    #[test]
+    fn errors_of_the_files_have_their_kinds() {
+        let io = std::io::Error::other("x");
+        check(vec![
+            (Error::io("open", &p(), io), ErrorKind::Io),
+            (Error::corrupt(&p(), 0, "footer", "a", "b"), ErrorKind::Corruption),
+            (
+                Error::UnsupportedVersion {
+                    path: p(),
+                    found: 9,
+                    min_reader: 9,
+                    supported: 1,
+                },
+                ErrorKind::Incompatible,
+            ),
+            (
+                Error::UnsupportedFeatures { path: p(), bits: 1 },
+                ErrorKind::Incompatible,
+            ),
+            (
+                Error::Incompatible {
+                    path: p(),
+                    reason: "shards".into(),
+                },
+                ErrorKind::Incompatible,
+            ),
+            (
+                Error::Locked {
+                    path: p(),
+                    holder: "pid 1".into(),
+                },
+                ErrorKind::Incompatible,
+            ),
+            (
+                Error::Poisoned {
+                    path: p(),
+                    cause: "x".into(),
+                },
+                ErrorKind::Reopen,
+            ),
+            (
+                Error::ShutDown {
+                    what: "shard 1".into(),
+                },
+                ErrorKind::Reopen,
+            ),
+            (
+                Error::Panicked {
+                    thread: "the drainer thread",
+                },
+                ErrorKind::Bug,
+            ),
+        ]);
+        assert!(Error::io("fdatasync", &p(), std::io::Error::other("x")).is_sync_failure());
+        assert!(!Error::io("write", &p(), std::io::Error::other("x")).is_sync_failure());
+    }
+
+    /// The same, for errors of a call.
+    #[test]
+    fn errors_of_a_call_have_their_kinds() {
+        check(vec![
+            (Error::OutOfOrder { path: p(), index: 1 }, ErrorKind::Misuse),
+            (Error::InvalidArgument("x".into()), ErrorKind::Misuse),
+            (Error::NotSupported("x".into()), ErrorKind::Misuse),
+            (
+                Error::WrongShard {
+                    spine: 0,
+                    owner: 0,
+                    shard: 1,
+                    same_store: true,
+                },
+                ErrorKind::Misuse,
+            ),
+            (Error::NoSuchSpine { shard: 0, spine: 0 }, ErrorKind::Misuse),
+            (
+                Error::WrongMode {
+                    name: "s".into(),
+                    mode: "Z-set",
+                },
+                ErrorKind::Misuse,
+            ),
+            (
+                Error::EpochNotRecoverable {
+                    epoch: 3,
+                    recoverable: vec![1],
+                },
+                ErrorKind::Misuse,
+            ),
+            (
+                Error::TooLarge {
+                    what: "key",
+                    len: 2,
+                    limit: 1,
+                },
+                ErrorKind::Limit,
+            ),
+            (
+                Error::LimitReached {
+                    what: "LSNs",
+                    limit: 1,
+                },
+                ErrorKind::Limit,
+            ),
+            (
+                Error::TimedOut {
+                    what: "cut".into(),
+                    after: std::time::Duration::ZERO,
+                },
+                ErrorKind::Retry,
+            ),
+        ]);
+    }
 }

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use sim_store::small_store;
 use statespine::checkpoint::CheckpointStore;
 use statespine::io::{CrashVariant, Errno, Fs, SimFs};
-use statespine::recovery::RecoveryConfig;
 use statespine::store::{CheckpointRequest, KvSpine, Shard, Store};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -111,10 +110,7 @@ fn drop_spine_between_cut_and_commit_is_ordered_after_the_checkpoint() {
     assert_eq!(entries(&mut s, "keep"), 150);
     drop((s, back));
     let at_1 = small_store(image, 2, false)
-        .recovery(RecoveryConfig {
-            point: statespine::recovery::RecoveryPoint::Epoch(1),
-            ..RecoveryConfig::default()
-        })
+        .recovery_point(statespine::store::RecoveryPoint::Epoch(1))
         .recover()
         .unwrap();
     let mut store1 = at_1.store;

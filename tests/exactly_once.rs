@@ -35,9 +35,7 @@ use std::time::Duration;
 use statespine::io::{CrashVariant, SimFs};
 use statespine::run::{EntryKind, RunMode};
 use statespine::spine::SpineOptions;
-use statespine::store::{
-    CheckpointConfig, CheckpointRequest, KvSpine, Options, RecoveredState, Shard, Store, ZSetSpine,
-};
+use statespine::store::{CheckpointRequest, KvSpine, Options, RecoveredState, Shard, Store, ZSetSpine};
 use statespine::wal::SyncPolicy;
 
 /// Events of the source; offset `o` means events `0..o` are applied.
@@ -132,12 +130,9 @@ fn options(fs: Arc<SimFs>, patience: Duration) -> Options {
         // A small ring: the default 8 MiB costs a debug build most of an open.
         .changelog_capacity(64 << 10, 1 << 10)
         .sync_policy(SyncPolicy::Manual)
-        .checkpoint(
-            CheckpointConfig::new("/db")
-                .with_max_retained(2)
-                .with_young_run_age(Duration::ZERO)
-                .with_cut_timeout(patience),
-        )
+        .max_retained(2)
+        .young_run_age(Duration::ZERO)
+        .cut_timeout(patience)
 }
 
 /// The engine: the store, its two shards (owned by this thread) and their spines.

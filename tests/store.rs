@@ -10,7 +10,6 @@ use std::time::Duration;
 use proptest::prelude::*;
 use statespine::checkpoint::{ConnectorCheckpoint, ValidationDepth, validate_checkpoint};
 use statespine::io::{Fs, MemFs};
-use statespine::recovery::RecoveryConfig;
 use statespine::run::{EntryKind, RunMode};
 use statespine::spine::SpineOptions;
 use statespine::store::{CheckpointRequest, KvSpine, Options, RecoveryPoint, Shard, Store, ZSetSpine};
@@ -444,11 +443,10 @@ fn point_in_time_recovery_rolls_back_and_stays_rolled_back() {
     }
     drop((shards, store));
 
-    let cfg = RecoveryConfig {
-        point: statespine::recovery::RecoveryPoint::Epoch(2),
-        ..RecoveryConfig::default()
-    };
-    let mut state = options(&fs, 2).recovery(cfg).recover().unwrap();
+    let mut state = options(&fs, 2)
+        .recovery_point(RecoveryPoint::Epoch(2))
+        .recover()
+        .unwrap();
     assert_eq!(state.epoch, 2);
     let mut shards = state.store.take_shards();
     assert_eq!(read_back(&mut shards), at_epoch[1]);
@@ -797,13 +795,15 @@ fn every_young_run_is_included_at_its_second_cut() {
 /// synced and linked at the first cut that finds them.
 #[test]
 fn old_runs_and_eager_checkpoints_include_every_run_at_once() {
-    use statespine::store::CheckpointConfig;
-    for config in [
-        CheckpointConfig::new(ROOT).with_young_run_age(Duration::ZERO),
-        CheckpointConfig::new(ROOT).with_eager_run_sync(true),
-    ] {
+    for eager in [false, true] {
         let fs = Arc::new(MemFs::new());
-        let mut store = options(&fs, 1).checkpoint(config).open().unwrap();
+        let opts = options(&fs, 1);
+        let opts = if eager {
+            opts.eager_run_sync(true)
+        } else {
+            opts.young_run_age(Duration::ZERO)
+        };
+        let mut store = opts.open().unwrap();
         let mut shard = store.take_shards().remove(0);
         let (kv, _) = ids(&mut shard);
         for k in 0..600u16 {
@@ -917,7 +917,6 @@ fn a_shutdown_checkpoint_leaves_nothing_to_replay() {
 /// claimed every write: the whole epoch was lost at the next open.
 #[test]
 fn a_roll_back_then_a_checkpoint_keeps_the_epoch_when_merges_cross_the_eager_cut() {
-    use statespine::recovery::RecoveryConfig;
     // Sizes at which a merge spans the roll back's eager cut (found by a
     // sweep; each lost every write before the fix).
     for (n1, n2) in [(1067u32, 260u32), (1261, 70), (1455, 30), (1552, 130)] {
@@ -957,11 +956,7 @@ fn a_roll_back_then_a_checkpoint_keeps_the_epoch_when_merges_cross_the_eager_cut
             .checkpoint_inline(&mut [&mut shard], 2, CheckpointRequest::default())
             .unwrap();
         drop((shard, store));
-        let back = RecoveryConfig {
-            point: statespine::recovery::RecoveryPoint::Epoch(1),
-            ..RecoveryConfig::default()
-        };
-        let mut state = opts().recovery(back).recover().unwrap();
+        let mut state = opts().recovery_point(RecoveryPoint::Epoch(1)).recover().unwrap();
         let mut shard = state.store.take_shards().remove(0);
         state
             .store
@@ -1001,11 +996,8 @@ fn a_z_set_merge_that_cancels_out_keeps_the_replay_point() {
                 .memory_budget_bytes(64 << 10)
                 .fan_in(2),
         )
-        .checkpoint(
-            statespine::store::CheckpointConfig::new(ROOT)
-                .with_young_run_age(Duration::ZERO)
-                .with_max_retained(1),
-        )
+        .young_run_age(Duration::ZERO)
+        .max_retained(1)
         .sync_policy(SyncPolicy::EveryRecords(64))
         .open()
         .unwrap();

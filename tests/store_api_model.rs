@@ -18,7 +18,7 @@ use statespine::io::MemFs;
 use statespine::run::{EntryKind, RunMode};
 use statespine::spine::SpineOptions;
 use statespine::store::{
-    CheckpointConfig, CheckpointRequest, Lsn, MAX_KEY_BYTES, Options, RecoveryPoint, Shard, SpineId, Store,
+    CheckpointRequest, Lsn, MAX_KEY_BYTES, Options, RecoveryPoint, Shard, SpineId, Store,
 };
 use statespine::wal::SyncPolicy;
 
@@ -197,12 +197,9 @@ fn options(fs: &Arc<MemFs>, seed: u8) -> Options {
         .changelog_capacity(RING_BYTES, 256)
         .wal_segment_size(32 << 10)
         .sync_policy(SyncPolicy::EveryRecords(32))
-        .checkpoint(
-            CheckpointConfig::new("/db")
-                .with_max_retained(1 + usize::from(seed % 3))
-                // Runs deferred to the next cut (young ones) or not.
-                .with_young_run_age(Duration::from_millis(if seed.is_multiple_of(2) { 0 } else { 50 })),
-        )
+        .max_retained(1 + usize::from(seed % 3))
+        // Runs deferred to the next cut (young ones) or not.
+        .young_run_age(Duration::from_millis(if seed.is_multiple_of(2) { 0 } else { 50 }))
 }
 
 fn value(n: usize, len: usize) -> Vec<u8> {

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// Layers, lowest first; `DESIGN.md` names the rest as they arrive.
+/// Layers, lowest first: a module may import only the ones before it.
 const LAYERS: &[&str] = &[
     "error",
     "io",

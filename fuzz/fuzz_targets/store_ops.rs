@@ -16,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 use statespine::io::{CrashVariant, SimFs};
 use statespine::run::RunMode;
 use statespine::spine::SpineOptions;
-use statespine::store::{CheckpointConfig, CheckpointRequest, KvSpine, Options, Shard, Store};
+use statespine::store::{CheckpointRequest, KvSpine, Options, Shard, Store};
 use statespine::wal::SyncPolicy;
 
 type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -32,7 +32,8 @@ fn options(fs: Arc<SimFs>) -> Options {
         )
         .wal_segment_size(1 << 10)
         .sync_policy(SyncPolicy::Manual)
-        .checkpoint(CheckpointConfig::new("/db").with_max_retained(1).with_young_run_age(Duration::ZERO))
+        .max_retained(1)
+        .young_run_age(Duration::ZERO)
 }
 
 fn open(fs: Arc<SimFs>) -> (Store, Shard, KvSpine, u64, Kv) {

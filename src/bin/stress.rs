@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use statespine::run::RunMode;
 use statespine::spine::SpineOptions;
-use statespine::store::{CheckpointConfig, CheckpointRequest, Options, RecoveryPoint, Shard};
+use statespine::store::{CheckpointRequest, Options, RecoveryPoint, Shard};
 
 /// The options the stress child and its verifier both open the store with.
 fn options(dir: &str) -> Options {
@@ -39,7 +39,7 @@ fn options(dir: &str) -> Options {
                 .fan_in(3),
         )
         .wal_segment_size(128 << 10)
-        .checkpoint(CheckpointConfig::new(dir).with_max_retained(2))
+        .max_retained(2)
 }
 
 fn key(shard: u32, n: u64) -> String {
@@ -165,9 +165,7 @@ mod exactly_once {
 
     use statespine::run::{EntryKind, RunMode};
     use statespine::spine::SpineOptions;
-    use statespine::store::{
-        CheckpointConfig, CheckpointRequest, KvSpine, Options, RecoveredState, Shard, Store, ZSetSpine,
-    };
+    use statespine::store::{CheckpointRequest, KvSpine, Options, RecoveredState, Shard, Store, ZSetSpine};
 
     const KEYS: u64 = 1024;
     const COMMIT_EVERY: u64 = 64;
@@ -245,7 +243,7 @@ mod exactly_once {
             // One checkpoint kept: retention then runs after each commit
             // (with two or more, the oldest goes inside the commit and the
             // "retention" kill point is never passed).
-            .checkpoint(CheckpointConfig::new(dir).with_max_retained(1))
+            .max_retained(1)
     }
 
     /// Per key: its count and latest value, as read back.

@@ -45,11 +45,10 @@ type SourceOffsets = BTreeMap<String, u64>;
 /// Operator states larger than this go to a side file, not the manifest.
 pub const INLINE_OPERATOR_LIMIT: usize = 64 << 10;
 
-/// How checkpoints are taken and kept (LaminarDB's `CheckpointConfig`).
+/// How checkpoints are taken and kept: set through [`super::Options`]'s
+/// setters, which document each field and refuse values out of range.
 #[derive(Debug, Clone)]
-pub struct CheckpointConfig {
-    pub(crate) dir: PathBuf,
-    pub(crate) wal_path: Option<PathBuf>,
+pub(crate) struct CheckpointConfig {
     pub(crate) interval: Option<Duration>,
     pub(crate) max_retained: usize,
     pub(crate) cut_timeout: Duration,
@@ -57,79 +56,15 @@ pub struct CheckpointConfig {
     pub(crate) young_run_age: Option<Duration>,
 }
 
-impl CheckpointConfig {
-    /// Checkpoints of the store at `dir`.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
+impl Default for CheckpointConfig {
+    fn default() -> Self {
         CheckpointConfig {
-            dir: dir.into(),
-            wal_path: None,
             interval: None,
             max_retained: 3,
             cut_timeout: Duration::from_secs(60),
             flush_after: 4,
             young_run_age: Some(Duration::from_secs(1)),
         }
-    }
-
-    /// The store directory the checkpoints belong to.
-    pub fn dir(&self) -> &std::path::Path {
-        &self.dir
-    }
-
-    /// Where the WAL lives. Ours is always `<dir>/shards/<n>/wal`; a path
-    /// other than that is refused at open (kept for LaminarDB's callers).
-    #[must_use]
-    pub fn with_wal_path(mut self, path: impl Into<PathBuf>) -> Self {
-        self.wal_path = Some(path.into());
-        self
-    }
-
-    /// The interval [`CheckpointCoordinator::should_checkpoint`] uses.
-    #[must_use]
-    pub fn with_interval(mut self, interval: Duration) -> Self {
-        self.interval = Some(interval);
-        self
-    }
-
-    /// Checkpoints kept (default 3; at least 1).
-    #[must_use]
-    pub fn with_max_retained(mut self, n: usize) -> Self {
-        self.max_retained = n.max(1);
-        self
-    }
-
-    /// Longest wait for every shard to answer (default 60 s).
-    #[must_use]
-    pub fn with_cut_timeout(mut self, timeout: Duration) -> Self {
-        self.cut_timeout = timeout;
-        self
-    }
-
-    /// Sync every run a cut finds (`true`), or (default) defer runs younger
-    /// than [`CheckpointConfig::with_young_run_age`] that no earlier cut saw,
-    /// standing in for them with the durable runs they replaced or the WAL
-    /// (see [`crate::spine::Spine::cut`]). Eager costs ingest when merges
-    /// outpace the disk; deferring lets recovery replay a little more WAL.
-    #[must_use]
-    pub fn with_eager_run_sync(mut self, eager: bool) -> Self {
-        self.young_run_age = if eager { None } else { Some(Duration::from_secs(1)) };
-        self
-    }
-
-    /// Runs younger than this at a cut wait for the next cut (default 1 s):
-    /// most die in merges before then. Bounds the extra WAL replay.
-    #[must_use]
-    pub fn with_young_run_age(mut self, age: Duration) -> Self {
-        self.young_run_age = Some(age);
-        self
-    }
-
-    /// A spine whose memtables have pinned the WAL through this many
-    /// checkpoints is asked to flush them (default 4), which bounds the WAL.
-    #[must_use]
-    pub fn with_flush_after(mut self, checkpoints: usize) -> Self {
-        self.flush_after = checkpoints.max(1);
-        self
     }
 }
 

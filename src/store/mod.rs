@@ -52,23 +52,47 @@ use crate::io::{Fs, LockGuard, StdFs};
 use crate::recovery::{Layout, RecoveryConfig, recover};
 use crate::run::RunMode;
 use crate::spine::SpineOptions;
-use crate::wal::{ChangelogDrainer, DrainerHandle, SyncPolicy, WalOptions, Watermark};
+use crate::wal::{ChangelogDrainer, DrainerHandle, WalOptions, Watermark};
 use crate::{Error, Result};
+use coordinator::CheckpointConfig;
 
-pub use crate::checkpoint::EpochMetadata;
+pub use crate::checkpoint::{EpochMetadata, ValidationDepth};
 pub use crate::recovery::RecoveryPoint;
+pub use crate::wal::{RecoveryMode, SyncPolicy};
 pub use coordinator::{
-    CheckpointConfig, CheckpointCoordinator, CheckpointRequest, EpochCommitted, INLINE_OPERATOR_LIMIT,
+    CheckpointCoordinator, CheckpointRequest, EpochCommitted, INLINE_OPERATOR_LIMIT,
     IncrementalCheckpointMetadata, PendingCheckpoint, PendingCommit,
 };
 pub use shard::{
     Answered, KvSpine, Lsn, MAX_KEY_BYTES, MAX_SPINE_NAME_BYTES, MAX_VALUE_BYTES, Shard, SpineId, ZSetSpine,
 };
 
-/// LaminarDB's name for the coordinator.
-pub type IncrementalCheckpointManager = CheckpointCoordinator;
+/// Smallest WAL segment [`Options::wal_segment_size`] accepts.
+pub const MIN_WAL_SEGMENT_BYTES: u64 = 1 << 10;
 
-/// How to open a store.
+/// How to open a store: one builder for everything a store is opened with.
+///
+/// Setters take a value and return the builder; nothing is checked until
+/// [`Options::open`] or [`Options::recover`], which refuse a value out of
+/// range with [`Error::InvalidArgument`] naming the setter, before touching
+/// the disk (nothing is clamped silently).
+///
+/// ```
+/// use std::time::Duration;
+/// use statespine::store::{Options, RecoveryPoint, SyncPolicy};
+/// # let tmp = tempfile::tempdir().unwrap();
+/// let store = Options::new(tmp.path().join("db"))
+///     .shards(4)
+///     .sync_policy(SyncPolicy::Interval(Duration::from_millis(2)))
+///     .max_retained(2)
+///     .fingerprint(b"job v3".to_vec())
+///     .recovery_point(RecoveryPoint::LastCommittedEpoch)
+///     .open()?;
+/// # drop(store);
+/// let refused = Options::new(tmp.path().join("other")).shards(0).open();
+/// assert_eq!(refused.unwrap_err().kind(), statespine::ErrorKind::Misuse);
+/// # Ok::<(), statespine::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Options {
     root: PathBuf,
@@ -91,7 +115,7 @@ impl Options {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         let root = dir.into();
         Options {
-            checkpoint: CheckpointConfig::new(root.clone()),
+            checkpoint: CheckpointConfig::default(),
             root,
             fs: Arc::new(StdFs::new()),
             shards: 1,
@@ -113,10 +137,11 @@ impl Options {
         self
     }
 
-    /// Number of shards (default 1); fixed for the store's life.
+    /// Number of shards (default 1, at least 1); fixed for the store's life:
+    /// reopening with another number is [`Error::Incompatible`].
     #[must_use]
     pub fn shards(mut self, n: u32) -> Self {
-        self.shards = n.max(1);
+        self.shards = n;
         self
     }
 
@@ -128,21 +153,25 @@ impl Options {
         self
     }
 
-    /// When the drainer syncs the WALs.
+    /// When the drainer syncs the WALs (default: group commit every
+    /// millisecond).
     #[must_use]
     pub fn sync_policy(mut self, policy: SyncPolicy) -> Self {
         self.sync_policy = policy;
         self
     }
 
-    /// WAL segment size.
+    /// Size at which a WAL segment is sealed and the next one started
+    /// (default 64 MiB, at least [`MIN_WAL_SEGMENT_BYTES`]).
     #[must_use]
     pub fn wal_segment_size(mut self, bytes: u64) -> Self {
         self.segment_size = bytes;
         self
     }
 
-    /// Each shard's changelog ring: bytes and records.
+    /// Each shard's changelog ring: bytes (rounded up to a power of two;
+    /// default 8 MiB) and records in flight (default 65,536); both at
+    /// least 1.
     #[must_use]
     pub fn changelog_capacity(mut self, bytes: usize, entries: usize) -> Self {
         self.ring_bytes = bytes;
@@ -157,32 +186,80 @@ impl Options {
         self
     }
 
-    /// Checkpoint settings (its directory is ignored: always this store's).
+    /// Checkpoints kept (default 3, at least 1).
     #[must_use]
-    pub fn checkpoint(mut self, config: CheckpointConfig) -> Self {
-        self.checkpoint = config;
+    pub fn max_retained(mut self, n: usize) -> Self {
+        self.checkpoint.max_retained = n;
         self
     }
 
-    /// Checkpoints kept (default 3).
+    /// The interval after which [`Store::should_checkpoint`] says yes
+    /// (default: never).
     #[must_use]
-    pub fn max_retained(mut self, n: usize) -> Self {
-        self.checkpoint = self.checkpoint.with_max_retained(n);
+    pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.checkpoint.interval = Some(interval);
+        self
+    }
+
+    /// Longest wait of a checkpoint or epoch commit for every shard to
+    /// answer from its `poll()` (default 60 s; more than zero).
+    #[must_use]
+    pub fn cut_timeout(mut self, timeout: Duration) -> Self {
+        self.checkpoint.cut_timeout = timeout;
+        self
+    }
+
+    /// Runs younger than this at a checkpoint cut, and not seen by an
+    /// earlier cut, wait for the next cut (default 1 s): most die in merges
+    /// before then, and the durable runs they replaced or the WAL stand in
+    /// for them (see [`crate::spine::Spine::cut`]). Bounds the extra replay.
+    #[must_use]
+    pub fn young_run_age(mut self, age: Duration) -> Self {
+        self.checkpoint.young_run_age = Some(age);
+        self
+    }
+
+    /// Sync every run a cut finds (`true`), or (default `false`) defer the
+    /// young ones ([`Options::young_run_age`]). Eager costs ingest when
+    /// merges outpace the disk; deferring lets recovery replay a little
+    /// more WAL.
+    #[must_use]
+    pub fn eager_run_sync(mut self, eager: bool) -> Self {
+        self.checkpoint.young_run_age = if eager { None } else { Some(Duration::from_secs(1)) };
+        self
+    }
+
+    /// A spine whose memtable has pinned the WAL through this many
+    /// checkpoints is asked to flush it (default 4, at least 1), which
+    /// bounds the WAL.
+    #[must_use]
+    pub fn flush_after(mut self, checkpoints: usize) -> Self {
+        self.checkpoint.flush_after = checkpoints;
         self
     }
 
     /// The program's fingerprint: written into every checkpoint, and a
-    /// checkpoint with another one is refused at recovery.
+    /// checkpoint with another one is refused at recovery
+    /// ([`Error::Incompatible`]). Empty (the default) accepts any.
     #[must_use]
     pub fn fingerprint(mut self, bytes: impl Into<Vec<u8>>) -> Self {
         self.fingerprint = bytes.into();
         self
     }
 
-    /// How recovery checks and replays.
+    /// How deep recovery checks each candidate checkpoint before using it
+    /// (default [`ValidationDepth::Footers`]).
     #[must_use]
-    pub fn recovery(mut self, config: RecoveryConfig) -> Self {
-        self.recovery = config;
+    pub fn validation_depth(mut self, depth: ValidationDepth) -> Self {
+        self.recovery.depth = depth;
+        self
+    }
+
+    /// Strict WAL replay (default), or [`RecoveryMode::TolerateCorruption`]
+    /// to salvage a damaged log: the first bad record ends it.
+    #[must_use]
+    pub fn wal_recovery_mode(mut self, mode: RecoveryMode) -> Self {
+        self.recovery.wal_mode = mode;
         self
     }
 
@@ -201,10 +278,35 @@ impl Options {
 
     /// Opens the store and says what it recovered.
     pub fn recover(mut self) -> Result<RecoveredState> {
-        if !self.fingerprint.is_empty() && self.recovery.fingerprint.is_none() {
-            self.recovery.fingerprint = Some(self.fingerprint.clone());
+        self.validate()?;
+        // One fingerprint, set here: what recovery requires is what the
+        // store will write into its checkpoints.
+        self.recovery.fingerprint = (!self.fingerprint.is_empty()).then(|| self.fingerprint.clone());
+        recover_store(self)
+    }
+
+    /// Refuses values out of range, naming the setter.
+    fn validate(&self) -> Result<()> {
+        let refuse = |what: &str| Err(Error::InvalidArgument(format!("Options::{what}")));
+        if self.shards == 0 {
+            return refuse("shards: at least 1");
         }
-        RecoveryManager::new(self).recover()
+        if self.segment_size < MIN_WAL_SEGMENT_BYTES {
+            return refuse("wal_segment_size: at least MIN_WAL_SEGMENT_BYTES (1 KiB)");
+        }
+        if self.ring_bytes == 0 || self.ring_entries == 0 {
+            return refuse("changelog_capacity: bytes and entries at least 1");
+        }
+        if self.checkpoint.max_retained == 0 {
+            return refuse("max_retained: at least 1");
+        }
+        if self.checkpoint.flush_after == 0 {
+            return refuse("flush_after: at least 1");
+        }
+        if self.checkpoint.cut_timeout.is_zero() {
+            return refuse("cut_timeout: more than zero");
+        }
+        Ok(())
     }
 }
 
@@ -276,95 +378,74 @@ pub struct RecoveredState {
     pub store: Store,
 }
 
-/// Recovers a store (LaminarDB's `RecoveryManager`).
-#[derive(Debug)]
-pub struct RecoveryManager {
-    opts: Options,
-}
-
-impl RecoveryManager {
-    /// Recovery of the store `opts` describes.
-    pub fn new(opts: Options) -> Self {
-        RecoveryManager { opts }
-    }
-
-    /// The newest valid checkpoint plus the WAL (`recovery` module docs).
-    pub fn recover(self) -> Result<RecoveredState> {
-        let opts = self.opts;
-        if let Some(p) = &opts.checkpoint.wal_path
-            && *p != opts.root
-        {
-            return Err(Error::InvalidArgument(format!(
-                "the WAL lives in the store's own directory; {} is not supported",
-                p.display()
-            )));
-        }
-        let layout = Layout {
-            root: opts.root.clone(),
-        };
-        crate::io::create_dir_all_durable(opts.fs.as_ref(), &layout.root)?;
-        // One owner at a time, from before recovery touches a file until
-        // the store and its last shard are gone.
-        let lock: Arc<dyn LockGuard> = Arc::from(
-            opts.fs
-                .lock(&layout.lock_file(), &crate::io::holder_description())?,
-        );
-        let wal_opts = opts
-            .wal
-            .then(|| WalOptions::new(0).segment_size_bytes(opts.segment_size));
-        let rec = recover(
-            &opts.fs,
-            &layout,
-            opts.shards,
-            &opts.spine,
-            wal_opts,
-            &opts.recovery,
-        )?;
-        let point = opts.recovery.point;
-        let positions: Vec<ShardPosition> = rec
-            .shards
-            .iter()
-            .map(|s| ShardPosition {
-                shard: s.shard,
-                lsn: Lsn(s.end_lsn),
-                discarded_records: s.discarded_records,
-                replayed_records: s.replayed_records,
-            })
-            .collect();
-        let replayed_records = rec.shards.iter().map(|s| s.replayed_records).sum();
-        let replayed_bytes = rec.shards.iter().map(|s| s.replayed_bytes).sum();
-        let refused_records = rec.shards.iter().map(|s| s.refused_records).sum();
-        let replay_time = rec.shards.iter().map(|s| s.replay_time).max().unwrap_or_default();
-        let meta = rec.metadata;
-        let store = Store::assemble(
-            opts,
-            layout,
-            rec.shards,
-            rec.last_epoch,
-            &meta.source_offsets,
-            lock,
-        )?;
-        Ok(RecoveredState {
-            point,
-            epoch: rec.epoch,
-            checkpoint_id: rec.manifest.as_ref().map(|m| m.id),
-            prepared_transactions: meta.prepared_transactions(),
-            source_offsets: meta.source_offsets,
-            connectors: meta.connectors,
-            operators: meta.operators,
-            discarded_records: positions.iter().map(|p| p.discarded_records).sum(),
-            shards: positions,
-            skipped: rec.skipped,
-            removed_checkpoints: rec.removed,
-            replayed_records,
-            replayed_bytes,
-            refused_records,
-            select_time: rec.select_time,
-            restore_time: rec.restore_time,
-            replay_time,
-            store,
+/// The newest valid checkpoint plus the WAL (`recovery` module docs), and
+/// the store assembled on it.
+fn recover_store(opts: Options) -> Result<RecoveredState> {
+    let layout = Layout {
+        root: opts.root.clone(),
+    };
+    crate::io::create_dir_all_durable(opts.fs.as_ref(), &layout.root)?;
+    // One owner at a time, from before recovery touches a file until
+    // the store and its last shard are gone.
+    let lock: Arc<dyn LockGuard> = Arc::from(
+        opts.fs
+            .lock(&layout.lock_file(), &crate::io::holder_description())?,
+    );
+    let wal_opts = opts
+        .wal
+        .then(|| WalOptions::new(0).segment_size_bytes(opts.segment_size));
+    let rec = recover(
+        &opts.fs,
+        &layout,
+        opts.shards,
+        &opts.spine,
+        wal_opts,
+        &opts.recovery,
+    )?;
+    let point = opts.recovery.point;
+    let positions: Vec<ShardPosition> = rec
+        .shards
+        .iter()
+        .map(|s| ShardPosition {
+            shard: s.shard,
+            lsn: Lsn(s.end_lsn),
+            discarded_records: s.discarded_records,
+            replayed_records: s.replayed_records,
         })
-    }
+        .collect();
+    let replayed_records = rec.shards.iter().map(|s| s.replayed_records).sum();
+    let replayed_bytes = rec.shards.iter().map(|s| s.replayed_bytes).sum();
+    let refused_records = rec.shards.iter().map(|s| s.refused_records).sum();
+    let replay_time = rec.shards.iter().map(|s| s.replay_time).max().unwrap_or_default();
+    let meta = rec.metadata;
+    let store = Store::assemble(
+        opts,
+        layout,
+        rec.shards,
+        rec.last_epoch,
+        &meta.source_offsets,
+        lock,
+    )?;
+    Ok(RecoveredState {
+        point,
+        epoch: rec.epoch,
+        checkpoint_id: rec.manifest.as_ref().map(|m| m.id),
+        prepared_transactions: meta.prepared_transactions(),
+        source_offsets: meta.source_offsets,
+        connectors: meta.connectors,
+        operators: meta.operators,
+        discarded_records: positions.iter().map(|p| p.discarded_records).sum(),
+        shards: positions,
+        skipped: rec.skipped,
+        removed_checkpoints: rec.removed,
+        replayed_records,
+        replayed_bytes,
+        refused_records,
+        select_time: rec.select_time,
+        restore_time: rec.restore_time,
+        replay_time,
+        store,
+    })
 }
 
 /// An open store. See the module docs.
@@ -533,11 +614,6 @@ impl Store {
             s.poll()?;
         }
         self.coordinator.finish(pending)
-    }
-
-    /// LaminarDB's spelling of [`Store::checkpoint`] with no metadata.
-    pub fn create_checkpoint(&mut self, epoch: u64) -> Result<IncrementalCheckpointMetadata> {
-        self.checkpoint(epoch, CheckpointRequest::default())
     }
 
     /// True when the configured checkpoint interval has passed.

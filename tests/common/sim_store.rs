@@ -10,7 +10,7 @@ use std::time::Duration;
 use statespine::io::SimFs;
 use statespine::run::RunMode;
 use statespine::spine::SpineOptions;
-use statespine::store::{CheckpointConfig, Options, RecoveryPoint};
+use statespine::store::{Options, RecoveryPoint};
 use statespine::wal::SyncPolicy;
 
 /// The store at `/db` on `fs`: `retained` checkpoints kept; `defer` keeps
@@ -28,15 +28,12 @@ pub fn small_store(fs: Arc<SimFs>, retained: usize, defer: bool) -> Options {
         )
         .wal_segment_size(4 << 10)
         .sync_policy(SyncPolicy::Manual)
-        .checkpoint(
-            CheckpointConfig::new("/db")
-                .with_max_retained(retained)
-                .with_young_run_age(if defer {
-                    Duration::from_secs(1)
-                } else {
-                    Duration::ZERO
-                }),
-        )
+        .max_retained(retained)
+        .young_run_age(if defer {
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        })
 }
 
 /// The `i`-th write of the fault and damage workloads: 150 keys, values of
