@@ -354,7 +354,7 @@ impl CheckpointCoordinator {
     /// be durable. Needs a WAL: without one, only checkpoints commit.
     pub fn begin_commit(&mut self, epoch: u64, request: &EpochMetadata) -> Result<PendingCommit> {
         if self.watermarks.iter().any(Option::is_none) {
-            return Err(Error::InvalidArgument(
+            return Err(Error::NotSupported(
                 "a store without a WAL commits epochs only by checkpoints".into(),
             ));
         }
@@ -370,7 +370,9 @@ impl CheckpointCoordinator {
             };
             shard
                 .send(ShardRequest::Commit(req))
-                .map_err(|_| Error::InvalidArgument(format!("shard {n} is gone")))?;
+                .map_err(|_| Error::ShutDown {
+                    what: format!("shard {n}"),
+                })?;
         }
         Ok(PendingCommit {
             epoch,
@@ -453,7 +455,9 @@ impl CheckpointCoordinator {
                         self.config.young_run_age
                     },
                 }))
-                .map_err(|_| Error::InvalidArgument(format!("shard {n} is gone")))?;
+                .map_err(|_| Error::ShutDown {
+                    what: format!("shard {n}"),
+                })?;
         }
         Ok(PendingCheckpoint {
             epoch,
@@ -790,9 +794,9 @@ impl CheckpointCoordinator {
     /// Waits for the janitor of the last commit (tests, shutdown).
     pub fn wait_housekeeping(&mut self) -> Result<()> {
         match self.janitor.take() {
-            Some(h) => h
-                .join()
-                .unwrap_or_else(|_| Err(Error::InvalidArgument("the janitor thread panicked".into()))),
+            Some(h) => h.join().unwrap_or(Err(Error::Panicked {
+                thread: "the janitor thread",
+            })),
             None => Ok(()),
         }
     }

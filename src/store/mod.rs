@@ -35,6 +35,7 @@
 //! # Ok::<(), statespine::Error>(())
 //! ```
 
+mod batch;
 mod coordinator;
 mod shard;
 
@@ -57,6 +58,7 @@ use crate::{Error, Result};
 
 pub use crate::checkpoint::EpochMetadata;
 pub use crate::recovery::RecoveryPoint;
+pub use batch::{MAX_BATCH_BYTES, WriteBatch};
 pub use coordinator::{
     CheckpointConfig, CheckpointCoordinator, CheckpointRequest, EpochCommitted, INLINE_OPERATOR_LIMIT,
     IncrementalCheckpointMetadata, PendingCheckpoint, PendingCommit,
