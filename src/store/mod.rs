@@ -37,6 +37,7 @@
 
 mod batch;
 mod coordinator;
+mod manifest_build;
 mod shard;
 
 use std::collections::BTreeMap;
