@@ -13,6 +13,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use super::batch::{MAX_BATCH_BYTES, WriteBatch};
+use super::typed::TypedScratch;
 use crate::changelog::{ChangeRecord, ChangelogProducer, PushError, StateOp};
 use crate::checkpoint::{COMMIT_SPINE, append_shard_offsets, commit_key};
 use crate::io::{Fs, LockGuard};
@@ -319,6 +320,8 @@ pub struct Shard {
     /// The buffers of the last batch written, for the next
     /// [`Shard::batch`].
     spare_batch: Option<WriteBatch>,
+    /// Buffers of typed writes and reads (`typed` module).
+    typed: TypedScratch,
     /// The store directory's lock: held while the store or any shard lives.
     _lock: Arc<dyn LockGuard>,
 }
@@ -362,6 +365,7 @@ impl Shard {
             source_offsets: BTreeMap::new(),
             commit_buf: Vec::new(),
             spare_batch: None,
+            typed: TypedScratch::default(),
             _lock: lock,
         }
     }
@@ -640,6 +644,14 @@ impl Shard {
     /// Adds `weight` to `(key, value)` in a Z-set spine.
     pub fn update(&mut self, id: ZSetSpine, key: &[u8], value: &[u8], weight: i64) -> Result<Lsn> {
         self.write_one(id.0, StateOp::Update(weight), key, value)
+    }
+
+    pub(super) fn typed_scratch(&mut self) -> &mut TypedScratch {
+        &mut self.typed
+    }
+
+    pub(super) fn typed_scratch_ref(&self) -> &TypedScratch {
+        &self.typed
     }
 
     /// An empty [`WriteBatch`] (reusing the buffers of the last one written).
