@@ -1,12 +1,14 @@
 //! Typed spines (`Shard::create_typed`, `put_typed`, `get_typed`,
-//! `delete_typed`): key encodings sort as the keys do; a typed spine reads
-//! back as a model map says, before and after recovery; a warm typed put
+//! `delete_typed`, `range_typed`): key encodings sort as the keys do; a
+//! typed spine reads back as a model map says (point reads, order, ranges),
+//! before and after recovery; a warm typed put
 //! allocates no more than the untyped put of the same bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -172,6 +174,21 @@ proptest! {
             let keys: Vec<Vec<u8>> = shard.cursor(h.kv()).unwrap().map(|e| e.unwrap().key.to_vec()).collect();
             let want: Vec<Vec<u8>> = model.keys().map(encode_key).collect();
             prop_assert_eq!(keys, want);
+            // A typed range: the model's range, in order, values validated.
+            let (lo, hi) = (("a".to_string(), -1i64), ("b".to_string(), 1i64));
+            let got: Vec<(Vec<u8>, String)> = shard
+                .range_typed(h, Bound::Included(&lo), Bound::Excluded(&hi))
+                .unwrap()
+                .map(|e| {
+                    let (k, v) = e.unwrap();
+                    (k.to_vec(), v.owner.to_string())
+                })
+                .collect();
+            let want: Vec<(Vec<u8>, String)> = model
+                .range(lo.clone()..hi.clone())
+                .map(|(k, v)| (encode_key(k), v.owner.clone()))
+                .collect();
+            prop_assert_eq!(got, want);
             Ok(())
         };
         check(&mut shard)?;

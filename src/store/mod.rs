@@ -68,7 +68,7 @@ pub use coordinator::{
 pub use shard::{
     Answered, KvSpine, Lsn, MAX_KEY_BYTES, MAX_SPINE_NAME_BYTES, MAX_VALUE_BYTES, Shard, SpineId, ZSetSpine,
 };
-pub use typed::{Key, TypedSpine, Value, encode_key};
+pub use typed::{Key, TypedCursor, TypedSpine, Value, encode_key};
 
 /// LaminarDB's name for the coordinator.
 pub type IncrementalCheckpointManager = CheckpointCoordinator;

@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
+use std::ops::Bound;
 
 use rkyv::api::high::{HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
@@ -15,6 +16,7 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive, Archived, Portable, Serialize};
 
 use super::shard::{KvSpine, Lsn, Shard};
+use crate::spine::Cursor;
 use crate::{Error, Result};
 
 /// A key type with an order-preserving byte encoding: for any two keys,
@@ -318,5 +320,61 @@ impl Shard {
         buf.clear();
         key.encode_key(&mut buf);
         spine.get_archived::<Archived<V>>(&buf)
+    }
+}
+
+/// The entries of a typed spine in key order ([`Shard::range_typed`]):
+/// each key's encoding ([`Key`]) and its archived value, validated as it
+/// comes.
+#[derive(Debug)]
+pub struct TypedCursor<'a, V> {
+    inner: Cursor<'a>,
+    value: PhantomData<fn() -> V>,
+}
+
+impl<'a, V: Value> Iterator for TypedCursor<'a, V>
+where
+    Archived<V>: 'a,
+{
+    type Item = Result<(&'a [u8], &'a Archived<V>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let e = match self.inner.next()? {
+            Ok(e) => e,
+            Err(err) => return Some(Err(err)),
+        };
+        Some(
+            rkyv::access::<Archived<V>, rancor::Error>(e.value)
+                .map(|v| (e.key, v))
+                .map_err(|err| {
+                    Error::InvalidArgument(format!("the value of a key is not a valid archive: {err}"))
+                }),
+        )
+    }
+}
+
+/// A bound on keys as a bound on their encodings.
+fn encode_bound<K: Key + ?Sized>(b: Bound<&K>) -> Bound<Vec<u8>> {
+    b.map(|k| encode_key(k))
+}
+
+impl Shard {
+    /// The entries of a typed spine whose keys lie between `from` and `to`,
+    /// in key order (the encodings sort as the keys do).
+    pub fn range_typed<K: Key + ?Sized, V: Value>(
+        &mut self,
+        h: TypedSpine<K, V>,
+        from: Bound<&K>,
+        to: Bound<&K>,
+    ) -> Result<TypedCursor<'_, V>> {
+        let (from, to) = (encode_bound(from), encode_bound(to));
+        let inner = self.range(
+            h.kv,
+            (from.as_ref().map(Vec::as_slice), to.as_ref().map(Vec::as_slice)),
+        )?;
+        Ok(TypedCursor {
+            inner,
+            value: PhantomData,
+        })
     }
 }
