@@ -8,8 +8,8 @@
 //!    words. The LSN is the shard's number for the record: the producer
 //!    checks it follows the last one pushed, the consumer that it follows
 //!    the last one popped, and the drainer can hold the WAL's count against
-//!    it ([`ChangelogConsumer::last_lsn`]), so two counters of one sequence
-//!    cannot drift apart unnoticed.
+//!    it ([`ChangelogConsumer::pop_with_lsn`]), so two counters of one
+//!    sequence cannot drift apart unnoticed.
 //! 2. The producer writes a record's words with relaxed stores, then publishes
 //!    it by storing `tail` (Release). The consumer loads `tail` (Acquire),
 //!    copies the record out into its own scratch buffer, and frees the space
@@ -519,6 +519,12 @@ impl ChangelogConsumer {
     /// way the record borrows the consumer until the next pop, which also
     /// frees a spilled buffer.
     pub fn pop(&mut self) -> Option<ChangeRecord<'_>> {
+        self.pop_with_lsn().map(|(_, rec)| rec)
+    }
+
+    /// [`ChangelogConsumer::pop`], with the LSN the writer gave the record:
+    /// the number the WAL must give it too.
+    pub fn pop_with_lsn(&mut self) -> Option<(u64, ChangeRecord<'_>)> {
         // The last record's spilled buffer, if any, is not needed any more.
         self.spilled = None;
         let tail = self.shared.tail.load(Ordering::Acquire);
@@ -568,13 +574,16 @@ impl ChangelogConsumer {
         self.shared.popped.store(self.popped, Ordering::Release);
         let key_len = key_len.min(bytes.len());
         let (key, value) = bytes.split_at(key_len);
-        Some(ChangeRecord {
-            spine: w1 as u32,
-            epoch,
-            op: StateOp::from_tag(tag & !SPILLED, weight),
-            key,
-            value,
-        })
+        Some((
+            lsn,
+            ChangeRecord {
+                spine: w1 as u32,
+                epoch,
+                op: StateOp::from_tag(tag & !SPILLED, weight),
+                key,
+                value,
+            },
+        ))
     }
 
     /// Takes the front buffer of the side queue, of `payload` bytes, into
@@ -609,8 +618,7 @@ impl ChangelogConsumer {
         self.popped
     }
 
-    /// The LSN the shard gave the record last popped (0 before any): the
-    /// drainer's check that the WAL numbers it the same.
+    /// The LSN the writer gave the record last popped (0 before any).
     pub fn last_lsn(&self) -> u64 {
         self.last_lsn
     }

@@ -378,7 +378,7 @@ fn records_carry_their_lsn() {
     p.push(&rec(b"c")).unwrap();
     assert_eq!(p.last_lsn(), 43);
     for want in 41..=43 {
-        assert!(c.pop().is_some());
+        assert_eq!(c.pop_with_lsn().map(|(lsn, _)| lsn), Some(want));
         assert_eq!(c.last_lsn(), want);
     }
     assert!(c.pop().is_none());
