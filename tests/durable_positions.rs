@@ -138,6 +138,6 @@ fn waiting_for_what_was_not_written_or_without_a_wal_is_refused() {
     let lsn = shard.put(kv, b"a", b"1").unwrap();
     assert!(matches!(
         shard.wait_durable(lsn, WAIT),
-        Err(Error::InvalidArgument(_))
+        Err(Error::NotSupported(_))
     ));
 }

@@ -1074,7 +1074,7 @@ fn switching_the_wal_off_and_on_keeps_every_write() {
     // The log holds "b": without it, the open would lose it.
     assert!(matches!(
         opts(false).open(),
-        Err(statespine::Error::InvalidArgument(_))
+        Err(statespine::Error::Incompatible { .. })
     ));
     // With it, then a shutdown checkpoint: nothing is left only in the log.
     let mut store = opts(true).open().unwrap();

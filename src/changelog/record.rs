@@ -1,12 +1,12 @@
 //! [`ChangeRecord`]: one complete, replayable state mutation.
 
 /// Words of a record's header in the ring: `(record_bytes, key_len)`,
-/// `(spine, op)`, `epoch`, `weight`.
-pub(crate) const HEADER_WORDS: usize = 4;
+/// `(spine, op)`, `epoch`, `weight`, `lsn`.
+pub(crate) const HEADER_WORDS: usize = 5;
 
 /// Flag in a header's op tag: the record's key and value are not in the ring
 /// but in a buffer of the ring's side queue (`ring`'s module docs, step 4).
-/// Op tags are 1 to 3, so the top bit is free.
+/// Op tags are 1 to 4, so the top bit is free.
 pub(crate) const SPILLED: u32 = 1 << 31;
 
 /// What a mutation does.
@@ -18,6 +18,10 @@ pub enum StateOp {
     Delete,
     /// Add this weight to `(key, value)` (Z-set spines).
     Update(i64),
+    /// Several writes of one shard, applied together or not at all: the
+    /// record's value holds them (`format/wal.md`, "Write batches"), its
+    /// spine is 0 and its key empty.
+    Batch,
 }
 
 impl StateOp {
@@ -26,13 +30,14 @@ impl StateOp {
             StateOp::Put => 1,
             StateOp::Delete => 2,
             StateOp::Update(_) => 3,
+            StateOp::Batch => 4,
         }
     }
 
     pub(crate) fn weight(self) -> i64 {
         match self {
             StateOp::Update(w) => w,
-            StateOp::Put | StateOp::Delete => 0,
+            StateOp::Put | StateOp::Delete | StateOp::Batch => 0,
         }
     }
 
@@ -42,6 +47,7 @@ impl StateOp {
         match tag {
             2 => StateOp::Delete,
             3 => StateOp::Update(weight),
+            4 => StateOp::Batch,
             _ => StateOp::Put,
         }
     }

@@ -3,8 +3,13 @@
 //! for it.
 //!
 //! 1. Storage is one preallocated array of `AtomicU64` words (a power of two).
-//!    A record is a 4-word header — `(record_bytes, key_len)`, `(spine, op)`,
-//!    `epoch`, `weight` — then its key and value bytes packed into words.
+//!    A record is a 5-word header — `(record_bytes, key_len)`, `(spine, op)`,
+//!    `epoch`, `weight`, `lsn` — then its key and value bytes packed into
+//!    words. The LSN is the shard's number for the record: the producer
+//!    checks it follows the last one pushed, the consumer that it follows
+//!    the last one popped, and the drainer can hold the WAL's count against
+//!    it ([`ChangelogConsumer::pop_with_lsn`]), so two counters of one
+//!    sequence cannot drift apart unnoticed.
 //! 2. The producer writes a record's words with relaxed stores, then publishes
 //!    it by storing `tail` (Release). The consumer loads `tail` (Acquire),
 //!    copies the record out into its own scratch buffer, and frees the space
@@ -15,7 +20,7 @@
 //! 4. A record of more than half the ring's words is *spilled*: the producer
 //!    copies its key and value into one heap buffer, appends the buffer to a
 //!    side queue (a mutex-guarded `VecDeque` in the shared state), and only
-//!    then publishes a 4-word marker in the ring: the usual header, with
+//!    then publishes a 5-word marker in the ring: the usual header, with
 //!    [`SPILLED`] set in the op tag and no payload words. The consumer that
 //!    sees a marker takes the front buffer of the side queue (the unlock
 //!    before the `tail` store and the lock after the `tail` load order the two),
@@ -32,10 +37,10 @@
 //!
 //! Limits, per ring made by [`StateChangelogBuffer::with_capacity`] with a
 //! capacity of `C` bytes after rounding (a power of two, at least 128):
-//! - A record takes `32 + ⌈(key + value) / 8⌉ · 8` bytes. One of at most `C / 2`
+//! - A record takes `40 + ⌈(key + value) / 8⌉ · 8` bytes. One of at most `C / 2`
 //!   bytes goes in the ring; a larger one is spilled.
 //! - `key.len() + value.len()` is at most [`MAX_PAYLOAD_BYTES`]
-//!   (`u32::MAX - 32`, 4 GiB − 33 bytes: the header's 32-bit `record_bytes`);
+//!   (`u32::MAX - 40`, 4 GiB − 41 bytes: the header's 32-bit `record_bytes`);
 //!   a larger record is refused with [`PushError::TooLarge`], the only cause
 //!   of that error.
 //! - Spilled buffers waiting in the side queue hold at most `C` bytes of key
@@ -138,12 +143,12 @@ impl StateChangelogBuffer {
     /// least 128 bytes, header words included) holding at most
     /// `capacity_entries` records (at least 1).
     ///
-    /// Limits (module docs): a record (32 bytes of header plus key and value,
+    /// Limits (module docs): a record (40 bytes of header plus key and value,
     /// padded to 8) of at most half the ring goes in the ring; a larger one is
     /// spilled to one heap buffer, and spilled buffers waiting for the
     /// consumer hold at most the ring's byte capacity, or one record of any
     /// size. Key and value together may take up to [`MAX_PAYLOAD_BYTES`]
-    /// (4 GiB − 33 bytes); only a larger record is [`PushError::TooLarge`].
+    /// (4 GiB − 41 bytes); only a larger record is [`PushError::TooLarge`].
     pub fn with_capacity(
         capacity_bytes: usize,
         capacity_entries: usize,
@@ -174,6 +179,7 @@ impl StateChangelogBuffer {
             spill_popped_seen: 0,
             full_events: 0,
             spilled: 0,
+            last_lsn: 0,
         };
         let consumer = ChangelogConsumer {
             shared,
@@ -182,6 +188,7 @@ impl StateChangelogBuffer {
             spill_popped_bytes: 0,
             scratch: Vec::new(),
             spilled: None,
+            last_lsn: 0,
         };
         (producer, consumer)
     }
@@ -204,6 +211,8 @@ pub struct ChangelogProducer {
     spill_popped_seen: u64,
     full_events: u64,
     spilled: u64,
+    /// The LSN of the last record pushed.
+    last_lsn: u64,
 }
 
 impl ChangelogProducer {
@@ -212,11 +221,29 @@ impl ChangelogProducer {
         self.shared.mask + 1
     }
 
-    /// Appends a record, or says why not. Never waits. Allocates nothing for
-    /// a record that fits the ring; a larger one is spilled (module docs,
-    /// step 4) into one buffer.
+    /// Appends a record numbered one past the last one pushed (1 for the
+    /// first), or says why not ([`ChangelogProducer::try_push_at`]).
     #[inline]
     pub fn try_push(&mut self, rec: &ChangeRecord<'_>) -> Result<(), PushError> {
+        self.try_push_at(self.last_lsn + 1, rec)
+    }
+
+    /// Appends a record numbered `lsn`, or says why not. Never waits.
+    /// Allocates nothing for a record that fits the ring; a larger one is
+    /// spilled (module docs, step 4) into one buffer.
+    ///
+    /// # Panics
+    ///
+    /// If `lsn` does not follow the last record pushed: the caller's count
+    /// of its log and the ring's disagree, and the WAL would number the
+    /// records differently from the writes.
+    #[inline]
+    pub fn try_push_at(&mut self, lsn: u64, rec: &ChangeRecord<'_>) -> Result<(), PushError> {
+        assert!(
+            self.pushed == 0 || lsn == self.last_lsn + 1,
+            "changelog: a record numbered LSN {lsn} after LSN {}: the writer's count and the ring's disagree",
+            self.last_lsn
+        );
         let payload = rec.key.len() + rec.value.len();
         let words = (HEADER_WORDS + payload.div_ceil(8)) as u64;
         let cap = self.capacity_words();
@@ -224,7 +251,7 @@ impl ChangelogProducer {
         // (less than one record) always fits an empty ring. A larger one
         // takes the spill path, which refuses one over MAX_PAYLOAD_BYTES.
         if words > cap / 2 || payload > MAX_PAYLOAD_BYTES {
-            return self.try_push_spilled(rec, payload);
+            return self.try_push_spilled(lsn, rec, payload);
         }
         // Nobody will pop: say so at once, not only once the ring is full
         // (a record pushed now would never be logged). Relaxed: a push
@@ -233,9 +260,10 @@ impl ChangelogProducer {
             return Err(PushError::Closed);
         }
         let at = self.reserve(words)?;
-        self.store_header(at, rec, payload, 0);
+        self.store_header(at, lsn, rec, payload, 0);
         self.store_bytes(at + HEADER_WORDS as u64, rec.key, rec.value);
         self.publish(at, words);
+        self.last_lsn = lsn;
         Ok(())
     }
 
@@ -243,7 +271,12 @@ impl ChangelogProducer {
     /// marker is published in the ring.
     #[cold]
     #[inline(never)]
-    fn try_push_spilled(&mut self, rec: &ChangeRecord<'_>, payload: usize) -> Result<(), PushError> {
+    fn try_push_spilled(
+        &mut self,
+        lsn: u64,
+        rec: &ChangeRecord<'_>,
+        payload: usize,
+    ) -> Result<(), PushError> {
         if payload > MAX_PAYLOAD_BYTES {
             return Err(PushError::TooLarge);
         }
@@ -264,8 +297,9 @@ impl ChangelogProducer {
         lock(&self.shared.spilled).push_back(buf.into_boxed_slice());
         self.spill_pushed_bytes += payload as u64;
         self.spilled += 1;
-        self.store_header(at, rec, payload, SPILLED);
+        self.store_header(at, lsn, rec, payload, SPILLED);
         self.publish(at, words);
+        self.last_lsn = lsn;
         Ok(())
     }
 
@@ -289,9 +323,9 @@ impl ChangelogProducer {
         })
     }
 
-    /// Stores the 4 header words at `at`; `flags` go into the op tag.
+    /// Stores the header words at `at`; `flags` go into the op tag.
     #[inline]
-    fn store_header(&self, at: u64, rec: &ChangeRecord<'_>, payload: usize, flags: u32) {
+    fn store_header(&self, at: u64, lsn: u64, rec: &ChangeRecord<'_>, payload: usize, flags: u32) {
         self.store(
             at,
             (HEADER_WORDS as u64 * 8 + payload as u64) | ((rec.key.len() as u64) << 32),
@@ -302,6 +336,7 @@ impl ChangelogProducer {
         );
         self.store(at + 2, rec.epoch);
         self.store(at + 3, rec.op.weight() as u64);
+        self.store(at + 4, lsn);
     }
 
     /// Publishes the record of `words` words written at `at` (behind a wrap
@@ -393,9 +428,15 @@ impl ChangelogProducer {
     /// bounded backoff. Errors only if the record can never be carried
     /// ([`PushError::TooLarge`]) or the consumer is gone.
     pub fn push(&mut self, rec: &ChangeRecord<'_>) -> Result<(), PushError> {
+        self.push_at(self.last_lsn + 1, rec)
+    }
+
+    /// [`ChangelogProducer::push`] of a record numbered `lsn` (panics as
+    /// [`ChangelogProducer::try_push_at`] does).
+    pub fn push_at(&mut self, lsn: u64, rec: &ChangeRecord<'_>) -> Result<(), PushError> {
         let mut round = 0;
         loop {
-            match self.try_push(rec) {
+            match self.try_push_at(lsn, rec) {
                 Err(PushError::Full) => {
                     if round == 0 {
                         self.full_events += 1;
@@ -416,6 +457,11 @@ impl ChangelogProducer {
     /// Records pushed so far.
     pub fn pushed(&self) -> u64 {
         self.pushed
+    }
+
+    /// The LSN of the last record pushed (0 before any).
+    pub fn last_lsn(&self) -> u64 {
+        self.last_lsn
     }
 
     /// Records pushed so far that were too large for the ring and went
@@ -442,6 +488,8 @@ pub struct ChangelogConsumer {
     scratch: Vec<u8>,
     /// The current record's key and value, if it was spilled.
     spilled: Option<Box<[u8]>>,
+    /// The LSN of the last record popped.
+    last_lsn: u64,
 }
 
 impl std::fmt::Debug for ChangelogConsumer {
@@ -454,6 +502,7 @@ impl std::fmt::Debug for ChangelogConsumer {
             .field("spill_popped_bytes", &self.spill_popped_bytes)
             .field("scratch_capacity", &self.scratch.capacity())
             .field("spilled_len", &self.spilled.as_ref().map(|b| b.len()))
+            .field("last_lsn", &self.last_lsn)
             .finish()
     }
 }
@@ -470,6 +519,12 @@ impl ChangelogConsumer {
     /// way the record borrows the consumer until the next pop, which also
     /// frees a spilled buffer.
     pub fn pop(&mut self) -> Option<ChangeRecord<'_>> {
+        self.pop_with_lsn().map(|(_, rec)| rec)
+    }
+
+    /// [`ChangelogConsumer::pop`], with the LSN the writer gave the record:
+    /// the number the WAL must give it too.
+    pub fn pop_with_lsn(&mut self) -> Option<(u64, ChangeRecord<'_>)> {
         // The last record's spilled buffer, if any, is not needed any more.
         self.spilled = None;
         let tail = self.shared.tail.load(Ordering::Acquire);
@@ -488,6 +543,15 @@ impl ChangelogConsumer {
         let w1 = self.load(at + 1);
         let epoch = self.load(at + 2);
         let weight = self.load(at + 3) as i64;
+        let lsn = self.load(at + 4);
+        // The producer checked the numbers it took; a gap here is the ring
+        // losing or repeating a record.
+        assert!(
+            self.popped == 0 || lsn == self.last_lsn + 1,
+            "changelog: popped LSN {lsn} after LSN {}",
+            self.last_lsn
+        );
+        self.last_lsn = lsn;
         let tag = (w1 >> 32) as u32;
         let payload = record_bytes.saturating_sub(HEADER_WORDS * 8);
         let bytes: &[u8] = if tag & SPILLED != 0 {
@@ -510,13 +574,16 @@ impl ChangelogConsumer {
         self.shared.popped.store(self.popped, Ordering::Release);
         let key_len = key_len.min(bytes.len());
         let (key, value) = bytes.split_at(key_len);
-        Some(ChangeRecord {
-            spine: w1 as u32,
-            epoch,
-            op: StateOp::from_tag(tag & !SPILLED, weight),
-            key,
-            value,
-        })
+        Some((
+            lsn,
+            ChangeRecord {
+                spine: w1 as u32,
+                epoch,
+                op: StateOp::from_tag(tag & !SPILLED, weight),
+                key,
+                value,
+            },
+        ))
     }
 
     /// Takes the front buffer of the side queue, of `payload` bytes, into
@@ -549,6 +616,11 @@ impl ChangelogConsumer {
     /// Records popped so far.
     pub fn popped(&self) -> u64 {
         self.popped
+    }
+
+    /// The LSN the writer gave the record last popped (0 before any).
+    pub fn last_lsn(&self) -> u64 {
+        self.last_lsn
     }
 }
 

@@ -14,6 +14,7 @@ fn op() -> impl Strategy<Value = StateOp> {
     prop_oneof![
         Just(StateOp::Put),
         Just(StateOp::Delete),
+        Just(StateOp::Batch),
         any::<i64>().prop_map(StateOp::Update)
     ]
 }
@@ -32,13 +33,13 @@ fn record() -> impl Strategy<Value = Owned> {
 
 /// Bytes of the ring `with_capacity(cap_bytes, _)` makes.
 fn ring_bytes(cap_bytes: usize) -> usize {
-    cap_bytes.div_ceil(8).max(10).next_power_of_two() * 8
+    cap_bytes.div_ceil(8).max(12).next_power_of_two() * 8
 }
 
 /// True if a record of `payload` key and value bytes is too large for a
 /// ring of `ring` bytes and takes the spill path.
 fn spills(payload: usize, ring: usize) -> bool {
-    32 + payload.div_ceil(8) * 8 > ring / 2
+    40 + payload.div_ceil(8) * 8 > ring / 2
 }
 
 proptest! {
@@ -230,9 +231,9 @@ fn records_of_1_4_and_100_ring_sizes_come_out_in_order_between_small_ones() {
 
 #[test]
 fn the_largest_record_that_fits_stays_in_the_ring_and_one_byte_more_spills() {
-    // 1 KiB = 128 words; half is 64, so 60 words of key and value: 480 bytes.
+    // 1 KiB = 128 words; half is 64, so 59 words of key and value: 472 bytes.
     let (mut p, mut c) = StateChangelogBuffer::with_capacity(1 << 10, 16);
-    for (value_len, spilled) in [(464, 0), (465, 1), (457, 1), (472, 2)] {
+    for (value_len, spilled) in [(456, 0), (457, 1), (449, 1), (464, 2)] {
         let r = owned_record(value_len as u64, 16, value_len);
         p.try_push(&change(&r)).unwrap();
         assert_eq!(p.spilled(), spilled, "a {}-byte record", 16 + value_len);
@@ -302,14 +303,14 @@ fn a_spilled_record_to_a_closed_ring_is_refused_and_a_finished_one_drains() {
 }
 
 /// The one hard limit: key and value together up to `MAX_PAYLOAD_BYTES`
-/// (4 GiB − 33). Checked without copying 4 GiB: a ring whose consumer is
+/// (4 GiB − 41). Checked without copying 4 GiB: a ring whose consumer is
 /// gone says `Closed` to a record it would carry, `TooLarge` to one it never
 /// could. The bytes are zeroed pages the OS maps on first touch, and nothing
 /// touches them.
 #[cfg(target_pointer_width = "64")]
 #[test]
 fn key_and_value_may_take_up_to_max_payload_bytes() {
-    assert_eq!(MAX_PAYLOAD_BYTES, 4_294_967_263);
+    assert_eq!(MAX_PAYLOAD_BYTES, 4_294_967_255);
     let half = 1usize << 31;
     let zeros = vec![0u8; half];
     let (mut p, c) = StateChangelogBuffer::with_capacity(1 << 10, 16);
@@ -353,4 +354,48 @@ proptest! {
         let want = records.iter().filter(|r| spills(r.3.len() + r.4.len(), ring)).count();
         prop_assert_eq!(transfer(ring, cap_entries, records), want as u64);
     }
+}
+
+/// The LSN a record is pushed with comes out with it, in the ring or
+/// spilled, and unnumbered pushes continue the count.
+#[test]
+fn records_carry_their_lsn() {
+    let (mut p, mut c) = StateChangelogBuffer::with_capacity(1 << 10, 16);
+    let big = vec![7u8; 4 << 10];
+    let rec = |value: &'static [u8]| ChangeRecord {
+        spine: 1,
+        epoch: 2,
+        op: StateOp::Put,
+        key: b"k",
+        value,
+    };
+    p.push_at(41, &rec(b"a")).unwrap();
+    let spilled = ChangeRecord {
+        value: &big,
+        ..rec(b"")
+    };
+    p.push_at(42, &spilled).unwrap();
+    p.push(&rec(b"c")).unwrap();
+    assert_eq!(p.last_lsn(), 43);
+    for want in 41..=43 {
+        assert_eq!(c.pop_with_lsn().map(|(lsn, _)| lsn), Some(want));
+        assert_eq!(c.last_lsn(), want);
+    }
+    assert!(c.pop().is_none());
+}
+
+/// A writer that skips an LSN is a bug the ring refuses to carry on.
+#[test]
+#[should_panic(expected = "the writer's count and the ring's disagree")]
+fn a_gap_in_the_lsns_pushed_panics() {
+    let (mut p, _c) = StateChangelogBuffer::with_capacity(1 << 10, 16);
+    let rec = ChangeRecord {
+        spine: 1,
+        epoch: 2,
+        op: StateOp::Put,
+        key: b"k",
+        value: b"v",
+    };
+    p.push_at(5, &rec).unwrap();
+    p.push_at(7, &rec).unwrap();
 }

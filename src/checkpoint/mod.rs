@@ -10,9 +10,11 @@
 //! the newest N checkpoints is deleting whole directories, with no file list
 //! to diff.
 
+pub(crate) mod build;
 mod commit;
 mod dir;
 mod manifest;
+pub(crate) mod retention;
 mod validate;
 
 pub use commit::{

@@ -13,7 +13,7 @@ use crate::checkpoint::{COMMIT_SPINE, ShardManifest, decode_commit_key};
 use crate::io::Fs;
 use crate::run::{Run, RunMode};
 use crate::spine::{Spine, SpineOptions};
-use crate::wal::{RecoveryMode, WalOptions, WriteAheadLog, decode_change};
+use crate::wal::{BatchEntries, RecoveryMode, WalOptions, WriteAheadLog, check_batch, decode_change};
 use crate::{Error, Result};
 
 /// Runs of the chosen checkpoint its validation opened, by file name.
@@ -134,11 +134,14 @@ impl<'a> ShardJob<'a> {
             .scan_from(from);
         let next = WriteAheadLog::open(Arc::clone(self.fs), &dir, opts)?.next_lsn();
         if next > from {
-            return Err(Error::InvalidArgument(format!(
-                "shard {}: the write-ahead log holds records {from}..{next} that the checkpoint does not: \
-                 open the store with its WAL on to recover them (then a shutdown checkpoint makes it safe to open without)",
-                self.shard
-            )));
+            return Err(Error::Incompatible {
+                path: dir,
+                reason: format!(
+                    "shard {}: the write-ahead log holds records {from}..{next} that the checkpoint does not: \
+                     open the store with its WAL on to recover them (then a shutdown checkpoint makes it safe to open without)",
+                    self.shard
+                ),
+            });
         }
         self.fs.remove_dir_all(&dir)?;
         self.fs.sync_dir(&self.layout.shard(self.shard))
@@ -221,7 +224,9 @@ impl Scanned<'_> {
         }
         let from = self.job.cut_lsn() + 1;
         let commits = &mut self.commits;
+        let mut order = LsnOrder::new(self.job.shard);
         let report = crate::wal::replay(self.job.fs.as_ref(), &wal_dir, from, self.job.mode, |frame| {
+            order.check(frame.lsn);
             let rec = decode_change(frame.payload, frame.epoch, &wal_dir, frame.lsn)?;
             if rec.spine == COMMIT_SPINE {
                 commits.note(frame.lsn, &rec, &wal_dir)?;
@@ -271,6 +276,7 @@ impl Scanned<'_> {
         let cut_lsn = job.cut_lsn();
         let from = job.cut.map_or(1, ShardManifest::replay_from);
         let mut first_seen = None;
+        let mut order = LsnOrder::new(job.shard);
         // The checkpoint committed only after the log was durable past its
         // cut: a log that ends before it is damaged, not torn.
         let opts = WalOptions {
@@ -284,7 +290,16 @@ impl Scanned<'_> {
         .end_at(end);
         let wal = WriteAheadLog::open_replaying(Arc::clone(job.fs), &wal_dir, opts, |frame| {
             first_seen.get_or_insert(frame.lsn);
+            order.check(frame.lsn);
             let rec = decode_change(frame.payload, frame.epoch, &wal_dir, frame.lsn)?;
+            if rec.op == StateOp::Batch {
+                // Checked whole before any of it is applied: all or none.
+                let entries = check_batch(rec.value, rec.epoch, &wal_dir, frame.lsn)?;
+                out.refused_records += apply_batch(live, frame.lsn, entries)?;
+                out.replayed_records += 1;
+                out.replayed_bytes += frame.payload.len() as u64;
+                return Ok(());
+            }
             match rec.spine {
                 COMMIT_SPINE => {
                     if collect && frame.lsn > cut_lsn {
@@ -374,7 +389,7 @@ impl ShardJob<'_> {
                     },
                 );
             }
-            StateOp::Delete | StateOp::Update(_) => {
+            StateOp::Delete | StateOp::Update(_) | StateOp::Batch => {
                 let doomed: Vec<u32> = live.values().filter(|l| l.name == name).map(|l| l.id).collect();
                 for id in doomed {
                     live.remove(&id);
@@ -408,8 +423,60 @@ fn apply_write(live: &mut BTreeMap<u32, Live>, lsn: u64, rec: &ChangeRecord<'_>)
         StateOp::Put => l.spine.put(rec.key, rec.value),
         StateOp::Delete => l.spine.delete(rec.key),
         StateOp::Update(w) => l.spine.update(rec.key, rec.value, w),
+        StateOp::Batch => unreachable!("a batch entry is a single write (check_batch)"),
     }?;
     Ok(true)
+}
+
+/// The replay's own count of the shard's LSNs: the log hands records over
+/// in strictly increasing order, and the spines' covered LSNs rely on it.
+struct LsnOrder {
+    shard: u32,
+    last: u64,
+}
+
+impl LsnOrder {
+    fn new(shard: u32) -> LsnOrder {
+        LsnOrder { shard, last: 0 }
+    }
+
+    fn check(&mut self, lsn: u64) {
+        assert!(
+            lsn > self.last,
+            "shard {}: the log replayed LSN {lsn} after LSN {}",
+            self.shard,
+            self.last
+        );
+        self.last = lsn;
+    }
+}
+
+/// Replays a batch's writes (as [`apply_write`] each, with no seal between
+/// them: they share an LSN); returns how many its spines refused.
+fn apply_batch(live: &mut BTreeMap<u32, Live>, lsn: u64, entries: BatchEntries<'_>) -> Result<u64> {
+    for e in entries.clone() {
+        if let Some(l) = live.get_mut(&e.spine) {
+            l.spine.hold_seal(true)?;
+        }
+    }
+    let mut refused = 0;
+    let mut applied = Ok(());
+    for e in entries.clone() {
+        match apply_write(live, lsn, &e) {
+            Ok(true) => {}
+            Ok(false) => refused += 1,
+            Err(err) => {
+                applied = Err(err);
+                break;
+            }
+        }
+    }
+    for e in entries {
+        if let Some(l) = live.get_mut(&e.spine) {
+            l.spine.hold_seal(false)?;
+        }
+    }
+    applied.map(|()| refused)
 }
 
 /// True if a spine of `mode` takes `op`.

@@ -257,6 +257,8 @@ pub struct Spine {
     /// Writes up to this need no run: covered at open, or merged away to
     /// nothing by a bottom merge.
     base_seq: u64,
+    /// Writes do not seal the memtable ([`Spine::hold_seal`]).
+    seal_held: bool,
 }
 
 impl Spine {
@@ -296,6 +298,7 @@ impl Spine {
             flushed_seq: 0,
             flush_upto: 0,
             base_seq: 0,
+            seal_held: false,
         })
     }
 
@@ -519,11 +522,23 @@ impl Spine {
     fn after_write(&mut self, bytes: usize) -> Result<()> {
         self.stats.bytes_put += bytes as u64;
         self.memtable_seq = self.seq;
-        if self.memtable.size_bytes() >= self.opts.memtable_size_bytes {
+        if !self.seal_held && self.memtable.size_bytes() >= self.opts.memtable_size_bytes {
             self.seal()?;
         }
         if self.pressure {
             self.relieve()?;
+        }
+        Ok(())
+    }
+
+    /// While `held`, writes do not seal the memtable, however full; the
+    /// release seals it if it is. The writes of one logged batch share a
+    /// sequence number: a seal between them would let the spine report
+    /// that number covered with part of the batch still in memory.
+    pub(crate) fn hold_seal(&mut self, held: bool) -> Result<()> {
+        self.seal_held = held;
+        if !held && self.memtable.size_bytes() >= self.opts.memtable_size_bytes {
+            self.seal()?;
         }
         Ok(())
     }

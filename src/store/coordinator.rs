@@ -25,25 +25,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
 use super::shard::{CommitAnswer, CommitRequest, CutRequest, Lsn, MAX_VALUE_BYTES, ShardCut, ShardRequest};
+pub use crate::checkpoint::build::INLINE_OPERATOR_LIMIT;
+use crate::checkpoint::retention::Retention;
 use crate::checkpoint::{
-    CheckpointManifest, CheckpointStore, CommitReport, EpochMetadata, FileSystemCheckpointStore,
-    OperatorCheckpoint, PreparedCheckpoint, RunEntry, RunLink, ShardManifest, SpineManifest, TMP_DIR_SUFFIX,
+    CheckpointStore, CommitReport, EpochMetadata, FileSystemCheckpointStore, TMP_DIR_SUFFIX,
 };
-use crate::recovery::checkpoint_run_name;
 use crate::spine::RunHandle;
 use crate::wal::Watermark;
 use crate::{Error, Result};
 
 /// Source offsets by source name.
 type SourceOffsets = BTreeMap<String, u64>;
-
-/// Operator states larger than this go to a side file, not the manifest.
-pub const INLINE_OPERATOR_LIMIT: usize = 64 << 10;
 
 /// How checkpoints are taken and kept: set through [`super::Options`]'s
 /// setters, which document each field and refuse values out of range.
@@ -128,24 +125,6 @@ pub struct IncrementalCheckpointMetadata {
     pub removed: usize,
 }
 
-#[derive(Debug, Clone)]
-struct Retained {
-    id: Uuid,
-    epoch: u64,
-    /// Per shard: the first LSN recovery of it replays.
-    replay_from: Vec<u64>,
-}
-
-impl Retained {
-    fn of(m: &CheckpointManifest) -> Retained {
-        Retained {
-            id: m.id,
-            epoch: m.epoch,
-            replay_from: m.shards.iter().map(ShardManifest::replay_from).collect(),
-        }
-    }
-}
-
 /// Cuts and commits checkpoints. See the module docs.
 #[derive(Debug)]
 pub struct CheckpointCoordinator {
@@ -154,7 +133,7 @@ pub struct CheckpointCoordinator {
     fingerprint: Vec<u8>,
     shards: Vec<Sender<ShardRequest>>,
     watermarks: Vec<Option<Arc<Watermark>>>,
-    retained: Vec<Retained>,
+    retention: Retention,
     /// The next cut includes every run as it is (no deferral): set for a
     /// shutdown's checkpoint.
     eager_next: bool,
@@ -173,8 +152,6 @@ pub struct CheckpointCoordinator {
     /// Per shard, the cut LSNs of the last `flush_after` checkpoints, oldest
     /// first.
     recent_cuts: VecDeque<Vec<u64>>,
-    /// Per shard, the LSN below which the WAL may be truncated by now.
-    truncated: Vec<u64>,
     /// The source offsets of the newest epoch committed: every commit
     /// records them again unless the request or a shard moves them, so a
     /// source no one touched since keeps its offset.
@@ -192,32 +169,14 @@ impl CheckpointCoordinator {
         last_epoch: u64,
         carried: BTreeMap<String, u64>,
     ) -> Result<Self> {
-        let n_shards = shards.len();
-        let mut retained = Vec::new();
-        for id in store.list()? {
-            if let Ok(m) = store.load_manifest(id) {
-                retained.push(Retained::of(&m));
-            }
-        }
-        retained.sort_by_key(|r| r.epoch);
-        // What the last process let the WAL truncate: the least replay
-        // point of what it retained (the assert in `commit_pending`).
-        let truncated = (0..n_shards)
-            .map(|n| {
-                retained
-                    .iter()
-                    .filter_map(|r| r.replay_from.get(n).copied())
-                    .min()
-                    .unwrap_or(0)
-            })
-            .collect();
+        let retention = Retention::load(&store, config.max_retained, shards.len())?;
         Ok(CheckpointCoordinator {
             store,
             config,
             fingerprint,
             shards,
             watermarks,
-            retained,
+            retention,
             eager_next: false,
             last_epoch,
             last_begun: last_epoch,
@@ -226,7 +185,6 @@ impl CheckpointCoordinator {
             next_id: Uuid::new_v4(),
             poisoned: None,
             recent_cuts: VecDeque::new(),
-            truncated,
             carried,
         })
     }
@@ -244,7 +202,7 @@ impl CheckpointCoordinator {
 
     /// The epoch of the newest checkpoint (0 if none).
     pub fn last_checkpoint_epoch(&self) -> u64 {
-        self.retained.last().map_or(0, |r| r.epoch)
+        self.retention.last_epoch()
     }
 
     /// The smallest epoch the next commit or checkpoint may have: one past
@@ -289,7 +247,7 @@ impl CheckpointCoordinator {
     /// be durable. Needs a WAL: without one, only checkpoints commit.
     pub fn begin_commit(&mut self, epoch: u64, request: &EpochMetadata) -> Result<PendingCommit> {
         if self.watermarks.iter().any(Option::is_none) {
-            return Err(Error::InvalidArgument(
+            return Err(Error::NotSupported(
                 "a store without a WAL commits epochs only by checkpoints".into(),
             ));
         }
@@ -305,7 +263,9 @@ impl CheckpointCoordinator {
             };
             shard
                 .send(ShardRequest::Commit(req))
-                .map_err(|_| Error::InvalidArgument(format!("shard {n} is gone")))?;
+                .map_err(|_| Error::ShutDown {
+                    what: format!("shard {n}"),
+                })?;
         }
         Ok(PendingCommit {
             epoch,
@@ -347,7 +307,7 @@ impl CheckpointCoordinator {
 
     /// Ids and epochs of the retained checkpoints, oldest first.
     pub fn retained(&self) -> Vec<(Uuid, u64)> {
-        self.retained.iter().map(|r| (r.id, r.epoch)).collect()
+        self.retention.list()
     }
 
     /// True when the configured interval has passed since the last
@@ -388,7 +348,9 @@ impl CheckpointCoordinator {
                         self.config.young_run_age
                     },
                 }))
-                .map_err(|_| Error::InvalidArgument(format!("shard {n} is gone")))?;
+                .map_err(|_| Error::ShutDown {
+                    what: format!("shard {n}"),
+                })?;
         }
         Ok(PendingCheckpoint {
             epoch,
@@ -480,25 +442,15 @@ impl CheckpointCoordinator {
             }
         }
         let committed = Instant::now();
-        let (mut prepared, handles) = self.prepare(pending.epoch, &pending.request, &cuts);
-        // Paired with recovery's check that the log holds the replay point:
-        // the WAL below what was truncated is gone, so a checkpoint that
-        // replays from there could never be recovered.
-        for (s, floor) in prepared.manifest.shards.iter().zip(&self.truncated) {
-            assert!(
-                s.replay_from() >= *floor,
-                "checkpoint {}: shard {} would replay from LSN {}, but the WAL was truncated below {floor}",
-                pending.epoch,
-                s.shard,
-                s.replay_from()
-            );
-        }
-        // With two or more kept, the oldest can go in the commit's own sync
-        // round: the previous checkpoint stays whatever happens to this one.
-        if self.config.max_retained >= 2 {
-            let surplus = (self.retained.len() + 1).saturating_sub(self.config.max_retained);
-            prepared.retire_before_commit = self.retained[..surplus].iter().map(|r| r.id).collect();
-        }
+        let (mut prepared, handles) = super::manifest_build::prepare(
+            self.next_id,
+            &self.fingerprint,
+            pending.epoch,
+            &pending.request,
+            &cuts,
+        );
+        self.retention.check_replay_floor(&prepared.manifest);
+        prepared.retire_before_commit = self.retention.retire_before_commit();
         let mut wal_sync_time = Duration::ZERO;
         let commit = self.store.commit(&prepared, &mut || {
             let t = Instant::now();
@@ -506,12 +458,14 @@ impl CheckpointCoordinator {
             wal_sync_time = t.elapsed();
             r
         });
-        let gone = self.forget_renamed(&prepared.retire_before_commit, commit.is_ok());
+        let gone = self
+            .retention
+            .forget_renamed(&self.store, &prepared.retire_before_commit, commit.is_ok());
         let retired_early = gone.len();
         let commit = commit?;
         let commit_time = committed.elapsed();
         let m = &prepared.manifest;
-        self.retained.push(Retained::of(m));
+        self.retention.committed(m);
         self.recent_cuts
             .push_back(m.shards.iter().map(|s| s.cut_lsn).collect());
         while self.recent_cuts.len() > self.config.flush_after {
@@ -523,7 +477,7 @@ impl CheckpointCoordinator {
         self.committed(pending.epoch, &prepared.manifest.source_offsets);
         self.last_time = Instant::now();
         self.eager_next = false;
-        let removed = self.retire() + retired_early;
+        let removed = self.retention.retire(&self.store, &self.watermarks) + retired_early;
         let released: Vec<RunHandle> = cuts
             .iter_mut()
             .flat_map(|c| std::mem::take(&mut c.released))
@@ -546,30 +500,6 @@ impl CheckpointCoordinator {
         })
     }
 
-    /// The checkpoints of `early` that a commit renamed away are gone,
-    /// whether it committed or not (one it did not reach is still a
-    /// committed checkpoint, and stays retained); returns them. After a
-    /// failed commit their directories go now (best effort: the next open
-    /// deletes what is left), after a good one the janitor's.
-    fn forget_renamed(&mut self, early: &[Uuid], committed: bool) -> Vec<Uuid> {
-        let fs = self.store.fs();
-        let gone: Vec<Uuid> = self
-            .retained
-            .iter()
-            .filter(|r| early.contains(&r.id))
-            .filter(|r| !fs.exists(&self.store.checkpoint_dir(r.id)).unwrap_or(true))
-            .map(|r| r.id)
-            .collect();
-        self.retained.retain(|r| !gone.contains(&r.id));
-        if !committed {
-            for id in &gone {
-                let dir = self.store.dir().join(format!("{id}{TMP_DIR_SUFFIX}"));
-                let _ = fs.remove_dir_all(&dir);
-            }
-        }
-        gone
-    }
-
     /// Step 2.
     fn wait_wal(&self, cuts: &[ShardCut]) -> Result<()> {
         for c in cuts {
@@ -579,103 +509,6 @@ impl CheckpointCoordinator {
             w.wait_durable(c.cut_lsn, self.config.cut_timeout)?;
         }
         Ok(())
-    }
-
-    fn prepare(
-        &self,
-        epoch: u64,
-        req: &CheckpointRequest,
-        cuts: &[ShardCut],
-    ) -> (PreparedCheckpoint, Vec<RunHandle>) {
-        let mut runs = Vec::new();
-        let mut live = Vec::new();
-        let mut shards = Vec::with_capacity(cuts.len());
-        for c in cuts {
-            let mut spines = Vec::with_capacity(c.spines.len());
-            for s in &c.spines {
-                let mut entries = Vec::with_capacity(s.runs.len());
-                for h in &s.runs {
-                    let meta = h.run().meta();
-                    let file = meta
-                        .path
-                        .file_name()
-                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-                    let name = checkpoint_run_name(c.shard, s.id, &file);
-                    runs.push(RunLink {
-                        source: meta.path.clone(),
-                        name: name.clone(),
-                        size: meta.file_len,
-                        is_new: !h.is_durable(),
-                    });
-                    live.push(h.clone());
-                    entries.push(RunEntry {
-                        file: name,
-                        size: meta.file_len,
-                        crc32c: meta.body_crc32c,
-                        entries: meta.entry_count,
-                    });
-                }
-                spines.push(SpineManifest {
-                    id: s.id,
-                    name: s.name.clone(),
-                    mode: s.mode,
-                    covered_lsn: s.covered.min(c.cut_lsn),
-                    runs: entries,
-                });
-            }
-            shards.push(ShardManifest {
-                shard: c.shard,
-                cut_lsn: c.cut_lsn,
-                next_spine_id: c.next_spine_id,
-                spines,
-            });
-        }
-        let mut side_files = Vec::new();
-        let operators = req
-            .operators
-            .iter()
-            .enumerate()
-            .map(|(i, (name, bytes))| {
-                let op = if bytes.len() <= INLINE_OPERATOR_LIMIT {
-                    OperatorCheckpoint::Inline(bytes.clone())
-                } else {
-                    let file = format!("operator-{i}.bin");
-                    side_files.push((file.clone(), bytes.clone()));
-                    OperatorCheckpoint::File {
-                        file,
-                        len: bytes.len() as u64,
-                        crc32c: crc32c::crc32c(bytes),
-                    }
-                };
-                (name.clone(), op)
-            })
-            .collect();
-        let mut source_offsets = req.source_offsets.clone();
-        for c in cuts {
-            source_offsets.extend(c.offsets.iter().map(|(k, v)| (k.clone(), *v)));
-        }
-        let manifest = CheckpointManifest {
-            id: self.next_id,
-            epoch,
-            wall_time_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            fingerprint: self.fingerprint.clone(),
-            runs_copied: false,
-            shards,
-            source_offsets,
-            connectors: req.connectors.clone(),
-            operators,
-        };
-        (
-            PreparedCheckpoint {
-                manifest,
-                runs,
-                side_files,
-                retire_before_commit: Vec::new(),
-            },
-            live,
-        )
     }
 
     /// Epoch `epoch` committed, recording `offsets`.
@@ -725,50 +558,11 @@ impl CheckpointCoordinator {
     /// Waits for the janitor of the last commit (tests, shutdown).
     pub fn wait_housekeeping(&mut self) -> Result<()> {
         match self.janitor.take() {
-            Some(h) => h
-                .join()
-                .unwrap_or_else(|_| Err(Error::InvalidArgument("the janitor thread panicked".into()))),
+            Some(h) => h.join().unwrap_or(Err(Error::Panicked {
+                thread: "the janitor thread",
+            })),
             None => Ok(()),
         }
-    }
-
-    /// Steps 4–5, after a commit; returns how many checkpoints went. A
-    /// checkpoint that fails to go stays retained (and keeps its WAL) until
-    /// a later commit removes it: the commit that got here stands.
-    fn retire(&mut self) -> usize {
-        let mut removed = 0;
-        while self.retained.len() > self.config.max_retained {
-            crate::io::kill_point("retention");
-            if !self.remove_checkpoint(self.retained[0].id) {
-                break;
-            }
-            self.retained.remove(0);
-            removed += 1;
-        }
-        for (n, w) in self.watermarks.iter().enumerate() {
-            let Some(w) = w else { continue };
-            let floor = self
-                .retained
-                .iter()
-                .filter_map(|r| r.replay_from.get(n).copied())
-                .min();
-            if let Some(lsn) = floor {
-                w.request_truncate(lsn);
-                self.truncated[n] = self.truncated[n].max(lsn);
-            }
-        }
-        removed
-    }
-
-    /// Deletes a checkpoint; true once it is no longer a committed one
-    /// (its directory renamed away, even if deleting the files failed).
-    fn remove_checkpoint(&self, id: Uuid) -> bool {
-        self.store.remove(id).is_ok()
-            || !self
-                .store
-                .fs()
-                .exists(&self.store.checkpoint_dir(id))
-                .unwrap_or(true)
     }
 }
 

@@ -35,8 +35,11 @@
 //! # Ok::<(), statespine::Error>(())
 //! ```
 
+mod batch;
 mod coordinator;
+mod manifest_build;
 mod shard;
+mod typed;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -59,6 +62,7 @@ use coordinator::CheckpointConfig;
 pub use crate::checkpoint::{EpochMetadata, ValidationDepth};
 pub use crate::recovery::RecoveryPoint;
 pub use crate::wal::{RecoveryMode, SyncPolicy};
+pub use batch::{MAX_BATCH_BYTES, WriteBatch};
 pub use coordinator::{
     CheckpointCoordinator, CheckpointRequest, EpochCommitted, INLINE_OPERATOR_LIMIT,
     IncrementalCheckpointMetadata, PendingCheckpoint, PendingCommit,
@@ -66,6 +70,7 @@ pub use coordinator::{
 pub use shard::{
     Answered, KvSpine, Lsn, MAX_KEY_BYTES, MAX_SPINE_NAME_BYTES, MAX_VALUE_BYTES, Shard, SpineId, ZSetSpine,
 };
+pub use typed::{Key, TypedCursor, TypedSpine, Value, encode_key};
 
 /// Smallest WAL segment [`Options::wal_segment_size`] accepts.
 pub const MIN_WAL_SEGMENT_BYTES: u64 = 1 << 10;

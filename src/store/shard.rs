@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
+use super::batch::{MAX_BATCH_BYTES, WriteBatch};
+use super::typed::TypedScratch;
 use crate::changelog::{ChangeRecord, ChangelogProducer, PushError, StateOp};
 use crate::checkpoint::{COMMIT_SPINE, append_shard_offsets, commit_key};
 use crate::io::{Fs, LockGuard};
@@ -315,6 +317,11 @@ pub struct Shard {
     source_offsets: BTreeMap<String, u64>,
     /// A commit record's value being built (reused).
     commit_buf: Vec<u8>,
+    /// The buffers of the last batch written, for the next
+    /// [`Shard::batch`].
+    spare_batch: Option<WriteBatch>,
+    /// Buffers of typed writes and reads (`typed` module).
+    typed: TypedScratch,
     /// The store directory's lock: held while the store or any shard lives.
     _lock: Arc<dyn LockGuard>,
 }
@@ -357,6 +364,8 @@ impl Shard {
             dropped_dirs: Vec::new(),
             source_offsets: BTreeMap::new(),
             commit_buf: Vec::new(),
+            spare_batch: None,
+            typed: TypedScratch::default(),
             _lock: lock,
         }
     }
@@ -475,9 +484,11 @@ impl Shard {
         check_len("spine name", name.len(), MAX_SPINE_NAME_BYTES)?;
         let id = self.spines.len() as u32;
         if id >= COMMIT_SPINE {
-            return Err(Error::InvalidArgument(
-                "a shard holds at most 2^32 - 2 spines".into(),
-            ));
+            // The two ids above are the catalog's and the commit records'.
+            return Err(Error::LimitReached {
+                what: "spines in a shard",
+                limit: u64::from(COMMIT_SPINE),
+            });
         }
         // The directory first: a failure here leaves nothing logged.
         let dir = self.layout.spine(self.id, id);
@@ -580,7 +591,9 @@ impl Shard {
                 key,
                 value,
             };
-            p.push(&rec).map_err(|e| match e {
+            // The ring checks that `lsn` follows the last record it carried:
+            // the shard's count and the log's cannot drift apart.
+            p.push_at(lsn, &rec).map_err(|e| match e {
                 PushError::Closed => Error::Poisoned {
                     path: self.layout.wal(self.id),
                     cause: "the changelog drainer has stopped".into(),
@@ -598,7 +611,7 @@ impl Shard {
 
     /// Check, then log, then apply (type docs).
     #[inline]
-    fn write(&mut self, id: SpineId, op: StateOp, key: &[u8], value: &[u8]) -> Result<Lsn> {
+    fn write_one(&mut self, id: SpineId, op: StateOp, key: &[u8], value: &[u8]) -> Result<Lsn> {
         self.named(id)?;
         check_len("key", key.len(), MAX_KEY_BYTES)?;
         check_len("value", value.len(), MAX_VALUE_BYTES)?;
@@ -612,6 +625,7 @@ impl Shard {
             StateOp::Put => n.spine.put(key, value),
             StateOp::Delete => n.spine.delete(key),
             StateOp::Update(w) => n.spine.update(key, value, w),
+            StateOp::Batch => unreachable!("a batch is written by Shard::write"),
         }?;
         Ok(Lsn(lsn))
     }
@@ -619,17 +633,79 @@ impl Shard {
     /// Sets `key` to `value` in a key-value spine; returns the write's
     /// position in the log.
     pub fn put(&mut self, id: KvSpine, key: &[u8], value: &[u8]) -> Result<Lsn> {
-        self.write(id.0, StateOp::Put, key, value)
+        self.write_one(id.0, StateOp::Put, key, value)
     }
 
     /// Deletes `key` from a key-value spine.
     pub fn delete(&mut self, id: KvSpine, key: &[u8]) -> Result<Lsn> {
-        self.write(id.0, StateOp::Delete, key, &[])
+        self.write_one(id.0, StateOp::Delete, key, &[])
     }
 
     /// Adds `weight` to `(key, value)` in a Z-set spine.
     pub fn update(&mut self, id: ZSetSpine, key: &[u8], value: &[u8], weight: i64) -> Result<Lsn> {
-        self.write(id.0, StateOp::Update(weight), key, value)
+        self.write_one(id.0, StateOp::Update(weight), key, value)
+    }
+
+    pub(super) fn typed_scratch(&mut self) -> &mut TypedScratch {
+        &mut self.typed
+    }
+
+    pub(super) fn typed_scratch_ref(&self) -> &TypedScratch {
+        &self.typed
+    }
+
+    /// An empty [`WriteBatch`] (reusing the buffers of the last one written).
+    pub fn batch(&mut self) -> WriteBatch {
+        let mut b = self.spare_batch.take().unwrap_or_default();
+        b.clear();
+        b
+    }
+
+    /// Writes `batch` as one change: checks all of it (handles, limits,
+    /// the record's size), logs it as one record, then applies its writes
+    /// in order, all numbered with the returned position. A refused batch
+    /// changes nothing; recovery replays all of a logged batch or none. An
+    /// empty batch logs nothing and returns [`Shard::last_lsn`].
+    pub fn write(&mut self, batch: WriteBatch) -> Result<Lsn> {
+        let done = self.write_batch(&batch);
+        self.spare_batch = Some(batch);
+        done
+    }
+
+    fn write_batch(&mut self, batch: &WriteBatch) -> Result<Lsn> {
+        if batch.is_empty() {
+            return Ok(self.last_lsn());
+        }
+        for op in &batch.ops {
+            self.named(op.id)?;
+            check_len("key", op.key.len(), MAX_KEY_BYTES)?;
+            check_len("value", op.value.len(), MAX_VALUE_BYTES)?;
+        }
+        check_len("write batch", batch.record.len(), MAX_BATCH_BYTES)?;
+        let lsn = self.log(0, StateOp::Batch, &[], &batch.record)?;
+        // Logged: the batch is written now (the single write's reasoning);
+        // no seal between its writes, so no spine reports the LSN covered
+        // with part of the batch still in memory.
+        let mut applied = Ok(());
+        for op in &batch.ops {
+            let (key, value) = batch.bytes(op);
+            let n = self.named_mut(op.id)?;
+            n.spine.hold_seal(true)?;
+            n.spine.set_seq(lsn);
+            applied = match op.op {
+                StateOp::Put => n.spine.put(key, value),
+                StateOp::Delete => n.spine.delete(key),
+                StateOp::Update(w) => n.spine.update(key, value, w),
+                StateOp::Batch => unreachable!("a batch holds single writes"),
+            };
+            if applied.is_err() {
+                break;
+            }
+        }
+        for op in &batch.ops {
+            self.named_mut(op.id)?.spine.hold_seal(false)?;
+        }
+        applied.map(|()| Lsn(lsn))
     }
 
     /// The value of `key` in a key-value spine.
@@ -673,11 +749,12 @@ impl Shard {
     /// `Ok` once durable; [`Error::TimedOut`] if `timeout` passed first
     /// (the write may still become durable); [`Error::Poisoned`] if the log
     /// failed (fail-stop: the write never will be, reopen to recover);
-    /// [`Error::InvalidArgument`] for a store without a WAL, whose writes
-    /// are durable only once a checkpoint holding them commits.
+    /// [`Error::NotSupported`] for a store without a WAL, whose writes are
+    /// durable only once a checkpoint holding them commits;
+    /// [`Error::InvalidArgument`] for a position not written yet.
     pub fn wait_durable(&self, lsn: Lsn, timeout: Duration) -> Result<()> {
         let Some(w) = &self.watermark else {
-            return Err(Error::InvalidArgument(
+            return Err(Error::NotSupported(
                 "a store without a WAL makes writes durable only by checkpoints".into(),
             ));
         };

@@ -17,7 +17,10 @@ mod log;
 mod reader;
 pub mod segment;
 
-pub use change::{CHANGE_HEADER_LEN, decode_change, encode_change};
+pub use change::{
+    BATCH_ENTRY_HEADER_LEN, BATCH_HEADER_LEN, BatchEntries, CHANGE_HEADER_LEN, begin_batch, check_batch,
+    decode_change, encode_change, push_batch_entry,
+};
 pub use drainer::{
     ChangelogDrainer, DEFAULT_BATCH_RECORDS, DrainStats, DrainerHandle, SyncPolicy, Watermark,
 };
