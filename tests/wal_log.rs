@@ -493,13 +493,18 @@ fn open_replaying_hands_over_what_replay_reads_and_stops_at_a_torn_tail() {
     let opts = WalOptions::new(7).segment_size_bytes(2048);
     let err = WriteAheadLog::open_replaying(Arc::new(fs.clone()), DIR, opts, |f| {
         if f.lsn == 42 {
-            Err(Error::InvalidArgument("stop at 42".into()))
+            Err(Error::ShutDown {
+                what: "stop at 42".into(),
+            })
         } else {
             Ok(())
         }
     })
     .unwrap_err();
-    assert!(err.to_string().contains("stop at 42"), "{err}");
+    assert!(
+        matches!(&err, Error::ShutDown { what } if what == "stop at 42"),
+        "{err}"
+    );
 }
 
 /// A process crash between a segment's header sync and its directory sync

@@ -152,8 +152,9 @@ impl FileSystemCheckpointStore {
                 .collect();
             own.iter().try_for_each(sync)?;
             handles.into_iter().try_for_each(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::InvalidArgument("a sync thread panicked".into())))
+                h.join().unwrap_or(Err(Error::Panicked {
+                    thread: "a sync thread",
+                }))
             })
         })
     }

@@ -12,6 +12,7 @@
 
 mod commit;
 mod dir;
+mod layout;
 mod manifest;
 mod validate;
 
@@ -23,6 +24,7 @@ pub use dir::{
     CheckpointStore, CommitReport, DAMAGED_DIR_SUFFIX, FileSystemCheckpointStore, PreparedCheckpoint,
     RunLink, TMP_DIR_SUFFIX, copy_file, read_file,
 };
+pub use layout::{Layout, checkpoint_run_name, live_run_name};
 pub use manifest::{
     CheckpointManifest, ConnectorCheckpoint, FLAG_RUNS_COPIED, MANIFEST_HEADER_LEN, MANIFEST_MAGIC,
     MANIFEST_NAME, MANIFEST_VERSION, OperatorCheckpoint, RunEntry, ShardManifest, SpineManifest,

@@ -46,18 +46,22 @@ impl ValidationReport {
         self.problems.is_empty()
     }
 
-    /// The first problem, as an error (for callers that stop at one).
+    /// The first problem, as an error (for callers that stop at one). A
+    /// report [`validate_checkpoint`] made always holds a manifest or a
+    /// problem (an unreadable manifest is one); a hand-built report with
+    /// neither is the caller's mistake.
     pub fn into_result(mut self) -> Result<CheckpointManifest> {
         if self.problems.is_empty()
             && let Some(m) = self.manifest
         {
             return Ok(m);
         }
-        Err(self
-            .problems
-            .drain(..)
-            .next()
-            .unwrap_or_else(|| Error::InvalidArgument("no manifest".into())))
+        Err(self.problems.drain(..).next().unwrap_or_else(|| {
+            Error::InvalidArgument(format!(
+                "validation report of {} holds neither a manifest nor a problem",
+                self.path.display()
+            ))
+        }))
     }
 }
 

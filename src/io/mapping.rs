@@ -40,8 +40,14 @@ impl Mapping {
             // mmap(2) rejects a zero length; an empty heap buffer is the same view.
             return Ok(Mapping::from_bytes(&[]));
         }
-        let len =
-            usize::try_from(len).map_err(|_| Error::InvalidArgument(format!("cannot map {len} bytes")))?;
+        let len = usize::try_from(len).map_err(|_| {
+            let why = format!("cannot map {len} bytes in this address space");
+            Error::io(
+                "mmap",
+                path,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
+            )
+        })?;
         // SAFETY: mapping is sound as long as the file is not modified or
         // truncated while mapped. Only immutable, published run files are mapped
         // (DESIGN.md invariant 5: a run file never changes once renamed into

@@ -26,6 +26,16 @@ pub const FILTER_MAGIC: [u8; 4] = *b"SSBF";
 /// Magic at the start of the footer.
 pub const FOOTER_MAGIC: [u8; 8] = *b"SSPNRUN\0";
 
+/// File name suffix of run files.
+pub const RUN_SUFFIX: &str = ".run";
+
+/// The file name of run number `id` in its spine's directory: zero-padded
+/// to 12 digits so names sort by age, and free of `-`, which checkpoint link
+/// names use as a separator.
+pub fn run_file_name(id: u64) -> String {
+    format!("{id:012}{RUN_SUFFIX}")
+}
+
 /// The format version this build writes.
 pub const FORMAT_VERSION: u32 = 1;
 /// The oldest reader version able to read what this build writes.

@@ -335,7 +335,9 @@ impl ChangelogDrainer {
                     .into_iter()
                     .flat_map(|h| {
                         h.join().unwrap_or_else(|_| {
-                            vec![Err(Error::InvalidArgument("a sync thread panicked".into()))]
+                            vec![Err(Error::Panicked {
+                                thread: "a sync thread",
+                            })]
                         })
                     })
                     .collect()
@@ -430,8 +432,8 @@ impl DrainerHandle {
     /// drainer (its logs and counters) or the error that stopped it.
     pub fn stop(self) -> Result<ChangelogDrainer> {
         self.stop.store(true, Ordering::Release);
-        self.thread
-            .join()
-            .map_err(|_| Error::InvalidArgument("the drainer thread panicked".into()))?
+        self.thread.join().map_err(|_| Error::Panicked {
+            thread: "the drainer thread",
+        })?
     }
 }

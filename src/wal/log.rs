@@ -344,8 +344,9 @@ impl WriteAheadLog {
         header: SegmentHeader,
         trim: Option<u64>,
     ) -> Result<WriteAheadLog> {
+        // `open` resumes only after it scanned a segment and pushed it.
         let Some(last) = segments.last_mut() else {
-            return Err(Error::InvalidArgument("no segment to resume".into()));
+            unreachable!("resume with a scanned header but no segment");
         };
         let mut file = fs.open_append(&last.path)?;
         if let Some(cut) = trim {
@@ -457,15 +458,17 @@ impl WriteAheadLog {
     pub fn append(&mut self, epoch: u64, payload: &[u8]) -> Result<u64> {
         self.check()?;
         if payload.len() > MAX_PAYLOAD_BYTES {
-            return Err(Error::InvalidArgument(format!(
-                "a WAL record holds at most {MAX_PAYLOAD_BYTES} bytes, got {}",
-                payload.len()
-            )));
+            return Err(Error::TooLarge {
+                what: "WAL record payload",
+                len: payload.len() as u64,
+                limit: MAX_PAYLOAD_BYTES as u64,
+            });
         }
         if self.next_lsn >= MAX_LSN {
-            return Err(Error::InvalidArgument(format!(
-                "the log has used every LSN up to {MAX_LSN}"
-            )));
+            return Err(Error::LimitReached {
+                what: "LSNs",
+                limit: MAX_LSN,
+            });
         }
         let current = self.segments.last().map_or(0, |s| s.len) + self.buf.len() as u64;
         let has_records = self.segments.last().is_some_and(|s| s.first_lsn < self.next_lsn);

@@ -7,9 +7,11 @@
 //! | `segment` | scanning a segment: valid records, torn tail or corruption |
 //! | `log` | [`WriteAheadLog`]: open, append, sync, rotate, truncate, fail-stop |
 //! | `reader` | [`replay`] from an LSN |
+//! | `catalog` | the spine catalog's records: which spines exist |
 //! | `change` | the WAL payload of a changelog record |
 //! | `drainer` | [`ChangelogDrainer`]: rings into logs, sync policy, watermarks |
 
+mod catalog;
 mod change;
 mod drainer;
 pub mod format;
@@ -17,6 +19,7 @@ mod log;
 mod reader;
 pub mod segment;
 
+pub use catalog::{CATALOG_SPINE, decode_catalog_value, encode_catalog_value};
 pub use change::{CHANGE_HEADER_LEN, decode_change, encode_change};
 pub use drainer::{
     ChangelogDrainer, DEFAULT_BATCH_RECORDS, DrainStats, DrainerHandle, SyncPolicy, Watermark,
