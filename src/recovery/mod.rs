@@ -285,7 +285,13 @@ fn choose_point(
         }
         RecoveryPoint::Epoch(e) if committed.contains(&e) => e,
         RecoveryPoint::Epoch(e) => {
-            let mut recoverable: Vec<u64> = committed.iter().chain(retained).copied().collect();
+            // Epoch 0 is "nothing committed yet", not an epoch to offer.
+            let mut recoverable: Vec<u64> = committed
+                .iter()
+                .chain(retained)
+                .copied()
+                .filter(|&e| e > 0)
+                .collect();
             recoverable.sort_unstable();
             recoverable.dedup();
             return Err(Error::EpochNotRecoverable {
