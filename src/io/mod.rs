@@ -13,6 +13,7 @@
 //! never a side effect of `append`, `rename` or `hard_link`, so an implementation
 //! can model exactly what a crash keeps.
 
+pub(crate) mod header;
 mod kill;
 mod lock;
 mod mapping;
