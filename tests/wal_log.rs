@@ -356,8 +356,9 @@ proptest! {
     }
 }
 
-/// A fuzz input with its header crc recomputed, so that only the rule under
-/// test can reject it (fuzz builds skip crc checks).
+/// A fuzz input with sane versions (1, 1) and its header crc recomputed, so
+/// that only the rule under test can reject it (fuzz builds skip crc checks;
+/// the inputs predate the version rules of the header check).
 fn regression_with_valid_crc(name: &str) -> Vec<u8> {
     let mut data = std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -365,6 +366,8 @@ fn regression_with_valid_crc(name: &str) -> Vec<u8> {
             .join(name),
     )
     .unwrap();
+    data[8..12].copy_from_slice(&1u32.to_le_bytes());
+    data[12..16].copy_from_slice(&1u32.to_le_bytes());
     let crc = crc32c::crc32c(&data[..60]);
     data[60..64].copy_from_slice(&crc.to_le_bytes());
     data
