@@ -20,15 +20,16 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::manifest::{CheckpointManifest, MANIFEST_NAME};
-use crate::io::Fs;
+use crate::io::{Fs, Job, Pool};
 use crate::{Error, Result};
 
 /// Suffix of a checkpoint directory being written.
 pub const TMP_DIR_SUFFIX: &str = ".tmp";
 /// Suffix of a checkpoint directory recovery found damaged and set aside.
 pub const DAMAGED_DIR_SUFFIX: &str = ".damaged";
-/// Threads that sync one checkpoint's new files side by side.
-const SYNC_THREADS: usize = 8;
+/// Most jobs one checkpoint's syncs are split into (each syncs a share of
+/// the files), so a commit never queues more than this on the pool.
+const SYNC_JOBS: usize = 8;
 
 /// One run file a checkpoint links.
 #[derive(Debug, Clone)]
@@ -105,6 +106,9 @@ pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
 pub struct FileSystemCheckpointStore {
     fs: Arc<dyn Fs>,
     dir: PathBuf,
+    /// Where syncs run side by side: [`Pool::shared`] unless
+    /// [`FileSystemCheckpointStore::with_pool`] gave one.
+    pool: Option<Arc<Pool>>,
 }
 
 impl FileSystemCheckpointStore {
@@ -112,7 +116,7 @@ impl FileSystemCheckpointStore {
     pub fn new(fs: Arc<dyn Fs>, dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         crate::io::create_dir_all_durable(fs.as_ref(), &dir)?;
-        Ok(FileSystemCheckpointStore { fs, dir })
+        Ok(FileSystemCheckpointStore { fs, dir, pool: None })
     }
 
     /// The directory holding the checkpoints.
@@ -125,38 +129,40 @@ impl FileSystemCheckpointStore {
         &self.fs
     }
 
-    /// Syncs files (`fdatasync`) and directories (`fsync`) side by side.
+    /// Runs the syncs of a commit on `pool` (the store's) instead of the
+    /// process-wide [`Pool::shared`].
+    #[must_use]
+    pub fn with_pool(mut self, pool: Arc<Pool>) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Syncs files (`fdatasync`) and directories (`fsync`) side by side, in
+    /// at most [`SYNC_JOBS`] jobs on the pool.
     fn sync_all(&self, paths: &[PathBuf], dirs: &[PathBuf]) -> Result<()> {
-        let jobs: Vec<(&PathBuf, bool)> = paths
+        let targets: Vec<(PathBuf, bool)> = paths
             .iter()
-            .map(|p| (p, false))
-            .chain(dirs.iter().map(|d| (d, true)))
+            .map(|p| (p.clone(), false))
+            .chain(dirs.iter().map(|d| (d.clone(), true)))
             .collect();
-        let sync = |(p, dir): &(&PathBuf, bool)| {
-            if *dir {
-                self.fs.sync_dir(p)
-            } else {
-                self.fs.sync_file(p)
-            }
-        };
-        if jobs.len() <= 1 {
-            return jobs.iter().try_for_each(sync);
-        }
-        let per = jobs.len().div_ceil(SYNC_THREADS);
-        std::thread::scope(|scope| {
-            let mut chunks = jobs.chunks(per);
-            // The last chunk runs here: one thread fewer to start.
-            let own = chunks.next_back().unwrap_or_default();
-            let handles: Vec<_> = chunks
-                .map(|chunk| scope.spawn(move || chunk.iter().try_for_each(sync)))
-                .collect();
-            own.iter().try_for_each(sync)?;
-            handles.into_iter().try_for_each(|h| {
-                h.join().unwrap_or(Err(Error::Panicked {
-                    thread: "a sync thread",
-                }))
+        let per = targets.len().div_ceil(SYNC_JOBS).max(1);
+        let jobs: Vec<Job<()>> = targets
+            .chunks(per)
+            .map(|chunk| {
+                let (fs, chunk) = (Arc::clone(&self.fs), chunk.to_vec());
+                Box::new(move || {
+                    chunk
+                        .iter()
+                        .try_for_each(|(p, dir)| if *dir { fs.sync_dir(p) } else { fs.sync_file(p) })
+                }) as Job<()>
             })
-        })
+            .collect();
+        if jobs.len() <= 1 {
+            // One job runs on the caller's thread: no pool needed.
+            return jobs.into_iter().try_for_each(|job| job());
+        }
+        let pool = self.pool.clone().map_or_else(Pool::shared, Ok)?;
+        pool.run_all("a sync thread", jobs).into_iter().collect()
     }
 
     /// Step 3 for one run; returns true if it had to copy.
