@@ -211,6 +211,33 @@ pub fn read_file(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// The link names of the runs a commit links, which must be exactly the
+/// runs its manifest names, each once: the writer builds both from one cut,
+/// so a difference is a bug, and a duplicate would make the second link fail.
+fn linked_names(ck: &PreparedCheckpoint) -> Vec<&str> {
+    let id = ck.manifest.id;
+    let mut named: Vec<&str> = ck
+        .manifest
+        .shards
+        .iter()
+        .flat_map(|s| s.spines.iter())
+        .flat_map(|sp| sp.runs.iter())
+        .map(|r| r.file.as_str())
+        .collect();
+    named.sort_unstable();
+    assert!(
+        named.windows(2).all(|w| w[0] != w[1]),
+        "checkpoint {id}: its manifest names a run twice"
+    );
+    let mut linked: Vec<&str> = ck.runs.iter().map(|r| r.name.as_str()).collect();
+    linked.sort_unstable();
+    assert_eq!(
+        named, linked,
+        "checkpoint {id}: the runs linked are not those its manifest names"
+    );
+    linked
+}
+
 /// Creates `path` with `bytes` (synced later, with the rest).
 fn write_new(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> Result<()> {
     fs.create(path)?.append(bytes)
@@ -251,6 +278,7 @@ impl CheckpointStore for FileSystemCheckpointStore {
         before_commit: &mut dyn FnMut() -> Result<()>,
     ) -> Result<CommitReport> {
         let id = ck.manifest.id;
+        let names = linked_names(ck);
         let tmp = self.dir.join(format!("{id}{TMP_DIR_SUFFIX}"));
         self.fs.create_dir_all(&tmp)?;
         let mut report = CommitReport::default();
@@ -288,8 +316,20 @@ impl CheckpointStore for FileSystemCheckpointStore {
         let mut manifest = ck.manifest.clone();
         manifest.runs_copied = report.copied > 0;
         let bytes = manifest.encode();
+        let path = tmp.join(MANIFEST_NAME);
+        debug_assert_eq!(
+            CheckpointManifest::decode(&bytes, &path).ok().as_ref(),
+            Some(&manifest),
+            "checkpoint {id}: the manifest written does not read back as itself"
+        );
+        debug_assert!(
+            names
+                .iter()
+                .all(|n| self.fs.exists(&tmp.join(n)).unwrap_or(false)),
+            "checkpoint {id}: a run the manifest names is missing from its directory"
+        );
         report.metadata_bytes += bytes.len() as u64;
-        write_new(self.fs.as_ref(), &tmp.join(MANIFEST_NAME), &bytes)?;
+        write_new(self.fs.as_ref(), &path, &bytes)?;
         written.push(tmp.join(MANIFEST_NAME));
         // Checkpoints this commit retires early (the caller vouches that
         // enough others stay) are renamed away; the commit's own directory

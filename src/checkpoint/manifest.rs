@@ -214,7 +214,7 @@ impl CheckpointManifest {
         if !crc_matches(body_crc, crc32c::crc32c(body)) {
             return Err(corrupt(
                 MANIFEST_HEADER_LEN as u64,
-                "manifest body",
+                "manifest body checksum",
                 format!("crc32c {:#010x}", crc32c::crc32c(body)),
                 format!("crc32c {body_crc:#010x}"),
             ));

@@ -107,13 +107,25 @@ pub(crate) fn validate_keeping_runs(
         problems: Vec::new(),
     };
     let path = dir.join(MANIFEST_NAME);
-    let manifest = match read_file(fs, &path).and_then(|b| CheckpointManifest::decode(&b, &path)) {
-        Ok(m) => m,
+    let read = read_file(fs, &path).and_then(|b| Ok((CheckpointManifest::decode(&b, &path)?, b)));
+    let manifest = match read {
+        Ok((m, bytes)) => {
+            // Paired with the commit's check: what was read writes the same bytes.
+            debug_assert!(
+                m.encode() == bytes,
+                "{}: the manifest read does not encode back to its bytes",
+                path.display()
+            );
+            m
+        }
         Err(e) => {
             report.problems.push(e);
             return (report, opened);
         }
     };
+    if let Some(e) = duplicate_run(&manifest, &path) {
+        report.problems.push(e);
+    }
     for shard in &manifest.shards {
         for spine in &shard.spines {
             for entry in &spine.runs {
@@ -138,6 +150,20 @@ pub(crate) fn validate_keeping_runs(
     }
     report.manifest = Some(manifest);
     (report, opened)
+}
+
+/// A run the manifest names twice: damage, as no commit writes one.
+fn duplicate_run(m: &CheckpointManifest, path: &Path) -> Option<Error> {
+    let mut seen = std::collections::BTreeSet::new();
+    let runs = m.shards.iter().flat_map(|s| &s.spines).flat_map(|sp| &sp.runs);
+    let dup = runs.map(|r| r.file.as_str()).find(|f| !seen.insert(*f))?;
+    Some(Error::corrupt(
+        path,
+        0,
+        "manifest run list",
+        "each run named once",
+        format!("{dup} named twice"),
+    ))
 }
 
 fn check_size(fs: &dyn Fs, path: &Path, len: u64) -> Result<()> {

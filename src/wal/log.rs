@@ -383,6 +383,14 @@ impl WriteAheadLog {
             self.guard(Self::rotate)?;
         }
         let lsn = self.next_lsn;
+        // Paired with the read side's check (`reader::Segments`): every
+        // record takes the LSN right after the one before it, in a segment
+        // that starts at or before it.
+        debug_assert!(
+            lsn > self.durable_lsn && self.segments.last().is_some_and(|s| s.first_lsn <= lsn),
+            "LSN {lsn} does not follow the log (durable up to {})",
+            self.durable_lsn
+        );
         encode_frame(&mut self.buf, self.segment_id, lsn, epoch, payload);
         self.next_lsn += 1;
         if self.buf.len() >= WRITE_BUFFER_BYTES {
@@ -441,6 +449,11 @@ impl WriteAheadLog {
             create_segment(self.fs.as_ref(), &self.dir, self.opts.shard_id, self.next_lsn)?;
         self.file = file;
         self.segment_id = id;
+        assert!(
+            self.segments.last().is_none_or(|s| s.first_lsn < self.next_lsn),
+            "segment {} would start at or before the one it follows",
+            self.next_lsn
+        );
         self.segments.push(Segment {
             first_lsn: self.next_lsn,
             path,

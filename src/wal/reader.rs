@@ -77,6 +77,8 @@ pub(crate) struct Segments<'a> {
     pub(crate) next_lsn: Option<u64>,
     /// Where the records read so far stop: segment and offset.
     pub(crate) end: Option<(PathBuf, u64)>,
+    /// The LSN of the last record handed over.
+    handed: Option<u64>,
 }
 
 /// A segment whose records were read.
@@ -110,6 +112,7 @@ impl<'a> Segments<'a> {
             at: 0,
             next_lsn: None,
             end: None,
+            handed: None,
         })
     }
 
@@ -182,15 +185,18 @@ impl<'a> Segments<'a> {
         if header.first_lsn != named || header.first_lsn != expected {
             return Err(first_lsn_mismatch(&path, expected, header.first_lsn));
         }
-        let (mut failed, mut previous) = (None, None::<u64>);
+        let mut failed = None;
+        let previous = &mut self.handed;
         let scan = scan_from(&map, &header, from, |frame| {
-            // The scan accepts a record only with the LSN after the last.
+            // Paired with `append`'s: the scan accepts a record only with the
+            // LSN after the last, and segments chain, so records come in
+            // strictly increasing LSN order across the whole log.
             assert!(
-                previous.is_none_or(|p| frame.lsn == p + 1),
+                previous.is_none_or(|p| frame.lsn > p),
                 "WAL records handed over out of LSN order: {previous:?} then {}",
                 frame.lsn
             );
-            previous = Some(frame.lsn);
+            *previous = Some(frame.lsn);
             if failed.is_none() {
                 failed = f(frame).err();
             }
