@@ -78,7 +78,7 @@ impl SegmentHeader {
     }
 
     /// Parses and checks a header: magic, crc, versions
-    /// ([`check_header`]), then the first LSN.
+    /// (the shared file-header check of `io::header`), then the first LSN.
     pub fn decode(bytes: &[u8], path: &Path) -> Result<SegmentHeader> {
         check_header(bytes, 0, path, &HEADER_SPEC)?;
         let b = &bytes[..HEADER_LEN];

@@ -6,7 +6,7 @@
 //! | `format` | segment header and record frames, as bytes |
 //! | `segment` | scanning a segment: valid records, torn tail or corruption |
 //! | `log` | [`WriteAheadLog`]: open, append, sync, rotate, truncate, fail-stop |
-//! | `reader` | [`replay`] from an LSN |
+//! | `reader` | reading the log: one read loop for `open` and [`replay`] |
 //! | `catalog` | the spine catalog's records: which spines exist |
 //! | `change` | the WAL payload of a changelog record |
 //! | `drainer` | [`ChangelogDrainer`]: rings into logs, sync policy, watermarks |
