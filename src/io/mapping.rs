@@ -7,9 +7,10 @@
 //!
 //! Why `unsafe` is needed: `memmap2::Mmap::map` is `unsafe` because the bytes of
 //! a mapped file may change under the mapping if another party modifies or
-//! truncates the file. statespine only maps run files, which are immutable once
-//! published (DESIGN.md invariant 5), and callers check the length against the
-//! file's own footer before mapping.
+//! truncates the file. statespine maps run files, which never change once
+//! renamed into place, and WAL segments while it opens or replays a log, when
+//! at most appends past the mapped length happen; callers check the length
+//! against the file's own framing before mapping.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -49,9 +50,10 @@ impl Mapping {
             )
         })?;
         // SAFETY: mapping is sound as long as the file is not modified or
-        // truncated while mapped. Only immutable, published run files are mapped
-        // (DESIGN.md invariant 5: a run file never changes once renamed into
-        // place), and the caller checked `len` against the file's footer.
+        // truncated while mapped. Run files never change once renamed into
+        // place; WAL segments are mapped only while a log is opened or
+        // replayed, when at most appends past `len` happen (a torn tail is
+        // cut after the scan); callers checked `len` against the file.
         let mmap = unsafe { memmap2::MmapOptions::new().len(len).map(file) }
             .map_err(|e| Error::io("mmap", path, e))?;
         Ok(Mapping {

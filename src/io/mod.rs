@@ -8,8 +8,7 @@
 //! 3. [`SimFs`] — the crash-simulating one: directory entries durable only
 //!    once their directory is synced, faults at operation k, crash images.
 //!
-//! The trait is shaped by the crash-consistency rules in `shared/LESSONS.md`:
-//! durability is always an explicit call (`sync_data`, `sync_file`, `sync_dir`),
+//! The trait is shaped by crash consistency: durability is always an explicit call (`sync_data`, `sync_file`, `sync_dir`),
 //! never a side effect of `append`, `rename` or `hard_link`, so an implementation
 //! can model exactly what a crash keeps.
 

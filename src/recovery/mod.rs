@@ -1,5 +1,7 @@
 //! Recovery: the newest valid checkpoint plus every shard's WAL replayed up
-//! to the recovery point is the state (DESIGN, "Epochs" and invariant 1).
+//! to the recovery point is the state: a checkpoint holds an epoch's runs
+//! and each shard's cut, and the log holds every acknowledged write after
+//! it.
 //!
 //! 1. Delete half-written checkpoint directories.
 //! 2. Read every committed manifest, newest epoch first; take the first that
