@@ -259,3 +259,27 @@ fn a_record_64_times_the_ring_lands_in_the_log_and_replays_intact() {
         }
     }
 }
+
+/// The syncs of a round run on the pool the drainer is given (the store's),
+/// at most its size side by side, and every shard's watermark moves.
+#[test]
+fn a_round_syncs_its_shards_on_the_pool_it_is_given() {
+    let fs = MemFs::new();
+    let pool = Arc::new(statespine::io::Pool::new(2, "test-sync").unwrap());
+    let mut drainer = ChangelogDrainer::new(SyncPolicy::EveryAppend).with_pool(Arc::clone(&pool));
+    let mut shards = Vec::new();
+    for shard in 0..5u32 {
+        let (mut p, c) = StateChangelogBuffer::with_capacity(16 << 10, 256);
+        let mark = drainer.add_shard(c, wal(&fs, shard));
+        for i in 0..10 {
+            p.push(&change(&record(shard, i))).unwrap();
+        }
+        shards.push((p, mark));
+    }
+    drainer.drain_once().unwrap();
+    assert_eq!(drainer.stats().syncs, 5);
+    for (shard, (_, mark)) in shards.iter().enumerate() {
+        assert_eq!(mark.durable_lsn(), 10, "shard {shard}");
+        assert_eq!(replayed(&fs, shard as u32).len(), 10);
+    }
+}

@@ -20,15 +20,16 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::manifest::{CheckpointManifest, MANIFEST_NAME};
-use crate::io::Fs;
+use crate::io::{Fs, Job, Pool};
 use crate::{Error, Result};
 
 /// Suffix of a checkpoint directory being written.
 pub const TMP_DIR_SUFFIX: &str = ".tmp";
 /// Suffix of a checkpoint directory recovery found damaged and set aside.
 pub const DAMAGED_DIR_SUFFIX: &str = ".damaged";
-/// Threads that sync one checkpoint's new files side by side.
-const SYNC_THREADS: usize = 8;
+/// Most jobs one checkpoint's syncs are split into (each syncs a share of
+/// the files), so a commit never queues more than this on the pool.
+const SYNC_JOBS: usize = 8;
 
 /// One run file a checkpoint links.
 #[derive(Debug, Clone)]
@@ -105,6 +106,9 @@ pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
 pub struct FileSystemCheckpointStore {
     fs: Arc<dyn Fs>,
     dir: PathBuf,
+    /// Where syncs run side by side: [`Pool::shared`] unless
+    /// [`FileSystemCheckpointStore::with_pool`] gave one.
+    pool: Option<Arc<Pool>>,
 }
 
 impl FileSystemCheckpointStore {
@@ -112,7 +116,7 @@ impl FileSystemCheckpointStore {
     pub fn new(fs: Arc<dyn Fs>, dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         crate::io::create_dir_all_durable(fs.as_ref(), &dir)?;
-        Ok(FileSystemCheckpointStore { fs, dir })
+        Ok(FileSystemCheckpointStore { fs, dir, pool: None })
     }
 
     /// The directory holding the checkpoints.
@@ -125,37 +129,40 @@ impl FileSystemCheckpointStore {
         &self.fs
     }
 
-    /// Syncs files (`fdatasync`) and directories (`fsync`) side by side.
+    /// Runs the syncs of a commit on `pool` (the store's) instead of the
+    /// process-wide [`Pool::shared`].
+    #[must_use]
+    pub fn with_pool(mut self, pool: Arc<Pool>) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Syncs files (`fdatasync`) and directories (`fsync`) side by side, in
+    /// at most [`SYNC_JOBS`] jobs on the pool.
     fn sync_all(&self, paths: &[PathBuf], dirs: &[PathBuf]) -> Result<()> {
-        let jobs: Vec<(&PathBuf, bool)> = paths
+        let targets: Vec<(PathBuf, bool)> = paths
             .iter()
-            .map(|p| (p, false))
-            .chain(dirs.iter().map(|d| (d, true)))
+            .map(|p| (p.clone(), false))
+            .chain(dirs.iter().map(|d| (d.clone(), true)))
             .collect();
-        let sync = |(p, dir): &(&PathBuf, bool)| {
-            if *dir {
-                self.fs.sync_dir(p)
-            } else {
-                self.fs.sync_file(p)
-            }
-        };
-        if jobs.len() <= 1 {
-            return jobs.iter().try_for_each(sync);
-        }
-        let per = jobs.len().div_ceil(SYNC_THREADS);
-        std::thread::scope(|scope| {
-            let mut chunks = jobs.chunks(per);
-            // The last chunk runs here: one thread fewer to start.
-            let own = chunks.next_back().unwrap_or_default();
-            let handles: Vec<_> = chunks
-                .map(|chunk| scope.spawn(move || chunk.iter().try_for_each(sync)))
-                .collect();
-            own.iter().try_for_each(sync)?;
-            handles.into_iter().try_for_each(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::InvalidArgument("a sync thread panicked".into())))
+        let per = targets.len().div_ceil(SYNC_JOBS).max(1);
+        let jobs: Vec<Job<()>> = targets
+            .chunks(per)
+            .map(|chunk| {
+                let (fs, chunk) = (Arc::clone(&self.fs), chunk.to_vec());
+                Box::new(move || {
+                    chunk
+                        .iter()
+                        .try_for_each(|(p, dir)| if *dir { fs.sync_dir(p) } else { fs.sync_file(p) })
+                }) as Job<()>
             })
-        })
+            .collect();
+        if jobs.len() <= 1 {
+            // One job runs on the caller's thread: no pool needed.
+            return jobs.into_iter().try_for_each(|job| job());
+        }
+        let pool = self.pool.clone().map_or_else(Pool::shared, Ok)?;
+        pool.run_all("a sync thread", jobs).into_iter().collect()
     }
 
     /// Step 3 for one run; returns true if it had to copy.
@@ -204,6 +211,33 @@ pub fn read_file(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// The link names of the runs a commit links, which must be exactly the
+/// runs its manifest names, each once: the writer builds both from one cut,
+/// so a difference is a bug, and a duplicate would make the second link fail.
+fn linked_names(ck: &PreparedCheckpoint) -> Vec<&str> {
+    let id = ck.manifest.id;
+    let mut named: Vec<&str> = ck
+        .manifest
+        .shards
+        .iter()
+        .flat_map(|s| s.spines.iter())
+        .flat_map(|sp| sp.runs.iter())
+        .map(|r| r.file.as_str())
+        .collect();
+    named.sort_unstable();
+    assert!(
+        named.windows(2).all(|w| w[0] != w[1]),
+        "checkpoint {id}: its manifest names a run twice"
+    );
+    let mut linked: Vec<&str> = ck.runs.iter().map(|r| r.name.as_str()).collect();
+    linked.sort_unstable();
+    assert_eq!(
+        named, linked,
+        "checkpoint {id}: the runs linked are not those its manifest names"
+    );
+    linked
+}
+
 /// Creates `path` with `bytes` (synced later, with the rest).
 fn write_new(fs: &dyn Fs, path: &Path, bytes: &[u8]) -> Result<()> {
     fs.create(path)?.append(bytes)
@@ -244,6 +278,7 @@ impl CheckpointStore for FileSystemCheckpointStore {
         before_commit: &mut dyn FnMut() -> Result<()>,
     ) -> Result<CommitReport> {
         let id = ck.manifest.id;
+        let names = linked_names(ck);
         let tmp = self.dir.join(format!("{id}{TMP_DIR_SUFFIX}"));
         self.fs.create_dir_all(&tmp)?;
         let mut report = CommitReport::default();
@@ -281,8 +316,22 @@ impl CheckpointStore for FileSystemCheckpointStore {
         let mut manifest = ck.manifest.clone();
         manifest.runs_copied = report.copied > 0;
         let bytes = manifest.encode();
+        let path = tmp.join(MANIFEST_NAME);
+        debug_assert_eq!(
+            CheckpointManifest::decode(&bytes, &path).ok().as_ref(),
+            Some(&manifest),
+            "checkpoint {id}: the manifest written does not read back as itself"
+        );
+        // Every run the manifest names got its link or copy (each succeeded:
+        // its file is in the directory). Counted, not asked of the file
+        // system: an extra call would be one more place for a fault.
+        assert_eq!(
+            report.linked + report.copied,
+            names.len(),
+            "checkpoint {id}: not every run the manifest names was linked"
+        );
         report.metadata_bytes += bytes.len() as u64;
-        write_new(self.fs.as_ref(), &tmp.join(MANIFEST_NAME), &bytes)?;
+        write_new(self.fs.as_ref(), &path, &bytes)?;
         written.push(tmp.join(MANIFEST_NAME));
         // Checkpoints this commit retires early (the caller vouches that
         // enough others stay) are renamed away; the commit's own directory

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use uuid::Uuid;
 
+use crate::io::header::{FeatureBits, HeaderSpec, check_header, crc_matches, le_u32, le_u64};
 use crate::run::RunMode;
-use crate::run::format::{crc_matches, le_u32, le_u64};
 use crate::{Error, Result};
 
 /// File name of the manifest inside a checkpoint directory.
@@ -26,6 +26,22 @@ pub const MANIFEST_HEADER_LEN: usize = 32;
 /// Flag: runs were copied, not hard-linked (another file system).
 pub const FLAG_RUNS_COPIED: u32 = 1;
 const KNOWN_FLAGS: u32 = FLAG_RUNS_COPIED;
+/// The header as [`check_header`] reads it: no oldest-reader field, so a
+/// reader must know the writer's version itself.
+const HEADER_SPEC: HeaderSpec = HeaderSpec {
+    region: "manifest header",
+    magic: &MANIFEST_MAGIC,
+    len: MANIFEST_HEADER_LEN,
+    crc_at: 28,
+    version_at: 8,
+    min_reader_at: None,
+    supported: MANIFEST_VERSION,
+    features: Some(FeatureBits {
+        at: 12,
+        width: 4,
+        known: KNOWN_FLAGS as u64,
+    }),
+};
 
 /// One run a spine's state needs, as the checkpoint holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,47 +197,8 @@ impl CheckpointManifest {
         let corrupt = |off: u64, region: &'static str, exp: String, found: String| {
             Error::corrupt(path, off, region, exp, found)
         };
-        if bytes.len() < MANIFEST_HEADER_LEN {
-            return Err(corrupt(
-                0,
-                "manifest header",
-                format!("{MANIFEST_HEADER_LEN} bytes"),
-                format!("{} bytes", bytes.len()),
-            ));
-        }
-        if bytes[..8] != MANIFEST_MAGIC {
-            return Err(corrupt(
-                0,
-                "manifest magic",
-                "SSPNMANI".into(),
-                format!("{:02x?}", &bytes[..8]),
-            ));
-        }
-        let stored = le_u32(bytes, 28);
-        if !crc_matches(stored, crc32c::crc32c(&bytes[..28])) {
-            return Err(corrupt(
-                28,
-                "manifest header checksum",
-                format!("{:#010x}", crc32c::crc32c(&bytes[..28])),
-                format!("{stored:#010x}"),
-            ));
-        }
-        let version = le_u32(bytes, 8);
-        if version != MANIFEST_VERSION {
-            return Err(Error::UnsupportedVersion {
-                path: path.to_path_buf(),
-                found: version,
-                min_reader: version,
-                supported: MANIFEST_VERSION,
-            });
-        }
-        let flags = le_u32(bytes, 12);
-        if flags & !KNOWN_FLAGS != 0 {
-            return Err(Error::UnsupportedFeatures {
-                path: path.to_path_buf(),
-                bits: u64::from(flags & !KNOWN_FLAGS),
-            });
-        }
+        let checked = check_header(bytes, 0, path, &HEADER_SPEC)?;
+        let flags = checked.features as u32;
         let body_len = le_u64(bytes, 16);
         let actual = (bytes.len() - MANIFEST_HEADER_LEN) as u64;
         if body_len != actual {
@@ -236,10 +213,10 @@ impl CheckpointManifest {
         let body_crc = le_u32(bytes, 24);
         if !crc_matches(body_crc, crc32c::crc32c(body)) {
             return Err(corrupt(
-                24,
+                MANIFEST_HEADER_LEN as u64,
                 "manifest body checksum",
-                format!("{:#010x}", crc32c::crc32c(body)),
-                format!("{body_crc:#010x}"),
+                format!("crc32c {:#010x}", crc32c::crc32c(body)),
+                format!("crc32c {body_crc:#010x}"),
             ));
         }
         let mut r = Reader {

@@ -13,6 +13,7 @@
 pub(crate) mod build;
 mod commit;
 mod dir;
+mod layout;
 mod manifest;
 pub(crate) mod retention;
 mod validate;
@@ -25,6 +26,7 @@ pub use dir::{
     CheckpointStore, CommitReport, DAMAGED_DIR_SUFFIX, FileSystemCheckpointStore, PreparedCheckpoint,
     RunLink, TMP_DIR_SUFFIX, copy_file, read_file,
 };
+pub use layout::{Layout, checkpoint_run_name, live_run_name};
 pub use manifest::{
     CheckpointManifest, ConnectorCheckpoint, FLAG_RUNS_COPIED, MANIFEST_HEADER_LEN, MANIFEST_MAGIC,
     MANIFEST_NAME, MANIFEST_VERSION, OperatorCheckpoint, RunEntry, ShardManifest, SpineManifest,

@@ -46,18 +46,22 @@ impl ValidationReport {
         self.problems.is_empty()
     }
 
-    /// The first problem, as an error (for callers that stop at one).
+    /// The first problem, as an error (for callers that stop at one). A
+    /// report [`validate_checkpoint`] made always holds a manifest or a
+    /// problem (an unreadable manifest is one); a hand-built report with
+    /// neither is the caller's mistake.
     pub fn into_result(mut self) -> Result<CheckpointManifest> {
         if self.problems.is_empty()
             && let Some(m) = self.manifest
         {
             return Ok(m);
         }
-        Err(self
-            .problems
-            .drain(..)
-            .next()
-            .unwrap_or_else(|| Error::InvalidArgument("no manifest".into())))
+        Err(self.problems.drain(..).next().unwrap_or_else(|| {
+            Error::InvalidArgument(format!(
+                "validation report of {} holds neither a manifest nor a problem",
+                self.path.display()
+            ))
+        }))
     }
 }
 
@@ -104,12 +108,26 @@ pub(crate) fn validate_keeping_runs(
     };
     let path = dir.join(MANIFEST_NAME);
     let manifest = match read_file(fs, &path).and_then(|b| CheckpointManifest::decode(&b, &path)) {
-        Ok(m) => m,
+        Ok(m) => {
+            // Paired with the commit's check: what was read writes bytes that
+            // read back as it. (Not byte equality: a damaged manifest may be
+            // non-canonical, say unsorted names, and must not panic.)
+            debug_assert_eq!(
+                CheckpointManifest::decode(&m.encode(), &path).ok().as_ref(),
+                Some(&m),
+                "{}: the manifest read does not survive being written again",
+                path.display()
+            );
+            m
+        }
         Err(e) => {
             report.problems.push(e);
             return (report, opened);
         }
     };
+    if let Some(e) = duplicate_run(&manifest, &path) {
+        report.problems.push(e);
+    }
     for shard in &manifest.shards {
         for spine in &shard.spines {
             for entry in &spine.runs {
@@ -134,6 +152,20 @@ pub(crate) fn validate_keeping_runs(
     }
     report.manifest = Some(manifest);
     (report, opened)
+}
+
+/// A run the manifest names twice: damage, as no commit writes one.
+fn duplicate_run(m: &CheckpointManifest, path: &Path) -> Option<Error> {
+    let mut seen = std::collections::BTreeSet::new();
+    let runs = m.shards.iter().flat_map(|s| &s.spines).flat_map(|sp| &sp.runs);
+    let dup = runs.map(|r| r.file.as_str()).find(|f| !seen.insert(*f))?;
+    Some(Error::corrupt(
+        path,
+        0,
+        "manifest run list",
+        "each run named once",
+        format!("{dup} named twice"),
+    ))
 }
 
 fn check_size(fs: &dyn Fs, path: &Path, len: u64) -> Result<()> {

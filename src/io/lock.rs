@@ -1,4 +1,6 @@
-//! The store's directory lock: one owner at a time (DESIGN invariant 8).
+//! The store's directory lock: one owner at a time, as two writers of one
+//! log or checkpoint directory would each overwrite what the other made
+//! durable.
 //!
 //! [`Fs::lock`](super::Fs::lock) takes an exclusive lock on a file and
 //! returns a guard that holds it until dropped. On a real file system it is

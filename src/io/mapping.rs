@@ -7,9 +7,10 @@
 //!
 //! Why `unsafe` is needed: `memmap2::Mmap::map` is `unsafe` because the bytes of
 //! a mapped file may change under the mapping if another party modifies or
-//! truncates the file. statespine only maps run files, which are immutable once
-//! published (DESIGN.md invariant 5), and callers check the length against the
-//! file's own footer before mapping.
+//! truncates the file. statespine maps run files, which never change once
+//! renamed into place, and WAL segments while it opens or replays a log, when
+//! at most appends past the mapped length happen; callers check the length
+//! against the file's own framing before mapping.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -40,12 +41,19 @@ impl Mapping {
             // mmap(2) rejects a zero length; an empty heap buffer is the same view.
             return Ok(Mapping::from_bytes(&[]));
         }
-        let len =
-            usize::try_from(len).map_err(|_| Error::InvalidArgument(format!("cannot map {len} bytes")))?;
+        let len = usize::try_from(len).map_err(|_| {
+            let why = format!("cannot map {len} bytes in this address space");
+            Error::io(
+                "mmap",
+                path,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
+            )
+        })?;
         // SAFETY: mapping is sound as long as the file is not modified or
-        // truncated while mapped. Only immutable, published run files are mapped
-        // (DESIGN.md invariant 5: a run file never changes once renamed into
-        // place), and the caller checked `len` against the file's footer.
+        // truncated while mapped. Run files never change once renamed into
+        // place; WAL segments are mapped only while a log is opened or
+        // replayed, when at most appends past `len` happen (a torn tail is
+        // cut after the scan); callers checked `len` against the file.
         let mmap = unsafe { memmap2::MmapOptions::new().len(len).map(file) }
             .map_err(|e| Error::io("mmap", path, e))?;
         Ok(Mapping {

@@ -345,8 +345,14 @@ impl WritableFile for MemWritable {
     }
 
     fn set_len(&mut self, len: u64) -> Result<()> {
-        let len =
-            usize::try_from(len).map_err(|_| Error::InvalidArgument(format!("set_len {len} too large")))?;
+        let len = usize::try_from(len).map_err(|_| {
+            let why = format!("{len} bytes do not fit in memory");
+            Error::io(
+                "set_len",
+                &self.path,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
+            )
+        })?;
         lock(&self.inode).written.resize(len, 0);
         Ok(())
     }

@@ -8,15 +8,16 @@
 //! 3. [`SimFs`] — the crash-simulating one: directory entries durable only
 //!    once their directory is synced, faults at operation k, crash images.
 //!
-//! The trait is shaped by the crash-consistency rules in `shared/LESSONS.md`:
-//! durability is always an explicit call (`sync_data`, `sync_file`, `sync_dir`),
+//! The trait is shaped by crash consistency: durability is always an explicit call (`sync_data`, `sync_file`, `sync_dir`),
 //! never a side effect of `append`, `rename` or `hard_link`, so an implementation
 //! can model exactly what a crash keeps.
 
+pub(crate) mod header;
 mod kill;
 mod lock;
 mod mapping;
 mod mem;
+mod pool;
 mod real;
 #[cfg(any(test, feature = "sim"))]
 mod sim;
@@ -29,6 +30,7 @@ pub use kill::kill_point;
 pub use lock::{LockGuard, holder_description};
 pub use mapping::{Mapping, prefetch, prefetch_slice, prefetch_value};
 pub use mem::MemFs;
+pub use pool::{Job, Pool, SHARED_POOL_THREADS};
 pub use real::StdFs;
 #[cfg(any(test, feature = "sim"))]
 pub use sim::{CrashVariant, Errno, SimFs};

@@ -1,5 +1,7 @@
 //! Recovery: the newest valid checkpoint plus every shard's WAL replayed up
-//! to the recovery point is the state (DESIGN, "Epochs" and invariant 1).
+//! to the recovery point is the state: a checkpoint holds an epoch's runs
+//! and each shard's cut, and the log holds every acknowledged write after
+//! it.
 //!
 //! 1. Delete half-written checkpoint directories.
 //! 2. Read every committed manifest, newest epoch first; take the first that
@@ -34,25 +36,25 @@
 mod replay;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
+
+// Their homes are the checkpoint and WAL layers; the old paths still work.
+pub use crate::checkpoint::{Layout, checkpoint_run_name};
+pub use crate::wal::{CATALOG_SPINE, decode_catalog_value, encode_catalog_value};
 
 use crate::checkpoint::{
     CheckpointManifest, CheckpointStore, EpochMetadata, FileSystemCheckpointStore, OperatorCheckpoint,
     ValidationDepth, decode_commit_value, read_file, validate_keeping_runs,
 };
 use crate::io::Fs;
-use crate::run::RunMode;
 use crate::spine::{Spine, SpineOptions};
 use crate::wal::{RecoveryMode, WalOptions, WriteAheadLog};
 use crate::{Error, Result};
 use replay::{OpenedRuns, Scanned, ShardJob};
-
-/// The spine id of catalog records in a shard's WAL.
-pub const CATALOG_SPINE: u32 = u32::MAX;
 
 /// Where recovery brings the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -100,46 +102,6 @@ impl Default for RecoveryConfig {
             point: RecoveryPoint::LastCommittedEpoch,
         }
     }
-}
-
-/// The layout of one store directory (`format/checkpoint.md`, "Layout").
-#[derive(Debug, Clone)]
-pub struct Layout {
-    /// The store's root directory.
-    pub root: PathBuf,
-}
-
-impl Layout {
-    /// `<root>/LOCK`: held by the one process that has the store open.
-    pub fn lock_file(&self) -> PathBuf {
-        self.root.join("LOCK")
-    }
-    /// `<root>/checkpoints`.
-    pub fn checkpoints(&self) -> PathBuf {
-        self.root.join("checkpoints")
-    }
-    /// `<root>/shards/<n>`.
-    pub fn shard(&self, n: u32) -> PathBuf {
-        self.root.join("shards").join(n.to_string())
-    }
-    /// `<root>/shards/<n>/wal`.
-    pub fn wal(&self, n: u32) -> PathBuf {
-        self.shard(n).join("wal")
-    }
-    /// `<root>/shards/<n>/runs`.
-    pub fn runs(&self, n: u32) -> PathBuf {
-        self.shard(n).join("runs")
-    }
-    /// `<root>/shards/<n>/runs/<spine id>`.
-    pub fn spine(&self, n: u32, id: u32) -> PathBuf {
-        self.runs(n).join(id.to_string())
-    }
-}
-
-/// Name of a run's link in a checkpoint directory:
-/// `<shard>-<spine id>-<run file name>`.
-pub fn checkpoint_run_name(shard: u32, spine: u32, run_file: &str) -> String {
-    format!("{shard}-{spine}-{run_file}")
 }
 
 /// One live spine after recovery.
@@ -212,15 +174,21 @@ pub type Selected = (Option<CheckpointManifest>, Vec<(Uuid, String)>);
 
 /// Finds the checkpoint to recover (module docs, steps 1–2).
 pub fn select_checkpoint(store: &FileSystemCheckpointStore, cfg: &RecoveryConfig) -> Result<Selected> {
-    select(store, cfg).map(|(selected, _, _)| selected)
+    select(store, cfg).map(|(selected, _)| selected)
 }
 
-/// The chosen checkpoint and those passed over, the runs its validation
-/// opened, and the valid checkpoints newer than a [`RecoveryPoint::Epoch`].
-fn select(
-    store: &FileSystemCheckpointStore,
-    cfg: &RecoveryConfig,
-) -> Result<(Selected, OpenedRuns, Vec<Uuid>)> {
+/// What [`select`] found besides the checkpoint chosen.
+struct Found {
+    /// The runs the chosen checkpoint's validation opened.
+    runs: OpenedRuns,
+    /// The checkpoints newer than a [`RecoveryPoint::Epoch`].
+    newer: Vec<Uuid>,
+    /// The epochs of every checkpoint whose manifest reads back.
+    retained: Vec<u64>,
+}
+
+/// The chosen checkpoint and those passed over, and what else it found.
+fn select(store: &FileSystemCheckpointStore, cfg: &RecoveryConfig) -> Result<(Selected, Found)> {
     store.remove_temporaries()?;
     let mut candidates = Vec::new();
     let mut skipped = Vec::new();
@@ -231,6 +199,7 @@ fn select(
         }
     }
     candidates.sort_by_key(|m| std::cmp::Reverse((m.epoch, m.wall_time_ms)));
+    let retained: Vec<u64> = candidates.iter().map(|m| m.epoch).collect();
     let mut newer = Vec::new();
     for m in candidates {
         if let RecoveryPoint::Epoch(e) = cfg.point
@@ -248,23 +217,43 @@ fn select(
         if let Some(fp) = &cfg.fingerprint
             && *fp != m.fingerprint
         {
-            return Err(Error::InvalidArgument(format!(
-                "checkpoint {} was written by a program with another fingerprint ({:02x?}, expected {:02x?})",
-                m.id, m.fingerprint, fp
-            )));
+            return Err(Error::Incompatible {
+                path: dir,
+                reason: format!(
+                    "checkpoint {} was written by a program with another fingerprint ({:02x?}, expected {:02x?})",
+                    m.id, m.fingerprint, fp
+                ),
+            });
         }
-        return Ok(((Some(m), skipped), runs, newer));
+        return Ok((
+            (Some(m), skipped),
+            Found {
+                runs,
+                newer,
+                retained,
+            },
+        ));
     }
-    Ok(((None, skipped), OpenedRuns::new(), newer))
+    let runs = OpenedRuns::new();
+    Ok((
+        (None, skipped),
+        Found {
+            runs,
+            newer,
+            retained,
+        },
+    ))
 }
 
 /// The recovery point: the epoch and each shard's LSN of it, from the
 /// checkpoint's epoch (at its cuts) and the commit records after the cuts;
-/// and the newest epoch any shard committed.
+/// and the newest epoch any shard committed. `retained` are the epochs of
+/// the checkpoints on disk, for the error naming what can be recovered.
 fn choose_point(
     point: RecoveryPoint,
     manifest: Option<&CheckpointManifest>,
     scanned: &[Scanned<'_>],
+    retained: &[u64],
 ) -> Result<(u64, Vec<u64>, u64)> {
     let base = manifest.map_or(0, |m| m.epoch);
     let cut = |n: usize| manifest.and_then(|m| m.shards.get(n)).map_or(0, |s| s.cut_lsn);
@@ -298,10 +287,19 @@ fn choose_point(
         }
         RecoveryPoint::Epoch(e) if committed.contains(&e) => e,
         RecoveryPoint::Epoch(e) => {
-            return Err(Error::InvalidArgument(format!(
-                "epoch {e} cannot be recovered: it is not committed on every shard after the checkpoint chosen \
-                 (epoch {base}); the epochs that can be are {committed:?} and those of the retained checkpoints"
-            )));
+            // Epoch 0 is "nothing committed yet", not an epoch to offer.
+            let mut recoverable: Vec<u64> = committed
+                .iter()
+                .chain(retained)
+                .copied()
+                .filter(|&e| e > 0)
+                .collect();
+            recoverable.sort_unstable();
+            recoverable.dedup();
+            return Err(Error::EpochNotRecoverable {
+                epoch: e,
+                recoverable,
+            });
         }
     };
     let ends = (0..scanned.len())
@@ -369,7 +367,12 @@ pub fn recover(
 ) -> Result<Recovery> {
     let started = Instant::now();
     let store = FileSystemCheckpointStore::new(Arc::clone(fs), layout.checkpoints())?;
-    let ((manifest, skipped), mut opened, newer) = select(&store, cfg)?;
+    let ((manifest, skipped), found) = select(&store, cfg)?;
+    let Found {
+        runs: mut opened,
+        newer,
+        retained,
+    } = found;
     for (id, _) in &skipped {
         if fs.exists(&store.checkpoint_dir(*id))? {
             store.quarantine(*id)?;
@@ -378,11 +381,14 @@ pub fn recover(
     if let Some(m) = &manifest
         && m.shards.len() != shards as usize
     {
-        return Err(Error::InvalidArgument(format!(
-            "checkpoint {} has {} shards, the store is opened with {shards}",
-            m.id,
-            m.shards.len()
-        )));
+        return Err(Error::Incompatible {
+            path: store.checkpoint_dir(m.id),
+            reason: format!(
+                "checkpoint {} has {} shards, the store is opened with {shards}",
+                m.id,
+                m.shards.len()
+            ),
+        });
     }
     let ck_dir = manifest.as_ref().map(|m| store.checkpoint_dir(m.id));
     let select_time = started.elapsed();
@@ -414,7 +420,7 @@ pub fn recover(
         },
         |job| job.scan(latest),
     )?;
-    let (epoch, ends, last_epoch) = choose_point(cfg.point, manifest.as_ref(), &scanned)?;
+    let (epoch, ends, last_epoch) = choose_point(cfg.point, manifest.as_ref(), &scanned, &retained)?;
     let metadata = epoch_metadata(
         fs.as_ref(),
         layout,
@@ -465,8 +471,11 @@ fn in_parallel<T: Send, R: Send>(
         handles
             .into_iter()
             .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::InvalidArgument("a recovery thread panicked".into())))
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::Panicked {
+                        thread: "a recovery thread",
+                    })
+                })
             })
             .collect()
     });
@@ -496,16 +505,4 @@ fn read_operators(fs: &dyn Fs, m: &CheckpointManifest, dir: &Path) -> Result<BTr
         out.insert(name.clone(), bytes);
     }
     Ok(out)
-}
-
-/// The value of a catalog put: spine id (u32 LE) and mode byte.
-pub fn encode_catalog_value(id: u32, mode: RunMode) -> [u8; 5] {
-    let b = id.to_le_bytes();
-    [b[0], b[1], b[2], b[3], mode.to_byte()]
-}
-
-/// Parses [`encode_catalog_value`]'s bytes.
-pub fn decode_catalog_value(v: &[u8]) -> Option<(u32, RunMode)> {
-    let [a, b, c, d, m] = *v else { return None };
-    Some((u32::from_le_bytes([a, b, c, d]), RunMode::from_byte(m)?))
 }

@@ -26,6 +26,16 @@ pub const FILTER_MAGIC: [u8; 4] = *b"SSBF";
 /// Magic at the start of the footer.
 pub const FOOTER_MAGIC: [u8; 8] = *b"SSPNRUN\0";
 
+/// File name suffix of run files.
+pub const RUN_SUFFIX: &str = ".run";
+
+/// The file name of run number `id` in its spine's directory: zero-padded
+/// to 12 digits so names sort by age, and free of `-`, which checkpoint link
+/// names use as a separator.
+pub fn run_file_name(id: u64) -> String {
+    format!("{id:012}{RUN_SUFFIX}")
+}
+
 /// The format version this build writes.
 pub const FORMAT_VERSION: u32 = 1;
 /// The oldest reader version able to read what this build writes.
@@ -129,28 +139,8 @@ pub struct FrameSpec {
     pub crc: Option<u32>,
 }
 
-/// Whether a stored checksum matches the computed one. Under `cargo fuzz`
-/// (`--cfg fuzzing`) every checksum passes, so the fuzzer can reach the parsers
-/// behind them instead of stopping at the first crc32c (the checksums
-/// themselves are covered by the corruption tests).
-#[inline]
-pub(crate) fn crc_matches(stored: u32, computed: u32) -> bool {
-    cfg!(fuzzing) || stored == computed
-}
-
-#[inline]
-pub(crate) fn le_u32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-#[inline]
-pub(crate) fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
+use crate::io::header::{FeatureBits, HeaderSpec, check_header};
+pub(crate) use crate::io::header::{bstr, crc_matches, le_u32, le_u64};
 
 /// Verifies the frame that starts at `offset` in `file` and returns its payload.
 pub fn read_frame<'a>(file: &'a [u8], offset: u64, spec: FrameSpec, path: &Path) -> Result<Frame<'a>> {
@@ -185,10 +175,12 @@ pub fn read_frame<'a>(file: &'a [u8], offset: u64, spec: FrameSpec, path: &Path)
     let stored_crc = le_u32(bytes, FRAME_CRC_AT);
     let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[..FRAME_CRC_AT]), &bytes[FRAME_HEADER_LEN..]);
     if !crc_matches(stored_crc, crc) {
+        // Expected: what the frame's bytes sum to; found: what it stores
+        // (the convention of `crate::io::header`).
         return Err(bad(
             offset,
+            format!("frame crc32c {crc:#010x}"),
             format!("frame crc32c {stored_crc:#010x}"),
-            format!("{crc:#010x}"),
         ));
     }
     if let Some(expected) = spec.crc
@@ -239,14 +231,6 @@ pub fn read_frame<'a>(file: &'a [u8], offset: u64, spec: FrameSpec, path: &Path)
         raw_len,
         crc,
     })
-}
-
-/// Renders bytes for an error message: printable ASCII as is, the rest escaped.
-pub(crate) fn bstr(b: &[u8]) -> String {
-    b.iter()
-        .flat_map(|&c| std::ascii::escape_default(c))
-        .map(char::from)
-        .collect()
 }
 
 /// Whether a run holds key-value entries or Z-set entries.
@@ -347,46 +331,9 @@ impl Footer {
         let bad = |off: u64, expected: String, found: String| {
             Error::corrupt(path, at + off, "footer", expected, found)
         };
-        if b[0..8] != FOOTER_MAGIC {
-            return Err(bad(
-                0,
-                format!("magic {:?}", bstr(&FOOTER_MAGIC)),
-                format!("{:?}", bstr(&b[0..8])),
-            ));
-        }
-        let stored_crc = le_u32(b, FOOTER_CRC_AT);
-        let crc = crc32c::crc32c(&b[..FOOTER_CRC_AT]);
-        if !crc_matches(stored_crc, crc) {
-            return Err(bad(
-                0,
-                format!("footer crc32c {stored_crc:#010x}"),
-                format!("{crc:#010x}"),
-            ));
-        }
-        let format_version = le_u32(b, 8);
-        let min_reader_version = le_u32(b, 12);
-        if format_version == 0 || min_reader_version == 0 || min_reader_version > format_version {
-            return Err(bad(
-                8,
-                "versions with 0 < min_reader_version <= format_version".into(),
-                format!("{format_version} / {min_reader_version}"),
-            ));
-        }
-        if min_reader_version > FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                path: path.to_path_buf(),
-                found: format_version,
-                min_reader: min_reader_version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        let incompat_features = le_u64(b, 24);
-        if incompat_features & !INCOMPAT_KNOWN != 0 {
-            return Err(Error::UnsupportedFeatures {
-                path: path.to_path_buf(),
-                bits: incompat_features & !INCOMPAT_KNOWN,
-            });
-        }
+        let checked = check_header(b, at, path, &FOOTER_SPEC)?;
+        let (format_version, min_reader_version) = (checked.version, checked.min_reader);
+        let incompat_features = checked.features;
         let mode = match b[32] {
             1 => RunMode::KeyValue,
             2 => RunMode::ZSet,
@@ -466,6 +413,22 @@ impl Footer {
         Ok(())
     }
 }
+
+/// The footer as [`check_header`] reads it (`format/run.md`, "Footer").
+const FOOTER_SPEC: HeaderSpec = HeaderSpec {
+    region: "footer",
+    magic: &FOOTER_MAGIC,
+    len: FOOTER_LEN,
+    crc_at: FOOTER_CRC_AT,
+    version_at: 8,
+    min_reader_at: Some(12),
+    supported: FORMAT_VERSION,
+    features: Some(FeatureBits {
+        at: 24,
+        width: 8,
+        known: INCOMPAT_KNOWN,
+    }),
+};
 
 /// Upper bound on bloom probes per key: beyond it, lookups get slower and the
 /// false-positive rate stops improving for any sane bits-per-key.

@@ -17,19 +17,21 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::change::encode_change;
 use super::log::WriteAheadLog;
 use crate::changelog::ChangelogConsumer;
+use crate::io::{Job, Pool};
 use crate::{Error, Result};
 
 /// Records drained from one shard per round before the next shard's turn.
 pub const DEFAULT_BATCH_RECORDS: usize = 4096;
-/// Threads that issue one round's `fdatasync`s side by side.
-const MAX_SYNC_THREADS: usize = 16;
+/// Most jobs one round's `fdatasync`s are split into (each syncs a share of
+/// the logs due), so a round never queues more than this on the pool.
+const MAX_SYNC_JOBS: usize = 16;
 /// Capacity the drainer's payload buffer keeps between rounds: records
 /// larger than this (up to the store's value limit) get their buffer back.
 const PAYLOAD_KEEP_BYTES: usize = 1 << 20;
@@ -166,7 +168,8 @@ impl Watermark {
 #[derive(Debug)]
 struct Shard {
     consumer: ChangelogConsumer,
-    wal: WriteAheadLog,
+    /// Shared with the pool's sync jobs for the length of a sync round.
+    wal: Arc<Mutex<WriteAheadLog>>,
     watermark: Arc<Watermark>,
     appended: u64,
     unsynced_records: u64,
@@ -193,6 +196,16 @@ pub struct ChangelogDrainer {
     last_sync: Instant,
     payload: Vec<u8>,
     stats: DrainStats,
+    /// Where a round's syncs run side by side: [`Pool::shared`] unless
+    /// [`ChangelogDrainer::with_pool`] gave one.
+    pool: Option<Arc<Pool>>,
+}
+
+/// Locks a shard's log; a sync job that panicked holding it poisoned it.
+fn lock(wal: &Mutex<WriteAheadLog>) -> Result<MutexGuard<'_, WriteAheadLog>> {
+    wal.lock().map_err(|_| Error::Panicked {
+        thread: "a sync thread",
+    })
 }
 
 impl ChangelogDrainer {
@@ -205,7 +218,16 @@ impl ChangelogDrainer {
             last_sync: Instant::now(),
             payload: Vec::new(),
             stats: DrainStats::default(),
+            pool: None,
         }
+    }
+
+    /// Runs the parallel syncs of a round on `pool` (the store's) instead
+    /// of the process-wide [`Pool::shared`].
+    #[must_use]
+    pub fn with_pool(mut self, pool: Arc<Pool>) -> Self {
+        self.pool = Some(pool);
+        self
     }
 
     /// Takes over a shard's ring and log; returns its watermark.
@@ -218,7 +240,7 @@ impl ChangelogDrainer {
         watermark.wal_bytes.store(wal.wal_size(), Ordering::Release);
         self.shards.push(Shard {
             consumer,
-            wal,
+            wal: Arc::new(Mutex::new(wal)),
             watermark: Arc::clone(&watermark),
             appended: 0,
             unsynced_records: 0,
@@ -251,7 +273,7 @@ impl ChangelogDrainer {
                     return Err(e);
                 }
             }
-            if self.is_due(&self.shards[i], interval_due) {
+            if self.is_due(&self.shards[i], interval_due)? {
                 due.push(i);
             }
         }
@@ -266,12 +288,13 @@ impl ChangelogDrainer {
     fn drain_shard(&mut self, i: usize) -> Result<usize> {
         let payload = &mut self.payload;
         let s = &mut self.shards[i];
+        let mut wal = lock(&s.wal)?;
         let mut n = 0;
         while n < self.batch_records {
             let Some(rec) = s.consumer.pop() else { break };
             payload.clear();
             encode_change(payload, &rec);
-            s.wal.append(rec.epoch, payload)?;
+            wal.append(rec.epoch, payload)?;
             s.last_epoch = rec.epoch;
             s.unsynced_bytes += payload.len() as u64;
             n += 1;
@@ -285,17 +308,18 @@ impl ChangelogDrainer {
         s.unsynced_records += n as u64;
         let cut = s.watermark.truncate_requested.load(Ordering::Acquire);
         if cut > s.truncated {
-            s.wal.truncate_below(cut)?;
+            wal.truncate_below(cut)?;
             s.truncated = cut;
         }
-        s.watermark.wal_bytes.store(s.wal.wal_size(), Ordering::Release);
+        s.watermark.wal_bytes.store(wal.wal_size(), Ordering::Release);
         self.stats.records += n as u64;
         Ok(n)
     }
 
-    fn is_due(&self, s: &Shard, interval_due: bool) -> bool {
-        let requested = s.watermark.sync_requested.load(Ordering::Acquire) > s.wal.durable_lsn();
-        s.unsynced_records > 0
+    fn is_due(&self, s: &Shard, interval_due: bool) -> Result<bool> {
+        let durable = lock(&s.wal)?.durable_lsn();
+        let requested = s.watermark.sync_requested.load(Ordering::Acquire) > durable;
+        Ok(s.unsynced_records > 0
             && (requested
                 || match self.policy {
                     SyncPolicy::EveryAppend => true,
@@ -303,46 +327,17 @@ impl ChangelogDrainer {
                     SyncPolicy::EveryRecords(r) => s.unsynced_records >= r,
                     SyncPolicy::Interval(_) => interval_due,
                     SyncPolicy::Manual => false,
-                })
+                }))
     }
 
     /// Steps 2–3 for the shards at `due`: their `fdatasync`s run in parallel
     /// (the device and the file system's journal merge concurrent syncs, where
     /// one after another each pays the full latency), then the watermarks.
     fn sync_shards(&mut self, due: &[usize]) -> Result<()> {
-        let mut targets: Vec<&mut Shard> = Vec::with_capacity(due.len());
-        let mut rest: &mut [Shard] = &mut self.shards;
-        let mut base = 0;
-        for &i in due {
-            let (_, tail) = std::mem::take(&mut rest).split_at_mut(i - base);
-            let (first, tail) = tail.split_at_mut(1);
-            targets.push(&mut first[0]);
-            rest = tail;
-            base = i + 1;
-        }
-        let results: Vec<Result<u64>> = if targets.len() <= 1 {
-            targets.iter_mut().map(|s| s.wal.sync()).collect()
-        } else {
-            let per = targets.len().div_ceil(MAX_SYNC_THREADS);
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = targets
-                    .chunks_mut(per)
-                    .map(|chunk| {
-                        scope.spawn(move || chunk.iter_mut().map(|s| s.wal.sync()).collect::<Vec<_>>())
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            vec![Err(Error::InvalidArgument("a sync thread panicked".into()))]
-                        })
-                    })
-                    .collect()
-            })
-        };
+        let results = self.sync_logs(due)?;
         let mut first_err = None;
-        for (s, r) in targets.into_iter().zip(results) {
+        for (&i, r) in due.iter().zip(results) {
+            let s = &mut self.shards[i];
             match r {
                 Ok(lsn) => {
                     self.stats.syncs += 1;
@@ -359,6 +354,43 @@ impl ChangelogDrainer {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Step 2 for the shards at `due`: the durable LSN of each, or why its
+    /// sync failed. More than one log: jobs on the pool, each syncing a
+    /// share of them.
+    fn sync_logs(&mut self, due: &[usize]) -> Result<Vec<Result<u64>>> {
+        if due.len() <= 1 {
+            return Ok(due
+                .iter()
+                .map(|&i| lock(&self.shards[i].wal).and_then(|mut w| w.sync()))
+                .collect());
+        }
+        let pool = match &self.pool {
+            Some(pool) => Arc::clone(pool),
+            None => Arc::clone(self.pool.insert(Pool::shared()?)),
+        };
+        let per = due.len().div_ceil(MAX_SYNC_JOBS);
+        let jobs: Vec<Job<Vec<Result<u64>>>> = due
+            .chunks(per)
+            .map(|chunk| {
+                let logs: Vec<_> = chunk.iter().map(|&i| Arc::clone(&self.shards[i].wal)).collect();
+                Box::new(move || Ok(logs.iter().map(|l| lock(l).and_then(|mut w| w.sync())).collect()))
+                    as Job<_>
+            })
+            .collect();
+        let mut out = Vec::with_capacity(due.len());
+        for (chunk, r) in due.chunks(per).zip(pool.run_all("a sync thread", jobs)) {
+            match r {
+                Ok(lsns) => out.extend(lsns),
+                Err(_) => out.extend(chunk.iter().map(|_| {
+                    Err(Error::Panicked {
+                        thread: "a sync thread",
+                    })
+                })),
+            }
+        }
+        Ok(out)
     }
 
     /// Syncs every shard's log now and publishes the watermarks.
@@ -395,7 +427,7 @@ impl ChangelogDrainer {
                     // One more round: records pushed just before the producers left.
                     self.drain_once()?;
                     self.sync_all()?;
-                    let sealed = self.shards.iter_mut().try_for_each(|s| s.wal.seal());
+                    let sealed = self.shards.iter().try_for_each(|s| lock(&s.wal)?.seal());
                     for s in &self.shards {
                         s.watermark.stopped.store(true, Ordering::Release);
                     }
@@ -430,8 +462,8 @@ impl DrainerHandle {
     /// drainer (its logs and counters) or the error that stopped it.
     pub fn stop(self) -> Result<ChangelogDrainer> {
         self.stop.store(true, Ordering::Release);
-        self.thread
-            .join()
-            .map_err(|_| Error::InvalidArgument("the drainer thread panicked".into()))?
+        self.thread.join().map_err(|_| Error::Panicked {
+            thread: "the drainer thread",
+        })?
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::io::Fs;
-use crate::run::format::{crc_matches, le_u32, le_u64};
+use crate::io::header::{HeaderSpec, check_header, crc_matches, le_u32, le_u64};
 use crate::{Error, Result};
 
 /// `magic` of a segment header.
@@ -77,53 +77,19 @@ impl SegmentHeader {
         b
     }
 
-    /// Parses and checks a header (magic, crc, version).
+    /// Parses and checks a header: magic, crc, versions
+    /// (the shared file-header check of `io::header`), then the first LSN.
     pub fn decode(bytes: &[u8], path: &Path) -> Result<SegmentHeader> {
-        let bad = |at: u64, field: &'static str, expected: String, found: String| {
-            Error::corrupt(path, at, field, expected, found)
-        };
-        if bytes.len() < HEADER_LEN {
-            return Err(bad(
-                0,
-                "segment header",
-                format!("{HEADER_LEN} bytes"),
-                format!("{} bytes", bytes.len()),
-            ));
-        }
+        check_header(bytes, 0, path, &HEADER_SPEC)?;
         let b = &bytes[..HEADER_LEN];
-        if b[0..8] != SEGMENT_MAGIC {
-            return Err(bad(
-                0,
-                "segment header",
-                "magic SSPNWAL\\0".into(),
-                format!("{:02x?}", &b[0..8]),
-            ));
-        }
-        let crc = crc32c::crc32c(&b[..60]);
-        if !crc_matches(le_u32(b, 60), crc) {
-            return Err(bad(
-                60,
-                "segment header",
-                format!("crc32c {:#010x}", le_u32(b, 60)),
-                format!("{crc:#010x}"),
-            ));
-        }
-        let min_reader = le_u32(b, 12);
-        if min_reader > FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                path: path.to_path_buf(),
-                found: le_u32(b, 8),
-                min_reader,
-                supported: FORMAT_VERSION,
-            });
-        }
         let first_lsn = le_u64(b, 32);
         if first_lsn == 0 || first_lsn > MAX_LSN {
             // LSN 0 means "nothing" and LSNs stop at MAX_LSN (format/wal.md,
             // "Files"); both found by fuzzing.
-            return Err(bad(
+            return Err(Error::corrupt(
+                path,
                 32,
-                "segment header",
+                HEADER_SPEC.region,
                 format!("a first LSN in 1..={MAX_LSN}"),
                 first_lsn.to_string(),
             ));
@@ -135,6 +101,18 @@ impl SegmentHeader {
         })
     }
 }
+
+/// The segment header as [`check_header`] reads it (`format/wal.md`).
+const HEADER_SPEC: HeaderSpec = HeaderSpec {
+    region: "segment header",
+    magic: &SEGMENT_MAGIC,
+    len: HEADER_LEN,
+    crc_at: 60,
+    version_at: 8,
+    min_reader_at: Some(12),
+    supported: FORMAT_VERSION,
+    features: None,
+};
 
 /// A record as found in a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

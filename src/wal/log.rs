@@ -18,10 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::format::{
-    Frame, HEADER_LEN, MAX_LSN, MAX_PAYLOAD_BYTES, SegmentHeader, encode_frame, frame_len, list_segments,
-    parse_segment_name, segment_name,
+    Frame, HEADER_LEN, MAX_LSN, MAX_PAYLOAD_BYTES, SegmentHeader, encode_frame, frame_len, segment_name,
 };
-use super::segment::{Tail, scan_from};
+use super::reader::{Read, Segments, check_end, tail_cut};
 use crate::io::{Fs, WritableFile};
 use crate::{Error, Result};
 
@@ -181,49 +180,6 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
-/// A segment open knows by its header alone (`WalOptions::scan_from`): its
-/// records all lie below the next segment's first LSN. `lsns` are the first
-/// LSN its name says, the one the previous segment ends before, and the next
-/// segment's first LSN.
-fn unscanned(file: &dyn crate::io::ReadableFile, len: u64, path: PathBuf, lsns: [u64; 3]) -> Result<Segment> {
-    let [named, expected, next_first] = lsns;
-    let header = unscanned_header(file, len, &path)?;
-    if header.first_lsn != named || header.first_lsn != expected || next_first < expected {
-        return Err(first_lsn_mismatch(&path, expected, header.first_lsn));
-    }
-    Ok(Segment {
-        first_lsn: header.first_lsn,
-        path,
-        len,
-    })
-}
-
-/// The header of a segment open does not scan (`WalOptions::scan_from`).
-fn unscanned_header(file: &dyn crate::io::ReadableFile, len: u64, path: &Path) -> Result<SegmentHeader> {
-    if len < HEADER_LEN as u64 {
-        return Err(Error::corrupt(
-            path,
-            0,
-            "segment header",
-            format!("{HEADER_LEN} bytes"),
-            format!("{len} bytes"),
-        ));
-    }
-    let mut buf = [0u8; HEADER_LEN];
-    file.read_exact_at(&mut buf, 0)?;
-    SegmentHeader::decode(&buf, path)
-}
-
-fn first_lsn_mismatch(path: &Path, expected: u64, found: u64) -> Error {
-    Error::corrupt(
-        path,
-        32,
-        "segment header",
-        format!("first LSN {expected} (from the name and the previous segment)"),
-        format!("{found}"),
-    )
-}
-
 impl WriteAheadLog {
     /// Opens (or creates) the log in `dir`; see the module docs, step 1.
     pub fn open(fs: Arc<dyn Fs>, dir: impl Into<PathBuf>, opts: WalOptions) -> Result<WriteAheadLog> {
@@ -243,83 +199,34 @@ impl WriteAheadLog {
     ) -> Result<WriteAheadLog> {
         let dir = dir.into();
         crate::io::create_dir_all_durable(fs.as_ref(), &dir)?;
-        let names = list_segments(fs.as_ref(), &dir)?;
-        let mut report = OpenReport::default();
-        let mut segments = Vec::new();
-        let mut next_lsn = names.first().map_or(opts.first_lsn, |n| n.0);
-        let (mut trim, mut current): (Option<u64>, Option<SegmentHeader>) = (None, None);
-        // Where the valid records stop (segment, offset); a last segment cut
-        // short while its header was written (name, size).
-        let (mut end, mut torn_header) = (None, None);
-        for (i, (first_lsn, name)) in names.iter().enumerate() {
-            let path = dir.join(name);
-            let last = i + 1 == names.len();
-            let file = fs.open(&path)?;
-            let len = file.size()?;
-            if let Some(&(next_first, _)) = names.get(i + 1).filter(|n| n.0 <= opts.scan_from) {
-                let segment = unscanned(file.as_ref(), len, path, [*first_lsn, next_lsn, next_first])?;
-                report.segments += 1;
-                report.records += next_first - next_lsn;
-                next_lsn = next_first;
-                end = Some((segment.path.clone(), len));
-                segments.push(segment);
-                continue;
+        let mut log = Segments::list(fs.as_ref(), &dir)?;
+        let mut handed = |frame: Frame<'_>| {
+            if frame.lsn <= opts.end_at {
+                f(frame)
+            } else {
+                Ok(())
             }
-            let map = file.map(len)?;
-            let header = match SegmentHeader::decode(&map, &path) {
-                Ok(h) => h,
-                // A last segment cut short while its header was written
-                // never held an acknowledged record (step 4): it goes, below.
-                // With bytes past the header, a bad header is damage instead.
-                Err(e) if last && e.is_corruption() && len <= HEADER_LEN as u64 => {
-                    torn_header = Some((name.as_str(), len));
-                    break;
-                }
-                Err(e) => return Err(e),
-            };
-            if header.first_lsn != *first_lsn || header.first_lsn != next_lsn {
-                return Err(first_lsn_mismatch(&path, next_lsn, header.first_lsn));
-            }
-            let mut failed = None;
-            let s = scan_from(&map, &header, opts.scan_from, |frame| {
-                if failed.is_none() && frame.lsn <= opts.end_at {
-                    failed = f(frame).err();
-                }
-            });
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            report.segments += 1;
-            report.records += s.records;
-            next_lsn = header.first_lsn + s.records;
-            let first_lsn = header.first_lsn;
-            segments.push(Segment {
-                first_lsn,
-                path: path.clone(),
-                len,
-            });
-            current = Some(header);
-            end = Some((path.clone(), s.end as u64));
-            if next_lsn > opts.end_at + 1 {
-                // The log ends at `end_at`, in this segment; the rest goes.
-                let at = offset_of(&map, &header, opts.end_at + 1);
-                discard_after(fs.as_ref(), &dir, &names[i + 1..])?;
-                next_lsn = opts.end_at + 1;
-                end = Some((path.clone(), at as u64));
-                trim = Some(at as u64);
-                break;
-            }
-            let Some(cut) = tail_cut(opts.recovery, &path, s.tail, last)? else {
-                continue;
-            };
-            report.torn_bytes += len - cut as u64;
-            trim = Some(cut as u64);
-            // Tolerant mode: what follows the damage is dropped.
-            report.dropped_segments += names.len() - i - 1;
-            discard_after(fs.as_ref(), &dir, &names[i + 1..])?;
-            break;
-        }
-        check_end(&opts, end.as_ref(), &dir, next_lsn, torn_header)?;
+        };
+        let read = read_log(fs.as_ref(), &dir, &opts, &mut log, &mut handed)?;
+        let first_named = log.names().first().map(|n| n.0);
+        let next_lsn = log.next_lsn.or(first_named).unwrap_or(opts.first_lsn);
+        let torn_name = read.torn_header.as_ref().map(|(name, _)| name.as_str());
+        check_end(
+            opts.recovery,
+            opts.known_durable,
+            log.end.as_ref(),
+            &dir,
+            next_lsn,
+            torn_name,
+        )?;
+        drop(log);
+        let OpenRead {
+            mut report,
+            segments,
+            current,
+            trim,
+            torn_header,
+        } = read;
         if let Some((name, len)) = torn_header {
             fs.remove_file(&dir.join(name))?;
             fs.sync_dir(&dir)?;
@@ -344,8 +251,9 @@ impl WriteAheadLog {
         header: SegmentHeader,
         trim: Option<u64>,
     ) -> Result<WriteAheadLog> {
+        // `open` resumes only after it scanned a segment and pushed it.
         let Some(last) = segments.last_mut() else {
-            return Err(Error::InvalidArgument("no segment to resume".into()));
+            unreachable!("resume with a scanned header but no segment");
         };
         let mut file = fs.open_append(&last.path)?;
         if let Some(cut) = trim {
@@ -457,15 +365,17 @@ impl WriteAheadLog {
     pub fn append(&mut self, epoch: u64, payload: &[u8]) -> Result<u64> {
         self.check()?;
         if payload.len() > MAX_PAYLOAD_BYTES {
-            return Err(Error::InvalidArgument(format!(
-                "a WAL record holds at most {MAX_PAYLOAD_BYTES} bytes, got {}",
-                payload.len()
-            )));
+            return Err(Error::TooLarge {
+                what: "WAL record payload",
+                len: payload.len() as u64,
+                limit: MAX_PAYLOAD_BYTES as u64,
+            });
         }
         if self.next_lsn >= MAX_LSN {
-            return Err(Error::InvalidArgument(format!(
-                "the log has used every LSN up to {MAX_LSN}"
-            )));
+            return Err(Error::LimitReached {
+                what: "LSNs",
+                limit: MAX_LSN,
+            });
         }
         let current = self.segments.last().map_or(0, |s| s.len) + self.buf.len() as u64;
         let has_records = self.segments.last().is_some_and(|s| s.first_lsn < self.next_lsn);
@@ -473,6 +383,14 @@ impl WriteAheadLog {
             self.guard(Self::rotate)?;
         }
         let lsn = self.next_lsn;
+        // Paired with the read side's check (`reader::Segments`): every
+        // record takes the LSN right after the one before it, in a segment
+        // that starts at or before it.
+        debug_assert!(
+            lsn > self.durable_lsn && self.segments.last().is_some_and(|s| s.first_lsn <= lsn),
+            "LSN {lsn} does not follow the log (durable up to {})",
+            self.durable_lsn
+        );
         encode_frame(&mut self.buf, self.segment_id, lsn, epoch, payload);
         self.next_lsn += 1;
         if self.buf.len() >= WRITE_BUFFER_BYTES {
@@ -531,6 +449,11 @@ impl WriteAheadLog {
             create_segment(self.fs.as_ref(), &self.dir, self.opts.shard_id, self.next_lsn)?;
         self.file = file;
         self.segment_id = id;
+        assert!(
+            self.segments.last().is_none_or(|s| s.first_lsn < self.next_lsn),
+            "segment {} would start at or before the one it follows",
+            self.next_lsn
+        );
         self.segments.push(Segment {
             first_lsn: self.next_lsn,
             path,
@@ -582,6 +505,87 @@ fn offset_of(bytes: &[u8], header: &SegmentHeader, lsn: u64) -> usize {
     at
 }
 
+/// What `open` read of the log.
+struct OpenRead {
+    report: OpenReport,
+    segments: Vec<Segment>,
+    /// The header of the last segment read, to resume (`None`: none was).
+    current: Option<SegmentHeader>,
+    /// Where the last segment must be cut.
+    trim: Option<u64>,
+    /// A last segment cut short while its header was written (name, size).
+    torn_header: Option<(String, u64)>,
+}
+
+/// The read loop of `open` (module docs, step 1): segments below the scan
+/// point by their headers, the others record by record, handing `f` the
+/// records from `opts.scan_from` on; segments after `opts.end_at` or after
+/// a tolerated damage are deleted. Nothing is trimmed yet.
+fn read_log(
+    fs: &dyn Fs,
+    dir: &Path,
+    opts: &WalOptions,
+    log: &mut Segments<'_>,
+    f: &mut dyn FnMut(Frame<'_>) -> Result<()>,
+) -> Result<OpenRead> {
+    let mut read = OpenRead {
+        report: OpenReport::default(),
+        segments: Vec::new(),
+        current: None,
+        trim: None,
+        torn_header: None,
+    };
+    let (report, names) = (&mut read.report, log.names().to_vec());
+    while log.index() < names.len() {
+        let i = log.index();
+        if log.next_below(opts.scan_from).is_some() {
+            let (path, len, records) = log.skip_by_header()?;
+            report.segments += 1;
+            report.records += records;
+            read.segments.push(Segment {
+                first_lsn: names[i].0,
+                path,
+                len,
+            });
+            continue;
+        }
+        let r = match log.read_next(opts.scan_from, f)? {
+            Some(Read::Records(r)) => r,
+            Some(Read::TornHeader { name, len }) => {
+                read.torn_header = Some((name, len));
+                break;
+            }
+            None => break,
+        };
+        report.segments += 1;
+        report.records += r.scan.records;
+        read.segments.push(Segment {
+            first_lsn: r.header.first_lsn,
+            path: r.path.clone(),
+            len: r.len,
+        });
+        read.current = Some(r.header);
+        if r.header.first_lsn + r.scan.records > opts.end_at + 1 {
+            // The log ends at `end_at`, in this segment; the rest goes.
+            let at = offset_of(&r.map, &r.header, opts.end_at + 1);
+            discard_after(fs, dir, &names[i + 1..])?;
+            log.end_before(opts.end_at + 1, at);
+            read.trim = Some(at as u64);
+            break;
+        }
+        let Some(cut) = tail_cut(opts.recovery, &r.path, r.scan.tail, r.last)? else {
+            continue;
+        };
+        report.torn_bytes += r.len - cut as u64;
+        read.trim = Some(cut as u64);
+        // Tolerant mode: what follows the damage is dropped.
+        report.dropped_segments += names.len() - i - 1;
+        discard_after(fs, dir, &names[i + 1..])?;
+        break;
+    }
+    Ok(read)
+}
+
 /// Deletes `later` (the segments after the one the log now ends in), newest
 /// first, each deletion durable before the next, so a crash leaves a log
 /// that is a prefix of the old one (`WalOptions::end_at`).
@@ -592,86 +596,6 @@ fn discard_after(fs: &dyn Fs, dir: &Path, later: &[(u64, String)]) -> Result<()>
         fs.sync_dir(dir)?;
     }
     Ok(())
-}
-
-/// Where a scanned segment's records must be cut: nowhere for a clean end,
-/// at a torn tail of the last segment, and at damage only when tolerated.
-fn tail_cut(mode: RecoveryMode, path: &Path, tail: Tail, last: bool) -> Result<Option<usize>> {
-    match tail {
-        Tail::Clean => Ok(None),
-        Tail::Torn { at } if last => Ok(Some(at)),
-        Tail::Torn { at } | Tail::Corrupt { at, .. } => {
-            if mode == RecoveryMode::Strict {
-                return Err(corruption(path, tail, last));
-            }
-            Ok(Some(at))
-        }
-    }
-}
-
-fn corruption(path: &Path, tail: Tail, last: bool) -> Error {
-    let found = match tail {
-        Tail::Corrupt {
-            next_at, next_lsn, ..
-        } => {
-            format!("an invalid record followed by a valid one (LSN {next_lsn} at offset {next_at})")
-        }
-        _ if !last => "an invalid record in a segment that is not the last".into(),
-        _ => "an invalid record".into(),
-    };
-    let at = match tail {
-        Tail::Torn { at } | Tail::Corrupt { at, .. } => at as u64,
-        Tail::Clean => 0,
-    };
-    Error::corrupt(
-        path,
-        at,
-        "wal record",
-        "a valid record or the end of the log",
-        found,
-    )
-}
-
-/// The log's records stop before `next_lsn`, in the segment and at the
-/// offset `end` names: they must reach every LSN known durable
-/// (`format/wal.md`, reading rule 6): `known_durable`, and the LSN before
-/// the name of a last segment whose header was torn (`torn_header`), as the
-/// segment before it was synced whole before it was created. Checked before
-/// anything is trimmed or removed; not in `RecoveryMode::TolerateCorruption`.
-fn check_end(
-    opts: &WalOptions,
-    end: Option<&(PathBuf, u64)>,
-    dir: &Path,
-    next_lsn: u64,
-    torn_header: Option<(&str, u64)>,
-) -> Result<()> {
-    if opts.recovery != RecoveryMode::Strict {
-        return Ok(());
-    }
-    let known_durable = opts.known_durable;
-    let named = torn_header.and_then(|(name, _)| Some((parse_segment_name(name)? - 1, name)));
-    let (durable, why) = match named {
-        Some((lsn, name)) if lsn >= known_durable => (
-            lsn,
-            format!("the next segment, {name}, starts at LSN {}", lsn + 1),
-        ),
-        _ => (known_durable, "known durable: the checkpoint's cut".to_owned()),
-    };
-    if next_lsn > durable {
-        return Ok(());
-    }
-    let (path, at) = end.map_or((dir, 0), |(p, at)| (p.as_path(), *at));
-    let found = match next_lsn.checked_sub(1).filter(|&l| l > 0) {
-        Some(last) => format!("the log ends at LSN {last}"),
-        None => "a log without records".to_owned(),
-    };
-    Err(Error::corrupt(
-        path,
-        at,
-        "write-ahead log end",
-        format!("records up to LSN {durable} ({why})"),
-        found,
-    ))
 }
 
 /// Creates segment `<first_lsn>.wal`: header written, file synced, directory
