@@ -487,6 +487,7 @@ impl Store {
             senders.push(tx);
             let (producer, watermark) = match (rec.wal.take(), drainer.as_mut()) {
                 (Some(wal), Some(d)) => {
+                    assert_eq!(wal.next_lsn(), rec.next_lsn, "the shard and its WAL resume at different LSNs");
                     let (p, c) = StateChangelogBuffer::with_capacity(opts.ring_bytes, opts.ring_entries);
                     let w = d.add_shard(c, wal);
                     (Some(p), Some(w))

@@ -291,10 +291,13 @@ impl ChangelogDrainer {
         let mut wal = lock(&s.wal)?;
         let mut n = 0;
         while n < self.batch_records {
-            let Some(rec) = s.consumer.pop() else { break };
+            let Some((lsn, rec)) = s.consumer.pop_with_lsn() else { break };
             payload.clear();
             encode_change(payload, &rec);
-            wal.append(rec.epoch, payload)?;
+            let logged = wal.append(rec.epoch, payload)?;
+            // The shard numbered the record when it pushed it; the log
+            // numbers it again when it appends: two counts of one sequence.
+            assert_eq!(logged, lsn, "the shard's LSN and the WAL's disagree");
             s.last_epoch = rec.epoch;
             s.unsynced_bytes += payload.len() as u64;
             n += 1;
