@@ -48,7 +48,7 @@ mod testing;
 mod writer;
 
 pub use cursor::{Cursor, Iter};
-pub use entry::{EntryKind, EntryRef, key_cmp, key_prefix};
+pub use entry::{EntryKind, EntryRef, entry_cmp, key_cmp, key_prefix};
 pub use format::RunMode;
 pub use meta::RunMeta;
 pub use options::{

@@ -343,7 +343,7 @@ impl Run {
                 // A racing thread may have set it first; its layout is identical.
                 let _ = slot.set(loaded);
                 slot.get()
-                    .ok_or_else(|| Error::InvalidArgument("block cache lost a value".into()))?
+                    .expect("a block cache slot is empty right after it was set")
             }
         };
         let payload = match &loaded.decoded {
@@ -501,6 +501,24 @@ impl Run {
     /// A cursor at the first entry.
     pub fn cursor(&self) -> Result<Cursor<'_>> {
         Cursor::first(self)
+    }
+
+    /// A cursor at the last entry (for walking back with [`Cursor::prev`]).
+    pub fn cursor_last(&self) -> Result<Cursor<'_>> {
+        Cursor::last(self)
+    }
+
+    /// A cursor at the last entry whose key is `<= key` (before the start
+    /// if there is none).
+    pub fn seek_back(&self, key: &[u8]) -> Result<Cursor<'_>> {
+        let mut c = Cursor::seek_past(self, key)?;
+        c.prev()?;
+        Ok(c)
+    }
+
+    /// A cursor at the first entry whose key is `> key`.
+    pub(crate) fn seek_past(&self, key: &[u8]) -> Result<Cursor<'_>> {
+        Cursor::seek_past(self, key)
     }
 
     /// Iterates every entry in order. Each item is a `Result` because a data

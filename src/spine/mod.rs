@@ -540,7 +540,8 @@ impl Spine {
                 self.opts.run.value_align_bytes,
             )
         });
-        let mut sealed = std::mem::replace(&mut self.memtable, fresh);
+        let sealed = std::mem::replace(&mut self.memtable, fresh);
+        // Made once here, the sorted view is shared by every later reader.
         sealed.sort();
         let id = self.take_id();
         self.batches.push(Slot {
@@ -803,7 +804,7 @@ impl Spine {
 
     fn finish_background(&mut self, (id, output): background::Finished) -> Result<()> {
         let Some(i) = self.merges.iter().position(|m| m.id == id) else {
-            return Err(Error::InvalidArgument(format!("unknown merge {id} finished")));
+            unreachable!("spine {}: unknown merge {id} finished", self.dir.display());
         };
         let running = self.merges.remove(i);
         self.publish(running.id, &running.inputs, output)
