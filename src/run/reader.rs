@@ -342,8 +342,10 @@ impl Run {
                 let loaded = self.load_block(i)?;
                 // A racing thread may have set it first; its layout is identical.
                 let _ = slot.set(loaded);
-                slot.get()
-                    .expect("a block cache slot is empty right after it was set")
+                match slot.get() {
+                    Some(loaded) => loaded,
+                    None => unreachable!("a block cache slot is empty right after it was set"),
+                }
             }
         };
         let payload = match &loaded.decoded {

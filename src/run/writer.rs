@@ -236,7 +236,7 @@ impl RunWriter {
         archive.clear();
         // Archiving plain columns into a growable buffer fails only by a bug.
         let archive = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.block, archive)
-            .unwrap_or_else(|e| panic!("archiving a data block into memory failed: {e}"));
+            .unwrap_or_else(|e| unreachable!("archiving a data block into memory failed: {e}"));
         let raw_len = frame_len("data block", archive.len())?;
         let (codec, payload): (Codec, &[u8]) = match &mut self.compressor {
             None => (Codec::None, &archive),
@@ -297,7 +297,7 @@ impl RunWriter {
         let index_offset = self.written + self.out.len() as u64;
         let index =
             rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.index, AlignedVec::<16>::new())
-                .unwrap_or_else(|e| panic!("archiving the run index into memory failed: {e}"));
+                .unwrap_or_else(|e| unreachable!("archiving the run index into memory failed: {e}"));
         let index_raw = frame_len("run index", index.len())?;
         format::write_frame(&mut self.out, format::INDEX_MAGIC, Codec::None, &index, index_raw);
         let filter_offset = self.written + self.out.len() as u64;
