@@ -385,6 +385,7 @@ impl Memtable {
             merged.push(o);
         }
         merged.extend(fresh);
+        assert_eq!(merged.len(), total as usize, "memtable sorted view lost entries");
         debug_assert!(
             merged.windows(2).all(|w| self.order(w[0], w[1]).is_lt()),
             "memtable sorted view is not strictly increasing"

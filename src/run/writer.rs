@@ -54,6 +54,8 @@ pub struct RunWriter {
     block: DataBlock,
     index: IndexBlock,
     filter: bloom::Builder,
+    /// The first key pushed, for the check at `finish`.
+    first_key: Vec<u8>,
     last_key: Vec<u8>,
     last_value: Vec<u8>,
     entry_count: u64,
@@ -117,6 +119,7 @@ impl RunWriter {
             block: DataBlock::default(),
             index: IndexBlock::default(),
             filter: bloom::Builder::new(opts.bloom_bits_per_key, opts.expected_entries),
+            first_key: Vec::new(),
             last_key: Vec::new(),
             last_value: Vec::new(),
             entry_count: 0,
@@ -167,6 +170,9 @@ impl RunWriter {
             && value_start + value.len() <= MAX_ENTRY_BYTES;
         if !fits {
             self.flush_block()?;
+        }
+        if first {
+            self.first_key.extend_from_slice(key);
         }
         if new_key {
             self.filter.add(bloom::key_hash(key));
@@ -294,6 +300,7 @@ impl RunWriter {
     /// succeeded (`None`: no background sync; sync it yourself if needed).
     pub fn finish_syncing_later(mut self) -> Result<(RunMeta, Option<Arc<AtomicBool>>)> {
         self.flush_block()?;
+        self.assert_index_agrees();
         let index_offset = self.written + self.out.len() as u64;
         let index =
             rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.index, AlignedVec::<16>::new())
@@ -363,6 +370,40 @@ impl RunWriter {
         let path = std::mem::take(&mut self.path);
         let meta = RunMeta::from_footer(path, &footer, self.compressed_blocks, key_range);
         Ok((meta, synced_later))
+    }
+
+    /// The index about to be written records what was pushed: as many
+    /// entries, the first key pushed first, the last key last. A reader
+    /// checks the same rows against the footer and the blocks.
+    fn assert_index_agrees(&self) {
+        let idx = &self.index;
+        let n = idx.offsets.len();
+        let counted: u64 = idx.entry_counts.iter().map(|&c| u64::from(c)).sum();
+        assert_eq!(
+            counted,
+            self.entry_count,
+            "run {}: the index counts {counted} entries, {} were pushed",
+            self.path.display(),
+            self.entry_count
+        );
+        assert_eq!(
+            n == 0,
+            self.entry_count == 0,
+            "run {}: blocks without entries",
+            self.path.display()
+        );
+        if n > 0 {
+            let ends = &idx.key_ends;
+            let first = &idx.keys[..ends[0] as usize];
+            let last = &idx.keys[ends[2 * n - 2] as usize..ends[2 * n - 1] as usize];
+            assert!(
+                first == self.first_key.as_slice() && last == self.last_key.as_slice(),
+                "run {}: the index spans {first:?}..={last:?}, the entries pushed {:?}..={:?}",
+                self.path.display(),
+                self.first_key,
+                self.last_key
+            );
+        }
     }
 
     /// The final path of the run.

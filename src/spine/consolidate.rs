@@ -36,6 +36,9 @@ pub(crate) struct Consolidate<'a> {
     heads: Vec<Option<EntryRef<'a>>>,
     mode: RunMode,
     keep_tombstones: bool,
+    /// The entry emitted last since the last seek or turn (kept with debug
+    /// assertions on only): each step's must lie strictly beyond it.
+    last: Option<EntryRef<'a>>,
 }
 
 /// Consumes head `e` of source `s`: counts its bytes, moves the source on
@@ -70,6 +73,7 @@ impl<'a> Consolidate<'a> {
             heads,
             mode,
             keep_tombstones,
+            last: None,
         }
     }
 
@@ -77,13 +81,33 @@ impl<'a> Consolidate<'a> {
     /// Adds the input bytes it consumed to `consumed`.
     #[inline]
     pub(crate) fn next(&mut self, consumed: &mut usize) -> Result<Option<EntryRef<'a>>> {
-        self.step::<false>(consumed)
+        let e = self.step::<false>(consumed)?;
+        self.check_order::<false>(e);
+        Ok(e)
     }
 
     /// The previous consolidated entry (the mirror of `next`).
     #[inline]
     pub(crate) fn next_back(&mut self) -> Result<Option<EntryRef<'a>>> {
-        self.step::<true>(&mut 0)
+        let e = self.step::<true>(&mut 0)?;
+        self.check_order::<true>(e);
+        Ok(e)
+    }
+
+    /// Debug builds: the walk moves strictly one way (what a merge writes
+    /// is strictly increasing; a cursor never shows an entry twice).
+    #[inline(always)]
+    fn check_order<const BACK: bool>(&mut self, e: Option<EntryRef<'a>>) {
+        if cfg!(debug_assertions) {
+            if let (Some(last), Some(e)) = (self.last, e) {
+                assert!(
+                    self.before::<BACK>(&last, &e).is_lt(),
+                    "consolidated entries out of order ({}): {last:?} then {e:?}",
+                    if BACK { "backward" } else { "forward" }
+                );
+            }
+            self.last = e;
+        }
     }
 
     // Always inlined: the merge loop's inner comparison (measured 10% of a
@@ -144,6 +168,7 @@ impl<'a> Consolidate<'a> {
     /// Moves every source to its first entry whose key is `>= key`
     /// (`inclusive`) or `> key`: then `next` walks forward from there.
     pub(crate) fn seek(&mut self, key: &[u8], inclusive: bool) -> Result<()> {
+        self.last = None;
         for (s, head) in self.sources.iter_mut().zip(self.heads.iter_mut()) {
             if inclusive {
                 s.seek(key)?;
@@ -158,6 +183,7 @@ impl<'a> Consolidate<'a> {
     /// Moves every source to its last entry whose key is `<= key`
     /// (`inclusive`) or `< key`: then `next_back` walks back from there.
     pub(crate) fn seek_back(&mut self, key: &[u8], inclusive: bool) -> Result<()> {
+        self.last = None;
         for (s, head) in self.sources.iter_mut().zip(self.heads.iter_mut()) {
             if inclusive {
                 s.seek_past(key)?;
@@ -172,6 +198,7 @@ impl<'a> Consolidate<'a> {
 
     /// Moves every source to its last entry.
     pub(crate) fn seek_to_last(&mut self) -> Result<()> {
+        self.last = None;
         for (s, head) in self.sources.iter_mut().zip(self.heads.iter_mut()) {
             s.seek_to_last()?;
             *head = s.current();
@@ -182,6 +209,7 @@ impl<'a> Consolidate<'a> {
     /// After walking back to `at`: moves every source to its first entry
     /// after `at` in entry order, so `next` goes on forward from there.
     pub(crate) fn turn_forward(&mut self, at: &EntryRef<'_>) -> Result<()> {
+        self.last = None;
         let mode = self.mode;
         for (s, head) in self.sources.iter_mut().zip(self.heads.iter_mut()) {
             s.seek(at.key)?;
@@ -197,6 +225,7 @@ impl<'a> Consolidate<'a> {
     /// After walking forward to `at`: moves every source to its last entry
     /// before `at` in entry order, so `next_back` goes on back from there.
     pub(crate) fn turn_back(&mut self, at: &EntryRef<'_>) -> Result<()> {
+        self.last = None;
         let mode = self.mode;
         for (s, head) in self.sources.iter_mut().zip(self.heads.iter_mut()) {
             s.seek(at.key)?;

@@ -543,6 +543,7 @@ impl Spine {
         let sealed = std::mem::replace(&mut self.memtable, fresh);
         // Made once here, the sorted view is shared by every later reader.
         sealed.sort();
+        debug_assert!(sealed.is_sorted(), "a sealed memtable's view misses entries");
         let id = self.take_id();
         self.batches.push(Slot {
             id,
