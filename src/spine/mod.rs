@@ -76,6 +76,7 @@ mod consolidate;
 mod levels;
 mod lineage;
 mod merge;
+mod merger;
 mod options;
 mod read;
 
@@ -87,10 +88,10 @@ use crate::io::Fs;
 use crate::memtable::Memtable;
 use crate::run::{Durability, RunMode, RunWriter};
 use crate::{Error, Result};
-use background::Helper;
 use batch::{Batch, RunFile};
 use lineage::{Input, Lineage};
-use merge::{Merge, Output};
+use merge::Merge;
+use merger::{Finished, Merger};
 
 pub use options::{
     DEFAULT_FAN_IN, DEFAULT_MAX_RUNS, DEFAULT_MEMORY_BUDGET_BYTES, DEFAULT_MEMTABLE_SIZE_BYTES,
@@ -142,15 +143,6 @@ pub struct SpineCut {
     /// any more, and dropping the last handle deletes the file. Handed over
     /// so that the unlink happens off the owner's thread.
     pub released: Vec<RunHandle>,
-}
-
-#[derive(Debug)]
-struct Running {
-    id: u64,
-    /// Input batch ids, oldest first.
-    inputs: Vec<u64>,
-    /// `None` while the background helper holds it.
-    merge: Option<Merge>,
 }
 
 /// What one [`Spine::merge_step`] did.
@@ -237,12 +229,11 @@ pub struct Spine {
     spare: Option<Memtable>,
     /// Oldest first.
     batches: Vec<Slot>,
-    merges: Vec<Running>,
+    /// The running merges, advanced inline or by a helper thread.
+    merger: Merger,
     next_id: u64,
-    next_merge: usize,
     /// Past `max_runs` or the memory budget: writes help merging.
     pressure: bool,
-    helper: Option<Helper>,
     stats: SpineStats,
     /// Sequence number of the writes that follow ([`Spine::set_seq`]).
     seq: u64,
@@ -274,10 +265,7 @@ impl Spine {
             .map_or(1, |m| m + 1);
         opts.run.mode = opts.mode;
         opts.memory_budget_bytes = opts.memory_budget_bytes.max(2 * opts.memtable_size_bytes);
-        let helper = match opts.merge_mode {
-            MergeMode::Cooperative => None,
-            MergeMode::Background => Some(Helper::spawn(Arc::clone(&fs), opts.merge_budget_bytes)?),
-        };
+        let merger = Merger::new(opts.merge_mode, &fs, opts.merge_budget_bytes)?;
         Ok(Spine {
             memtable: Memtable::new(opts.mode, opts.memtable_size_bytes, opts.run.value_align_bytes),
             spare: None,
@@ -285,11 +273,9 @@ impl Spine {
             dir,
             opts,
             batches: Vec::new(),
-            merges: Vec::new(),
+            merger,
             next_id,
-            next_merge: 0,
             pressure: false,
-            helper,
             stats: SpineStats::default(),
             seq: 0,
             memtable_seq: 0,
@@ -411,9 +397,7 @@ impl Spine {
     /// cut may, until it has linked it). What dropping a spine of a store
     /// does; dropping a `Spine` value alone keeps its files for a reopen.
     pub fn destroy(mut self) {
-        // Joins the background helper, which drops its merges.
-        drop(self.helper.take());
-        self.merges.clear();
+        self.merger.stop();
         for s in &self.batches {
             if let Batch::Disk(rf) = &s.batch {
                 rf.retire();
@@ -436,7 +420,7 @@ impl Spine {
     /// it (a store without a WAL does this at each checkpoint).
     pub fn flush(&mut self) -> Result<()> {
         self.seal()?;
-        if self.helper.is_none() {
+        if !self.merger.is_background() {
             return self.flush_memory();
         }
         loop {
@@ -467,7 +451,7 @@ impl Spine {
                 continue;
             }
             let step = self.merge_step(self.opts.merge_budget_bytes.max(1 << 20))?;
-            // A batch marked merging has its merge in `merges` until published.
+            // A batch marked merging has its merge in the merger until published.
             assert!(
                 !step.is_idle() || !self.batches.iter().any(|s| s.level == 0 && s.merging),
                 "spine {}: a level-0 merge is marked running but none is ({:?})",
@@ -554,7 +538,10 @@ impl Spine {
             lineage: Lineage::default(),
         });
         self.stats.seals += 1;
-        self.collect_background()?;
+        // Never waits, and inline it merges nothing (no budget).
+        while let Some(f) = self.merger.next_finished(&self.fs, &mut 0) {
+            self.publish(f)?;
+        }
         self.schedule()
     }
 
@@ -584,18 +571,16 @@ impl Spine {
     /// at most one idle batch per level short of a merge, and writes go on.
     #[cold]
     fn relieve(&mut self) -> Result<()> {
-        if self.merges.is_empty() {
+        if self.merger.pending() == 0 {
             return Ok(());
         }
         self.stats.stalled_writes += 1;
-        if self.helper.is_none() {
+        if self.merger.is_background() {
+            if let Some(f) = self.merger.wait_finished(BACKPRESSURE_WAIT) {
+                self.publish(f)?;
+            }
+        } else {
             self.merge_step(self.opts.merge_budget_bytes)?;
-        } else if let Some(f) = self
-            .helper
-            .as_ref()
-            .and_then(|h| h.wait_finished(BACKPRESSURE_WAIT))
-        {
-            self.finish_background(f)?;
         }
         self.update_pressure();
         Ok(())
@@ -692,23 +677,8 @@ impl Spine {
         for &i in picked {
             self.batches[i].merging = true;
         }
-        let running = Running {
-            id,
-            inputs: picked.iter().map(|&i| self.batches[i].id).collect(),
-            merge: None,
-        };
-        match &self.helper {
-            Some(h) => h.submit(id, merge)?,
-            None => {
-                self.merges.push(Running {
-                    merge: Some(merge),
-                    ..running
-                });
-                return Ok(());
-            }
-        }
-        self.merges.push(running);
-        Ok(())
+        let inputs = picked.iter().map(|&i| self.batches[i].id).collect();
+        self.merger.start(id, inputs, merge)
     }
 
     /// Advances running merges by at most about `budget` input bytes (one
@@ -717,39 +687,13 @@ impl Spine {
     pub fn merge_step(&mut self, budget: usize) -> Result<MergeStep> {
         let mut step = MergeStep::default();
         self.release_stand_ins();
-        if self.helper.is_some() {
-            step.completed = self.collect_background()?;
-            step.pending = self.merges.len();
-            return Ok(step);
-        }
         let mut left = budget;
-        while left > 0 && !self.merges.is_empty() {
-            let i = self.next_merge % self.merges.len();
-            let before = left;
-            let worked = match self.merges[i].merge.as_mut() {
-                Some(m) => m.work(&mut left),
-                None => Ok(false),
-            };
-            step.bytes += before - left;
-            match worked {
-                Ok(false) => self.next_merge = i + 1,
-                Ok(true) => {
-                    let Running {
-                        id, inputs, merge, ..
-                    } = self.merges.remove(i);
-                    if let Some(m) = merge {
-                        self.publish(id, &inputs, m.done(&self.fs))?;
-                        step.completed += 1;
-                    }
-                }
-                Err(e) => {
-                    let running = self.merges.remove(i);
-                    self.abandon(&running.inputs);
-                    return Err(e);
-                }
-            }
+        while let Some(f) = self.merger.next_finished(&self.fs, &mut left) {
+            self.publish(f)?;
+            step.completed += 1;
         }
-        step.pending = self.merges.len();
+        step.bytes = budget - left;
+        step.pending = self.merger.pending();
         Ok(step)
     }
 
@@ -764,14 +708,11 @@ impl Spine {
                 self.wait_stand_ins(Duration::from_secs(1));
                 return Ok(());
             }
-            if self.helper.is_some()
-                && step.completed == 0
-                && let Some(f) = self
-                    .helper
-                    .as_ref()
-                    .and_then(|h| h.wait_finished(BACKPRESSURE_WAIT))
+            // Inline every step merged; background, wait for the helper.
+            if step.completed == 0
+                && let Some(f) = self.merger.wait_finished(BACKPRESSURE_WAIT)
             {
-                self.finish_background(f)?;
+                self.publish(f)?;
             }
         }
     }
@@ -793,24 +734,6 @@ impl Spine {
         self.settle()
     }
 
-    /// Installs every merge the helper has finished; returns how many.
-    fn collect_background(&mut self) -> Result<usize> {
-        let mut n = 0;
-        while let Some(f) = self.helper.as_ref().and_then(Helper::try_finished) {
-            self.finish_background(f)?;
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    fn finish_background(&mut self, (id, output): background::Finished) -> Result<()> {
-        let Some(i) = self.merges.iter().position(|m| m.id == id) else {
-            unreachable!("spine {}: unknown merge {id} finished", self.dir.display());
-        };
-        let running = self.merges.remove(i);
-        self.publish(running.id, &running.inputs, output)
-    }
-
     /// A failed merge: its inputs stay as they were, free to merge again.
     fn abandon(&mut self, inputs: &[u64]) {
         for s in &mut self.batches {
@@ -821,7 +744,9 @@ impl Spine {
     }
 
     /// Replaces a finished merge's inputs by its output and retires them.
-    fn publish(&mut self, id: u64, inputs: &[u64], output: Result<Output>) -> Result<()> {
+    fn publish(&mut self, finished: Finished) -> Result<()> {
+        let Finished { id, inputs, output } = finished;
+        let inputs = inputs.as_slice();
         let output = match output {
             Ok(o) => o,
             Err(e) => {
@@ -905,10 +830,8 @@ impl Spine {
                 rf.retire();
             }
         }
-        match &self.helper {
-            Some(h) => h.bury(retired),
-            None => self.recycle(retired),
-        }
+        let back = self.merger.bury(retired);
+        self.recycle(back);
         self.stats.merges += 1;
         self.stats.bytes_merged += output.bytes_in;
         self.assert_shape();
