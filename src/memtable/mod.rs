@@ -3,7 +3,7 @@
 //! 1. Key and value bytes are appended to one arena (values aligned like a
 //!    run's, so a typed read can borrow them in place); an entry records where
 //!    they are and what it says (put, delete, or a Z-set weight).
-//! 2. A [`HashIndex`] over the key (key-value) or the `(key, value)` pair
+//! 2. A `HashIndex` over the key (key-value) or the `(key, value)` pair
 //!    (Z-set) finds an existing entry in O(1): a put overwrites it in place, an
 //!    update adds to its weight. A Z-set also chains the entries of each key
 //!    from a second index, so reading one key's values never sorts anything.

@@ -42,7 +42,9 @@
 //! # Reads
 //! [`Spine::get`] probes the memtable's hash index, then each batch newest
 //! first (hash once; a bloom filter line per run). Cursors merge every batch
-//! with the consolidation rules above; see [`Cursor`].
+//! with the consolidation rules above, walk either way ([`Cursor::advance`],
+//! [`Cursor::prev`], seeks to either side) and borrow the spine shared, so
+//! several may be open at once; see [`Cursor`].
 //!
 //! ```
 //! use std::sync::Arc;
