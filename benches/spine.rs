@@ -150,7 +150,7 @@ fn merge_step(c: &mut Criterion) {
 fn scan(c: &mut Criterion) {
     let n = entries();
     let tmp = tempfile::tempdir().unwrap();
-    let mut s = filled(tmp.path(), n);
+    let s = filled(tmp.path(), n);
     let map: BTreeMap<[u8; 16], Vec<u8>> = (0..n).map(|i| (key(i), VALUE.to_vec())).collect();
     let mut g = c.benchmark_group("scan");
     g.sample_size(20);

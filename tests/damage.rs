@@ -110,7 +110,7 @@ fn damage_at_rest_is_detected_or_harmless_never_wrong() {
                 detected += 1;
             }
             Ok(mut state) => {
-                let mut shard = state.store.take_shards().remove(0);
+                let shard = state.store.take_shards().remove(0);
                 let got: Kv = match shard.kv_spine("kv") {
                     Some(id) => match shard
                         .cursor(id)

@@ -69,7 +69,7 @@ fn check(fs: Arc<SimFs>, done: u32, acked: u32, what: &str) {
     let mut state = sim_store::small_store(fs, 1, false)
         .recover()
         .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
-    let mut shard = state.store.take_shards().remove(0);
+    let shard = state.store.take_shards().remove(0);
     let got: Kv = match shard.kv_spine("kv") {
         Some(id) => shard
             .cursor(id)

@@ -263,6 +263,17 @@ fn misuse_is_a_typed_error() {
         w.push(b"c", b"v", EntryKind::Delete),
         Err(statespine::Error::InvalidArgument(_))
     ));
+    // Over the size limit is not misuse but a limit, named by what is over.
+    let huge = vec![0u8; statespine::run::MAX_ENTRY_BYTES + 1];
+    assert!(matches!(
+        w.put(&huge, b"v"),
+        Err(statespine::Error::TooLarge { what: "key", .. })
+    ));
+    assert!(matches!(
+        w.put(b"c", &huge),
+        Err(statespine::Error::TooLarge { what: "value", .. })
+    ));
+    drop(huge);
     w.put(b"c", b"3").unwrap();
     assert_eq!(w.finish().unwrap().entry_count, 2);
 

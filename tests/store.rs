@@ -230,7 +230,7 @@ fn acknowledged_writes_survive_a_crash_and_unacknowledged_ones_are_a_prefix() {
     let image = Arc::new(fs.crash());
     drop((shard, store));
     let mut state = options(&image, 1).recover().unwrap();
-    let mut shard = state.store.take_shards().remove(0);
+    let shard = state.store.take_shards().remove(0);
     let kv = shard.kv_spine("kv").unwrap();
     let got: Vec<Vec<u8>> = shard
         .cursor(kv)
@@ -595,7 +595,7 @@ fn dropped_spines_stay_dropped_and_ids_are_not_reused() {
     shard.wait_durable(shard.last_lsn(), WAIT).unwrap();
     drop((shard, store));
     let mut state = options(&fs, 1).recover().unwrap();
-    let mut shard = state.store.take_shards().remove(0);
+    let shard = state.store.take_shards().remove(0);
     let a = shard.kv_spine("a").unwrap();
     assert_eq!(a.id().index(), a2.id().index(), "the new spine's number");
     let all: Vec<_> = shard

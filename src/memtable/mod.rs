@@ -3,23 +3,29 @@
 //! 1. Key and value bytes are appended to one arena (values aligned like a
 //!    run's, so a typed read can borrow them in place); an entry records where
 //!    they are and what it says (put, delete, or a Z-set weight).
-//! 2. A [`HashIndex`] over the key (key-value) or the `(key, value)` pair
+//! 2. A `HashIndex` over the key (key-value) or the `(key, value)` pair
 //!    (Z-set) finds an existing entry in O(1): a put overwrites it in place, an
 //!    update adds to its weight. A Z-set also chains the entries of each key
 //!    from a second index, so reading one key's values never sorts anything.
-//! 3. Order is made lazily: [`Memtable::sort`] sorts the entries added since
-//!    the last sort and merges them into the sorted list, so the memtable pays
-//!    for ordering only when a range read or a seal asks for it.
+//! 3. Order is made lazily, through `&self`: [`Memtable::sorted`] sorts the
+//!    entries added since the last sorted view and merges them into it, so
+//!    the memtable pays for ordering only when a range read or a seal asks
+//!    for it, and any number of readers may share the view. The view lives in
+//!    a `OnceLock`; a write that adds an entry moves it back to `base` (a
+//!    check and a move, no allocation), from which the next view grows.
 //!
-//! Invariant: `sorted` is a permutation of `entries[..sorted.len()]` in
-//! increasing key (key-value) or `(key, value)` (Z-set) order. Entries are
-//! never removed; a delete is a tombstone, a weight that sums to zero stays as
-//! a zero that merges drop.
+//! Invariant: the view (or `base`) is a permutation of
+//! `entries[..view.len()]` in increasing key (key-value) or `(key, value)`
+//! (Z-set) order. Entries are never removed; a delete is a tombstone, a
+//! weight that sums to zero stays as a zero that merges drop. Overwrites keep
+//! an entry's key (and Z-set value), so they never disturb the order.
 //!
 //! Nothing here allocates per write beyond amortised growth of the arena and
 //! entry vector, both sized from the byte budget up front.
 
 mod index;
+
+use std::sync::OnceLock;
 
 use rkyv::util::AlignedVec;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -27,7 +33,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 use crate::io::{prefetch, prefetch_value};
 use crate::run::bloom::key_hash;
 use crate::run::format::{RunMode, align_up};
-use crate::run::{EntryKind, EntryRef, MAX_ENTRY_BYTES, key_cmp, key_prefix};
+use crate::run::{EntryKind, EntryRef, MAX_ENTRY_BYTES, entry_cmp, key_cmp, key_prefix};
 use crate::{Error, Result};
 use index::HashIndex;
 
@@ -62,7 +68,11 @@ pub struct Memtable {
     table: HashIndex,
     /// Z-set only: key -> newest entry with that key.
     keys: HashIndex,
-    sorted: Vec<u32>,
+    /// The sorted view as of the last read, or empty while `view` holds it.
+    base: Vec<u32>,
+    /// The sorted view of every entry, made on the first ordered read after
+    /// an entry was added.
+    view: OnceLock<Vec<u32>>,
 }
 
 /// Hash of a `(key, value)` pair, seeded by the key's hash.
@@ -83,7 +93,8 @@ impl Memtable {
             entries: Vec::with_capacity(expect),
             table: HashIndex::with_capacity(expect),
             keys: HashIndex::with_capacity(if mode == RunMode::ZSet { expect } else { 0 }),
-            sorted: Vec::new(),
+            base: Vec::new(),
+            view: OnceLock::new(),
         }
     }
 
@@ -94,7 +105,8 @@ impl Memtable {
         self.entries.clear();
         self.table.clear();
         self.keys.clear();
-        self.sorted.clear();
+        self.base.clear();
+        self.view = OnceLock::new();
     }
 
     /// Bytes the arena has room for (more than the budget after a value
@@ -124,7 +136,7 @@ impl Memtable {
             + self.entries.len() * std::mem::size_of::<Slot>()
             + self.table.size_bytes()
             + self.keys.size_bytes()
-            + self.sorted.len() * std::mem::size_of::<u32>()
+            + (self.base.len() + self.view.get().map_or(0, Vec::len)) * std::mem::size_of::<u32>()
     }
 
     #[inline]
@@ -156,12 +168,14 @@ impl Memtable {
     }
 
     fn check(&self, key: &[u8], value: &[u8], kind: EntryKind) -> Result<()> {
-        if key.len() > MAX_ENTRY_BYTES || value.len() > MAX_ENTRY_BYTES {
-            return Err(Error::InvalidArgument(format!(
-                "keys and values are limited to {MAX_ENTRY_BYTES} bytes, got {} and {}",
-                key.len(),
-                value.len()
-            )));
+        for (what, len) in [("key", key.len()), ("value", value.len())] {
+            if len > MAX_ENTRY_BYTES {
+                return Err(Error::TooLarge {
+                    what,
+                    len: len as u64,
+                    limit: MAX_ENTRY_BYTES as u64,
+                });
+            }
         }
         let ok = matches!(
             (self.mode, kind),
@@ -174,9 +188,10 @@ impl Memtable {
             )));
         }
         if self.arena.len() + key.len() + value.len() + self.value_align > u32::MAX as usize {
-            return Err(Error::InvalidArgument(
-                "memtable arena would pass 4 GiB; seal it first".into(),
-            ));
+            return Err(Error::LimitReached {
+                what: "memtable arena bytes",
+                limit: u64::from(u32::MAX),
+            });
         }
         Ok(())
     }
@@ -189,6 +204,10 @@ impl Memtable {
     }
 
     fn push_slot(&mut self, key: &[u8], value: &[u8], kind: EntryKind, next_same_key: u32) -> u32 {
+        // A new entry is missing from the view: keep it as the next one's base.
+        if let Some(view) = self.view.take() {
+            self.base = view;
+        }
         let key_off = self.arena.len() as u32;
         self.arena.extend_from_slice(key);
         let val_off = self.append_value(value);
@@ -305,87 +324,102 @@ impl Memtable {
         })
     }
 
-    /// True when every entry is in the sorted list.
+    /// True when the sorted view is made and holds every entry.
     pub fn is_sorted(&self) -> bool {
-        self.sorted.len() == self.entries.len()
+        self.view.get().is_some_and(|v| v.len() == self.entries.len())
     }
 
     #[inline]
     fn order(&self, a: u32, b: u32) -> std::cmp::Ordering {
-        let by_key = key_cmp(self.key_of(a), self.key_of(b));
-        match self.mode {
-            RunMode::KeyValue => by_key,
-            RunMode::ZSet => by_key.then_with(|| key_cmp(self.value_of(a), self.value_of(b))),
-        }
+        entry_cmp(
+            self.mode,
+            self.key_of(a),
+            self.value_of(a),
+            self.key_of(b),
+            self.value_of(b),
+        )
     }
 
-    /// Starts pulling the bytes of sorted entries a little ahead of `i` into
-    /// cache: a walk in key order visits the arena in random order.
+    /// Starts pulling the bytes of `sorted[i..]` a little ahead of `i`
+    /// into cache: a walk in key order visits the arena in random order.
     #[inline]
-    pub fn prefetch_sorted(&self, i: usize) {
+    pub fn prefetch_sorted(&self, sorted: &[u32], i: usize) {
         const SLOT_AHEAD: usize = 16;
         const BYTES_AHEAD: usize = 8;
-        if let Some(&e) = self.sorted.get(i + SLOT_AHEAD) {
+        if let Some(&e) = sorted.get(i + SLOT_AHEAD) {
             prefetch_value(&self.entries[e as usize]);
         }
-        if let Some(&e) = self.sorted.get(i + BYTES_AHEAD) {
+        if let Some(&e) = sorted.get(i + BYTES_AHEAD) {
             let s = &self.entries[e as usize];
             prefetch(&self.arena[s.key_off as usize..s.key_off as usize + 1]);
             prefetch(&self.arena[s.val_off as usize..(s.val_off + s.val_len) as usize]);
         }
     }
 
-    /// Brings the sorted list up to date: sorts the entries added since the
-    /// last call and merges them in (O(new · log new + total)).
-    pub fn sort(&mut self) {
-        let done = self.sorted.len();
+    /// Every entry's number, in order: made on the first call after an
+    /// entry was added (sorting the new entries, O(new · log new + total)),
+    /// then shared by every reader until the next added entry.
+    #[inline]
+    pub fn sorted(&self) -> &[u32] {
+        self.view.get_or_init(|| self.make_sorted())
+    }
+
+    /// The base view with the entries added since merged in.
+    #[cold]
+    fn make_sorted(&self) -> Vec<u32> {
+        let done = self.base.len();
         let total = self.entries.len() as u32;
-        if done as u32 == total {
-            return;
-        }
         // Sort on (8-byte big-endian key prefix, entry): most comparisons of
         // distinct keys are then one integer compare on contiguous memory.
         let mut keyed: Vec<(u64, u32)> = (done as u32..total)
             .map(|e| (key_prefix(self.key_of(e)), e))
             .collect();
         keyed.sort_unstable_by(|x, y| x.0.cmp(&y.0).then_with(|| self.order(x.1, y.1)));
-        let fresh: Vec<u32> = keyed.into_iter().map(|(_, e)| e).collect();
-        if done == 0 {
-            self.sorted = fresh;
-            return;
-        }
-        let old = std::mem::take(&mut self.sorted);
         let mut merged = Vec::with_capacity(total as usize);
-        let (mut i, mut j) = (0, 0);
-        while i < old.len() && j < fresh.len() {
-            if self.order(old[i], fresh[j]).is_le() {
-                merged.push(old[i]);
-                i += 1;
-            } else {
-                merged.push(fresh[j]);
-                j += 1;
+        let (old, mut fresh) = (&self.base, keyed.iter().map(|&(_, e)| e).peekable());
+        for &o in old {
+            while let Some(&f) = fresh.peek().filter(|&&f| self.order(f, o).is_lt()) {
+                merged.push(f);
+                fresh.next();
             }
+            merged.push(o);
         }
-        merged.extend_from_slice(&old[i..]);
-        merged.extend_from_slice(&fresh[j..]);
-        self.sorted = merged;
+        merged.extend(fresh);
+        assert_eq!(merged.len(), total as usize, "memtable sorted view lost entries");
+        debug_assert!(
+            merged.windows(2).all(|w| self.order(w[0], w[1]).is_lt()),
+            "memtable sorted view is not strictly increasing"
+        );
+        merged
     }
 
-    /// Entries in the sorted list.
+    /// Makes the sorted view now (a seal does, so that readers of the sealed
+    /// memtable find it made).
+    pub fn sort(&self) {
+        self.sorted();
+    }
+
+    /// Entries in the sorted view.
     pub fn sorted_len(&self) -> usize {
-        self.sorted.len()
+        self.sorted().len()
     }
 
     /// The `i`-th entry in order (`i < sorted_len()`).
     #[inline]
     pub fn sorted_entry(&self, i: usize) -> EntryRef<'_> {
-        self.entry(self.sorted[i])
+        self.entry(self.sorted()[i])
     }
 
-    /// Position in the sorted list of the first entry whose key is `>= key`.
+    /// Position in the sorted view of the first entry whose key is `>= key`.
     pub fn lower_bound(&self, key: &[u8]) -> usize {
-        self.sorted
+        self.sorted()
             .partition_point(|&e| key_cmp(self.key_of(e), key).is_lt())
+    }
+
+    /// Position in the sorted view of the first entry whose key is `> key`.
+    pub fn upper_bound(&self, key: &[u8]) -> usize {
+        self.sorted()
+            .partition_point(|&e| key_cmp(self.key_of(e), key).is_le())
     }
 }
 

@@ -109,3 +109,39 @@ fn lower_bound_finds_the_first_key_at_or_after() {
     assert_eq!(mt.lower_bound(b"e"), 4);
     assert!(mt.size_bytes() > 0);
 }
+
+#[test]
+fn oversized_entries_are_too_large_not_misuse() {
+    let mut mt = Memtable::new(RunMode::KeyValue, 1 << 10, 8);
+    let huge = vec![0u8; MAX_ENTRY_BYTES + 1];
+    assert!(matches!(
+        mt.put(&huge, b"v"),
+        Err(Error::TooLarge { what: "key", .. })
+    ));
+    assert!(matches!(
+        mt.put(b"k", &huge),
+        Err(Error::TooLarge { what: "value", .. })
+    ));
+    assert!(matches!(mt.update(b"k", b"v", 1), Err(Error::InvalidArgument(_))));
+    assert!(mt.is_empty());
+}
+
+#[test]
+fn readers_share_the_sorted_view_and_a_write_renews_it() {
+    let mut mt = Memtable::new(RunMode::KeyValue, 1 << 10, 8);
+    mt.put(b"b", b"1").unwrap();
+    mt.put(b"a", b"2").unwrap();
+    let (x, y) = (mt.sorted(), mt.sorted());
+    assert_eq!(x.as_ptr(), y.as_ptr(), "one view for every reader");
+    assert!(mt.is_sorted());
+    // An overwrite keeps the order: the view stays.
+    mt.put(b"a", b"3").unwrap();
+    assert!(mt.is_sorted());
+    mt.put(b"c", b"4").unwrap();
+    assert!(!mt.is_sorted());
+    let keys: Vec<_> = (0..mt.sorted_len())
+        .map(|i| mt.sorted_entry(i).key.to_vec())
+        .collect();
+    assert_eq!(keys, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    assert_eq!(mt.sorted_entry(0).value, b"3");
+}

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use rkyv::{Archive, Serialize};
 
-use super::entry::{EntryKind, EntryRef, KIND_DELETE, KIND_PUT};
+use super::entry::{EntryKind, EntryRef, KIND_DELETE, KIND_PUT, entry_cmp};
 use super::format::{RunMode, align_up, le_u32, le_u64};
 use crate::{Error, Result};
 
@@ -315,11 +315,7 @@ impl<'a> BlockView<'a> {
     }
 
     fn cmp_entries(&self, a: usize, b: usize) -> Ordering {
-        let by_key = self.key(a).cmp(self.key(b));
-        match self.mode {
-            RunMode::KeyValue => by_key,
-            RunMode::ZSet => by_key.then_with(|| self.value(a).cmp(self.value(b))),
-        }
+        entry_cmp(self.mode, self.key(a), self.value(a), self.key(b), self.value(b))
     }
 
     /// Whether this block's last entry sorts strictly before `next`'s first.
@@ -327,12 +323,14 @@ impl<'a> BlockView<'a> {
     /// may span blocks, so order across a boundary is checked when crossed.
     pub(crate) fn precedes(&self, next: &BlockView<'_>) -> bool {
         let last = self.len() - 1;
-        let by_key = self.key(last).cmp(next.key(0));
-        let ord = match self.mode {
-            RunMode::KeyValue => by_key,
-            RunMode::ZSet => by_key.then_with(|| self.value(last).cmp(next.value(0))),
-        };
-        ord == Ordering::Less
+        entry_cmp(
+            self.mode,
+            self.key(last),
+            self.value(last),
+            next.key(0),
+            next.value(0),
+        )
+        .is_lt()
     }
 
     /// Index of the first entry whose key is `>= key` (`len()` if none).

@@ -1,19 +1,26 @@
-//! Forward cursors over a [`Run`].
+//! Cursors over a [`Run`], both ways.
 //!
-//! A [`Cursor`] always rests on an entry or is exhausted: `current()` never
-//! does I/O or validation; `advance()` may enter (and, the first time, verify)
-//! the next block, so it returns a `Result`.
+//! A [`Cursor`] always rests on an entry or is off one end (past the last
+//! entry, or before the first): `current()` never does I/O or validation;
+//! `advance()` and `prev()` may enter (and, the first time, verify) the next
+//! or previous block, so they return a `Result`. From past the end `prev()`
+//! comes back to the last entry; from before the start `advance()` comes
+//! back to the first.
 
 use super::archive::BlockView;
 use super::entry::EntryRef;
 use super::reader::Run;
 use crate::{Error, Result};
 
+/// `block` of a cursor before the first entry.
+const BEFORE_START: usize = usize::MAX;
+
 /// A position in a run.
 #[derive(Debug, Clone)]
 pub struct Cursor<'a> {
     run: &'a Run,
-    /// Block the cursor is in (`block_count` when exhausted).
+    /// Block the cursor is in (`block_count` past the end, `BEFORE_START`
+    /// before the start).
     block: usize,
     view: Option<BlockView<'a>>,
     pos: usize,
@@ -50,6 +57,30 @@ impl<'a> Cursor<'a> {
         Ok(c)
     }
 
+    /// A cursor at the first entry whose key is `> key`.
+    pub(crate) fn seek_past(run: &'a Run, key: &[u8]) -> Result<Self> {
+        let mut c = Cursor::seek(run, key)?;
+        // Z-set runs hold a key once per value; key-value runs at most once.
+        while c.key() == Some(key) {
+            c.advance()?;
+        }
+        Ok(c)
+    }
+
+    /// A cursor at the last entry (before the start of an empty run).
+    pub(crate) fn last(run: &'a Run) -> Result<Self> {
+        let mut c = Cursor {
+            run,
+            block: BEFORE_START,
+            view: None,
+            pos: 0,
+        };
+        if let Some(b) = run.block_count().checked_sub(1) {
+            c.enter_back(b)?;
+        }
+        Ok(c)
+    }
+
     /// A cursor at a position an earlier cursor reported with
     /// [`Cursor::position`] (how a merge resumes where it stopped).
     pub(crate) fn at(run: &'a Run, (block, pos): (usize, usize)) -> Result<Self> {
@@ -61,12 +92,12 @@ impl<'a> Cursor<'a> {
         };
         c.enter(block)?;
         if let Some(view) = c.view {
-            if pos >= view.len() {
-                return Err(Error::InvalidArgument(format!(
-                    "cursor position {pos} past block {block} of {} entries",
-                    view.len()
-                )));
-            }
+            // Positions come from a cursor over this very run.
+            assert!(
+                pos < view.len(),
+                "cursor position {pos} past block {block} of {} entries",
+                view.len()
+            );
             c.pos = pos;
         }
         Ok(c)
@@ -96,6 +127,19 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 
+    /// Positions at the last entry of block `b` (`b < block_count`).
+    fn enter_back(&mut self, b: usize) -> Result<()> {
+        let view = self.run.block(b)?;
+        self.block = b;
+        // Validated blocks are never empty.
+        self.pos = view.len().saturating_sub(1);
+        self.view = Some(view);
+        if let Some(before) = b.checked_sub(1) {
+            self.run.prefetch_block(before);
+        }
+        Ok(())
+    }
+
     /// The entry under the cursor, or `None` once exhausted.
     #[inline]
     pub fn current(&self) -> Option<EntryRef<'a>> {
@@ -111,7 +155,12 @@ impl<'a> Cursor<'a> {
     /// Moves to the next entry. On error the cursor stays where it was.
     #[inline]
     pub fn advance(&mut self) -> Result<()> {
-        let Some(view) = self.view else { return Ok(()) };
+        let Some(view) = self.view else {
+            if self.block == BEFORE_START {
+                self.enter(0)?;
+            }
+            return Ok(());
+        };
         if self.pos + 1 < view.len() {
             self.pos += 1;
             return Ok(());
@@ -128,7 +177,41 @@ impl<'a> Cursor<'a> {
         })
     }
 
-    /// True once the cursor has passed the last entry.
+    /// Moves to the previous entry: from the first one to before the
+    /// start, from past the end to the last one. On error the cursor stays
+    /// where it was.
+    pub fn prev(&mut self) -> Result<()> {
+        let Some(view) = self.view else {
+            if self.block != BEFORE_START
+                && let Some(b) = self.run.block_count().checked_sub(1)
+            {
+                self.enter_back(b)?;
+            }
+            return Ok(());
+        };
+        if self.pos > 0 {
+            self.pos -= 1;
+            return Ok(());
+        }
+        let block = self.block;
+        let Some(before) = block.checked_sub(1) else {
+            self.block = BEFORE_START;
+            self.view = None;
+            return Ok(());
+        };
+        let entered = self.enter_back(before).and_then(|()| match self.view {
+            Some(prev) => self.run.check_boundary(block, &prev, &view),
+            None => Ok(()),
+        });
+        entered.inspect_err(|_| {
+            self.block = block;
+            self.pos = 0;
+            self.view = Some(view);
+        })
+    }
+
+    /// True once the cursor is off either end (past the last entry or
+    /// before the first).
     pub fn is_exhausted(&self) -> bool {
         self.view.is_none()
     }

@@ -1,4 +1,6 @@
-//! Entries: what a run holds.
+//! Entries: what a run holds, and the order they are held in.
+
+use super::format::RunMode;
 
 /// Kind byte of a put in a key-value block (0 is reserved as invalid).
 pub(crate) const KIND_PUT: u8 = 1;
@@ -25,6 +27,32 @@ pub struct EntryRef<'a> {
     pub value: &'a [u8],
     /// Put, delete or weight.
     pub kind: EntryKind,
+}
+
+/// The one order of entries in a run, a memtable and every merged view:
+/// by key (key-value), or by key then value (Z-set), both byte-wise. A run
+/// holds its entries strictly increasing in it.
+#[inline(always)]
+pub fn entry_cmp(
+    mode: RunMode,
+    a_key: &[u8],
+    a_value: &[u8],
+    b_key: &[u8],
+    b_value: &[u8],
+) -> std::cmp::Ordering {
+    let by_key = key_cmp(a_key, b_key);
+    match mode {
+        RunMode::KeyValue => by_key,
+        RunMode::ZSet => by_key.then_with(|| key_cmp(a_value, b_value)),
+    }
+}
+
+impl EntryRef<'_> {
+    /// [`entry_cmp`] of two entries.
+    #[inline(always)]
+    pub fn cmp_in(&self, mode: RunMode, other: &EntryRef<'_>) -> std::cmp::Ordering {
+        entry_cmp(mode, self.key, self.value, other.key, other.value)
+    }
 }
 
 /// The first 8 bytes of a key as a big-endian integer, zero-padded:

@@ -2,7 +2,7 @@
 //!
 //! A run is written once by a [`RunWriter`] from entries in sorted order and
 //! then only read, through a [`Run`] over mmap. Its byte layout is specified in
-//! `format/run.md` (code half: [`format`]); every frame is checksummed as
+//! `format/run.md` (code half: [`format`](mod@format)); every frame is checksummed as
 //! stored, every block is validated once before any byte of it is handed out,
 //! and damage is an [`crate::Error::Corruption`] naming the file and offset.
 //!
@@ -48,7 +48,7 @@ mod testing;
 mod writer;
 
 pub use cursor::{Cursor, Iter};
-pub use entry::{EntryKind, EntryRef, key_cmp, key_prefix};
+pub use entry::{EntryKind, EntryRef, entry_cmp, key_cmp, key_prefix};
 pub use format::RunMode;
 pub use meta::RunMeta;
 pub use options::{

@@ -176,32 +176,7 @@ impl Run {
         )?;
         let index_payload = payload_range(&index, &map);
 
-        let spec = FrameSpec {
-            magic: format::FILTER_MAGIC,
-            region: "filter",
-            len: footer.filter_len,
-            crc: None,
-        };
-        let filter = format::read_frame(&map, footer.filter_offset, spec, &path)?;
-        if filter.codec != Codec::None || filter.payload.len() % LINE_BYTES != 0 {
-            return Err(Error::corrupt(
-                &path,
-                footer.filter_offset,
-                "filter",
-                format!("an uncompressed filter of whole {LINE_BYTES}-byte lines"),
-                format!("codec {:?}, {} bytes", filter.codec, filter.payload.len()),
-            ));
-        }
-        if footer.entry_count > 0 && filter.payload.is_empty() {
-            return Err(Error::corrupt(
-                &path,
-                footer.filter_offset,
-                "filter",
-                "a non-empty filter",
-                "0 lines",
-            ));
-        }
-        let filter_payload = payload_range(&filter, &map);
+        let filter_payload = Run::filter_frame(&map, &footer, &path)?;
 
         let view = IndexView::new(&map[index_payload.clone()], &index_layout);
         let key_range = (block_count > 0).then(|| {
@@ -219,6 +194,17 @@ impl Run {
                 format!("{compressed_blocks} compressed blocks"),
             ));
         }
+        // The index was checked against the footer above (its rows' counts
+        // sum to the footer's, every row holds entries): an empty run is
+        // exactly one without blocks, so without a key range.
+        assert_eq!(
+            key_range.is_some(),
+            footer.entry_count > 0,
+            "run {}: {} blocks for {} entries passed validation",
+            path.display(),
+            block_count,
+            footer.entry_count
+        );
         let meta = RunMeta::from_footer(path.clone(), &footer, compressed_blocks as u64, key_range);
         let blocks = BlockSlots::new(block_count);
         let fences: Box<[u64]> = fences.into_boxed_slice();
@@ -235,6 +221,36 @@ impl Run {
             fence_top,
             meta,
         })
+    }
+
+    /// Reads and checks the filter frame; returns where its payload lies.
+    fn filter_frame(map: &Mapping, footer: &Footer, path: &Path) -> Result<std::ops::Range<usize>> {
+        let spec = FrameSpec {
+            magic: format::FILTER_MAGIC,
+            region: "filter",
+            len: footer.filter_len,
+            crc: None,
+        };
+        let filter = format::read_frame(map, footer.filter_offset, spec, path)?;
+        if filter.codec != Codec::None || filter.payload.len() % LINE_BYTES != 0 {
+            return Err(Error::corrupt(
+                path,
+                footer.filter_offset,
+                "filter",
+                format!("an uncompressed filter of whole {LINE_BYTES}-byte lines"),
+                format!("codec {:?}, {} bytes", filter.codec, filter.payload.len()),
+            ));
+        }
+        if footer.entry_count > 0 && filter.payload.is_empty() {
+            return Err(Error::corrupt(
+                path,
+                footer.filter_offset,
+                "filter",
+                "a non-empty filter",
+                "0 lines",
+            ));
+        }
+        Ok(payload_range(&filter, map))
     }
 
     /// What the run holds, in numbers.
@@ -342,8 +358,10 @@ impl Run {
                 let loaded = self.load_block(i)?;
                 // A racing thread may have set it first; its layout is identical.
                 let _ = slot.set(loaded);
-                slot.get()
-                    .ok_or_else(|| Error::InvalidArgument("block cache lost a value".into()))?
+                match slot.get() {
+                    Some(loaded) => loaded,
+                    None => unreachable!("a block cache slot is empty right after it was set"),
+                }
             }
         };
         let payload = match &loaded.decoded {
@@ -501,6 +519,24 @@ impl Run {
     /// A cursor at the first entry.
     pub fn cursor(&self) -> Result<Cursor<'_>> {
         Cursor::first(self)
+    }
+
+    /// A cursor at the last entry (for walking back with [`Cursor::prev`]).
+    pub fn cursor_last(&self) -> Result<Cursor<'_>> {
+        Cursor::last(self)
+    }
+
+    /// A cursor at the last entry whose key is `<= key` (before the start
+    /// if there is none).
+    pub fn seek_back(&self, key: &[u8]) -> Result<Cursor<'_>> {
+        let mut c = Cursor::seek_past(self, key)?;
+        c.prev()?;
+        Ok(c)
+    }
+
+    /// A cursor at the first entry whose key is `> key`.
+    pub(crate) fn seek_past(&self, key: &[u8]) -> Result<Cursor<'_>> {
+        Cursor::seek_past(self, key)
     }
 
     /// Iterates every entry in order. Each item is a `Result` because a data

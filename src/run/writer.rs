@@ -25,7 +25,7 @@ use rkyv::util::AlignedVec;
 
 use super::archive::{DataBlock, IndexBlock};
 use super::bloom;
-use super::entry::{EntryKind, KIND_DELETE, KIND_PUT};
+use super::entry::{EntryKind, KIND_DELETE, KIND_PUT, entry_cmp};
 use super::format::{
     self, Codec, FOOTER_LEN, FORMAT_VERSION, Footer, INCOMPAT_ZSTD_BLOCKS, MIN_READER_VERSION, RunMode,
 };
@@ -54,6 +54,8 @@ pub struct RunWriter {
     block: DataBlock,
     index: IndexBlock,
     filter: bloom::Builder,
+    /// The first key pushed, for the check at `finish`.
+    first_key: Vec<u8>,
     last_key: Vec<u8>,
     last_value: Vec<u8>,
     entry_count: u64,
@@ -76,6 +78,15 @@ impl std::fmt::Debug for Zstd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Zstd")
     }
+}
+
+/// A frame's payload length as the `u32` its header stores.
+fn frame_len(what: &'static str, len: usize) -> Result<u32> {
+    u32::try_from(len).map_err(|_| Error::TooLarge {
+        what,
+        len: len as u64,
+        limit: u64::from(u32::MAX),
+    })
 }
 
 impl RunWriter {
@@ -108,6 +119,7 @@ impl RunWriter {
             block: DataBlock::default(),
             index: IndexBlock::default(),
             filter: bloom::Builder::new(opts.bloom_bits_per_key, opts.expected_entries),
+            first_key: Vec::new(),
             last_key: Vec::new(),
             last_value: Vec::new(),
             entry_count: 0,
@@ -144,11 +156,8 @@ impl RunWriter {
         let first = self.entry_count == 0;
         let new_key = first || key != self.last_key.as_slice();
         if !first {
-            let ordered = match self.opts.mode {
-                RunMode::KeyValue => key > self.last_key.as_slice(),
-                RunMode::ZSet => (key, value) > (self.last_key.as_slice(), self.last_value.as_slice()),
-            };
-            if !ordered {
+            let order = entry_cmp(self.opts.mode, key, value, &self.last_key, &self.last_value);
+            if order.is_le() {
                 return Err(Error::OutOfOrder {
                     path: self.path.clone(),
                     index: self.entry_count,
@@ -161,6 +170,9 @@ impl RunWriter {
             && value_start + value.len() <= MAX_ENTRY_BYTES;
         if !fits {
             self.flush_block()?;
+        }
+        if first {
+            self.first_key.extend_from_slice(key);
         }
         if new_key {
             self.filter.add(bloom::key_hash(key));
@@ -190,12 +202,14 @@ impl RunWriter {
     }
 
     fn check_entry(&self, key: &[u8], value: &[u8], kind: EntryKind) -> Result<()> {
-        if key.len() > MAX_ENTRY_BYTES || value.len() > MAX_ENTRY_BYTES {
-            return Err(Error::InvalidArgument(format!(
-                "keys and values are limited to {MAX_ENTRY_BYTES} bytes, got {} and {}",
-                key.len(),
-                value.len()
-            )));
+        for (what, len) in [("key", key.len()), ("value", value.len())] {
+            if len > MAX_ENTRY_BYTES {
+                return Err(Error::TooLarge {
+                    what,
+                    len: len as u64,
+                    limit: MAX_ENTRY_BYTES as u64,
+                });
+            }
         }
         match (self.opts.mode, kind) {
             (RunMode::KeyValue, EntryKind::Put) | (RunMode::ZSet, EntryKind::Weight(_)) => {}
@@ -211,9 +225,10 @@ impl RunWriter {
             return Err(Error::InvalidArgument("Z-set weights must be non-zero".into()));
         }
         if u32::try_from(self.index.keys.len() + 2 * key.len()).is_err() {
-            return Err(Error::InvalidArgument(
-                "run index would exceed 4 GiB of keys".into(),
-            ));
+            return Err(Error::LimitReached {
+                what: "run index key bytes",
+                limit: u64::from(u32::MAX),
+            });
         }
         Ok(())
     }
@@ -225,10 +240,10 @@ impl RunWriter {
         }
         let mut archive = std::mem::take(&mut self.archive);
         archive.clear();
+        // Archiving plain columns into a growable buffer fails only by a bug.
         let archive = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.block, archive)
-            .map_err(|e| Error::InvalidArgument(format!("archiving a data block: {e}")))?;
-        let raw_len = u32::try_from(archive.len())
-            .map_err(|_| Error::InvalidArgument("data block over 4 GiB".into()))?;
+            .unwrap_or_else(|e| unreachable!("archiving a data block into memory failed: {e}"));
+        let raw_len = frame_len("data block", archive.len())?;
         let (codec, payload): (Codec, &[u8]) = match &mut self.compressor {
             None => (Codec::None, &archive),
             Some(Zstd(compressor)) => {
@@ -285,19 +300,18 @@ impl RunWriter {
     /// succeeded (`None`: no background sync; sync it yourself if needed).
     pub fn finish_syncing_later(mut self) -> Result<(RunMeta, Option<Arc<AtomicBool>>)> {
         self.flush_block()?;
+        self.assert_index_agrees();
         let index_offset = self.written + self.out.len() as u64;
         let index =
             rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&self.index, AlignedVec::<16>::new())
-                .map_err(|e| Error::InvalidArgument(format!("archiving the index: {e}")))?;
-        let index_raw =
-            u32::try_from(index.len()).map_err(|_| Error::InvalidArgument("index over 4 GiB".into()))?;
+                .unwrap_or_else(|e| unreachable!("archiving the run index into memory failed: {e}"));
+        let index_raw = frame_len("run index", index.len())?;
         format::write_frame(&mut self.out, format::INDEX_MAGIC, Codec::None, &index, index_raw);
         let filter_offset = self.written + self.out.len() as u64;
         let probes = self.filter.probes();
         let filter =
             std::mem::replace(&mut self.filter, bloom::Builder::new(1, None)).finish(self.entry_count);
-        let filter_raw =
-            u32::try_from(filter.len()).map_err(|_| Error::InvalidArgument("filter over 4 GiB".into()))?;
+        let filter_raw = frame_len("run filter", filter.len())?;
         format::write_frame(
             &mut self.out,
             format::FILTER_MAGIC,
@@ -356,6 +370,40 @@ impl RunWriter {
         let path = std::mem::take(&mut self.path);
         let meta = RunMeta::from_footer(path, &footer, self.compressed_blocks, key_range);
         Ok((meta, synced_later))
+    }
+
+    /// The index about to be written records what was pushed: as many
+    /// entries, the first key pushed first, the last key last. A reader
+    /// checks the same rows against the footer and the blocks.
+    fn assert_index_agrees(&self) {
+        let idx = &self.index;
+        let n = idx.offsets.len();
+        let counted: u64 = idx.entry_counts.iter().map(|&c| u64::from(c)).sum();
+        assert_eq!(
+            counted,
+            self.entry_count,
+            "run {}: the index counts {counted} entries, {} were pushed",
+            self.path.display(),
+            self.entry_count
+        );
+        assert_eq!(
+            n == 0,
+            self.entry_count == 0,
+            "run {}: blocks without entries",
+            self.path.display()
+        );
+        if n > 0 {
+            let ends = &idx.key_ends;
+            let first = &idx.keys[..ends[0] as usize];
+            let last = &idx.keys[ends[2 * n - 2] as usize..ends[2 * n - 1] as usize];
+            assert!(
+                first == self.first_key.as_slice() && last == self.last_key.as_slice(),
+                "run {}: the index spans {first:?}..={last:?}, the entries pushed {:?}..={:?}",
+                self.path.display(),
+                self.first_key,
+                self.last_key
+            );
+        }
     }
 
     /// The final path of the run.

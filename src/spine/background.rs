@@ -61,7 +61,10 @@ impl Helper {
         self.to_helper
             .as_ref()
             .and_then(|tx| tx.send(Msg::Merge(id, Box::new(merge))).ok())
-            .ok_or_else(|| Error::InvalidArgument("the merge thread has stopped".into()))
+            // It stops only when dropped, so a stopped helper has panicked.
+            .ok_or(Error::Panicked {
+                thread: "statespine-merge",
+            })
     }
 
     /// Hands retired batches to the helper to drop. If the helper is gone they

@@ -142,7 +142,7 @@ impl Batch {
     /// A cursor at the first entry.
     pub(crate) fn first(&self) -> Result<Source<'_>> {
         Ok(match self {
-            Batch::Mem(m) => Source::Mem { mt: m, i: 0 },
+            Batch::Mem(m) => Source::memtable(m, 0),
             Batch::Disk(r) => Source::Disk(r.run.cursor()?),
         })
     }
@@ -150,10 +150,7 @@ impl Batch {
     /// A cursor at the first entry whose key is `>= key`.
     pub(crate) fn seek(&self, key: &[u8]) -> Result<Source<'_>> {
         Ok(match self {
-            Batch::Mem(m) => Source::Mem {
-                mt: m,
-                i: m.lower_bound(key),
-            },
+            Batch::Mem(m) => Source::memtable(m, m.lower_bound(key)),
             Batch::Disk(r) => Source::Disk(r.run.seek(key)?),
         })
     }
@@ -161,18 +158,17 @@ impl Batch {
     /// A cursor at a position an earlier one reported.
     pub(crate) fn at(&self, pos: Pos) -> Result<Source<'_>> {
         Ok(match (self, pos) {
-            (Batch::Mem(m), Pos::Mem(i)) => Source::Mem { mt: m, i },
+            (Batch::Mem(m), Pos::Mem(i)) => Source::memtable(m, i),
             (Batch::Disk(r), Pos::Disk(b, i)) => Source::Disk(run::Cursor::at(&r.run, (b, i))?),
-            (b, pos) => {
-                return Err(crate::Error::InvalidArgument(format!(
-                    "position {pos:?} does not fit a {} batch",
-                    if matches!(b, Batch::Mem(_)) {
-                        "memory"
-                    } else {
-                        "disk"
-                    }
-                )));
-            }
+            // A merge saves each input's position from a cursor over it.
+            (b, pos) => unreachable!(
+                "position {pos:?} does not fit a {} batch",
+                if matches!(b, Batch::Mem(_)) {
+                    "memory"
+                } else {
+                    "disk"
+                }
+            ),
         })
     }
 }
@@ -184,23 +180,38 @@ pub(crate) enum Pos {
     Disk(usize, usize),
 }
 
-/// A forward cursor over one batch or the live memtable.
+/// `i` of a memtable source before its first entry: one step forward
+/// (wrapping) lands on entry 0.
+const MEM_BEFORE_START: usize = usize::MAX;
+
+/// A cursor over one batch or the live memtable, either way; off either end
+/// it has no current entry.
 #[derive(Debug, Clone)]
 pub(crate) enum Source<'a> {
-    Mem { mt: &'a Memtable, i: usize },
+    /// `i` indexes `sorted`: `sorted.len()` past the end,
+    /// `MEM_BEFORE_START` before the start.
+    Mem {
+        mt: &'a Memtable,
+        sorted: &'a [u32],
+        i: usize,
+    },
     Disk(run::Cursor<'a>),
 }
 
 impl<'a> Source<'a> {
-    /// A cursor over a sorted memtable from position `i`.
+    /// A cursor over a memtable in order, from position `i`.
     pub(crate) fn memtable(mt: &'a Memtable, i: usize) -> Self {
-        Source::Mem { mt, i }
+        Source::Mem {
+            mt,
+            sorted: mt.sorted(),
+            i,
+        }
     }
 
     #[inline(always)]
     pub(crate) fn current(&self) -> Option<EntryRef<'a>> {
         match self {
-            Source::Mem { mt, i } => (*i < mt.sorted_len()).then(|| mt.sorted_entry(*i)),
+            Source::Mem { mt, sorted, i } => sorted.get(*i).map(|&e| mt.entry(e)),
             Source::Disk(c) => c.current(),
         }
     }
@@ -208,20 +219,50 @@ impl<'a> Source<'a> {
     #[inline]
     pub(crate) fn advance(&mut self) -> Result<()> {
         match self {
-            Source::Mem { mt, i } => {
-                *i = (*i + 1).min(mt.sorted_len());
-                mt.prefetch_sorted(*i);
+            Source::Mem { mt, sorted, i } => {
+                *i = i.wrapping_add(1).min(sorted.len());
+                mt.prefetch_sorted(sorted, *i);
                 Ok(())
             }
             Source::Disk(c) => c.advance(),
         }
     }
 
+    /// Moves to the previous entry (from past the end: the last one).
+    #[inline]
+    pub(crate) fn prev(&mut self) -> Result<()> {
+        match self {
+            Source::Mem { sorted, i, .. } => {
+                *i = (*i).min(sorted.len()).checked_sub(1).unwrap_or(MEM_BEFORE_START);
+                Ok(())
+            }
+            Source::Disk(c) => c.prev(),
+        }
+    }
+
     /// Moves to the first entry whose key is `>= key` (anywhere in the batch).
     pub(crate) fn seek(&mut self, key: &[u8]) -> Result<()> {
         match self {
-            Source::Mem { mt, i } => *i = mt.lower_bound(key),
+            Source::Mem { mt, i, .. } => *i = mt.lower_bound(key),
             Source::Disk(c) => *c = c.run().seek(key)?,
+        }
+        Ok(())
+    }
+
+    /// Moves to the first entry whose key is `> key`.
+    pub(crate) fn seek_past(&mut self, key: &[u8]) -> Result<()> {
+        match self {
+            Source::Mem { mt, i, .. } => *i = mt.upper_bound(key),
+            Source::Disk(c) => *c = c.run().seek_past(key)?,
+        }
+        Ok(())
+    }
+
+    /// Moves to the last entry.
+    pub(crate) fn seek_to_last(&mut self) -> Result<()> {
+        match self {
+            Source::Mem { sorted, i, .. } => *i = sorted.len().checked_sub(1).unwrap_or(MEM_BEFORE_START),
+            Source::Disk(c) => *c = c.run().cursor_last()?,
         }
         Ok(())
     }

@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 use super::batch::{Batch, Pos, RunFile};
 use super::consolidate::Consolidate;
-use crate::Result;
 use crate::io::Fs;
 use crate::run::{Run, RunMode, RunWriter};
+use crate::{Error, Result};
 
 #[derive(Debug)]
 pub(crate) struct Merge {
@@ -84,7 +84,14 @@ impl Merge {
         let mut consumed = 0usize;
         while consumed < *budget {
             match merged.next(&mut consumed)? {
-                Some(e) => self.writer.push(e.key, e.value, e.kind)?,
+                Some(e) => match self.writer.push(e.key, e.value, e.kind) {
+                    // Consolidation emits strictly increasing entries.
+                    Err(Error::OutOfOrder { path, index }) => unreachable!(
+                        "merge into {}: entry {index} ({e:?}) out of order",
+                        path.display()
+                    ),
+                    other => other?,
+                },
                 None => {
                     self.exhausted = true;
                     break;
@@ -108,6 +115,19 @@ impl Merge {
         }
         let (meta, synced) = self.writer.finish_syncing_later()?;
         let run = Run::open(fs.as_ref(), &meta.path)?;
+        // What the writer recorded is what the reader finds (the bytes are
+        // checksummed, so a difference is a bug on one side).
+        let found = run.meta();
+        assert!(
+            (
+                found.entry_count,
+                &found.key_range,
+                found.file_len,
+                found.body_crc32c
+            ) == (meta.entry_count, &meta.key_range, meta.file_len, meta.body_crc32c),
+            "merge output {}: written as {meta:?}, read back as {found:?}",
+            meta.path.display()
+        );
         Ok(Output {
             run: Some(RunFile::new(run, Arc::clone(fs)).synced_by(synced)),
             bytes_in,

@@ -42,7 +42,9 @@
 //! # Reads
 //! [`Spine::get`] probes the memtable's hash index, then each batch newest
 //! first (hash once; a bloom filter line per run). Cursors merge every batch
-//! with the consolidation rules above; see [`Cursor`].
+//! with the consolidation rules above, walk either way ([`Cursor::advance`],
+//! [`Cursor::prev`], seeks to either side) and borrow the spine shared, so
+//! several may be open at once; see [`Cursor`].
 //!
 //! ```
 //! use std::sync::Arc;
@@ -73,9 +75,11 @@
 mod background;
 mod batch;
 mod consolidate;
+mod cut;
 mod levels;
 mod lineage;
 mod merge;
+mod merger;
 mod options;
 mod read;
 
@@ -87,11 +91,12 @@ use crate::io::Fs;
 use crate::memtable::Memtable;
 use crate::run::{Durability, RunMode, RunWriter};
 use crate::{Error, Result};
-use background::Helper;
 use batch::{Batch, RunFile};
-use lineage::{Input, Lineage};
-use merge::{Merge, Output};
+use lineage::Lineage;
+use merge::Merge;
+use merger::{Finished, Merger};
 
+pub use cut::{RunHandle, SpineCut};
 pub use options::{
     DEFAULT_FAN_IN, DEFAULT_MAX_RUNS, DEFAULT_MEMORY_BUDGET_BYTES, DEFAULT_MEMTABLE_SIZE_BYTES,
     DEFAULT_MERGE_BUDGET_BYTES, MAX_FAN_IN, MergeMode, SpineOptions,
@@ -114,43 +119,6 @@ struct Slot {
     max_seq: u64,
     /// For a run not yet durable: what a checkpoint cut may use instead.
     lineage: Lineage,
-}
-
-impl Slot {
-    /// The slot as an input of a merge's lineage.
-    fn as_input(&self) -> Input {
-        match &self.batch {
-            Batch::Disk(rf) => Input::Run {
-                file: Some(Arc::clone(rf)),
-                max_seq: self.max_seq,
-                lineage: self.lineage.clone(),
-            },
-            Batch::Mem(_) => Input::Mem,
-        }
-    }
-}
-
-/// The runs a checkpoint needs for one spine, and how far they reach.
-#[derive(Debug, Clone)]
-pub struct SpineCut {
-    /// Runs, oldest first. Those not yet durable must be synced before the
-    /// checkpoint commits ([`RunHandle::mark_durable`] after).
-    pub runs: Vec<RunHandle>,
-    /// Every write numbered up to this is in `runs`, none later.
-    pub covered_seq: u64,
-    /// Retired runs that stood in for runs now durable: nothing needs them
-    /// any more, and dropping the last handle deletes the file. Handed over
-    /// so that the unlink happens off the owner's thread.
-    pub released: Vec<RunHandle>,
-}
-
-#[derive(Debug)]
-struct Running {
-    id: u64,
-    /// Input batch ids, oldest first.
-    inputs: Vec<u64>,
-    /// `None` while the background helper holds it.
-    merge: Option<Merge>,
 }
 
 /// What one [`Spine::merge_step`] did.
@@ -203,28 +171,6 @@ pub struct LevelShape {
     pub merging: usize,
 }
 
-/// A run file of a spine, kept on disk while the handle lives (a checkpoint
-/// holds these from its cut until it has linked them).
-#[derive(Debug, Clone)]
-pub struct RunHandle(Arc<RunFile>);
-
-impl RunHandle {
-    /// The open run.
-    pub fn run(&self) -> &crate::run::Run {
-        &self.0.run
-    }
-
-    /// True once the run's bytes are known durable.
-    pub fn is_durable(&self) -> bool {
-        self.0.is_durable()
-    }
-
-    /// Records that the run's bytes are durable (a checkpoint synced them).
-    pub fn mark_durable(&self) {
-        self.0.mark_durable();
-    }
-}
-
 /// One sorted collection owned by one thread. See the module docs.
 #[derive(Debug)]
 pub struct Spine {
@@ -237,12 +183,11 @@ pub struct Spine {
     spare: Option<Memtable>,
     /// Oldest first.
     batches: Vec<Slot>,
-    merges: Vec<Running>,
+    /// The running merges, advanced inline or by a helper thread.
+    merger: Merger,
     next_id: u64,
-    next_merge: usize,
     /// Past `max_runs` or the memory budget: writes help merging.
     pressure: bool,
-    helper: Option<Helper>,
     stats: SpineStats,
     /// Sequence number of the writes that follow ([`Spine::set_seq`]).
     seq: u64,
@@ -276,10 +221,7 @@ impl Spine {
             .map_or(1, |m| m + 1);
         opts.run.mode = opts.mode;
         opts.memory_budget_bytes = opts.memory_budget_bytes.max(2 * opts.memtable_size_bytes);
-        let helper = match opts.merge_mode {
-            MergeMode::Cooperative => None,
-            MergeMode::Background => Some(Helper::spawn(Arc::clone(&fs), opts.merge_budget_bytes)?),
-        };
+        let merger = Merger::new(opts.merge_mode, &fs, opts.merge_budget_bytes)?;
         Ok(Spine {
             memtable: Memtable::new(opts.mode, opts.memtable_size_bytes, opts.run.value_align_bytes),
             spare: None,
@@ -287,11 +229,9 @@ impl Spine {
             dir,
             opts,
             batches: Vec::new(),
-            merges: Vec::new(),
+            merger,
             next_id,
-            next_merge: 0,
             pressure: false,
-            helper,
             stats: SpineStats::default(),
             seq: 0,
             memtable_seq: 0,
@@ -367,56 +307,12 @@ impl Spine {
         Ok(spine)
     }
 
-    /// Sets the sequence number of the writes that follow. A store numbers
-    /// every write with its WAL LSN, so that [`Spine::covered_seq`] tells
-    /// which part of the log the run files already hold.
-    #[inline]
-    pub fn set_seq(&mut self, seq: u64) {
-        self.seq = seq;
-    }
-
-    /// Records that the writes numbered up to `seq` include none of this
-    /// spine's beyond those it holds: with nothing in memory, its newest
-    /// run (or, with none, its base) then covers up to `seq`, so a spine
-    /// nobody writes stops holding back the part of the log it is not in.
-    /// A store calls it with its last LSN at each checkpoint cut.
-    pub(crate) fn mark_quiet(&mut self, seq: u64) {
-        if !self.memtable.is_empty() || self.batches.iter().any(|s| matches!(s.batch, Batch::Mem(_))) {
-            return;
-        }
-        match self.batches.last_mut() {
-            Some(newest) => newest.max_seq = newest.max_seq.max(seq),
-            None => self.base_seq = self.base_seq.max(seq),
-        }
-        self.flushed_seq = self.flushed_seq.max(seq);
-    }
-
-    /// Every write numbered up to this (by [`Spine::set_seq`]) is in the
-    /// spine's run files; later ones are in memory only.
-    pub fn covered_seq(&self) -> u64 {
-        self.flushed_seq
-    }
-
-    /// The run files of the spine, oldest first. A handle keeps its file on
-    /// disk while it lives, even after a merge retires it.
-    pub fn runs(&self) -> Vec<RunHandle> {
-        self.batches
-            .iter()
-            .filter_map(|s| match &s.batch {
-                Batch::Disk(rf) => Some(RunHandle(Arc::clone(rf))),
-                Batch::Mem(_) => None,
-            })
-            .collect()
-    }
-
     /// Ends the spine for good: merges stop (their temporary files go) and
     /// every run file is deleted once nothing else holds it (a checkpoint
     /// cut may, until it has linked it). What dropping a spine of a store
     /// does; dropping a `Spine` value alone keeps its files for a reopen.
     pub fn destroy(mut self) {
-        // Joins the background helper, which drops its merges.
-        drop(self.helper.take());
-        self.merges.clear();
+        self.merger.stop();
         for s in &self.batches {
             if let Batch::Disk(rf) = &s.batch {
                 rf.retire();
@@ -439,7 +335,7 @@ impl Spine {
     /// it (a store without a WAL does this at each checkpoint).
     pub fn flush(&mut self) -> Result<()> {
         self.seal()?;
-        if self.helper.is_none() {
+        if !self.merger.is_background() {
             return self.flush_memory();
         }
         loop {
@@ -470,7 +366,7 @@ impl Spine {
                 continue;
             }
             let step = self.merge_step(self.opts.merge_budget_bytes.max(1 << 20))?;
-            // A batch marked merging has its merge in `merges` until published.
+            // A batch marked merging has its merge in the merger until published.
             assert!(
                 !step.is_idle() || !self.batches.iter().any(|s| s.level == 0 && s.merging),
                 "spine {}: a level-0 merge is marked running but none is ({:?})",
@@ -555,8 +451,10 @@ impl Spine {
                 self.opts.run.value_align_bytes,
             )
         });
-        let mut sealed = std::mem::replace(&mut self.memtable, fresh);
+        let sealed = std::mem::replace(&mut self.memtable, fresh);
+        // Made once here, the sorted view is shared by every later reader.
         sealed.sort();
+        debug_assert!(sealed.is_sorted(), "a sealed memtable's view misses entries");
         let id = self.take_id();
         self.batches.push(Slot {
             id,
@@ -567,7 +465,10 @@ impl Spine {
             lineage: Lineage::default(),
         });
         self.stats.seals += 1;
-        self.collect_background()?;
+        // Never waits, and inline it merges nothing (no budget).
+        while let Some(f) = self.merger.next_finished(&self.fs, &mut 0) {
+            self.publish(f)?;
+        }
         self.schedule()
     }
 
@@ -597,18 +498,16 @@ impl Spine {
     /// at most one idle batch per level short of a merge, and writes go on.
     #[cold]
     fn relieve(&mut self) -> Result<()> {
-        if self.merges.is_empty() {
+        if self.merger.pending() == 0 {
             return Ok(());
         }
         self.stats.stalled_writes += 1;
-        if self.helper.is_none() {
+        if self.merger.is_background() {
+            if let Some(f) = self.merger.wait_finished(BACKPRESSURE_WAIT) {
+                self.publish(f)?;
+            }
+        } else {
             self.merge_step(self.opts.merge_budget_bytes)?;
-        } else if let Some(f) = self
-            .helper
-            .as_ref()
-            .and_then(|h| h.wait_finished(BACKPRESSURE_WAIT))
-        {
-            self.finish_background(f)?;
         }
         self.update_pressure();
         Ok(())
@@ -705,23 +604,8 @@ impl Spine {
         for &i in picked {
             self.batches[i].merging = true;
         }
-        let running = Running {
-            id,
-            inputs: picked.iter().map(|&i| self.batches[i].id).collect(),
-            merge: None,
-        };
-        match &self.helper {
-            Some(h) => h.submit(id, merge)?,
-            None => {
-                self.merges.push(Running {
-                    merge: Some(merge),
-                    ..running
-                });
-                return Ok(());
-            }
-        }
-        self.merges.push(running);
-        Ok(())
+        let inputs = picked.iter().map(|&i| self.batches[i].id).collect();
+        self.merger.start(id, inputs, merge)
     }
 
     /// Advances running merges by at most about `budget` input bytes (one
@@ -730,39 +614,13 @@ impl Spine {
     pub fn merge_step(&mut self, budget: usize) -> Result<MergeStep> {
         let mut step = MergeStep::default();
         self.release_stand_ins();
-        if self.helper.is_some() {
-            step.completed = self.collect_background()?;
-            step.pending = self.merges.len();
-            return Ok(step);
-        }
         let mut left = budget;
-        while left > 0 && !self.merges.is_empty() {
-            let i = self.next_merge % self.merges.len();
-            let before = left;
-            let worked = match self.merges[i].merge.as_mut() {
-                Some(m) => m.work(&mut left),
-                None => Ok(false),
-            };
-            step.bytes += before - left;
-            match worked {
-                Ok(false) => self.next_merge = i + 1,
-                Ok(true) => {
-                    let Running {
-                        id, inputs, merge, ..
-                    } = self.merges.remove(i);
-                    if let Some(m) = merge {
-                        self.publish(id, &inputs, m.done(&self.fs))?;
-                        step.completed += 1;
-                    }
-                }
-                Err(e) => {
-                    let running = self.merges.remove(i);
-                    self.abandon(&running.inputs);
-                    return Err(e);
-                }
-            }
+        while let Some(f) = self.merger.next_finished(&self.fs, &mut left) {
+            self.publish(f)?;
+            step.completed += 1;
         }
-        step.pending = self.merges.len();
+        step.bytes = budget - left;
+        step.pending = self.merger.pending();
         Ok(step)
     }
 
@@ -777,14 +635,11 @@ impl Spine {
                 self.wait_stand_ins(Duration::from_secs(1));
                 return Ok(());
             }
-            if self.helper.is_some()
-                && step.completed == 0
-                && let Some(f) = self
-                    .helper
-                    .as_ref()
-                    .and_then(|h| h.wait_finished(BACKPRESSURE_WAIT))
+            // Inline every step merged; background, wait for the helper.
+            if step.completed == 0
+                && let Some(f) = self.merger.wait_finished(BACKPRESSURE_WAIT)
             {
-                self.finish_background(f)?;
+                self.publish(f)?;
             }
         }
     }
@@ -806,24 +661,6 @@ impl Spine {
         self.settle()
     }
 
-    /// Installs every merge the helper has finished; returns how many.
-    fn collect_background(&mut self) -> Result<usize> {
-        let mut n = 0;
-        while let Some(f) = self.helper.as_ref().and_then(Helper::try_finished) {
-            self.finish_background(f)?;
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    fn finish_background(&mut self, (id, output): background::Finished) -> Result<()> {
-        let Some(i) = self.merges.iter().position(|m| m.id == id) else {
-            return Err(Error::InvalidArgument(format!("unknown merge {id} finished")));
-        };
-        let running = self.merges.remove(i);
-        self.publish(running.id, &running.inputs, output)
-    }
-
     /// A failed merge: its inputs stay as they were, free to merge again.
     fn abandon(&mut self, inputs: &[u64]) {
         for s in &mut self.batches {
@@ -834,7 +671,9 @@ impl Spine {
     }
 
     /// Replaces a finished merge's inputs by its output and retires them.
-    fn publish(&mut self, id: u64, inputs: &[u64], output: Result<Output>) -> Result<()> {
+    fn publish(&mut self, finished: Finished) -> Result<()> {
+        let Finished { id, inputs, output } = finished;
+        let inputs = inputs.as_slice();
         let output = match output {
             Ok(o) => o,
             Err(e) => {
@@ -857,39 +696,7 @@ impl Spine {
             );
         };
         let in_level = self.batches[first].level;
-        let max_seq = self.batches[first..first + inputs.len()]
-            .iter()
-            .map(|s| s.max_seq)
-            .max()
-            .unwrap_or(0);
-        // Merges take the oldest batches of a level, so what is on disk is a
-        // prefix of the writes: everything up to the newest merged sequence.
-        self.flushed_seq = self.flushed_seq.max(max_seq);
-        // What came before the inputs is in older batches: their lineage
-        // starts from the newest write those hold.
-        let before = if first == 0 {
-            self.base_seq
-        } else {
-            self.batches[first - 1].max_seq.max(self.base_seq)
-        };
-        let lineage = Lineage::of(
-            before,
-            self.batches[first..first + inputs.len()]
-                .iter()
-                .map(Slot::as_input),
-        );
-        if output.run.is_none() {
-            // A merge that left nothing (tombstones at the bottom, Z-set
-            // weights that cancel): those writes need no run, so what came
-            // before the inputs now covers them too.
-            match first.checked_sub(1) {
-                None => self.base_seq = self.base_seq.max(max_seq),
-                Some(older) => {
-                    let older = &mut self.batches[older].max_seq;
-                    *older = (*older).max(max_seq);
-                }
-            }
-        }
+        let (max_seq, lineage) = self.account_merge(first, inputs.len(), output.run.is_none());
         let replacement = output.run.map(|rf| {
             self.stats.bytes_written += rf.run.meta().file_len;
             let bytes = rf.run.meta().file_len;
@@ -918,10 +725,8 @@ impl Spine {
                 rf.retire();
             }
         }
-        match &self.helper {
-            Some(h) => h.bury(retired),
-            None => self.recycle(retired),
-        }
+        let back = self.merger.bury(retired);
+        self.recycle(back);
         self.stats.merges += 1;
         self.stats.bytes_merged += output.bytes_in;
         self.assert_shape();
@@ -942,41 +747,6 @@ impl Spine {
         }
     }
 
-    /// Drops the stand-ins of runs that became durable since (a write-behind
-    /// thread synced them): a cut would release them now anyway. Without
-    /// this a store that merges between checkpoints, or a spine with none,
-    /// would keep every merged-away run on disk.
-    fn release_stand_ins(&mut self) {
-        for s in &mut self.batches {
-            if let Batch::Disk(rf) = &s.batch
-                && !s.lineage.is_empty()
-            {
-                if rf.is_durable() {
-                    s.lineage = Lineage::default();
-                } else {
-                    s.lineage.prune();
-                }
-            }
-        }
-    }
-
-    fn wait_stand_ins(&mut self, limit: Duration) {
-        let start = std::time::Instant::now();
-        loop {
-            self.release_stand_ins();
-            if self.stand_ins() == 0 || start.elapsed() >= limit {
-                return;
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-
-    /// Runs kept on disk only as stand-ins for merged runs not yet durable
-    /// (see [`Spine::cut`]); released once those are.
-    pub fn stand_ins(&self) -> usize {
-        self.batches.iter().map(|s| s.lineage.file_count()).sum()
-    }
-
     /// Keeps one retired memtable, emptied, for the next seal (not one a
     /// huge value grew far past the budget: that memory goes back).
     fn recycle(&mut self, retired: Vec<Batch>) {
@@ -990,59 +760,6 @@ impl Spine {
                 m.clear();
                 self.spare = Some(m);
             }
-        }
-    }
-
-    /// The runs a checkpoint of this spine needs now, and the sequence number
-    /// up to which they hold every write (the WAL covers the rest).
-    ///
-    /// `young: None`: every run, durable or not (the caller syncs the new
-    /// ones). `Some(age)`: a run younger than `age` that no earlier cut saw
-    /// is not synced yet: most such runs are merged away within a second or
-    /// two, and syncing them is most of what a checkpoint would cost under
-    /// fast ingest. The cut uses the durable runs it replaced instead (kept
-    /// on disk until then), or, where its data came from memory, stops
-    /// there and leaves the rest to the WAL. It is included (and synced) at
-    /// the next cut that finds it alive. Replay after a crash thus grows by
-    /// at most about `age` of writes (or one interval, if shorter).
-    pub fn cut(&mut self, young: Option<Duration>) -> SpineCut {
-        let eager = young.is_none();
-        let young = young.unwrap_or_default();
-        let mut runs = Vec::new();
-        let mut covered = self.base_seq;
-        let mut released = Vec::new();
-        // Past a hole the cut stops, but every young run is still marked
-        // seen, so each is included at its second cut whatever lies before.
-        // Every run not yet durable is marked seen, eager cuts too: its
-        // checkpoint may make it durable after a merge took it as an input,
-        // and that merge's lineage must then keep it (`lineage` module).
-        let mut stopped = false;
-        for s in &mut self.batches {
-            let Batch::Disk(rf) = &s.batch else { break };
-            if rf.is_durable() {
-                let old = std::mem::take(&mut s.lineage);
-                released.extend(old.into_files().into_iter().map(RunHandle));
-            } else if !rf.see() && !eager && rf.age() < young {
-                if !stopped {
-                    let stand_in = s.lineage.stand_in();
-                    runs.extend(stand_in.runs.into_iter().map(RunHandle));
-                    covered = covered.max(stand_in.covered);
-                    stopped = stand_in.hole;
-                }
-                continue;
-            }
-            if !stopped {
-                runs.push(RunHandle(Arc::clone(rf)));
-                covered = covered.max(s.max_seq);
-            }
-        }
-        if eager {
-            covered = covered.max(self.flushed_seq);
-        }
-        SpineCut {
-            runs,
-            covered_seq: covered,
-            released,
         }
     }
 

@@ -1,11 +1,14 @@
 //! Reads across the memtable and every batch: point reads, Z-set key reads,
 //! typed reads and range [`Cursor`]s.
 //!
-//! Point reads (`get`, `contains`, `key_weight`, `values_into`) take `&self`
-//! and allocate nothing: the key is hashed once, then the memtable's hash
-//! index and each batch (newest first; a bloom filter line per run) are
-//! probed. Cursors take `&mut self` because they need the live memtable in
-//! order, which is made lazily (`Memtable::sort`).
+//! Every read takes `&self`, so any number of cursors and point reads of a
+//! spine (and of other spines of the same owner) can be open at once.
+//!
+//! Point reads (`get`, `contains`, `key_weight`, `values_into`) allocate
+//! nothing: the key is hashed once, then the memtable's hash index and each
+//! batch (newest first; a bloom filter line per run) are probed. Cursors
+//! read the live memtable through its sorted view, made on the first cursor
+//! after a write (`Memtable::sorted`) and shared by the cursors after it.
 
 use std::ops::{Bound, RangeBounds};
 
@@ -17,7 +20,7 @@ use super::Spine;
 use super::batch::{Batch, Source};
 use super::consolidate::Consolidate;
 use crate::run::bloom::key_hash;
-use crate::run::{EntryKind, EntryRef, RunMode};
+use crate::run::{EntryKind, EntryRef, RunMode, entry_cmp};
 use crate::{Error, Result};
 
 /// The weight of a Z-set entry (0 for anything else).
@@ -104,7 +107,8 @@ impl Spine {
         let start = out.len();
         self.for_each_of_key(key, |e| out.push((e.value, weight(&e))))?;
         let tail = &mut out[start..];
-        tail.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        // One key's entries, in entry order (by value).
+        tail.sort_unstable_by(|a, b| entry_cmp(RunMode::ZSet, key, a.0, key, b.0));
         // Sum runs of equal values into their first slot, then keep non-zeros.
         let mut w = start;
         for r in start..out.len() {
@@ -164,13 +168,11 @@ impl Spine {
     }
 
     /// Sources newest first, each at its first entry `>= key` (or its first).
-    fn sources(&mut self, key: Option<&[u8]>) -> Result<Vec<Source<'_>>> {
-        self.memtable.sort();
-        let this = &*self;
-        let mut out = Vec::with_capacity(this.batches.len() + 1);
-        let mem_at = key.map_or(0, |k| this.memtable.lower_bound(k));
-        out.push(Source::memtable(&this.memtable, mem_at));
-        for s in this.batches.iter().rev() {
+    fn sources(&self, key: Option<&[u8]>) -> Result<Vec<Source<'_>>> {
+        let mut out = Vec::with_capacity(self.batches.len() + 1);
+        let mem_at = key.map_or(0, |k| self.memtable.lower_bound(k));
+        out.push(Source::memtable(&self.memtable, mem_at));
+        for s in self.batches.iter().rev() {
             out.push(match key {
                 Some(k) => s.batch.seek(k)?,
                 None => s.batch.first()?,
@@ -179,77 +181,129 @@ impl Spine {
         Ok(out)
     }
 
-    /// A cursor over every live entry, in key order.
-    pub fn cursor(&mut self) -> Result<Cursor<'_>> {
+    /// A cursor over every live entry, in key order, at the first one.
+    /// Borrows the spine shared: other reads may run alongside it.
+    pub fn cursor(&self) -> Result<Cursor<'_>> {
         self.range::<std::ops::RangeFull>(..)
     }
 
-    /// A cursor over the live entries whose keys fall in `range`, given as
-    /// a pair of bounds (`[u8]` is unsized, so `a..b` is not a range of it):
+    /// A cursor over the live entries whose keys fall in `range`, at the
+    /// first one, given as a pair of bounds (`[u8]` is unsized, so `a..b`
+    /// is not a range of it):
     /// `spine.range((Bound::Included(&b"a"[..]), Bound::Excluded(&b"m"[..])))`.
-    pub fn range<R: RangeBounds<[u8]>>(&mut self, range: R) -> Result<Cursor<'_>> {
+    pub fn range<R: RangeBounds<[u8]>>(&self, range: R) -> Result<Cursor<'_>> {
+        let start = range.start_bound().map(<[u8]>::to_vec);
         let end = range.end_bound().map(<[u8]>::to_vec);
-        let (start, skip) = match range.start_bound() {
-            Bound::Included(k) => (Some(k.to_vec()), None),
-            Bound::Excluded(k) => (Some(k.to_vec()), Some(k.to_vec())),
-            Bound::Unbounded => (None, None),
-        };
-        let mode = self.opts.mode;
-        let sources = self.sources(start.as_deref())?;
-        let mut c = Cursor {
-            merged: Consolidate::new(sources, mode, false),
-            current: None,
-            end,
-            prefix: None,
-        };
-        c.fill()?;
-        if let Some(skip) = skip {
-            while c.key().is_some_and(|k| k == skip.as_slice()) {
-                c.advance()?;
-            }
-        }
-        Ok(c)
+        self.cursor_in(start, end)
     }
 
     /// A cursor over the live entries whose keys start with `prefix`.
-    pub fn prefix(&mut self, prefix: &[u8]) -> Result<Cursor<'_>> {
-        let mut c =
-            self.range::<(Bound<&[u8]>, Bound<&[u8]>)>((Bound::Included(prefix), Bound::Unbounded))?;
-        c.prefix = Some(prefix.to_vec());
-        c.current = c.current.filter(|e| e.key.starts_with(prefix));
+    pub fn prefix(&self, prefix: &[u8]) -> Result<Cursor<'_>> {
+        let end = match prefix_end(prefix) {
+            Some(e) => Bound::Excluded(e),
+            None => Bound::Unbounded,
+        };
+        self.cursor_in(Bound::Included(prefix.to_vec()), end)
+    }
+
+    fn cursor_in(&self, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Result<Cursor<'_>> {
+        let from = match &start {
+            Bound::Included(k) | Bound::Excluded(k) => Some(k.as_slice()),
+            Bound::Unbounded => None,
+        };
+        let sources = self.sources(from)?;
+        let mut c = Cursor {
+            merged: Consolidate::new(sources, self.opts.mode, false),
+            current: None,
+            back: false,
+            start,
+            end,
+        };
+        if let Bound::Excluded(k) = &c.start {
+            c.merged.seek(k, false)?;
+        }
+        c.fill()?;
         Ok(c)
     }
 }
 
-/// A forward cursor over a spine: consolidated entries in key (then value)
-/// order. Key-value entries come as [`EntryKind::Put`]; Z-set entries as
-/// [`EntryKind::Weight`] with their summed, non-zero weight. Keys and values
-/// borrow from the memtable or the mapped runs.
+/// The smallest key greater than every key starting with `prefix`, if any
+/// (none when the prefix is empty or all `0xff`).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let last = prefix.iter().rposition(|&b| b != 0xff)?;
+    let mut end = prefix[..=last].to_vec();
+    end[last] += 1;
+    Some(end)
+}
+
+/// A cursor over a spine: consolidated entries in key (then value) order,
+/// walked forward ([`Cursor::advance`], or as an [`Iterator`]) or back
+/// ([`Cursor::prev`]). Key-value entries come as [`EntryKind::Put`]
+/// (deleted keys are not shown); Z-set entries as [`EntryKind::Weight`] with
+/// their summed, non-zero weight. Keys and values borrow from the memtable
+/// or the mapped runs. A step allocates nothing.
+///
+/// Off either end of its range the cursor has no current entry; `prev`
+/// past the end comes back to the last entry, `advance` before the start to
+/// the first. After an error, seek before going on.
 #[derive(Debug)]
 pub struct Cursor<'a> {
     merged: Consolidate<'a>,
     current: Option<EntryRef<'a>>,
+    /// The last move went backward: the sources rest before `current`,
+    /// not after it.
+    back: bool,
+    start: Bound<Vec<u8>>,
     end: Bound<Vec<u8>>,
-    prefix: Option<Vec<u8>>,
 }
 
 impl<'a> Cursor<'a> {
     fn in_bounds(&self, key: &[u8]) -> bool {
+        let above_start = match &self.start {
+            Bound::Included(s) => key >= s.as_slice(),
+            Bound::Excluded(s) => key > s.as_slice(),
+            Bound::Unbounded => true,
+        };
         let below_end = match &self.end {
             Bound::Included(e) => key <= e.as_slice(),
             Bound::Excluded(e) => key < e.as_slice(),
             Bound::Unbounded => true,
         };
-        below_end && self.prefix.as_deref().is_none_or(|p| key.starts_with(p))
+        above_start && below_end
+    }
+
+    /// Keys below this are before the cursor's range.
+    fn below_start(&self, key: &[u8]) -> bool {
+        match &self.start {
+            Bound::Included(s) => key < s.as_slice(),
+            Bound::Excluded(s) => key <= s.as_slice(),
+            Bound::Unbounded => false,
+        }
+    }
+
+    /// Keys above this are past the cursor's range.
+    fn above_end(&self, key: &[u8]) -> bool {
+        match &self.end {
+            Bound::Included(e) => key > e.as_slice(),
+            Bound::Excluded(e) => key >= e.as_slice(),
+            Bound::Unbounded => false,
+        }
     }
 
     fn fill(&mut self) -> Result<()> {
         let mut consumed = 0;
+        self.back = false;
         self.current = self.merged.next(&mut consumed)?.filter(|e| self.in_bounds(e.key));
         Ok(())
     }
 
-    /// The entry under the cursor, or `None` past the end.
+    fn fill_back(&mut self) -> Result<()> {
+        self.back = true;
+        self.current = self.merged.next_back()?.filter(|e| self.in_bounds(e.key));
+        Ok(())
+    }
+
+    /// The entry under the cursor, or `None` off either end.
     #[inline]
     pub fn current(&self) -> Option<EntryRef<'a>> {
         self.current
@@ -273,20 +327,74 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Moves to the next entry.
+    /// Moves to the next entry (from before the start: the first one; past
+    /// the end it stays there).
     #[inline]
     pub fn advance(&mut self) -> Result<()> {
-        if self.current.is_some() {
-            self.fill()?;
+        match (self.current, self.back) {
+            (Some(_), false) => self.fill(),
+            (Some(at), true) => {
+                self.merged.turn_forward(&at)?;
+                self.fill()
+            }
+            (None, false) => Ok(()),
+            (None, true) => self.seek_to_first(),
         }
-        Ok(())
+    }
+
+    /// Moves to the previous entry (from past the end: the last one; before
+    /// the start it stays there).
+    #[inline]
+    pub fn prev(&mut self) -> Result<()> {
+        match (self.current, self.back) {
+            (Some(_), true) => self.fill_back(),
+            (Some(at), false) => {
+                self.merged.turn_back(&at)?;
+                self.fill_back()
+            }
+            (None, true) => Ok(()),
+            (None, false) => self.seek_to_last(),
+        }
+    }
+
+    /// Moves to the first entry of the cursor's range.
+    pub fn seek_to_first(&mut self) -> Result<()> {
+        match &self.start {
+            Bound::Included(s) => self.merged.seek(s, true)?,
+            Bound::Excluded(s) => self.merged.seek(s, false)?,
+            Bound::Unbounded => self.merged.seek(&[], true)?,
+        }
+        self.fill()
+    }
+
+    /// Moves to the last entry of the cursor's range.
+    pub fn seek_to_last(&mut self) -> Result<()> {
+        match &self.end {
+            Bound::Included(e) => self.merged.seek_back(e, true)?,
+            Bound::Excluded(e) => self.merged.seek_back(e, false)?,
+            Bound::Unbounded => self.merged.seek_to_last()?,
+        }
+        self.fill_back()
     }
 
     /// Moves to the first entry whose key is `>= key` (forward or back),
-    /// within the cursor's end bound and prefix.
+    /// within the cursor's range (a key before it: the first entry).
     pub fn seek(&mut self, key: &[u8]) -> Result<()> {
-        self.merged.seek(key)?;
+        if self.below_start(key) {
+            return self.seek_to_first();
+        }
+        self.merged.seek(key, true)?;
         self.fill()
+    }
+
+    /// Moves to the last entry whose key is `<= key` (forward or back),
+    /// within the cursor's range (a key past it: the last entry).
+    pub fn seek_back(&mut self, key: &[u8]) -> Result<()> {
+        if self.above_end(key) {
+            return self.seek_to_last();
+        }
+        self.merged.seek_back(key, true)?;
+        self.fill_back()
     }
 }
 

@@ -713,23 +713,22 @@ impl Shard {
         self.spine(id)?.get(key)
     }
 
-    fn spine_mut(&mut self, id: SpineId) -> Result<&mut Spine> {
-        Ok(&mut self.named_mut(id)?.spine)
+    /// A cursor over the whole spine, in key order. Borrows the shard
+    /// shared: cursors over several spines (or the same one) and point reads
+    /// can be open at once, as in the inner loop of a join.
+    pub fn cursor(&self, id: impl Into<SpineId>) -> Result<Cursor<'_>> {
+        self.spine(id)?.cursor()
     }
 
-    /// A cursor over the whole spine, in key order.
-    pub fn cursor(&mut self, id: impl Into<SpineId>) -> Result<Cursor<'_>> {
-        self.spine_mut(id.into())?.cursor()
+    /// A cursor over the keys in `range` (shared borrow, as [`Shard::cursor`]).
+    pub fn range<R: RangeBounds<[u8]>>(&self, id: impl Into<SpineId>, range: R) -> Result<Cursor<'_>> {
+        self.spine(id)?.range(range)
     }
 
-    /// A cursor over the keys in `range`.
-    pub fn range<R: RangeBounds<[u8]>>(&mut self, id: impl Into<SpineId>, range: R) -> Result<Cursor<'_>> {
-        self.spine_mut(id.into())?.range(range)
-    }
-
-    /// A cursor over the keys starting with `prefix`.
-    pub fn prefix(&mut self, id: impl Into<SpineId>, prefix: &[u8]) -> Result<Cursor<'_>> {
-        self.spine_mut(id.into())?.prefix(prefix)
+    /// A cursor over the keys starting with `prefix` (shared borrow, as
+    /// [`Shard::cursor`]).
+    pub fn prefix(&self, id: impl Into<SpineId>, prefix: &[u8]) -> Result<Cursor<'_>> {
+        self.spine(id)?.prefix(prefix)
     }
 
     /// The position up to which the WAL is durable (with no WAL, durability
