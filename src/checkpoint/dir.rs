@@ -137,6 +137,12 @@ impl FileSystemCheckpointStore {
         self
     }
 
+    /// The pool its background I/O runs on: the one given, or the
+    /// process-wide one.
+    pub(crate) fn pool(&self) -> Result<Arc<Pool>> {
+        self.pool.clone().map_or_else(Pool::shared, Ok)
+    }
+
     /// Syncs files (`fdatasync`) and directories (`fsync`) side by side, in
     /// at most [`SYNC_JOBS`] jobs on the pool.
     fn sync_all(&self, paths: &[PathBuf], dirs: &[PathBuf]) -> Result<()> {

@@ -30,7 +30,7 @@ pub use kill::kill_point;
 pub use lock::{LockGuard, holder_description};
 pub use mapping::{Mapping, prefetch, prefetch_slice, prefetch_value};
 pub use mem::MemFs;
-pub use pool::{Job, Pool, SHARED_POOL_THREADS};
+pub use pool::{Job, Pending, Pool, SHARED_POOL_THREADS};
 pub use real::StdFs;
 #[cfg(any(test, feature = "sim"))]
 pub use sim::{CrashVariant, Errno, SimFs};

@@ -109,6 +109,51 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Queues `job` and returns at once: [`Pending::wait`] gives its result
+    /// (background work: a merge, the janitor). A panic in it gives
+    /// [`Error::Panicked`] naming `thread`.
+    pub fn spawn<T: Send + 'static>(&self, thread: &'static str, job: Job<T>) -> Pending<T> {
+        let (tx, rx) = channel();
+        let task: Task = Box::new(move || drop(tx.send(guarded(thread, job))));
+        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(queue) = queue.as_ref() else {
+            unreachable!("the queue closes only when the pool drops");
+        };
+        if queue.send(task).is_err() {
+            unreachable!("pool workers outlive the pool's queue");
+        }
+        Pending { rx, thread }
+    }
+}
+
+/// The result of a job [`Pool::spawn`] queued.
+#[derive(Debug)]
+pub struct Pending<T> {
+    rx: Receiver<Result<T>>,
+    thread: &'static str,
+}
+
+impl<T> Pending<T> {
+    /// Waits for the job's result.
+    pub fn wait(self) -> Result<T> {
+        self.rx
+            .recv()
+            .unwrap_or(Err(Error::Panicked { thread: self.thread }))
+    }
+
+    /// The result if the job has finished, else `None` (never blocks).
+    pub fn try_take(&self) -> Option<Result<T>> {
+        match self.rx.try_recv() {
+            Ok(r) => Some(r),
+            Err(std::sync::mpsc::TryRecvError::Empty) => None,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                Some(Err(Error::Panicked { thread: self.thread }))
+            }
+        }
+    }
+}
+
 /// Runs `job`, turning a panic into [`Error::Panicked`].
 fn guarded<T>(thread: &'static str, job: Job<T>) -> Result<T> {
     catch_unwind(AssertUnwindSafe(job)).unwrap_or(Err(Error::Panicked { thread }))

@@ -16,10 +16,13 @@
 //!
 //! One helper thread per file: run files are megabytes, so spawning one
 //! costs far less than writing it, and no file waits behind another's queue.
+//! At most [`MAX_WRITE_BEHIND_THREADS`] run at once in the process
+//! ([`WriteBehind::bounded`]): a file beyond that is written by its caller,
+//! so a store with a hundred spines merging at once starts a fixed number.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use super::WritableFile;
@@ -27,6 +30,32 @@ use crate::{Error, Result};
 
 /// Buffers in flight per file (each up to the writer's buffer size).
 const DEPTH: usize = 4;
+
+/// Write-behind threads alive at once, process-wide, at most.
+pub const MAX_WRITE_BEHIND_THREADS: usize = 4;
+
+/// Write-behind threads alive now.
+static ALIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// A slot among [`MAX_WRITE_BEHIND_THREADS`], given back when dropped.
+struct Slot;
+
+impl Slot {
+    fn take() -> Option<Slot> {
+        ALIVE
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_WRITE_BEHIND_THREADS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        ALIVE.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 enum Msg {
     Append(Vec<u8>),
@@ -62,8 +91,23 @@ fn helper_gone(path: &Path) -> Error {
 }
 
 impl WriteBehind {
-    /// Takes over `inner`; its appends from now on happen on a helper thread.
+    /// `inner` behind a helper thread if one of the process's
+    /// [`MAX_WRITE_BEHIND_THREADS`] is free, else `inner` itself, written by
+    /// its caller.
+    pub fn bounded(inner: Box<dyn WritableFile>) -> Result<Box<dyn WritableFile>> {
+        match Slot::take() {
+            Some(slot) => Ok(Box::new(WriteBehind::start(inner, Some(slot))?)),
+            None => Ok(inner),
+        }
+    }
+
+    /// Takes over `inner`; its appends from now on happen on a helper thread
+    /// (outside the bound of [`WriteBehind::bounded`]).
     pub fn new(inner: Box<dyn WritableFile>) -> Result<WriteBehind> {
+        WriteBehind::start(inner, None)
+    }
+
+    fn start(inner: Box<dyn WritableFile>, slot: Option<Slot>) -> Result<WriteBehind> {
         let path = inner.path().to_path_buf();
         let len = inner.len();
         let (tx, rx) = sync_channel::<Msg>(DEPTH);
@@ -72,6 +116,7 @@ impl WriteBehind {
         std::thread::Builder::new()
             .name("statespine-wb".into())
             .spawn(move || {
+                let _slot = slot;
                 let mut file = inner;
                 let mut failed: Option<Error> = None;
                 for msg in rx {

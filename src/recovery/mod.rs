@@ -36,8 +36,10 @@
 mod replay;
 
 use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -91,6 +93,8 @@ pub struct RecoveryConfig {
     /// The state to recover ([`RecoveryPoint::LastCommittedEpoch`] unless
     /// set).
     pub point: RecoveryPoint,
+    /// Threads that scan and replay the shards side by side (default 4).
+    pub threads: usize,
 }
 
 impl Default for RecoveryConfig {
@@ -100,6 +104,7 @@ impl Default for RecoveryConfig {
             fingerprint: None,
             wal_mode: RecoveryMode::Strict,
             point: RecoveryPoint::LastCommittedEpoch,
+            threads: 4,
         }
     }
 }
@@ -397,6 +402,7 @@ pub fn recover(
     // Steps 3–5 (module docs): scan, choose, replay.
     let scanned = in_parallel(
         shards,
+        cfg.threads,
         |n| {
             let cut = manifest
                 .as_ref()
@@ -438,6 +444,7 @@ pub fn recover(
     let mut scanned = scanned.into_iter();
     let shards = in_parallel(
         shards,
+        cfg.threads,
         |_| (scanned.next(), ends.next()),
         |(s, end)| match (s, end) {
             (Some(s), Some(end)) => s.finish(end),
@@ -457,29 +464,46 @@ pub fn recover(
     })
 }
 
-/// Runs `work` on what `make` gives for each shard, one thread per shard;
-/// the results in shard order, or the first error.
+/// Runs `work` on what `make` gives for each shard, on at most `threads`
+/// threads (each takes the next shard until none is left); the results in
+/// shard order, or the first error.
 fn in_parallel<T: Send, R: Send>(
     shards: u32,
+    threads: usize,
     mut make: impl FnMut(u32) -> T,
     work: impl Fn(T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
-    let inputs: Vec<T> = (0..shards).map(&mut make).collect();
-    let work = &work;
-    let results: Vec<Result<R>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = inputs.into_iter().map(|t| scope.spawn(move || work(t))).collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(Error::Panicked {
-                        thread: "a recovery thread",
-                    })
-                })
-            })
-            .collect()
+    let inputs: Vec<Mutex<Option<T>>> = (0..shards).map(|n| Mutex::new(Some(make(n)))).collect();
+    let results: Vec<Mutex<Option<Result<R>>>> = (0..shards).map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let worker = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(input) = inputs.get(i) else { return };
+            let Some(t) = input.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+                unreachable!("each shard is taken once");
+            };
+            let r = catch_unwind(AssertUnwindSafe(|| work(t))).unwrap_or(Err(Error::Panicked {
+                thread: "a recovery thread",
+            }));
+            *results[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..threads.clamp(1, (shards as usize).max(1)) {
+            scope.spawn(worker);
+        }
     });
-    results.into_iter().collect()
+    results
+        .into_iter()
+        .map(|r| {
+            r.into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+                .unwrap_or(Err(Error::Panicked {
+                    thread: "a recovery thread",
+                }))
+        })
+        .collect()
 }
 
 fn read_operators(fs: &dyn Fs, m: &CheckpointManifest, dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {

@@ -108,7 +108,7 @@ impl RunWriter {
         };
         let mut file = fs.create(&tmp_path)?;
         if fs.write_behind() {
-            file = Box::new(WriteBehind::new(file)?);
+            file = WriteBehind::bounded(file)?;
         }
         Ok(RunWriter {
             fs,

@@ -1,137 +1,179 @@
-//! [`Helper`]: the opt-in background mode, one helper thread per spine.
+//! [`Helper`]: the opt-in background mode, merges run on a shared, bounded
+//! pool of merge threads ([`crate::io::Pool`]), not a thread per spine.
 //!
-//! The owner hands each new [`Merge`] to the helper over a channel; the helper
-//! advances all it holds round-robin, one budget slice each (the same `work`
-//! calls `merge_step` makes), finishes them with `done`, and sends the output
+//! The owner hands each new [`Merge`] to the helper, which queues it on the
+//! pool as one job: a worker advances it in budget slices (the same `work`
+//! calls `merge_step` makes), finishes it with `done`, and sends the output
 //! back. The owner installs outputs when it next looks (`merge_step`, a seal,
-//! or a write under backpressure), so it never waits for the helper unless it
-//! is past its backpressure limit.
+//! or a write under backpressure), so it never waits for the pool unless it
+//! is past its backpressure limit. Dropping the helper stops its merges at
+//! their next slice and waits for their jobs to end, so their temporary files
+//! are gone when the spine is.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use super::batch::Batch;
 use super::merge::{Merge, Output};
-use crate::io::Fs;
-use crate::{Error, Result};
+use crate::Result;
+use crate::io::{Fs, Pool};
 
 /// A finished (or failed) merge, by id.
 pub(crate) type Finished = (u64, Result<Output>);
 
-/// What the owner sends the helper.
-#[derive(Debug)]
-enum Msg {
-    /// A merge to run, by id.
-    Merge(u64, Box<Merge>),
-    /// Retired batches whose last references the helper should drop, so the
-    /// owner never pays for unmapping memtables or unlinking run files.
-    Drop(Vec<Batch>),
+/// Threads of the process-wide merge pool spines use when their owner gave
+/// them none ([`crate::spine::Spine::set_merge_pool`]).
+pub(crate) const DEFAULT_MERGE_THREADS: usize = 2;
+
+/// The process-wide merge pool, started on first use.
+fn default_pool() -> Result<Arc<Pool>> {
+    static POOL: OnceLock<Arc<Pool>> = OnceLock::new();
+    if let Some(p) = POOL.get() {
+        return Ok(Arc::clone(p));
+    }
+    let pool = Arc::new(Pool::new(DEFAULT_MERGE_THREADS, "statespine-merge")?);
+    Ok(Arc::clone(POOL.get_or_init(|| pool)))
+}
+
+/// Jobs of one helper still queued or running.
+#[derive(Debug, Default)]
+struct InFlight {
+    count: Mutex<usize>,
+    zero: Condvar,
+}
+
+impl InFlight {
+    /// Counts a job in; the guard counts it out when dropped, even by a
+    /// panic, so a helper's drop never waits for a job that is gone.
+    fn add(self: &Arc<Self>) -> JobGuard {
+        *self.count.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        JobGuard(Arc::clone(self))
+    }
+    fn done(&self) {
+        let mut n = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        *n -= 1;
+        if *n == 0 {
+            self.zero.notify_all();
+        }
+    }
+    fn wait_zero(&self) {
+        let mut n = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        while *n > 0 {
+            n = self.zero.wait(n).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// One job of a helper in flight, until dropped.
+struct JobGuard(Arc<InFlight>);
+
+impl Drop for JobGuard {
+    fn drop(&mut self) {
+        self.0.done();
+    }
 }
 
 #[derive(Debug)]
 pub(crate) struct Helper {
-    to_helper: Option<Sender<Msg>>,
-    from_helper: Receiver<Finished>,
+    fs: Arc<dyn Fs>,
+    budget: usize,
+    /// Set by the owner, or the process-wide pool at the first merge.
+    pool: OnceLock<Arc<Pool>>,
+    outbox: Sender<Finished>,
+    from_pool: Receiver<Finished>,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    in_flight: Arc<InFlight>,
 }
 
 impl Helper {
+    /// A helper on the process-wide merge pool.
     pub(crate) fn spawn(fs: Arc<dyn Fs>, budget: usize) -> Result<Helper> {
-        let (to_helper, inbox) = mpsc::channel::<Msg>();
-        let (outbox, from_helper) = mpsc::channel::<Finished>();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("statespine-merge".into())
-            .spawn(move || run(&fs, budget, &inbox, &outbox, &stop2))
-            .map_err(|e| Error::io("spawn merge thread", std::path::Path::new(""), e))?;
+        let (outbox, from_pool) = mpsc::channel::<Finished>();
         Ok(Helper {
-            to_helper: Some(to_helper),
-            from_helper,
-            stop,
-            thread: Some(thread),
+            fs,
+            budget,
+            pool: OnceLock::new(),
+            outbox,
+            from_pool,
+            stop: Arc::new(AtomicBool::new(false)),
+            in_flight: Arc::new(InFlight::default()),
         })
     }
 
-    pub(crate) fn submit(&self, id: u64, merge: Merge) -> Result<()> {
-        self.to_helper
-            .as_ref()
-            .and_then(|tx| tx.send(Msg::Merge(id, Box::new(merge))).ok())
-            // It stops only when dropped, so a stopped helper has panicked.
-            .ok_or(Error::Panicked {
-                thread: "statespine-merge",
-            })
+    /// Runs later merges on `pool` (those queued stay where they are).
+    pub(crate) fn set_pool(&mut self, pool: Arc<Pool>) {
+        self.pool = OnceLock::from(pool);
     }
 
-    /// Hands retired batches to the helper to drop. If the helper is gone they
-    /// come back and drop here.
-    pub(crate) fn bury(&self, retired: Vec<Batch>) {
-        if let Some(tx) = &self.to_helper {
-            let _ = tx.send(Msg::Drop(retired));
+    fn pool(&self) -> Result<&Arc<Pool>> {
+        if let Some(p) = self.pool.get() {
+            return Ok(p);
         }
+        let p = default_pool()?;
+        Ok(self.pool.get_or_init(|| p))
+    }
+
+    pub(crate) fn submit(&self, id: u64, mut merge: Merge) -> Result<()> {
+        let (fs, budget) = (Arc::clone(&self.fs), self.budget);
+        let (outbox, stop) = (self.outbox.clone(), Arc::clone(&self.stop));
+        let guard = self.in_flight.add();
+        let job = move || {
+            let _guard = guard;
+            let result = loop {
+                if stop.load(Ordering::Acquire) {
+                    // Dropping the merge removes its temporary file.
+                    return Ok(());
+                }
+                let mut left = budget;
+                match merge.work(&mut left) {
+                    Ok(false) => continue,
+                    Ok(true) => break merge.done(&fs),
+                    Err(e) => break Err(e),
+                }
+            };
+            let _ = outbox.send((id, result));
+            Ok(())
+        };
+        // The result travels through the outbox; a panic leaves the merge
+        // unanswered, and the owner's wait for it reports the helper gone.
+        drop(self.pool()?.spawn("a merge thread", Box::new(job)));
+        Ok(())
+    }
+
+    /// Drops retired batches (their last references: unmapping memtables,
+    /// unlinking run files) on the pool, off the owner's thread.
+    pub(crate) fn bury(&self, retired: Vec<Batch>) {
+        let Ok(pool) = self.pool() else {
+            return; // No thread to spare: they drop here.
+        };
+        let guard = self.in_flight.add();
+        drop(pool.spawn(
+            "a merge thread",
+            Box::new(move || {
+                drop((retired, guard));
+                Ok(())
+            }),
+        ));
     }
 
     /// A finished merge, if one is ready (never waits).
     pub(crate) fn try_finished(&self) -> Option<Finished> {
-        self.from_helper.try_recv().ok()
+        self.from_pool.try_recv().ok()
     }
 
     /// A finished merge, waiting at most `timeout` (backpressure only).
     pub(crate) fn wait_finished(&self, timeout: Duration) -> Option<Finished> {
-        self.from_helper.recv_timeout(timeout).ok()
-    }
-}
-
-fn run(fs: &Arc<dyn Fs>, budget: usize, inbox: &Receiver<Msg>, outbox: &Sender<Finished>, stop: &AtomicBool) {
-    let mut active: Vec<(u64, Merge)> = Vec::new();
-    while !stop.load(Ordering::Acquire) {
-        if active.is_empty() {
-            match inbox.recv() {
-                Ok(Msg::Merge(id, m)) => active.push((id, *m)),
-                Ok(Msg::Drop(retired)) => drop(retired),
-                Err(_) => return,
-            }
-        }
-        for msg in inbox.try_iter() {
-            match msg {
-                Msg::Merge(id, m) => active.push((id, *m)),
-                Msg::Drop(retired) => drop(retired),
-            }
-        }
-        let mut i = 0;
-        while i < active.len() && !stop.load(Ordering::Acquire) {
-            let mut left = budget;
-            match active[i].1.work(&mut left) {
-                Ok(false) => i += 1,
-                Ok(true) => {
-                    let (id, m) = active.swap_remove(i);
-                    if outbox.send((id, m.done(fs))).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let (id, _) = active.swap_remove(i);
-                    if outbox.send((id, Err(e))).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
+        self.from_pool.recv_timeout(timeout).ok()
     }
 }
 
 impl Drop for Helper {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        // Closing the inbox wakes a helper waiting for work.
-        self.to_helper = None;
-        if let Some(t) = self.thread.take() {
-            // Unfinished merges drop with the thread, removing their temporary files.
-            let _ = t.join();
-        }
+        // Queued jobs see the flag when they start, running ones at their
+        // next slice; unfinished merges drop with them.
+        self.in_flight.wait_zero();
     }
 }

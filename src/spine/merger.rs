@@ -1,6 +1,7 @@
 //! [`Merger`]: who advances a spine's running merges, behind one set of
 //! methods: the owner itself, inline in `merge_step` (cooperative mode), or
-//! a helper thread (background mode, [`Helper`]).
+//! a bounded pool of merge threads shared by spines (background mode,
+//! [`Helper`]).
 //!
 //! Either way the spine starts merges with [`Merger::start`] and installs
 //! each one that finished, handed back by [`Merger::next_finished`] (never
@@ -64,6 +65,13 @@ impl Merger {
             running: Vec::new(),
             mode,
         })
+    }
+
+    /// Background merges from now on run on `pool` (inline: nothing to do).
+    pub(super) fn set_pool(&mut self, pool: Arc<crate::io::Pool>) {
+        if let Mode::Background(h) = &mut self.mode {
+            h.set_pool(pool);
+        }
     }
 
     /// True in background mode.

@@ -381,6 +381,14 @@ impl Spine {
         &self.opts
     }
 
+    /// In background merge mode, runs this spine's merges on `pool` from now
+    /// on (by default: a process-wide pool of two merge threads). A store
+    /// gives all its spines one bounded pool, so a hundred spines share a
+    /// fixed number of threads.
+    pub fn set_merge_pool(&mut self, pool: Arc<crate::io::Pool>) {
+        self.merger.set_pool(pool);
+    }
+
     /// Key-value or Z-set.
     pub fn mode(&self) -> RunMode {
         self.opts.mode

@@ -17,14 +17,14 @@
 //! 4. Retention: keep the newest `max_retained`.
 //! 5. Only now ask each shard's drainer to truncate its WAL below the least
 //!    LSN any retained checkpoint still replays from.
-//! 6. A janitor thread deletes retired directories and makes the next
+//! 6. A janitor job on the store's worker pool deletes retired directories and makes the next
 //!    checkpoint's, off the next checkpoint's path.
 
+use crate::io::Pending;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -144,7 +144,7 @@ pub struct CheckpointCoordinator {
     last_time: Instant,
     /// Ring-1 housekeeping after a commit, off the next checkpoint's
     /// path: deletes retired directories and makes the next one's `.tmp`.
-    janitor: Option<JoinHandle<Result<()>>>,
+    janitor: Option<Pending<()>>,
     /// The id of the next checkpoint, whose directory the janitor makes.
     next_id: Uuid,
     /// Set by a failed sync inside a commit: checkpoints are refused.
@@ -544,23 +544,19 @@ impl CheckpointCoordinator {
                 .fs()
                 .create_dir_all(&store.dir().join(format!("{next}{TMP_DIR_SUFFIX}")))
         };
-        match std::thread::Builder::new()
-            .name("statespine-janitor".into())
-            .spawn(job)
-        {
-            Ok(h) => self.janitor = Some(h),
-            // No thread: the next commit makes its directory itself, and the
-            // retired ones go at the next open.
-            Err(_) => self.janitor = None,
-        }
+        // No pool: the next commit makes its directory itself, and the
+        // retired ones go at the next open.
+        self.janitor = self
+            .store
+            .pool()
+            .ok()
+            .map(|pool| pool.spawn("the janitor", Box::new(job)));
     }
 
     /// Waits for the janitor of the last commit (tests, shutdown).
     pub fn wait_housekeeping(&mut self) -> Result<()> {
         match self.janitor.take() {
-            Some(h) => h.join().unwrap_or(Err(Error::Panicked {
-                thread: "the janitor thread",
-            })),
+            Some(h) => h.wait(),
             None => Ok(()),
         }
     }

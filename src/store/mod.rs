@@ -51,10 +51,10 @@ use uuid::Uuid;
 
 use crate::changelog::StateChangelogBuffer;
 use crate::checkpoint::{ConnectorCheckpoint, FileSystemCheckpointStore};
-use crate::io::{Fs, LockGuard, StdFs};
+use crate::io::{Fs, LockGuard, Pool, StdFs};
 use crate::recovery::{Layout, RecoveryConfig, recover};
 use crate::run::RunMode;
-use crate::spine::SpineOptions;
+use crate::spine::{MergeMode, SpineOptions};
 use crate::wal::{ChangelogDrainer, DrainerHandle, WalOptions, Watermark};
 use crate::{Error, Result};
 use coordinator::CheckpointConfig;
@@ -71,6 +71,12 @@ pub use shard::{
     Answered, KvSpine, Lsn, MAX_KEY_BYTES, MAX_SPINE_NAME_BYTES, MAX_VALUE_BYTES, Shard, SpineId, ZSetSpine,
 };
 pub use typed::{Key, TypedCursor, TypedSpine, Value, encode_key};
+
+/// Default of [`Options::worker_threads`].
+pub const DEFAULT_WORKER_THREADS: usize = 4;
+
+/// Default of [`Options::merge_threads`].
+pub const DEFAULT_MERGE_THREADS: usize = 2;
 
 /// Smallest WAL segment [`Options::wal_segment_size`] accepts.
 pub const MIN_WAL_SEGMENT_BYTES: u64 = 1 << 10;
@@ -112,6 +118,8 @@ pub struct Options {
     checkpoint: CheckpointConfig,
     recovery: RecoveryConfig,
     fingerprint: Vec<u8>,
+    worker_threads: usize,
+    merge_threads: usize,
 }
 
 impl Options {
@@ -132,6 +140,8 @@ impl Options {
             spine: SpineOptions::new(RunMode::KeyValue),
             recovery: RecoveryConfig::default(),
             fingerprint: Vec::new(),
+            worker_threads: DEFAULT_WORKER_THREADS,
+            merge_threads: DEFAULT_MERGE_THREADS,
         }
     }
 
@@ -276,6 +286,26 @@ impl Options {
         self
     }
 
+    /// Threads of the store's worker pool (default
+    /// [`DEFAULT_WORKER_THREADS`], at least 1): the WALs' `fdatasync` fan-out,
+    /// a checkpoint's syncs, and the janitor after a checkpoint. Fixed for
+    /// the store's life whatever the number of shards and spines.
+    #[must_use]
+    pub fn worker_threads(mut self, n: usize) -> Self {
+        self.worker_threads = n;
+        self
+    }
+
+    /// Threads that run background merges (default
+    /// [`DEFAULT_MERGE_THREADS`], at least 1), shared by every spine of every
+    /// shard in [`crate::spine::MergeMode::Background`]; none are started in
+    /// the default cooperative mode, where each shard's owner merges.
+    #[must_use]
+    pub fn merge_threads(mut self, n: usize) -> Self {
+        self.merge_threads = n;
+        self
+    }
+
     /// Opens the store: recovers whatever is there (nothing, for a new one).
     pub fn open(self) -> Result<Store> {
         Ok(self.recover()?.store)
@@ -287,6 +317,7 @@ impl Options {
         // One fingerprint, set here: what recovery requires is what the
         // store will write into its checkpoints.
         self.recovery.fingerprint = (!self.fingerprint.is_empty()).then(|| self.fingerprint.clone());
+        self.recovery.threads = self.worker_threads;
         recover_store(self)
     }
 
@@ -307,6 +338,12 @@ impl Options {
         }
         if self.checkpoint.flush_after == 0 {
             return refuse("flush_after: at least 1");
+        }
+        if self.worker_threads == 0 {
+            return refuse("worker_threads: at least 1");
+        }
+        if self.merge_threads == 0 {
+            return refuse("merge_threads: at least 1");
         }
         if self.checkpoint.cut_timeout.is_zero() {
             return refuse("cut_timeout: more than zero");
@@ -478,7 +515,16 @@ impl Store {
         // Tags this open's spine handles: a handle from another open store
         // (or an earlier open of this one) is refused, never misapplied.
         let store_tag = Uuid::new_v4().as_u128() as u32;
-        let mut drainer = opts.wal.then(|| ChangelogDrainer::new(opts.sync_policy));
+        // Every thread the store starts, whatever its number of spines: the
+        // drainer, the worker pool, and in background mode the merge pool.
+        let workers = Arc::new(Pool::new(opts.worker_threads, "statespine-worker")?);
+        let merges = match opts.spine.merge_mode {
+            MergeMode::Background => Some(Arc::new(Pool::new(opts.merge_threads, "statespine-merge")?)),
+            MergeMode::Cooperative => None,
+        };
+        let mut drainer = opts
+            .wal
+            .then(|| ChangelogDrainer::new(opts.sync_policy).with_pool(Arc::clone(&workers)));
         let mut shards = Vec::with_capacity(recovered.len());
         let mut senders = Vec::with_capacity(recovered.len());
         let mut watermarks = Vec::with_capacity(recovered.len());
@@ -487,7 +533,11 @@ impl Store {
             senders.push(tx);
             let (producer, watermark) = match (rec.wal.take(), drainer.as_mut()) {
                 (Some(wal), Some(d)) => {
-                    assert_eq!(wal.next_lsn(), rec.next_lsn, "the shard and its WAL resume at different LSNs");
+                    assert_eq!(
+                        wal.next_lsn(),
+                        rec.next_lsn,
+                        "the shard and its WAL resume at different LSNs"
+                    );
                     let (p, c) = StateChangelogBuffer::with_capacity(opts.ring_bytes, opts.ring_entries);
                     let w = d.add_shard(c, wal);
                     (Some(p), Some(w))
@@ -506,9 +556,11 @@ impl Store {
                 rx,
                 store_tag,
                 Arc::clone(&lock),
+                merges.clone(),
             ));
         }
-        let ck_store = FileSystemCheckpointStore::new(Arc::clone(&opts.fs), layout.checkpoints())?;
+        let ck_store =
+            FileSystemCheckpointStore::new(Arc::clone(&opts.fs), layout.checkpoints())?.with_pool(workers);
         let coordinator = CheckpointCoordinator::new(
             ck_store,
             opts.checkpoint.clone(),

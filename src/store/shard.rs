@@ -16,7 +16,7 @@ use super::batch::{MAX_BATCH_BYTES, WriteBatch};
 use super::typed::TypedScratch;
 use crate::changelog::{ChangeRecord, ChangelogProducer, PushError, StateOp};
 use crate::checkpoint::{COMMIT_SPINE, append_shard_offsets, commit_key};
-use crate::io::{Fs, LockGuard};
+use crate::io::{Fs, LockGuard, Pool};
 use crate::recovery::{CATALOG_SPINE, Layout, RecoveredShard, encode_catalog_value};
 use crate::run::RunMode;
 use crate::spine::{Cursor, RunHandle, Spine, SpineOptions};
@@ -322,6 +322,9 @@ pub struct Shard {
     spare_batch: Option<WriteBatch>,
     /// Buffers of typed writes and reads (`typed` module).
     typed: TypedScratch,
+    /// The store's merge threads, for every spine's background merges
+    /// (`None` in cooperative mode: the owner merges).
+    merge_pool: Option<Arc<Pool>>,
     /// The store directory's lock: held while the store or any shard lives.
     _lock: Arc<dyn LockGuard>,
 }
@@ -339,9 +342,13 @@ impl Shard {
         inbox: Receiver<ShardRequest>,
         store_tag: u32,
         lock: Arc<dyn LockGuard>,
+        merge_pool: Option<Arc<Pool>>,
     ) -> Shard {
         let mut spines: Vec<Option<Named>> = (0..rec.next_spine_id).map(|_| None).collect();
-        for s in rec.spines {
+        for mut s in rec.spines {
+            if let Some(pool) = &merge_pool {
+                s.spine.set_merge_pool(Arc::clone(pool));
+            }
             spines[s.id as usize] = Some(Named {
                 name: s.name,
                 spine: s.spine,
@@ -366,6 +373,7 @@ impl Shard {
             commit_buf: Vec::new(),
             spare_batch: None,
             typed: TypedScratch::default(),
+            merge_pool,
             _lock: lock,
         }
     }
@@ -497,7 +505,10 @@ impl Shard {
         }
         // Empty, it covers everything up to its creation record.
         let opts = self.template.with_mode(mode);
-        let spine = Spine::open(Arc::clone(&self.fs), dir, opts, &[], self.next_lsn)?;
+        let mut spine = Spine::open(Arc::clone(&self.fs), dir, opts, &[], self.next_lsn)?;
+        if let Some(pool) = &self.merge_pool {
+            spine.set_merge_pool(Arc::clone(pool));
+        }
         let lsn = self.log(
             CATALOG_SPINE,
             StateOp::Put,

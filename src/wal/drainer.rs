@@ -291,7 +291,9 @@ impl ChangelogDrainer {
         let mut wal = lock(&s.wal)?;
         let mut n = 0;
         while n < self.batch_records {
-            let Some((lsn, rec)) = s.consumer.pop_with_lsn() else { break };
+            let Some((lsn, rec)) = s.consumer.pop_with_lsn() else {
+                break;
+            };
             payload.clear();
             encode_change(payload, &rec);
             let logged = wal.append(rec.epoch, payload)?;
