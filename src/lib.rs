@@ -36,43 +36,57 @@
 //! # Ok::<(), statespine::Error>(())
 //! ```
 //!
-//! The items at the crate root are the whole of what a streaming engine
-//! needs; `format/` in the repository specifies every byte the crate writes.
+//! The items at the crate root are what a streaming engine uses: the
+//! [`Options`] builder, the [`Store`] and its [`Shard`]s with their spine
+//! handles, cursors, write batches and typed spines, epoch commits and
+//! checkpoints, and [`Error`] with its [`ErrorKind`]. [`io`] is the storage
+//! seam ([`io::Fs`], the real [`io::StdFs`], the in-memory [`io::MemFs`]
+//! for tests). `format/` in the repository specifies every byte the crate
+//! writes.
 //!
-//! Layers, lowest first (a lower layer never imports a higher one; `tests/tidy.rs`
-//! checks it):
-//!
-//! | module | owns |
-//! | --- | --- |
-//! | [`io`] | the storage seam: every file-system call, real and in-memory |
-//! | [`run`] | immutable run files: writer, zero-copy reader, index, filter |
-//! | [`memtable`] | the mutable write buffer of one spine |
-//! | [`spine`] | one sorted collection: memtable, levels of runs, merges, reads |
-//! | [`changelog`] | the SPSC ring that carries every mutation off the hot thread |
-//! | [`wal`] | the segmented write-ahead log of a shard; spec in `format/wal.md` |
-//! | [`checkpoint`] | checkpoint directories, manifests, commit, validation |
-//! | [`recovery`] | newest valid checkpoint + WAL replay, per shard in parallel |
-//! | [`store`] | shards of named spines, the changelog drainer, the checkpoint coordinator |
+//! The layers underneath are modules of their own, lowest first (a lower
+//! layer never imports a higher one): `io`, `run` (immutable run files),
+//! `memtable`, `spine` (memtable over levels of runs, merges, reads),
+//! `changelog` (the ring that carries mutations off the hot thread), `wal`,
+//! `checkpoint`, `recovery`, `store`. All but `io` are hidden from these
+//! docs: they are public for the crate's own tests, fuzzers, benchmarks and
+//! tools, with no promise of stability.
 //!
 //! `unsafe` is denied everywhere except `io::mapping`, which maps files.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[doc(hidden)]
 pub mod changelog;
+#[doc(hidden)]
 pub mod checkpoint;
 mod error;
 pub mod io;
+#[doc(hidden)]
 pub mod memtable;
+#[doc(hidden)]
 pub mod recovery;
+#[doc(hidden)]
 pub mod run;
+#[doc(hidden)]
 pub mod spine;
+#[doc(hidden)]
 pub mod store;
+#[doc(hidden)]
 pub mod wal;
 
+pub use checkpoint::{
+    ConnectorCheckpoint, EpochMetadata, ValidationDepth, ValidationReport, validate_checkpoint,
+};
 pub use error::{Error, ErrorKind, Result};
+pub use run::{Compression, EntryRef, RunMode};
+pub use spine::{Cursor, LevelShape, MergeMode, MergeStep, Spine, SpineOptions, SpineStats};
 pub use store::{
-    CheckpointRequest, EpochCommitted, IncrementalCheckpointMetadata, KvSpine, Lsn, Options, RecoveredState,
-    RecoveryPoint, Shard, SpineId, Store, SyncPolicy, ZSetSpine,
+    Answered, CheckpointCoordinator, CheckpointRequest, DEFAULT_MERGE_THREADS, DEFAULT_WORKER_THREADS,
+    EpochCommitted, IncrementalCheckpointMetadata, Key, KvSpine, Lsn, MAX_BATCH_BYTES, MAX_KEY_BYTES,
+    MAX_SPINE_NAME_BYTES, MAX_VALUE_BYTES, MIN_WAL_SEGMENT_BYTES, Options, PendingCheckpoint, PendingCommit,
+    RecoveredState, RecoveryMode, RecoveryPoint, Shard, ShardPosition, SpineId, Store, SyncPolicy,
+    TypedCursor, TypedSpine, Value, WriteBatch, ZSetSpine,
 };
 
 /// README.md's examples, compiled and run as doctests so they cannot rot.

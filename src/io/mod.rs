@@ -26,14 +26,18 @@ mod write_behind;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
-pub use kill::kill_point;
-pub use lock::{LockGuard, holder_description};
-pub use mapping::{Mapping, prefetch, prefetch_slice, prefetch_value};
+pub(crate) use kill::kill_point;
+pub use lock::LockGuard;
+pub(crate) use lock::holder_description;
+pub use mapping::Mapping;
+pub(crate) use mapping::{prefetch, prefetch_slice, prefetch_value};
 pub use mem::MemFs;
+#[doc(hidden)]
 pub use pool::{Job, Pending, Pool, SHARED_POOL_THREADS};
 pub use real::StdFs;
 #[cfg(any(test, feature = "sim"))]
 pub use sim::{CrashVariant, Errno, SimFs};
+#[doc(hidden)]
 pub use write_behind::WriteBehind;
 
 use crate::Result;

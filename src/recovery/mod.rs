@@ -150,7 +150,7 @@ pub struct RecoveredShard {
     pub replay_time: Duration,
 }
 
-/// What [`recover`] produced.
+/// What `recover` produced.
 #[derive(Debug)]
 pub struct Recovery {
     /// The checkpoint recovered from, if any.
@@ -362,7 +362,7 @@ fn epoch_metadata(
 }
 
 /// Recovers every shard of the store at `layout` (module docs).
-pub fn recover(
+pub(crate) fn recover(
     fs: &Arc<dyn Fs>,
     layout: &Layout,
     shards: u32,

@@ -14,7 +14,7 @@ use super::{Slot, Spine};
 #[derive(Debug, Clone)]
 pub struct SpineCut {
     /// Runs, oldest first. Those not yet durable must be synced before the
-    /// checkpoint commits ([`RunHandle::mark_durable`] after).
+    /// checkpoint commits (the store marks it durable after).
     pub runs: Vec<RunHandle>,
     /// Every write numbered up to this is in `runs`, none later.
     pub covered_seq: u64,
@@ -40,8 +40,9 @@ impl RunHandle {
         self.0.is_durable()
     }
 
-    /// Records that the run's bytes are durable (a checkpoint synced them).
-    pub fn mark_durable(&self) {
+    /// Records that the run's bytes are durable (a checkpoint synced them):
+    /// the store's alone to say.
+    pub(crate) fn mark_durable(&self) {
         self.0.mark_durable();
     }
 }

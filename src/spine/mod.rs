@@ -103,8 +103,6 @@ pub use options::{
 };
 pub use read::Cursor;
 
-/// File name suffix of a spine's runs.
-pub const RUN_SUFFIX: &str = ".run";
 /// Longest a write under backpressure waits for the background helper before
 /// going on (it then re-checks; the wait only paces the writer).
 const BACKPRESSURE_WAIT: Duration = Duration::from_millis(10);
@@ -600,7 +598,7 @@ impl Spine {
             .map(|&i| self.batches[i].batch.clone())
             .collect();
         let id = self.take_id();
-        let path = self.dir.join(format!("{id:012}{RUN_SUFFIX}"));
+        let path = self.dir.join(crate::run::format::run_file_name(id));
         let run_opts = self
             .opts
             .run

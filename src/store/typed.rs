@@ -362,7 +362,7 @@ impl Shard {
     /// The entries of a typed spine whose keys lie between `from` and `to`,
     /// in key order (the encodings sort as the keys do).
     pub fn range_typed<K: Key + ?Sized, V: Value>(
-        &mut self,
+        &self,
         h: TypedSpine<K, V>,
         from: Bound<&K>,
         to: Bound<&K>,
