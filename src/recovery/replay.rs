@@ -418,7 +418,7 @@ fn apply_write(live: &mut BTreeMap<u32, Live>, lsn: u64, rec: &ChangeRecord<'_>)
     if !op_fits(l.spine.mode(), rec.op) {
         return Ok(false);
     }
-    l.spine.set_seq(lsn);
+    l.spine.set_lsn(lsn);
     match rec.op {
         StateOp::Put => l.spine.put(rec.key, rec.value),
         StateOp::Delete => l.spine.delete(rec.key),

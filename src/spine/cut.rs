@@ -1,5 +1,5 @@
 //! Checkpoint cuts of a spine: which runs hold its writes up to which
-//! sequence number ([`Spine::cut`]), and the sequence-number bookkeeping
+//! LSN ([`Spine::cut`]), and the LSN bookkeeping
 //! behind it (the WAL position each write carries, what the run files
 //! cover, the stand-ins of runs not yet durable; see `lineage`).
 
@@ -17,7 +17,7 @@ pub struct SpineCut {
     /// checkpoint commits (the store marks it durable after).
     pub runs: Vec<RunHandle>,
     /// Every write numbered up to this is in `runs`, none later.
-    pub covered_seq: u64,
+    pub covered_lsn: u64,
     /// Retired runs that stood in for runs now durable: nothing needs them
     /// any more, and dropping the last handle deletes the file. Handed over
     /// so that the unlink happens off the owner's thread.
@@ -53,7 +53,7 @@ impl Slot {
         match &self.batch {
             Batch::Disk(rf) => Input::Run {
                 file: Some(Arc::clone(rf)),
-                max_seq: self.max_seq,
+                max_lsn: self.max_lsn,
                 lineage: self.lineage.clone(),
             },
             Batch::Mem(_) => Input::Mem,
@@ -62,34 +62,34 @@ impl Slot {
 }
 
 impl Spine {
-    /// Sets the sequence number of the writes that follow. A store numbers
-    /// every write with its WAL LSN, so that [`Spine::covered_seq`] tells
+    /// Sets the LSN of the writes that follow. A store numbers
+    /// every write with its WAL LSN, so that [`Spine::covered_lsn`] tells
     /// which part of the log the run files already hold.
     #[inline]
-    pub fn set_seq(&mut self, seq: u64) {
-        self.seq = seq;
+    pub fn set_lsn(&mut self, lsn: u64) {
+        self.lsn = lsn;
     }
 
-    /// Records that the writes numbered up to `seq` include none of this
+    /// Records that the writes numbered up to `lsn` include none of this
     /// spine's beyond those it holds: with nothing in memory, its newest
-    /// run (or, with none, its base) then covers up to `seq`, so a spine
+    /// run (or, with none, its base) then covers up to `lsn`, so a spine
     /// nobody writes stops holding back the part of the log it is not in.
     /// A store calls it with its last LSN at each checkpoint cut.
-    pub(crate) fn mark_quiet(&mut self, seq: u64) {
+    pub(crate) fn mark_quiet(&mut self, lsn: u64) {
         if !self.memtable.is_empty() || self.batches.iter().any(|s| matches!(s.batch, Batch::Mem(_))) {
             return;
         }
         match self.batches.last_mut() {
-            Some(newest) => newest.max_seq = newest.max_seq.max(seq),
-            None => self.base_seq = self.base_seq.max(seq),
+            Some(newest) => newest.max_lsn = newest.max_lsn.max(lsn),
+            None => self.base_lsn = self.base_lsn.max(lsn),
         }
-        self.flushed_seq = self.flushed_seq.max(seq);
+        self.flushed_lsn = self.flushed_lsn.max(lsn);
     }
 
-    /// Every write numbered up to this (by [`Spine::set_seq`]) is in the
+    /// Every write numbered up to this (by [`Spine::set_lsn`]) is in the
     /// spine's run files; later ones are in memory only.
-    pub fn covered_seq(&self) -> u64 {
-        self.flushed_seq
+    pub fn covered_lsn(&self) -> u64 {
+        self.flushed_lsn
     }
 
     /// The run files of the spine, oldest first. A handle keeps its file on
@@ -104,26 +104,26 @@ impl Spine {
             .collect()
     }
 
-    /// The sequence-number side of publishing a merge of the `n` batches
+    /// The LSN side of publishing a merge of the `n` batches
     /// from position `first`: what is on disk now reaches further, and the
     /// output's lineage (what a cut uses until it is durable). `emptied`: the
-    /// merge left no run. Returns the output's highest sequence number and
+    /// merge left no run. Returns the output's highest LSN and
     /// its lineage.
     pub(super) fn account_merge(&mut self, first: usize, n: usize, emptied: bool) -> (u64, Lineage) {
-        let max_seq = self.batches[first..first + n]
+        let max_lsn = self.batches[first..first + n]
             .iter()
-            .map(|s| s.max_seq)
+            .map(|s| s.max_lsn)
             .max()
             .unwrap_or(0);
         // Merges take the oldest batches of a level, so what is on disk is a
         // prefix of the writes: everything up to the newest merged sequence.
-        self.flushed_seq = self.flushed_seq.max(max_seq);
+        self.flushed_lsn = self.flushed_lsn.max(max_lsn);
         // What came before the inputs is in older batches: their lineage
         // starts from the newest write those hold.
         let before = if first == 0 {
-            self.base_seq
+            self.base_lsn
         } else {
-            self.batches[first - 1].max_seq.max(self.base_seq)
+            self.batches[first - 1].max_lsn.max(self.base_lsn)
         };
         let lineage = Lineage::of(before, self.batches[first..first + n].iter().map(Slot::as_input));
         if emptied {
@@ -131,14 +131,14 @@ impl Spine {
             // weights that cancel): those writes need no run, so what came
             // before the inputs now covers them too.
             match first.checked_sub(1) {
-                None => self.base_seq = self.base_seq.max(max_seq),
+                None => self.base_lsn = self.base_lsn.max(max_lsn),
                 Some(older) => {
-                    let older = &mut self.batches[older].max_seq;
-                    *older = (*older).max(max_seq);
+                    let older = &mut self.batches[older].max_lsn;
+                    *older = (*older).max(max_lsn);
                 }
             }
         }
-        (max_seq, lineage)
+        (max_lsn, lineage)
     }
 
     /// Drops the stand-ins of runs that became durable since (a write-behind
@@ -176,7 +176,7 @@ impl Spine {
         self.batches.iter().map(|s| s.lineage.file_count()).sum()
     }
 
-    /// The runs a checkpoint of this spine needs now, and the sequence number
+    /// The runs a checkpoint of this spine needs now, and the LSN
     /// up to which they hold every write (the WAL covers the rest).
     ///
     /// `young: None`: every run, durable or not (the caller syncs the new
@@ -192,7 +192,7 @@ impl Spine {
         let eager = young.is_none();
         let young = young.unwrap_or_default();
         let mut runs = Vec::new();
-        let mut covered = self.base_seq;
+        let mut covered = self.base_lsn;
         let mut released = Vec::new();
         // Past a hole the cut stops, but every young run is still marked
         // seen, so each is included at its second cut whatever lies before.
@@ -216,15 +216,15 @@ impl Spine {
             }
             if !stopped {
                 runs.push(RunHandle(Arc::clone(rf)));
-                covered = covered.max(s.max_seq);
+                covered = covered.max(s.max_lsn);
             }
         }
         if eager {
-            covered = covered.max(self.flushed_seq);
+            covered = covered.max(self.flushed_lsn);
         }
         SpineCut {
             runs,
-            covered_seq: covered,
+            covered_lsn: covered,
             released,
         }
     }

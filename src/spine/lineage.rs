@@ -8,10 +8,10 @@
 //! an input from memory is a hole, past which only the WAL holds the writes.
 //!
 //! 1. At publication, the output records its inputs, oldest first, with
-//!    their own lineages, and the sequence number the writes before them
+//!    their own lineages, and the LSN the writes before them
 //!    reached (`base`).
 //! 2. At a cut, the walk takes each input in order: a durable one is
-//!    included (it covers up to its `max_seq`), a non-durable one is walked
+//!    included (it covers up to its `max_lsn`), a non-durable one is walked
 //!    into, a hole stops the walk.
 //! 3. Durability is read at the cut, not at publication: an input that a
 //!    checkpoint in flight makes durable just after the merge published
@@ -50,14 +50,14 @@ pub(super) enum Input {
     /// stands for it.
     Run {
         file: Option<Arc<RunFile>>,
-        max_seq: u64,
+        max_lsn: u64,
         lineage: Lineage,
     },
     /// A sealed memtable: only the WAL holds its writes.
     Mem,
 }
 
-/// What a walk yields: stand-in runs, oldest first, the sequence number
+/// What a walk yields: stand-in runs, oldest first, the LSN
 /// they cover, and whether it stopped at a hole.
 #[derive(Debug, Default)]
 pub(super) struct StandIn {
@@ -102,11 +102,11 @@ impl Lineage {
             match input {
                 Input::Run {
                     file: Some(f),
-                    max_seq,
+                    max_lsn,
                     ..
                 } if f.is_durable() => {
                     out.runs.push(Arc::clone(f));
-                    out.covered = out.covered.max(*max_seq);
+                    out.covered = out.covered.max(*max_lsn);
                 }
                 Input::Run { lineage, .. } => {
                     if !lineage.walk(out) {

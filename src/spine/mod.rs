@@ -113,8 +113,8 @@ struct Slot {
     batch: Batch,
     level: usize,
     merging: bool,
-    /// The highest write sequence number (see [`Spine::set_seq`]) in the batch.
-    max_seq: u64,
+    /// The highest LSN (see [`Spine::set_lsn`]) in the batch.
+    max_lsn: u64,
     /// For a run not yet durable: what a checkpoint cut may use instead.
     lineage: Lineage,
 }
@@ -187,19 +187,19 @@ pub struct Spine {
     /// Past `max_runs` or the memory budget: writes help merging.
     pressure: bool,
     stats: SpineStats,
-    /// Sequence number of the writes that follow ([`Spine::set_seq`]).
-    seq: u64,
-    /// Highest sequence number in the live memtable.
-    memtable_seq: u64,
-    /// Every write with a sequence number up to this is in a run file (or
-    /// was merged away): what [`Spine::covered_seq`] reports.
-    flushed_seq: u64,
-    /// Level-0 batches with data up to this sequence number are to be
+    /// Sequence number of the writes that follow ([`Spine::set_lsn`]).
+    lsn: u64,
+    /// Highest LSN in the live memtable.
+    memtable_lsn: u64,
+    /// Every write with an LSN up to this is in a run file (or
+    /// was merged away): what [`Spine::covered_lsn`] reports.
+    flushed_lsn: u64,
+    /// Level-0 batches with data up to this LSN are to be
     /// flushed ([`Spine::request_flush`]).
     flush_upto: u64,
     /// Writes up to this need no run: covered at open, or merged away to
     /// nothing by a bottom merge.
-    base_seq: u64,
+    base_lsn: u64,
     /// Writes do not seal the memtable ([`Spine::hold_seal`]).
     seal_held: bool,
 }
@@ -231,17 +231,17 @@ impl Spine {
             next_id,
             pressure: false,
             stats: SpineStats::default(),
-            seq: 0,
-            memtable_seq: 0,
-            flushed_seq: 0,
+            lsn: 0,
+            memtable_lsn: 0,
+            flushed_lsn: 0,
             flush_upto: 0,
-            base_seq: 0,
+            base_lsn: 0,
             seal_held: false,
         })
     }
 
     /// Opens a spine over run files already in `dir`, oldest first, which
-    /// hold every write up to sequence number `covered_seq` (recovery). They
+    /// hold every write up to LSN `covered_lsn` (recovery). They
     /// are opened lazily: mapped, with only their footer, index and filter
     /// checked.
     pub fn open(
@@ -249,13 +249,13 @@ impl Spine {
         dir: impl Into<PathBuf>,
         opts: SpineOptions,
         runs: &[PathBuf],
-        covered_seq: u64,
+        covered_lsn: u64,
     ) -> Result<Spine> {
         let runs = runs
             .iter()
             .map(|p| crate::run::Run::open(fs.as_ref(), p))
             .collect::<Result<Vec<_>>>()?;
-        Self::open_runs(fs, dir, opts, runs, covered_seq)
+        Self::open_runs(fs, dir, opts, runs, covered_lsn)
     }
 
     /// [`Spine::open`] over runs already open (recovery validated them).
@@ -264,7 +264,7 @@ impl Spine {
         dir: impl Into<PathBuf>,
         opts: SpineOptions,
         runs: Vec<crate::run::Run>,
-        covered_seq: u64,
+        covered_lsn: u64,
     ) -> Result<Spine> {
         let mut spine = Spine::create(Arc::clone(&fs), dir, opts)?;
         let mut level = usize::MAX;
@@ -293,14 +293,14 @@ impl Spine {
                 batch: Batch::Disk(Arc::new(file)),
                 level,
                 merging: false,
-                max_seq: covered_seq,
+                max_lsn: covered_lsn,
                 lineage: Lineage::default(),
             });
         }
-        spine.base_seq = covered_seq;
-        spine.seq = covered_seq;
-        spine.memtable_seq = covered_seq;
-        spine.flushed_seq = covered_seq;
+        spine.base_lsn = covered_lsn;
+        spine.lsn = covered_lsn;
+        spine.memtable_lsn = covered_lsn;
+        spine.flushed_lsn = covered_lsn;
         spine.schedule()?;
         Ok(spine)
     }
@@ -325,7 +325,7 @@ impl Spine {
     /// into a run by the coming merge steps, so the WAL behind them can go.
     pub fn request_flush(&mut self) -> Result<()> {
         self.seal()?;
-        self.flush_upto = self.flush_upto.max(self.memtable_seq);
+        self.flush_upto = self.flush_upto.max(self.memtable_lsn);
         self.schedule()
     }
 
@@ -423,7 +423,7 @@ impl Spine {
     #[inline]
     fn after_write(&mut self, bytes: usize) -> Result<()> {
         self.stats.bytes_put += bytes as u64;
-        self.memtable_seq = self.seq;
+        self.memtable_lsn = self.lsn;
         if !self.seal_held && self.memtable.size_bytes() >= self.opts.memtable_size_bytes {
             self.seal()?;
         }
@@ -435,7 +435,7 @@ impl Spine {
 
     /// While `held`, writes do not seal the memtable, however full; the
     /// release seals it if it is. The writes of one logged batch share a
-    /// sequence number: a seal between them would let the spine report
+    /// LSN: a seal between them would let the spine report
     /// that number covered with part of the batch still in memory.
     pub(crate) fn hold_seal(&mut self, held: bool) -> Result<()> {
         self.seal_held = held;
@@ -467,7 +467,7 @@ impl Spine {
             batch: Batch::Mem(Arc::new(sealed)),
             level: 0,
             merging: false,
-            max_seq: self.memtable_seq,
+            max_lsn: self.memtable_lsn,
             lineage: Lineage::default(),
         });
         self.stats.seals += 1;
@@ -539,7 +539,7 @@ impl Spine {
                     .take_while(|s| s.level == level)
                     .count();
             let idle = end - first;
-            let flush_due = level == 0 && self.batches[first].max_seq <= self.flush_upto;
+            let flush_due = level == 0 && self.batches[first].max_lsn <= self.flush_upto;
             let take = if idle >= self.opts.fan_in {
                 self.opts.fan_in
             } else if level == 0 && (memtables_half_budget || flush_due) {
@@ -702,7 +702,7 @@ impl Spine {
             );
         };
         let in_level = self.batches[first].level;
-        let (max_seq, lineage) = self.account_merge(first, inputs.len(), output.run.is_none());
+        let (max_lsn, lineage) = self.account_merge(first, inputs.len(), output.run.is_none());
         let replacement = output.run.map(|rf| {
             self.stats.bytes_written += rf.run.meta().file_len;
             let bytes = rf.run.meta().file_len;
@@ -713,7 +713,7 @@ impl Spine {
                 // At least its inputs' level: newer batches are at most that.
                 level: level.max(in_level),
                 merging: false,
-                max_seq,
+                max_lsn,
                 lineage,
             }
         });

@@ -80,7 +80,7 @@ fn shard_manifest(c: &ShardCut, runs: &mut Vec<RunLink>, live: &mut Vec<RunHandl
                 id: s.id,
                 name: s.name.clone(),
                 mode: s.mode,
-                covered_lsn: s.covered.min(c.cut_lsn),
+                covered_lsn: s.covered_lsn,
                 runs: entries,
             }
         })

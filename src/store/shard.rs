@@ -3,7 +3,7 @@
 //! Every write is numbered with the LSN the WAL will give it (the drainer
 //! appends one record per mutation, in order), pushed to the changelog, then
 //! applied to the spine with that number, so each spine knows which part of
-//! the log its runs already hold ([`Spine::covered_seq`]).
+//! the log its runs already hold ([`Spine::covered_lsn`]).
 
 use std::collections::BTreeMap;
 use std::ops::RangeBounds;
@@ -261,7 +261,7 @@ pub(crate) struct SpineCut {
     pub(crate) id: u32,
     pub(crate) name: String,
     pub(crate) mode: RunMode,
-    pub(crate) covered: u64,
+    pub(crate) covered_lsn: u64,
     pub(crate) runs: Vec<RunHandle>,
 }
 
@@ -515,7 +515,7 @@ impl Shard {
             name.as_bytes(),
             &encode_catalog_value(id, mode),
         )?;
-        debug_assert_eq!(spine.covered_seq(), lsn);
+        debug_assert_eq!(spine.covered_lsn(), lsn);
         self.spines.push(Some(Named {
             name: name.to_owned(),
             spine,
@@ -628,7 +628,7 @@ impl Shard {
         check_len("value", value.len(), MAX_VALUE_BYTES)?;
         let lsn = self.log(id.index, op, key, value)?;
         let n = self.named_mut(id)?;
-        n.spine.set_seq(lsn);
+        n.spine.set_lsn(lsn);
         // Logged: the record is the write now. A refusal here would be a
         // record replay cannot apply, which the checks above rule out; an
         // error is I/O from a merge the write started, and the write stands.
@@ -702,7 +702,7 @@ impl Shard {
             let (key, value) = batch.bytes(op);
             let n = self.named_mut(op.id)?;
             n.spine.hold_seal(true)?;
-            n.spine.set_seq(lsn);
+            n.spine.set_lsn(lsn);
             applied = match op.op {
                 StateOp::Put => n.spine.put(key, value),
                 StateOp::Delete => n.spine.delete(key),
@@ -889,19 +889,24 @@ impl Shard {
             if !with_wal {
                 // Nothing else would bring the memtables back: flush.
                 n.spine.flush()?;
-            } else if n.spine.covered_seq() < req.flush_below {
+            } else if n.spine.covered_lsn() < req.flush_below {
                 self.flush_pending.push(i as u32);
             }
             // An idle spine's runs cover the log up to the cut: it does not
             // hold the WAL's truncation (or replay's start) back.
             n.spine.mark_quiet(cut_lsn);
             let cut = n.spine.cut(if with_wal { req.young } else { None });
+            // Every write of the spine precedes the commit record at the cut.
+            assert!(
+                cut.covered_lsn <= cut_lsn,
+                "spine {i} covers LSNs past its cut {cut_lsn}"
+            );
             released.extend(cut.released);
             spines.push(SpineCut {
                 id: i as u32,
                 name: n.name.clone(),
                 mode: n.spine.mode(),
-                covered: cut.covered_seq,
+                covered_lsn: cut.covered_lsn,
                 runs: cut.runs,
             });
         }
