@@ -33,7 +33,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 use crate::io::{prefetch, prefetch_value};
 use crate::run::bloom::key_hash;
 use crate::run::format::{RunMode, align_up};
-use crate::run::{EntryKind, EntryRef, MAX_ENTRY_BYTES, entry_cmp, key_cmp, key_prefix};
+use crate::run::{EntryKind, EntryRef, entry_cmp, key_cmp, key_prefix};
 use crate::{Error, Result};
 use index::HashIndex;
 
@@ -168,15 +168,7 @@ impl Memtable {
     }
 
     fn check(&self, key: &[u8], value: &[u8], kind: EntryKind) -> Result<()> {
-        for (what, len) in [("key", key.len()), ("value", value.len())] {
-            if len > MAX_ENTRY_BYTES {
-                return Err(Error::TooLarge {
-                    what,
-                    len: len as u64,
-                    limit: MAX_ENTRY_BYTES as u64,
-                });
-            }
-        }
+        crate::run::check_entry_size(key, value)?;
         let ok = matches!(
             (self.mode, kind),
             (RunMode::KeyValue, EntryKind::Put | EntryKind::Delete) | (RunMode::ZSet, EntryKind::Weight(_))

@@ -113,7 +113,7 @@ fn lower_bound_finds_the_first_key_at_or_after() {
 #[test]
 fn oversized_entries_are_too_large_not_misuse() {
     let mut mt = Memtable::new(RunMode::KeyValue, 1 << 10, 8);
-    let huge = vec![0u8; MAX_ENTRY_BYTES + 1];
+    let huge = vec![0u8; crate::run::MAX_ENTRY_BYTES + 1];
     assert!(matches!(
         mt.put(&huge, b"v"),
         Err(Error::TooLarge { what: "key", .. })

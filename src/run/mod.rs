@@ -42,6 +42,7 @@ mod entry;
 pub mod format;
 mod meta;
 mod options;
+pub(crate) use options::check_entry_size;
 mod reader;
 #[cfg(test)]
 mod testing;

@@ -202,15 +202,7 @@ impl RunWriter {
     }
 
     fn check_entry(&self, key: &[u8], value: &[u8], kind: EntryKind) -> Result<()> {
-        for (what, len) in [("key", key.len()), ("value", value.len())] {
-            if len > MAX_ENTRY_BYTES {
-                return Err(Error::TooLarge {
-                    what,
-                    len: len as u64,
-                    limit: MAX_ENTRY_BYTES as u64,
-                });
-            }
-        }
+        super::options::check_entry_size(key, value)?;
         match (self.opts.mode, kind) {
             (RunMode::KeyValue, EntryKind::Put) | (RunMode::ZSet, EntryKind::Weight(_)) => {}
             (RunMode::KeyValue, EntryKind::Delete) if value.is_empty() => {}
