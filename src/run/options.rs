@@ -14,7 +14,7 @@ pub const DEFAULT_VALUE_ALIGN_BYTES: usize = 8;
 /// a 1 GiB bound leaves room for both plus the archive's own bytes.
 pub const MAX_ENTRY_BYTES: usize = 1 << 30;
 
-/// Refuses a key or value over [`MAX_ENTRY_BYTES`] (`TooLarge`): the one
+/// Refuses a key or value over `MAX_ENTRY_BYTES` (`TooLarge`): the one
 /// size rule of the memtable and the run writer.
 pub(crate) fn check_entry_size(key: &[u8], value: &[u8]) -> crate::Result<()> {
     for (what, len) in [("key", key.len()), ("value", value.len())] {
