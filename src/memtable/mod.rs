@@ -44,7 +44,7 @@ const NO_ENTRY: u32 = u32::MAX;
 /// typical workloads never grow the table.
 const SIZING_BYTES_PER_ENTRY: usize = 96;
 /// Largest memtable budget: arena offsets are `u32`, and one entry of
-/// [`MAX_ENTRY_BYTES`] must still fit on top of a full memtable.
+/// [`crate::run::MAX_ENTRY_BYTES`] must still fit on top of a full memtable.
 pub const MAX_MEMTABLE_BYTES: usize = 1 << 30;
 
 #[derive(Debug, Clone, Copy)]
