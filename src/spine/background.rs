@@ -88,10 +88,11 @@ pub(crate) struct Helper {
 }
 
 impl Helper {
-    /// A helper on the process-wide merge pool.
-    pub(crate) fn spawn(fs: Arc<dyn Fs>, budget: usize) -> Result<Helper> {
+    /// A helper; its merges go to the pool [`Helper::set_pool`] gives, or
+    /// else to the process-wide merge pool, started at the first merge.
+    pub(crate) fn new(fs: Arc<dyn Fs>, budget: usize) -> Helper {
         let (outbox, from_pool) = mpsc::channel::<Finished>();
-        Ok(Helper {
+        Helper {
             fs,
             budget,
             pool: OnceLock::new(),
@@ -99,7 +100,7 @@ impl Helper {
             from_pool,
             stop: Arc::new(AtomicBool::new(false)),
             in_flight: Arc::new(InFlight::default()),
-        })
+        }
     }
 
     /// Runs later merges on `pool` (those queued stay where they are).

@@ -54,17 +54,17 @@ pub(super) struct Merger {
 }
 
 impl Merger {
-    /// A merger of the given mode; background spawns the helper thread,
+    /// A merger of the given mode; background queues merges on a pool,
     /// which merges `budget` input bytes per slice.
-    pub(super) fn new(mode: MergeMode, fs: &Arc<dyn Fs>, budget: usize) -> Result<Merger> {
+    pub(super) fn new(mode: MergeMode, fs: &Arc<dyn Fs>, budget: usize) -> Merger {
         let mode = match mode {
             MergeMode::Cooperative => Mode::Inline { next: 0 },
-            MergeMode::Background => Mode::Background(Helper::spawn(Arc::clone(fs), budget)?),
+            MergeMode::Background => Mode::Background(Helper::new(Arc::clone(fs), budget)),
         };
-        Ok(Merger {
+        Merger {
             running: Vec::new(),
             mode,
-        })
+        }
     }
 
     /// Background merges from now on run on `pool` (inline: nothing to do).

@@ -219,7 +219,7 @@ impl Spine {
             .map_or(1, |m| m + 1);
         opts.run.mode = opts.mode;
         opts.memory_budget_bytes = opts.memory_budget_bytes.max(2 * opts.memtable_size_bytes);
-        let merger = Merger::new(opts.merge_mode, &fs, opts.merge_budget_bytes)?;
+        let merger = Merger::new(opts.merge_mode, &fs, opts.merge_budget_bytes);
         Ok(Spine {
             memtable: Memtable::new(opts.mode, opts.memtable_size_bytes, opts.run.value_align_bytes),
             spare: None,

@@ -50,7 +50,8 @@ pub(crate) struct CheckpointConfig {
     pub(crate) max_retained: usize,
     pub(crate) cut_timeout: Duration,
     pub(crate) flush_after: usize,
-    pub(crate) young_run_age: Option<Duration>,
+    pub(crate) young_run_age: Duration,
+    pub(crate) eager_run_sync: bool,
 }
 
 impl Default for CheckpointConfig {
@@ -60,7 +61,8 @@ impl Default for CheckpointConfig {
             max_retained: 3,
             cut_timeout: Duration::from_secs(60),
             flush_after: 4,
-            young_run_age: Some(Duration::from_secs(1)),
+            young_run_age: Duration::from_secs(1),
+            eager_run_sync: false,
         }
     }
 }
@@ -342,11 +344,8 @@ impl CheckpointCoordinator {
                     value: Arc::clone(&value),
                     flush_below,
                     reply: tx.clone(),
-                    young: if self.eager_next {
-                        None
-                    } else {
-                        self.config.young_run_age
-                    },
+                    young: (!self.eager_next && !self.config.eager_run_sync)
+                        .then_some(self.config.young_run_age),
                 }))
                 .map_err(|_| Error::ShutDown {
                     what: format!("shard {n}"),

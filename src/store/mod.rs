@@ -230,7 +230,7 @@ impl Options {
     /// for them (see [`crate::spine::Spine::cut`]). Bounds the extra replay.
     #[must_use]
     pub fn young_run_age(mut self, age: Duration) -> Self {
-        self.checkpoint.young_run_age = Some(age);
+        self.checkpoint.young_run_age = age;
         self
     }
 
@@ -240,7 +240,7 @@ impl Options {
     /// more WAL.
     #[must_use]
     pub fn eager_run_sync(mut self, eager: bool) -> Self {
-        self.checkpoint.young_run_age = if eager { None } else { Some(Duration::from_secs(1)) };
+        self.checkpoint.eager_run_sync = eager;
         self
     }
 
