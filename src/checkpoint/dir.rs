@@ -146,16 +146,24 @@ impl FileSystemCheckpointStore {
     /// Syncs files (`fdatasync`) and directories (`fsync`) side by side, in
     /// at most [`SYNC_JOBS`] jobs on the pool.
     fn sync_all(&self, paths: &[PathBuf], dirs: &[PathBuf]) -> Result<()> {
-        let targets: Vec<(PathBuf, bool)> = paths
+        let mut targets = paths
             .iter()
             .map(|p| (p.clone(), false))
             .chain(dirs.iter().map(|d| (d.clone(), true)))
-            .collect();
-        let per = targets.len().div_ceil(SYNC_JOBS).max(1);
-        let jobs: Vec<Job<()>> = targets
-            .chunks(per)
+            .peekable();
+        let pool = self.pool()?;
+        // No more jobs than the pool has threads: more would only queue.
+        let per = (paths.len() + dirs.len())
+            .div_ceil(SYNC_JOBS.min(pool.size()))
+            .max(1);
+        let mut chunks: Vec<Vec<(PathBuf, bool)>> = Vec::new();
+        while targets.peek().is_some() {
+            chunks.push(targets.by_ref().take(per).collect());
+        }
+        let jobs: Vec<Job<()>> = chunks
+            .into_iter()
             .map(|chunk| {
-                let (fs, chunk) = (Arc::clone(&self.fs), chunk.to_vec());
+                let fs = Arc::clone(&self.fs);
                 Box::new(move || {
                     chunk
                         .iter()
@@ -167,7 +175,6 @@ impl FileSystemCheckpointStore {
             // One job runs on the caller's thread: no pool needed.
             return jobs.into_iter().try_for_each(|job| job());
         }
-        let pool = self.pool.clone().map_or_else(Pool::shared, Ok)?;
         pool.run_all("a sync thread", jobs).into_iter().collect()
     }
 

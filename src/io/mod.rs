@@ -33,7 +33,7 @@ pub use mapping::Mapping;
 pub(crate) use mapping::{prefetch, prefetch_slice, prefetch_value};
 pub use mem::MemFs;
 #[doc(hidden)]
-pub use pool::{Job, Pending, Pool, SHARED_POOL_THREADS};
+pub use pool::{Job, Pending, Pool};
 pub use real::StdFs;
 #[cfg(any(test, feature = "sim"))]
 pub use sim::{CrashVariant, Errno, SimFs};

@@ -13,7 +13,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 
 use crate::{Error, Result};
@@ -30,7 +30,8 @@ pub type Job<T> = Box<dyn FnOnce() -> Result<T> + Send + 'static>;
 /// A fixed set of worker threads. See the module docs.
 #[derive(Debug)]
 pub struct Pool {
-    queue: Mutex<Option<Sender<Task>>>,
+    /// Taken only by drop, which closes it (a `Sender` is `Sync`).
+    queue: Option<Sender<Task>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -49,7 +50,7 @@ impl Pool {
             threads.push(thread);
         }
         Ok(Pool {
-            queue: Mutex::new(Some(tx)),
+            queue: Some(tx),
             threads,
         })
     }
@@ -57,14 +58,18 @@ impl Pool {
     /// The process-wide pool of [`SHARED_POOL_THREADS`] threads, started on
     /// first use: what the layers use when their caller passes no pool.
     pub fn shared() -> Result<Arc<Pool>> {
-        static SHARED: Mutex<Option<Arc<Pool>>> = Mutex::new(None);
-        let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(pool) = &*shared {
-            return Ok(Arc::clone(pool));
+        static SHARED: OnceLock<Arc<Pool>> = OnceLock::new();
+        Pool::once(&SHARED, SHARED_POOL_THREADS, "statespine-io")
+    }
+
+    /// The pool in `cell`, started with `size` threads on first use.
+    pub(crate) fn once(cell: &'static OnceLock<Arc<Pool>>, size: usize, name: &str) -> Result<Arc<Pool>> {
+        if let Some(p) = cell.get() {
+            return Ok(Arc::clone(p));
         }
-        let pool = Arc::new(Pool::new(SHARED_POOL_THREADS, "statespine-io")?);
-        *shared = Some(Arc::clone(&pool));
-        Ok(pool)
+        let pool = Arc::new(Pool::new(size, name)?);
+        // A racing first use may have won: its pool is kept, this one drops.
+        Ok(Arc::clone(cell.get_or_init(|| pool)))
     }
 
     /// Worker threads.
@@ -82,20 +87,11 @@ impl Pool {
         }
         let n = jobs.len();
         let (tx, rx) = channel::<(usize, Result<T>)>();
-        {
-            let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(queue) = queue.as_ref() else {
-                unreachable!("the queue closes only when the pool drops");
-            };
-            for (i, job) in jobs.into_iter().enumerate() {
-                let tx = tx.clone();
-                // A send fails only if the batch stopped waiting, which it
-                // does not before every result is in.
-                let task: Task = Box::new(move || drop(tx.send((i, guarded(thread, job)))));
-                if queue.send(task).is_err() {
-                    unreachable!("pool workers outlive the pool's queue");
-                }
-            }
+        for (i, job) in jobs.into_iter().enumerate() {
+            let tx = tx.clone();
+            // A send fails only if the batch stopped waiting, which it does
+            // not before every result is in.
+            self.submit(Box::new(move || drop(tx.send((i, guarded(thread, job))))));
         }
         drop(tx);
         let mut results: Vec<Option<Result<T>>> = (0..n).map(|_| None).collect();
@@ -115,15 +111,20 @@ impl Pool {
     /// [`Error::Panicked`] naming `thread`.
     pub fn spawn<T: Send + 'static>(&self, thread: &'static str, job: Job<T>) -> Pending<T> {
         let (tx, rx) = channel();
-        let task: Task = Box::new(move || drop(tx.send(guarded(thread, job))));
-        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(queue) = queue.as_ref() else {
+        self.submit(Box::new(move || drop(tx.send(guarded(thread, job)))));
+        Pending { rx, thread }
+    }
+}
+
+impl Pool {
+    /// Queues a task for the workers.
+    fn submit(&self, task: Task) {
+        let Some(queue) = &self.queue else {
             unreachable!("the queue closes only when the pool drops");
         };
         if queue.send(task).is_err() {
             unreachable!("pool workers outlive the pool's queue");
         }
-        Pending { rx, thread }
     }
 }
 
@@ -140,17 +141,6 @@ impl<T> Pending<T> {
         self.rx
             .recv()
             .unwrap_or(Err(Error::Panicked { thread: self.thread }))
-    }
-
-    /// The result if the job has finished, else `None` (never blocks).
-    pub fn try_take(&self) -> Option<Result<T>> {
-        match self.rx.try_recv() {
-            Ok(r) => Some(r),
-            Err(std::sync::mpsc::TryRecvError::Empty) => None,
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                Some(Err(Error::Panicked { thread: self.thread }))
-            }
-        }
     }
 }
 
@@ -174,7 +164,7 @@ fn work(rx: &Mutex<Receiver<Task>>) {
 impl Drop for Pool {
     /// Closes the queue and joins every worker (queued jobs run first).
     fn drop(&mut self) {
-        drop(self.queue.lock().unwrap_or_else(PoisonError::into_inner).take());
+        drop(self.queue.take());
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

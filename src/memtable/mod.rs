@@ -68,7 +68,9 @@ pub struct Memtable {
     table: HashIndex,
     /// Z-set only: key -> newest entry with that key.
     keys: HashIndex,
-    /// The sorted view as of the last read, or empty while `view` holds it.
+    /// The sorted view the next one grows from: the last view, moved here by
+    /// the write that outdated it (kept beside a view a reader made, until
+    /// [`Memtable::sort`] or the next write).
     base: Vec<u32>,
     /// The sorted view of every entry, made on the first ordered read after
     /// an entry was added.
@@ -386,9 +388,10 @@ impl Memtable {
     }
 
     /// Makes the sorted view now (a seal does, so that readers of the sealed
-    /// memtable find it made).
-    pub fn sort(&self) {
+    /// memtable find it made), and lets go of the base it grew from.
+    pub fn sort(&mut self) {
         self.sorted();
+        self.base = Vec::new();
     }
 
     /// Entries in the sorted view.

@@ -158,7 +158,7 @@ impl<'a> ShardJob<'a> {
                 fs.create_dir_all(&dir)?;
                 let mut runs = Vec::with_capacity(sp.runs.len());
                 for r in &sp.runs {
-                    let live_name = r.file.rsplit_once('-').map_or(r.file.as_str(), |(_, n)| n);
+                    let live_name = crate::checkpoint::live_run_name(&r.file);
                     let from = ck.join(&r.file);
                     let to = dir.join(live_name);
                     let linked = fs.hard_link(&from, &to).is_ok();
@@ -224,9 +224,7 @@ impl Scanned<'_> {
         }
         let from = self.job.cut_lsn() + 1;
         let commits = &mut self.commits;
-        let mut order = LsnOrder::new(self.job.shard);
         let report = crate::wal::replay(self.job.fs.as_ref(), &wal_dir, from, self.job.mode, |frame| {
-            order.check(frame.lsn);
             let rec = decode_change(frame.payload, frame.epoch, &wal_dir, frame.lsn)?;
             if rec.spine == COMMIT_SPINE {
                 commits.note(frame.lsn, &rec, &wal_dir)?;
@@ -276,7 +274,6 @@ impl Scanned<'_> {
         let cut_lsn = job.cut_lsn();
         let from = job.cut.map_or(1, ShardManifest::replay_from);
         let mut first_seen = None;
-        let mut order = LsnOrder::new(job.shard);
         // The checkpoint committed only after the log was durable past its
         // cut: a log that ends before it is damaged, not torn.
         let opts = WalOptions {
@@ -290,7 +287,6 @@ impl Scanned<'_> {
         .end_at(end);
         let wal = WriteAheadLog::open_replaying(Arc::clone(job.fs), &wal_dir, opts, |frame| {
             first_seen.get_or_insert(frame.lsn);
-            order.check(frame.lsn);
             let rec = decode_change(frame.payload, frame.epoch, &wal_dir, frame.lsn)?;
             if rec.op == StateOp::Batch {
                 // Checked whole before any of it is applied: all or none.
@@ -428,29 +424,6 @@ fn apply_write(live: &mut BTreeMap<u32, Live>, lsn: u64, rec: &ChangeRecord<'_>)
     Ok(true)
 }
 
-/// The replay's own count of the shard's LSNs: the log hands records over
-/// in strictly increasing order, and the spines' covered LSNs rely on it.
-struct LsnOrder {
-    shard: u32,
-    last: u64,
-}
-
-impl LsnOrder {
-    fn new(shard: u32) -> LsnOrder {
-        LsnOrder { shard, last: 0 }
-    }
-
-    fn check(&mut self, lsn: u64) {
-        assert!(
-            lsn > self.last,
-            "shard {}: the log replayed LSN {lsn} after LSN {}",
-            self.shard,
-            self.last
-        );
-        self.last = lsn;
-    }
-}
-
 /// Replays a batch's writes (as [`apply_write`] each, with no seal between
 /// them: they share an LSN); returns how many its spines refused.
 fn apply_batch(live: &mut BTreeMap<u32, Live>, lsn: u64, entries: BatchEntries<'_>) -> Result<u64> {
@@ -471,12 +444,14 @@ fn apply_batch(live: &mut BTreeMap<u32, Live>, lsn: u64, entries: BatchEntries<'
             }
         }
     }
+    // Every spine is released, whatever fails: the first error wins.
+    let mut released = Ok(());
     for e in entries {
         if let Some(l) = live.get_mut(&e.spine) {
-            l.spine.hold_seal(false)?;
+            released = released.and(l.spine.hold_seal(false));
         }
     }
-    applied.map(|()| refused)
+    applied.and(released).map(|()| refused)
 }
 
 /// True if a spine of `mode` takes `op`.

@@ -10,6 +10,7 @@
 //! their next slice and waits for their jobs to end, so their temporary files
 //! are gone when the spine is.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
@@ -17,24 +18,21 @@ use std::time::Duration;
 
 use super::batch::Batch;
 use super::merge::{Merge, Output};
-use crate::Result;
 use crate::io::{Fs, Pool};
+use crate::{Error, Result};
 
 /// A finished (or failed) merge, by id.
 pub(crate) type Finished = (u64, Result<Output>);
 
-/// Threads of the process-wide merge pool spines use when their owner gave
-/// them none ([`crate::spine::Spine::set_merge_pool`]).
-pub(crate) const DEFAULT_MERGE_THREADS: usize = 2;
+/// Threads of a merge pool: the process-wide one spines use when their
+/// owner gave them none ([`crate::spine::Spine::set_merge_pool`]), and a
+/// store's by default.
+pub const DEFAULT_MERGE_THREADS: usize = 2;
 
 /// The process-wide merge pool, started on first use.
 fn default_pool() -> Result<Arc<Pool>> {
     static POOL: OnceLock<Arc<Pool>> = OnceLock::new();
-    if let Some(p) = POOL.get() {
-        return Ok(Arc::clone(p));
-    }
-    let pool = Arc::new(Pool::new(DEFAULT_MERGE_THREADS, "statespine-merge")?);
-    Ok(Arc::clone(POOL.get_or_init(|| pool)))
+    Pool::once(&POOL, DEFAULT_MERGE_THREADS, "statespine-merge")
 }
 
 /// Jobs of one helper still queued or running.
@@ -122,23 +120,31 @@ impl Helper {
         let guard = self.in_flight.add();
         let job = move || {
             let _guard = guard;
-            let result = loop {
-                if stop.load(Ordering::Acquire) {
-                    // Dropping the merge removes its temporary file.
-                    return Ok(());
+            let run = AssertUnwindSafe(|| {
+                loop {
+                    if stop.load(Ordering::Acquire) {
+                        // Dropping the merge removes its temporary file.
+                        return None;
+                    }
+                    let mut left = budget;
+                    match merge.work(&mut left) {
+                        Ok(false) => continue,
+                        Ok(true) => return Some(merge.done(&fs)),
+                        Err(e) => return Some(Err(e)),
+                    }
                 }
-                let mut left = budget;
-                match merge.work(&mut left) {
-                    Ok(false) => continue,
-                    Ok(true) => break merge.done(&fs),
-                    Err(e) => break Err(e),
-                }
-            };
-            let _ = outbox.send((id, result));
+            });
+            // A merge that panicked (a bug) is answered as failed, so the
+            // owner never waits for it.
+            let result = catch_unwind(run).unwrap_or(Some(Err(Error::Panicked {
+                thread: "a merge thread",
+            })));
+            if let Some(result) = result {
+                let _ = outbox.send((id, result));
+            }
             Ok(())
         };
-        // The result travels through the outbox; a panic leaves the merge
-        // unanswered, and the owner's wait for it reports the helper gone.
+        // The result travels through the outbox.
         drop(self.pool()?.spawn("a merge thread", Box::new(job)));
         Ok(())
     }

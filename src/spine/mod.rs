@@ -96,6 +96,7 @@ use lineage::Lineage;
 use merge::Merge;
 use merger::{Finished, Merger};
 
+pub use background::DEFAULT_MERGE_THREADS;
 pub use cut::{RunHandle, SpineCut};
 pub use options::{
     DEFAULT_FAN_IN, DEFAULT_MAX_RUNS, DEFAULT_MEMORY_BUDGET_BYTES, DEFAULT_MEMTABLE_SIZE_BYTES,
@@ -457,7 +458,7 @@ impl Spine {
                 self.opts.run.value_align_bytes,
             )
         });
-        let sealed = std::mem::replace(&mut self.memtable, fresh);
+        let mut sealed = std::mem::replace(&mut self.memtable, fresh);
         // Made once here, the sorted view is shared by every later reader.
         sealed.sort();
         debug_assert!(sealed.is_sorted(), "a sealed memtable's view misses entries");

@@ -20,7 +20,7 @@ use super::Spine;
 use super::batch::{Batch, Source};
 use super::consolidate::Consolidate;
 use crate::run::bloom::key_hash;
-use crate::run::{EntryKind, EntryRef, RunMode, entry_cmp};
+use crate::run::{EntryKind, EntryRef, RunMode, key_cmp};
 use crate::{Error, Result};
 
 /// The weight of a Z-set entry (0 for anything else).
@@ -107,8 +107,9 @@ impl Spine {
         let start = out.len();
         self.for_each_of_key(key, |e| out.push((e.value, weight(&e))))?;
         let tail = &mut out[start..];
-        // One key's entries, in entry order (by value).
-        tail.sort_unstable_by(|a, b| entry_cmp(RunMode::ZSet, key, a.0, key, b.0));
+        // One key's entries, in entry order: with the key equal, by value
+        // (the value half of `entry_cmp`, without comparing the key to itself).
+        tail.sort_unstable_by(|a, b| key_cmp(a.0, b.0));
         // Sum runs of equal values into their first slot, then keep non-zeros.
         let mut w = start;
         for r in start..out.len() {

@@ -75,8 +75,7 @@ pub use typed::{Key, TypedCursor, TypedSpine, Value, encode_key};
 /// Default of [`Options::worker_threads`].
 pub const DEFAULT_WORKER_THREADS: usize = 4;
 
-/// Default of [`Options::merge_threads`].
-pub const DEFAULT_MERGE_THREADS: usize = 2;
+pub use crate::spine::DEFAULT_MERGE_THREADS;
 
 /// Smallest WAL segment [`Options::wal_segment_size`] accepts.
 pub const MIN_WAL_SEGMENT_BYTES: u64 = 1 << 10;

@@ -713,10 +713,13 @@ impl Shard {
                 break;
             }
         }
+        // Every spine is released, whatever fails: the first error wins.
+        let mut released = Ok(());
         for op in &batch.ops {
-            self.named_mut(op.id)?.spine.hold_seal(false)?;
+            let r = self.named_mut(op.id).and_then(|n| n.spine.hold_seal(false));
+            released = released.and(r);
         }
-        applied.map(|()| Lsn(lsn))
+        applied.and(released).map(|()| Lsn(lsn))
     }
 
     /// The value of `key` in a key-value spine.

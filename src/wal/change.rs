@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use crate::changelog::{ChangeRecord, StateOp};
+use crate::io::header::{le_u32, le_u64};
 use crate::{Error, Result};
 
 /// Bytes of the payload before the key.
@@ -48,14 +49,10 @@ pub fn decode_change<'a>(payload: &'a [u8], epoch: u64, path: &Path, at: u64) ->
     if payload.len() < CHANGE_HEADER_LEN {
         return Err(bad(format!("{} bytes", payload.len())));
     }
-    let spine = u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]);
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&payload[5..13]);
-    let weight = i64::from_le_bytes(w);
-    let Some(op) = op_of(payload[4], weight) else {
-        return Err(bad(format!("op {} with weight {weight}", payload[4])));
+    let (spine, op_byte, weight, key_len) = read_header(payload);
+    let Some(op) = op_of(op_byte, weight) else {
+        return Err(bad(format!("op {op_byte} with weight {weight}")));
     };
-    let key_len = u32::from_le_bytes([payload[13], payload[14], payload[15], payload[16]]) as usize;
     let rest = &payload[CHANGE_HEADER_LEN..];
     if key_len > rest.len() {
         return Err(bad(format!("a {key_len}-byte key in {} bytes", rest.len())));
@@ -131,8 +128,10 @@ impl<'a> Iterator for BatchEntries<'a> {
     }
 }
 
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+/// The 17-byte header a change record and a batch entry share: spine, op
+/// byte, weight, key length (`format/wal.md`, "Change records").
+fn read_header(b: &[u8]) -> (u32, u8, i64, usize) {
+    (le_u32(b, 0), b[4], le_u64(b, 5) as i64, le_u32(b, 13) as usize)
 }
 
 /// The first entry of `b` and what follows it, or what is wrong with it.
@@ -140,14 +139,10 @@ fn split_entry(b: &[u8], epoch: u64) -> std::result::Result<(ChangeRecord<'_>, &
     if b.len() < BATCH_ENTRY_HEADER_LEN {
         return Err(format!("an entry header in {} bytes", b.len()));
     }
-    let spine = le_u32(b, 0);
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[5..13]);
-    let weight = i64::from_le_bytes(w);
-    let op = op_of(b[4], weight)
+    let (spine, op_byte, weight, key_len) = read_header(b);
+    let op = op_of(op_byte, weight)
         .filter(|&op| op != StateOp::Batch)
-        .ok_or_else(|| format!("entry op {} with weight {weight}", b[4]))?;
-    let key_len = le_u32(b, 13) as usize;
+        .ok_or_else(|| format!("entry op {op_byte} with weight {weight}"))?;
     let value_len = le_u32(b, 17) as usize;
     let body = &b[BATCH_ENTRY_HEADER_LEN..];
     if key_len.saturating_add(value_len) > body.len() {

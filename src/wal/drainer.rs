@@ -371,11 +371,9 @@ impl ChangelogDrainer {
                 .map(|&i| lock(&self.shards[i].wal).and_then(|mut w| w.sync()))
                 .collect());
         }
-        let pool = match &self.pool {
-            Some(pool) => Arc::clone(pool),
-            None => Arc::clone(self.pool.insert(Pool::shared()?)),
-        };
-        let per = due.len().div_ceil(MAX_SYNC_JOBS);
+        let pool = self.pool.clone().map_or_else(Pool::shared, Ok)?;
+        // No more jobs than the pool has threads: more would only queue.
+        let per = due.len().div_ceil(MAX_SYNC_JOBS.min(pool.size()));
         let jobs: Vec<Job<Vec<Result<u64>>>> = due
             .chunks(per)
             .map(|chunk| {
