@@ -210,6 +210,31 @@ pub enum Error {
         limit: u64,
     },
 
+    /// A request to an object store failed (the remote tier, feature
+    /// `remote`); the next push or restore may succeed.
+    #[error("{op} {url}: {source}")]
+    Remote {
+        /// The request (`"put"`, `"get"`, `"list"`, ...).
+        op: &'static str,
+        /// The object or prefix it addressed.
+        url: String,
+        /// What the object store said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// Another writer claimed the remote store: this one may no longer
+    /// push to it (nor, once it knows, commit), whatever it retries.
+    #[error("{url}: fenced: writer epoch {writer_epoch} was superseded by writer epoch {by}")]
+    Fenced {
+        /// The remote store.
+        url: String,
+        /// This writer's epoch.
+        writer_epoch: u64,
+        /// The epoch of the writer that took over (0 if unknown).
+        by: u64,
+    },
+
     /// A wait ended before its condition held; retrying may succeed.
     #[error("{what}: not done after {after:?}")]
     TimedOut {
@@ -259,7 +284,8 @@ impl Error {
     /// What sort of error this is, for a caller deciding what to do next.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Io { .. } => ErrorKind::Io,
+            Error::Io { .. } | Error::Remote { .. } => ErrorKind::Io,
+            Error::Fenced { .. } => ErrorKind::Fenced,
             Error::Corruption { .. } => ErrorKind::Corruption,
             Error::UnsupportedVersion { .. }
             | Error::UnsupportedFeatures { .. }
@@ -309,6 +335,9 @@ pub enum ErrorKind {
     Reopen,
     /// A bug in statespine (a panicked thread); reopen, and report it.
     Bug,
+    /// Another process owns the remote store now ([`Error::Fenced`]):
+    /// stop this one; the new owner carries on from the bucket.
+    Fenced,
 }
 
 #[cfg(test)]
@@ -437,6 +466,22 @@ mod tests {
                     after: std::time::Duration::ZERO,
                 },
                 ErrorKind::Retry,
+            ),
+            (
+                Error::Remote {
+                    op: "put",
+                    url: "s3://b/k".into(),
+                    source: "refused".into(),
+                },
+                ErrorKind::Io,
+            ),
+            (
+                Error::Fenced {
+                    url: "s3://b".into(),
+                    writer_epoch: 1,
+                    by: 2,
+                },
+                ErrorKind::Fenced,
             ),
         ]);
     }

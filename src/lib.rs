@@ -66,6 +66,8 @@ pub mod io;
 pub mod memtable;
 #[doc(hidden)]
 pub mod recovery;
+#[cfg(feature = "remote")]
+pub mod remote;
 #[doc(hidden)]
 pub mod run;
 #[doc(hidden)]

@@ -282,7 +282,7 @@ fn run_zset(s: Setup, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let want: Vec<_> = z_model_all(&model)
                     .into_iter()
                     .map(|((k, _), _)| k)
-                    .filter(|k| (lo.as_ref(), hi.as_ref()).contains(k))
+                    .filter(|k| RangeBounds::<Vec<u8>>::contains(&(lo.as_ref(), hi.as_ref()), k))
                     .collect();
                 prop_assert_eq!(got, want);
             }

@@ -18,6 +18,7 @@ const LAYERS: &[&str] = &[
     "wal",
     "checkpoint",
     "recovery",
+    "remote",
     "store",
 ];
 const UNSAFE_MODULE: &str = "src/io/mapping.rs";

@@ -297,34 +297,34 @@ pub(super) fn put_offsets(b: &mut Vec<u8>, source_offsets: &BTreeMap<String, u64
     }
 }
 
-pub(super) fn put_u32(b: &mut Vec<u8>, v: u32) {
+pub(crate) fn put_u32(b: &mut Vec<u8>, v: u32) {
     b.extend_from_slice(&v.to_le_bytes());
 }
 
-fn put_u64(b: &mut Vec<u8>, v: u64) {
+pub(crate) fn put_u64(b: &mut Vec<u8>, v: u64) {
     b.extend_from_slice(&v.to_le_bytes());
 }
 
-fn put_bytes(b: &mut Vec<u8>, v: &[u8]) {
+pub(crate) fn put_bytes(b: &mut Vec<u8>, v: &[u8]) {
     put_u32(b, v.len() as u32);
     b.extend_from_slice(v);
 }
 
 /// A bounds-checked cursor over the body; offsets in errors are file offsets
 /// (`base` plus the offset in `b`).
-pub(super) struct Reader<'a> {
-    pub(super) b: &'a [u8],
-    pub(super) at: usize,
-    pub(super) path: &'a Path,
-    pub(super) base: u64,
+pub(crate) struct Reader<'a> {
+    pub(crate) b: &'a [u8],
+    pub(crate) at: usize,
+    pub(crate) path: &'a Path,
+    pub(crate) base: u64,
 }
 
 impl<'a> Reader<'a> {
-    pub(super) fn err(&self, region: &'static str, expected: String, found: String) -> Error {
+    pub(crate) fn err(&self, region: &'static str, expected: String, found: String) -> Error {
         Error::corrupt(self.path, self.base + self.at as u64, region, expected, found)
     }
 
-    fn take(&mut self, n: usize, region: &'static str) -> Result<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize, region: &'static str) -> Result<&'a [u8]> {
         let left = self.b.len() - self.at;
         if n > left {
             return Err(self.err(region, format!("{n} bytes"), format!("{left} bytes left")));
@@ -334,24 +334,24 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
-    fn u8(&mut self, region: &'static str) -> Result<u8> {
+    pub(crate) fn u8(&mut self, region: &'static str) -> Result<u8> {
         Ok(self.take(1, region)?[0])
     }
 
-    fn u32(&mut self, region: &'static str) -> Result<u32> {
+    pub(crate) fn u32(&mut self, region: &'static str) -> Result<u32> {
         Ok(le_u32(self.take(4, region)?, 0))
     }
 
-    fn u64(&mut self, region: &'static str) -> Result<u64> {
+    pub(crate) fn u64(&mut self, region: &'static str) -> Result<u64> {
         Ok(le_u64(self.take(8, region)?, 0))
     }
 
-    fn bytes(&mut self, region: &'static str) -> Result<&'a [u8]> {
+    pub(crate) fn bytes(&mut self, region: &'static str) -> Result<&'a [u8]> {
         let n = self.u32(region)? as usize;
         self.take(n, region)
     }
 
-    fn string(&mut self, region: &'static str) -> Result<String> {
+    pub(crate) fn string(&mut self, region: &'static str) -> Result<String> {
         let at = self.at;
         let b = self.bytes(region)?;
         match std::str::from_utf8(b) {
@@ -365,7 +365,7 @@ impl<'a> Reader<'a> {
 
     /// A count of items of at least `min_item` bytes each: larger than what
     /// is left is damage (and never sizes an allocation).
-    fn count(&mut self, region: &'static str, min_item: usize) -> Result<usize> {
+    pub(crate) fn count(&mut self, region: &'static str, min_item: usize) -> Result<usize> {
         let n = self.u32(region)? as usize;
         let left = self.b.len() - self.at;
         if n.saturating_mul(min_item) > left {

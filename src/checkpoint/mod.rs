@@ -31,5 +31,8 @@ pub use manifest::{
     CheckpointManifest, ConnectorCheckpoint, FLAG_RUNS_COPIED, MANIFEST_HEADER_LEN, MANIFEST_MAGIC,
     MANIFEST_NAME, MANIFEST_VERSION, OperatorCheckpoint, RunEntry, ShardManifest, SpineManifest,
 };
+// The remote tier's manifest uses the same bounds-checked encoding.
+#[cfg(feature = "remote")]
+pub(crate) use manifest::{Reader, put_bytes, put_u32, put_u64};
 pub(crate) use validate::validate_keeping_runs;
 pub use validate::{ValidationDepth, ValidationReport, validate_checkpoint};

@@ -1,0 +1,134 @@
+//! The remote tier (feature `remote`): a store's checkpoints in object
+//! storage, through the `object_store` crate, so that a node that dies comes
+//! back on another one with its state. `format/remote.md` holds the bytes
+//! and the protocol; this is the shape.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `keys` | object keys: the manifest sequence, data objects per writer epoch |
+//! | `manifest` | [`RemoteManifest`]: one numbered manifest, as bytes |
+//! | `fence` | [`Writer`]: claiming the remote store, committing manifests |
+//!
+//! **The commit point** is one conditional create (`PutMode::Create`) of
+//! the next manifest in a numbered sequence (`manifest/<seq:020>`). Each
+//! manifest lists every retained remote checkpoint with every object it
+//! needs; data objects (runs, WAL slices, checkpoint files) are uploaded
+//! first, under keys no other write uses, so nothing is visible before the
+//! manifest and a crash at any point leaves the previous manifest whole.
+//!
+//! **Fencing** (the SlateDB pattern): a writer claims the store by creating
+//! the next manifest with its writer epoch, which is that manifest's number
+//! (so epochs strictly grow without reading any older manifest); each of
+//! its commits creates the number after its last. Whoever created a number
+//! first owns it: a writer whose create finds the object there reads it,
+//! and it is its own earlier write retried (same tag) or the proof that it
+//! was fenced ([`crate::Error::Fenced`]).
+//!
+//! Still to come (issue 17): the push of a committed checkpoint off the
+//! shard threads, restore into an empty directory, remote retention and
+//! garbage with a grace period, a standby that follows a bucket.
+
+mod fence;
+pub mod keys;
+mod manifest;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use fence::{Writer, newest_manifest};
+pub use manifest::{
+    ObjectKind, REMOTE_MAGIC, REMOTE_VERSION, RemoteCheckpoint, RemoteManifest, RemoteObject,
+};
+pub use object_store;
+use object_store::ObjectStore;
+use object_store::path::Path as ObjectPath;
+
+use crate::{Error, Result};
+
+/// Where a store's checkpoints live in object storage: an object store and
+/// a prefix in it.
+#[derive(Clone)]
+pub struct Remote {
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    url: String,
+}
+
+impl fmt::Debug for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Remote").field("url", &self.url).finish()
+    }
+}
+
+impl Remote {
+    /// The remote store at `url` (`s3://bucket/prefix`, `gs://`, `az://`,
+    /// `file:///path`, `memory://`), configured from the standard
+    /// environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`: those
+    /// `object_store`'s builders read).
+    pub fn from_url(url: &str) -> Result<Remote> {
+        Remote::from_url_with(url, std::iter::empty::<(String, String)>())
+    }
+
+    /// [`Remote::from_url`] with builder options (`object_store`'s
+    /// configuration keys, e.g. `aws_endpoint`, `aws_allow_http`) that
+    /// override the environment's.
+    pub fn from_url_with<I, K, V>(url: &str, options: I) -> Result<Remote>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: Into<String>,
+    {
+        let bad = |e: String| Error::InvalidArgument(format!("remote URL {url:?}: {e}"));
+        let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        let env = std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v));
+        let given = options
+            .into_iter()
+            .map(|(k, v)| (k.as_ref().to_ascii_lowercase(), v.into()));
+        let (store, prefix) =
+            object_store::parse_url_opts(&parsed, env.chain(given)).map_err(|e| bad(e.to_string()))?;
+        Ok(Remote {
+            store: Arc::from(store),
+            prefix,
+            url: url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// A remote store over an object store built by the caller (its own
+    /// client settings, a wrapper that counts or injects faults), under
+    /// `prefix`.
+    pub fn from_store(store: Arc<dyn ObjectStore>, prefix: &str) -> Result<Remote> {
+        let prefix = ObjectPath::parse(prefix)
+            .map_err(|e| Error::InvalidArgument(format!("remote prefix {prefix:?}: {e}")))?;
+        let url = format!("{store}/{prefix}");
+        Ok(Remote { store, prefix, url })
+    }
+
+    /// The URL it was made from, for messages.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The object store.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The full path of `key` (relative to the prefix).
+    pub(crate) fn path(&self, key: &str) -> ObjectPath {
+        key.split('/').fold(self.prefix.clone(), |p, part| p.join(part))
+    }
+
+    /// `key` as a URL, for errors.
+    pub(crate) fn name(&self, key: &str) -> String {
+        format!("{}/{key}", self.url)
+    }
+
+    /// An `object_store` failure of `op` on `key`, as this crate's error.
+    pub(crate) fn error(&self, op: &'static str, key: &str, e: object_store::Error) -> Error {
+        Error::Remote {
+            op,
+            url: self.name(key),
+            source: Box::new(e),
+        }
+    }
+}
