@@ -35,7 +35,7 @@ async fn manifest_numbers(remote: &Remote) -> Result<Vec<u64>> {
 }
 
 /// Reads manifest `seq`; `Ok(None)` if there is no such object.
-async fn read_manifest(remote: &Remote, seq: u64) -> Result<Option<RemoteManifest>> {
+pub(crate) async fn read_manifest(remote: &Remote, seq: u64) -> Result<Option<RemoteManifest>> {
     let key = manifest_key(seq);
     let got = match remote.store.get(&remote.path(&key)).await {
         Ok(g) => g,
@@ -79,6 +79,30 @@ pub async fn newest_manifest(remote: &Remote) -> Result<(Option<RemoteManifest>,
         Some(e) => Err(e),
         None => Ok((None, top)),
     }
+}
+
+/// The writer epoch of a manifest numbered above `seq`, if there is one
+/// (0 if it does not read back).
+async fn newer_than(remote: &Remote, seq: u64) -> Result<Option<u64>> {
+    let dir = remote.path(MANIFEST_DIR.trim_end_matches('/'));
+    let metas: Vec<_> = remote
+        .store
+        .list_with_offset(Some(&dir), &remote.path(&manifest_key(seq)))
+        .try_collect()
+        .await
+        .map_err(|e| remote.error("list", MANIFEST_DIR, e))?;
+    let Some(top) = metas
+        .iter()
+        .filter_map(|m| parse_manifest_key(&format!("{MANIFEST_DIR}{}", m.location.filename()?)))
+        .filter(|&s| s > seq)
+        .max()
+    else {
+        return Ok(None);
+    };
+    Ok(Some(match read_manifest(remote, top).await {
+        Ok(Some(m)) => m.writer_epoch,
+        _ => 0,
+    }))
 }
 
 fn now_ms() -> u64 {
@@ -215,8 +239,17 @@ impl Writer {
     async fn settle(&mut self, m: RemoteManifest) -> Result<()> {
         match create(&self.remote, &m).await {
             Ok(Created::Ours) => {
+                let seq = m.seq;
                 self.last = m;
-                Ok(())
+                // A newer writer's manifests make ours dead on arrival,
+                // even where garbage collection deleted the number we took.
+                match newer_than(&self.remote, seq).await? {
+                    Some(by) => {
+                        self.fenced_by = Some(by);
+                        Err(self.fenced(by))
+                    }
+                    None => Ok(()),
+                }
             }
             Ok(Created::Theirs(there)) => {
                 let by = there.map_or(0, |t| t.writer_epoch);

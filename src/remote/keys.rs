@@ -28,9 +28,25 @@ pub fn run_key(writer: u64, name: &str) -> String {
     format!("w{writer:020}/runs/{name}")
 }
 
-/// Records `first..=last` of a shard's WAL segment starting at `first`.
+/// Records `first..=last` of a shard's WAL, from one local segment: a
+/// segment of its own (the local segment's header with `first` as its
+/// first LSN, then the records' frames as they are).
 pub fn wal_key(writer: u64, shard: u32, first: u64, last: u64) -> String {
     format!("w{writer:020}/wal/{shard}/{first:020}-{last:020}.wal")
+}
+
+/// `(writer, shard, first, last)` of a [`wal_key`].
+pub fn parse_wal_key(key: &str) -> Option<(u64, u32, u64, u64)> {
+    let rest = key.strip_prefix('w')?;
+    let (writer, rest) = rest.split_once("/wal/")?;
+    let (shard, rest) = rest.split_once('/')?;
+    let (first, last) = rest.strip_suffix(".wal")?.split_once('-')?;
+    Some((
+        writer.parse().ok()?,
+        shard.parse().ok()?,
+        first.parse().ok()?,
+        last.parse().ok()?,
+    ))
 }
 
 /// A file of checkpoint `id` itself (its manifest, side files).
@@ -53,5 +69,7 @@ mod tests {
         ] {
             assert_eq!(parse_manifest_key(bad), None, "{bad}");
         }
+        assert_eq!(parse_wal_key(&wal_key(3, 1, 10, 20)), Some((3, 1, 10, 20)));
+        assert_eq!(parse_wal_key(&run_key(3, "x.wal")), None);
     }
 }

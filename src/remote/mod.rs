@@ -8,6 +8,11 @@
 //! | `keys` | object keys: the manifest sequence, data objects per writer epoch |
 //! | `manifest` | [`RemoteManifest`]: one numbered manifest, as bytes |
 //! | `fence` | [`Writer`]: claiming the remote store, committing manifests |
+//! | `snapshot` | the local files of a committed checkpoint, opened at once |
+//! | `upload` | one push: the missing objects, then the manifest |
+//! | `push` | the pusher thread of a store |
+//! | `restore` | a remote checkpoint into an empty store directory |
+//! | `gc` | deleting what no retained remote checkpoint needs |
 //!
 //! **The commit point** is one conditional create (`PutMode::Create`) of
 //! the next manifest in a numbered sequence (`manifest/<seq:020>`). Each
@@ -24,24 +29,32 @@
 //! and it is its own earlier write retried (same tag) or the proof that it
 //! was fenced ([`crate::Error::Fenced`]).
 //!
-//! Still to come (issue 17): the push of a committed checkpoint off the
-//! shard threads, restore into an empty directory, remote retention and
-//! garbage with a grace period, a standby that follows a bucket.
-
 mod fence;
+mod gc;
 pub mod keys;
 mod manifest;
+mod push;
+mod restore;
+mod snapshot;
+mod upload;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use fence::{Writer, newest_manifest};
+pub use gc::{GcReport, collect};
 pub use manifest::{
     ObjectKind, REMOTE_MAGIC, REMOTE_VERSION, RemoteCheckpoint, RemoteManifest, RemoteObject,
 };
 pub use object_store;
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
+pub use push::PushProgress;
+pub(crate) use push::Pusher;
+pub use restore::{RESTORE_MARKER, RestoreReport};
+pub(crate) use restore::{restore, wanted as restore_wanted};
+pub use upload::PushReport;
 
 use crate::{Error, Result};
 
@@ -52,6 +65,40 @@ pub struct Remote {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     url: String,
+    settings: Settings,
+}
+
+/// How a remote store is pushed to and collected: [`Remote`]'s setters.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    keep: usize,
+    concurrency: usize,
+    part_size: usize,
+    grace: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            keep: 3,
+            concurrency: 8,
+            part_size: 16 << 20,
+            grace: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The single-threaded runtime a store's remote work runs on (its own
+/// thread's, never the caller's).
+pub(crate) fn runtime(remote: &Remote) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Remote {
+            op: "start a runtime",
+            url: remote.url.clone(),
+            source: Box::new(e),
+        })
 }
 
 impl fmt::Debug for Remote {
@@ -90,6 +137,7 @@ impl Remote {
             store: Arc::from(store),
             prefix,
             url: url.trim_end_matches('/').to_string(),
+            settings: Settings::default(),
         })
     }
 
@@ -100,7 +148,45 @@ impl Remote {
         let prefix = ObjectPath::parse(prefix)
             .map_err(|e| Error::InvalidArgument(format!("remote prefix {prefix:?}: {e}")))?;
         let url = format!("{store}/{prefix}");
-        Ok(Remote { store, prefix, url })
+        Ok(Remote {
+            store,
+            prefix,
+            url,
+            settings: Settings::default(),
+        })
+    }
+
+    /// Remote checkpoints a push keeps (default 3, at least 1), besides
+    /// pinned ones.
+    #[must_use]
+    pub fn keep(mut self, n: usize) -> Self {
+        self.settings.keep = n.max(1);
+        self
+    }
+
+    /// Requests a push, restore or collection keeps in flight at once
+    /// (default 8, at least 1).
+    #[must_use]
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.settings.concurrency = n.max(1);
+        self
+    }
+
+    /// Objects larger than this go up in parts of this size (default 16
+    /// MiB; at least 5 MiB, S3's smallest part).
+    #[must_use]
+    pub fn part_size(mut self, bytes: usize) -> Self {
+        self.settings.part_size = bytes.max(5 << 20);
+        self
+    }
+
+    /// How long an object nothing references survives (default 10
+    /// minutes): longer than any push takes to write its manifest and
+    /// any restore takes to read what it listed.
+    #[must_use]
+    pub fn gc_grace(mut self, grace: Duration) -> Self {
+        self.settings.grace = grace;
+        self
     }
 
     /// The URL it was made from, for messages.

@@ -38,6 +38,8 @@
 mod batch;
 mod coordinator;
 mod manifest_build;
+#[cfg(feature = "remote")]
+mod remote;
 mod shard;
 mod typed;
 
@@ -119,6 +121,8 @@ pub struct Options {
     fingerprint: Vec<u8>,
     worker_threads: usize,
     merge_threads: usize,
+    #[cfg(feature = "remote")]
+    remote: remote::RemoteConfig,
 }
 
 impl Options {
@@ -141,6 +145,8 @@ impl Options {
             fingerprint: Vec::new(),
             worker_threads: DEFAULT_WORKER_THREADS,
             merge_threads: DEFAULT_MERGE_THREADS,
+            #[cfg(feature = "remote")]
+            remote: remote::RemoteConfig::default(),
         }
     }
 
@@ -415,6 +421,10 @@ pub struct RecoveredState {
     pub restore_time: Duration,
     /// Of which the slowest shard's WAL replay.
     pub replay_time: Duration,
+    /// What a restore from a remote store brought down before recovery
+    /// (`Options::restore_from`), if one ran.
+    #[cfg(feature = "remote")]
+    pub restored: Option<crate::remote::RestoreReport>,
     /// The open store.
     pub store: Store,
 }
@@ -432,6 +442,8 @@ fn recover_store(opts: Options) -> Result<RecoveredState> {
         opts.fs
             .lock(&layout.lock_file(), &crate::io::holder_description())?,
     );
+    #[cfg(feature = "remote")]
+    let restored = remote::restore(&opts, &layout)?;
     let wal_opts = opts
         .wal
         .then(|| WalOptions::new(0).segment_size_bytes(opts.segment_size));
@@ -485,6 +497,8 @@ fn recover_store(opts: Options) -> Result<RecoveredState> {
         select_time: rec.select_time,
         restore_time: rec.restore_time,
         replay_time,
+        #[cfg(feature = "remote")]
+        restored,
         store,
     })
 }
@@ -498,6 +512,9 @@ pub struct Store {
     coordinator: CheckpointCoordinator,
     watermarks: Vec<Option<Arc<Watermark>>>,
     drainer: Option<DrainerHandle>,
+    /// Pushes checkpoints to the remote store (`Options::push_to`).
+    #[cfg(feature = "remote")]
+    pusher: Option<crate::remote::Pusher>,
     /// The directory's lock, shared with every shard (`Fs::lock`).
     _lock: Arc<dyn LockGuard>,
 }
@@ -570,15 +587,21 @@ impl Store {
             offsets.clone(),
         )?;
         let drainer = drainer.map(ChangelogDrainer::spawn).transpose()?;
-        Ok(Store {
+        #[allow(unused_mut)]
+        let mut store = Store {
             opts,
             layout,
             shards,
             coordinator,
             watermarks,
             drainer,
+            #[cfg(feature = "remote")]
+            pusher: None,
             _lock: lock,
-        })
+        };
+        #[cfg(feature = "remote")]
+        remote::start(&mut store)?;
+        Ok(store)
     }
 
     /// The store's directory.
@@ -626,6 +649,7 @@ impl Store {
     /// ([`Store::next_epoch`]); a store without a WAL commits epochs only by
     /// checkpoints.
     pub fn commit_epoch(&mut self, epoch: u64, request: &CheckpointRequest) -> Result<EpochCommitted> {
+        self.may_commit()?;
         let pending = self.coordinator.begin_commit(epoch, request)?;
         self.coordinator.finish_commit(pending)
     }
@@ -638,6 +662,7 @@ impl Store {
         epoch: u64,
         request: &CheckpointRequest,
     ) -> Result<EpochCommitted> {
+        self.may_commit()?;
         let pending = self.coordinator.begin_commit(epoch, request)?;
         for s in shards.iter_mut() {
             s.poll()?;
@@ -654,8 +679,11 @@ impl Store {
         epoch: u64,
         request: CheckpointRequest,
     ) -> Result<IncrementalCheckpointMetadata> {
+        self.may_commit()?;
         let pending = self.coordinator.begin(epoch, request)?;
-        self.coordinator.finish(pending)
+        let meta = self.coordinator.finish(pending)?;
+        self.checkpoint_committed(&meta);
+        Ok(meta)
     }
 
     /// The same, for shards the calling thread owns (the single-thread
@@ -666,11 +694,28 @@ impl Store {
         epoch: u64,
         request: CheckpointRequest,
     ) -> Result<IncrementalCheckpointMetadata> {
+        self.may_commit()?;
         let pending = self.coordinator.begin(epoch, request)?;
         for s in shards.iter_mut() {
             s.poll()?;
         }
-        self.coordinator.finish(pending)
+        let meta = self.coordinator.finish(pending)?;
+        self.checkpoint_committed(&meta);
+        Ok(meta)
+    }
+
+    /// Refuses a commit once the store was fenced from its push target.
+    fn may_commit(&self) -> Result<()> {
+        #[cfg(feature = "remote")]
+        self.check_fenced()?;
+        Ok(())
+    }
+
+    /// A checkpoint committed: push it, if the store pushes.
+    #[allow(unused_variables)]
+    fn checkpoint_committed(&self, meta: &IncrementalCheckpointMetadata) {
+        #[cfg(feature = "remote")]
+        self.committed_checkpoint(meta.id);
     }
 
     /// True when the configured checkpoint interval has passed.
