@@ -14,6 +14,44 @@
 //! | `restore` | a remote checkpoint into an empty store directory |
 //! | `gc` | deleting what no retained remote checkpoint needs |
 //!
+//! ```
+//! use std::sync::Arc;
+//! use statespine::io::MemFs;
+//! use statespine::remote::Remote;
+//! use statespine::remote::object_store::memory::InMemory;
+//! use statespine::store::{CheckpointRequest, Options};
+//! use std::time::Duration;
+//!
+//! // Any object_store backend: Remote::from_url("s3://bucket/job-7") reads
+//! // the AWS_* variables; here an in-memory bucket.
+//! let bucket = Remote::from_store(Arc::new(InMemory::new()), "job-7")?;
+//!
+//! // Node A pushes every checkpoint after it commits.
+//! let mut store = Options::new("/a").fs(Arc::new(MemFs::new())).push_to(bucket.clone()).open()?;
+//! let mut shard = store.take_shards().remove(0);
+//! let counts = shard.create_kv("counts")?;
+//! shard.put(counts, b"apple", b"3")?;
+//! let mut request = CheckpointRequest::default();
+//! request.source_offsets.insert("orders".into(), 42);
+//! store.checkpoint_inline(&mut [&mut shard], 1, request)?;
+//! let pushed = store.wait_pushed(Duration::from_secs(10))?.expect("pushed");
+//! assert_eq!(pushed.epoch, 1);
+//!
+//! // Node A is lost; node B restores into an empty directory and takes
+//! // over (A, if it was only slow, is fenced: its next push fails).
+//! let state = Options::new("/b")
+//!     .fs(Arc::new(MemFs::new()))
+//!     .restore_from(bucket.clone())
+//!     .push_to(bucket)
+//!     .recover()?;
+//! assert_eq!((state.epoch, state.source_offsets["orders"]), (1, 42));
+//! let mut b = state.store;
+//! let shard_b = b.take_shards().remove(0);
+//! let counts = shard_b.kv_spine("counts").unwrap();
+//! assert_eq!(shard_b.get(counts, b"apple")?, Some(&b"3"[..]));
+//! # Ok::<(), statespine::Error>(())
+//! ```
+//!
 //! **The commit point** is one conditional create (`PutMode::Create`) of
 //! the next manifest in a numbered sequence (`manifest/<seq:020>`). Each
 //! manifest lists every retained remote checkpoint with every object it
