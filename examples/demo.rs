@@ -30,6 +30,15 @@
 //! `seconds` (default 3; sooner if 60% of the source is done), in `dir`
 //! (default: a temporary directory; only its `source`, `store` and `sink`
 //! subdirectories are replaced).
+//!
+//! With the `remote` feature, two more (`cargo run --release --features
+//! remote --example demo -- ...`):
+//! - `--push URL [seconds] [dir]`: the same run, every checkpoint pushed to
+//!   the bucket at `URL` (`file:///tmp/bucket`, `s3://...`); the killed
+//!   process was pushing too, and the recovery fences it.
+//! - `--restore URL [dir]`: another machine: restores the bucket's newest
+//!   checkpoint into an empty store, and checks its state entry for entry
+//!   against the source replayed up to the offsets the checkpoint recorded.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -37,6 +46,7 @@ use std::fs::{self, File};
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::OnceLock;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -58,11 +68,24 @@ const CHECKPOINT_EVERY: u64 = 10;
 const BATCH: usize = 256;
 const FINGERPRINT: &[u8] = b"statespine-demo-v2";
 
+/// The bucket every checkpoint is pushed to (`--push URL`).
+static PUSH: OnceLock<Option<String>> = OnceLock::new();
+
+/// Removes `flag VALUE` from `args`; the value.
+fn take_flag(args: &mut Vec<String>, flag: &str) -> Option<String> {
+    let at = args.iter().position(|a| a == flag)?;
+    let value = args.get(at + 1).cloned();
+    args.drain(at..(at + 2).min(args.len()));
+    value
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.as_slice() {
-        [flag, dir] if flag == "--job" => job_process(Path::new(dir)),
-        _ => demo(&args),
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let _ = PUSH.set(take_flag(&mut args, "--push"));
+    let result = match (take_flag(&mut args, "--restore"), args.as_slice()) {
+        (Some(url), _) => restore_command(&url, args.first()),
+        (None, [flag, dir]) if flag == "--job" => job_process(Path::new(dir)),
+        (None, _) => demo(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -571,10 +594,12 @@ impl Job {
         // The default `Options::flush_after(4)` keeps small memtables until
         // the fourth checkpoint: a crash within a few seconds replays the
         // whole WAL (a lower value bounds replay at the cost of more flushes).
-        let state = Options::new(dir.join("store"))
-            .shards(SHARDS)
-            .fingerprint(FINGERPRINT)
-            .recover()?;
+        let state = push_to(
+            Options::new(dir.join("store"))
+                .shards(SHARDS)
+                .fingerprint(FINGERPRINT),
+        )?
+        .recover()?;
         let store_time = t.elapsed();
         let prepared = state
             .prepared_transactions
@@ -727,11 +752,12 @@ struct Crash {
 /// Runs the job in a child process and SIGKILLs it after `after`, or once
 /// 60% of the source is committed (a fast machine still crashes mid-run).
 fn crash_run(dir: &Path, after: Duration) -> Res<Crash> {
-    let mut child = Command::new(std::env::current_exe()?)
-        .arg("--job")
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("--job").arg(dir);
+    if let Some(Some(url)) = PUSH.get() {
+        cmd.arg("--push").arg(url);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).spawn()?;
     let stdout = child.stdout.take().ok_or("no stdout from the job")?;
     let (tx, rx) = mpsc::channel();
     let reader = thread::spawn(move || {
@@ -959,7 +985,117 @@ fn demo(args: &[String]) -> Res<()> {
          values) is exact ({:.1} s)",
         t.elapsed().as_secs_f64()
     );
+    print_pushed()
+}
+
+// ---------------------------------------------------------------- remote --
+
+/// `opts`, pushing to the `--push` bucket if one was given.
+fn push_to(opts: Options) -> Res<Options> {
+    match PUSH.get() {
+        Some(Some(url)) => push_to_url(opts, url),
+        _ => Ok(opts),
+    }
+}
+
+#[cfg(feature = "remote")]
+fn push_to_url(opts: Options, url: &str) -> Res<Options> {
+    Ok(opts.push_to(statespine::remote::Remote::from_url(url)?))
+}
+
+#[cfg(not(feature = "remote"))]
+fn push_to_url(_: Options, _: &str) -> Res<Options> {
+    Err(
+        "--push needs the remote feature: cargo run --release --features remote --example demo -- --push URL"
+            .into(),
+    )
+}
+
+/// What the bucket holds after the run.
+#[cfg(feature = "remote")]
+fn print_pushed() -> Res<()> {
+    let Some(Some(url)) = PUSH.get() else {
+        return Ok(());
+    };
+    let remote = statespine::remote::Remote::from_url(url)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (m, _) = rt.block_on(statespine::remote::newest_manifest(&remote))?;
+    let m = m.ok_or("the bucket holds no manifest")?;
+    let newest = m.newest().ok_or("the bucket holds no checkpoint")?;
+    println!(
+        "pushed        {url}: manifest {} by writer epoch {} (the killed process's pushes fenced), \
+         newest checkpoint epoch {} ({} objects, {:.1} MB), {} retained; restore it with --restore {url}",
+        m.seq,
+        m.writer_epoch,
+        newest.epoch,
+        newest.objects.len(),
+        newest.bytes() as f64 / 1e6,
+        m.checkpoints.len()
+    );
     Ok(())
+}
+
+#[cfg(not(feature = "remote"))]
+fn print_pushed() -> Res<()> {
+    Ok(())
+}
+
+/// `--restore URL [dir]`: the bucket's newest checkpoint into an empty
+/// store in `dir`, checked against the source replayed to its offsets.
+#[cfg(feature = "remote")]
+fn restore_command(url: &str, dir: Option<&String>) -> Res<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = dir.map_or_else(|| tmp.path().to_path_buf(), PathBuf::from);
+    for sub in ["source", "store", "sink"] {
+        let _ = fs::remove_dir_all(dir.join(sub));
+    }
+    println!("statespine restore from {url} into {}", dir.display());
+    generate(&dir)?;
+    let remote = statespine::remote::Remote::from_url(url)?;
+    let t = Instant::now();
+    let state = Options::new(dir.join("store"))
+        .shards(SHARDS)
+        .fingerprint(FINGERPRINT)
+        .restore_from(remote)
+        .recover()?;
+    let took = t.elapsed();
+    let r = state.restored.clone().ok_or("the bucket holds no checkpoint")?;
+    println!(
+        "restored      checkpoint of epoch {} from manifest {}: {} objects, {:.1} MB in {:.1} ms \
+         (every object checked against its crc32c{}); readable after {:.1} ms",
+        r.epoch,
+        r.manifest_seq,
+        r.objects,
+        r.bytes as f64 / 1e6,
+        ms(r.duration),
+        if r.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(", {} damaged passed over", r.skipped.len())
+        },
+        ms(took)
+    );
+    let offsets: Vec<u64> = (0..SHARDS)
+        .map(|p| state.source_offsets.get(&source_name(p)).copied().unwrap_or(0))
+        .collect();
+    drop(state);
+    let mut model = Model::new(&dir)?;
+    for (p, &to) in offsets.iter().enumerate() {
+        model.advance(p as u32, to)?;
+    }
+    let (counts, latest) = check_state(&dir, &model)?;
+    println!(
+        "verified      the restored state ({counts} window counts, {latest} latest values) is exactly the \
+         source replayed to the checkpoint's offsets {offsets:?}"
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "remote"))]
+fn restore_command(_: &str, _: Option<&String>) -> Res<()> {
+    Err("--restore needs the remote feature: cargo run --release --features remote --example demo -- --restore URL".into())
 }
 
 fn ms(d: Duration) -> f64 {
