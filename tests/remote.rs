@@ -532,3 +532,86 @@ fn garbage_goes_only_when_no_retained_checkpoint_or_recent_manifest_needs_it() {
         restore_and_check(&remote, None, &models[5], 6);
     }
 }
+
+/// A standby follows the bucket; failing over to it restores from its
+/// cache (nothing downloaded), and a damaged cached copy is downloaded
+/// again instead of trusted.
+#[test]
+fn a_standby_fails_over_without_a_download() {
+    use statespine::remote::Standby;
+    let bucket = Arc::new(Faulty::default());
+    let remote = remote_on(&bucket);
+    let fs = Arc::new(MemFs::new());
+    // Runs go into the first checkpoint at once (not after a second).
+    let mut store = options(&fs)
+        .young_run_age(Duration::ZERO)
+        .push_to(remote.clone())
+        .open()
+        .unwrap();
+    let mut shards = store.take_shards();
+    let standby_fs = Arc::new(MemFs::new());
+    let mut standby = Standby::with_fs(remote.clone(), standby_fs.clone(), "/cache").unwrap();
+    assert_eq!(standby.pull().unwrap(), None, "nothing to follow yet");
+    checkpoint_flushed(&mut store, &mut shards, 1, 800).unwrap();
+    store.wait_pushed(WAIT).unwrap();
+    let first = standby.pull().unwrap().unwrap();
+    assert_eq!((first.epoch, first.cached_objects), (1, 0));
+    let m2 = checkpoint(&mut store, &mut shards, 2, 40).unwrap();
+    let pushed = store.wait_pushed(WAIT).unwrap().unwrap();
+    let second = standby.pull().unwrap().unwrap();
+    assert_eq!(second.epoch, 2);
+    assert_eq!(
+        second.downloaded_objects, pushed.uploaded_objects,
+        "only what the push added"
+    );
+    assert!(second.cached_objects > 0);
+    drop((shards, store));
+
+    // The primary is lost: promote the standby.
+    let requests = bucket.requests.load(Ordering::SeqCst);
+    let state = options(&standby_fs)
+        .restore_from(remote.clone())
+        .restore_cache("/cache")
+        .recover()
+        .unwrap();
+    let r = state.restored.clone().unwrap();
+    assert_eq!(
+        (r.epoch, r.from_cache, r.objects),
+        (2, r.objects, second.downloaded_objects + second.cached_objects)
+    );
+    // Only the manifest was read: one list, one get.
+    assert_eq!(bucket.requests.load(Ordering::SeqCst) - requests, 2);
+    let mut s = state.store;
+    assert_eq!(read_back(&s.take_shards()), m2);
+    drop(s);
+
+    // A damaged cached copy is not trusted: the cache, copied onto a
+    // fresh machine's disk with one byte of one object flipped.
+    use statespine::io::Fs;
+    let m = newest(&remote);
+    let objects = &m.newest().unwrap().objects;
+    let victim = objects.iter().find(|o| o.size > 64).unwrap();
+    let other = Arc::new(MemFs::new());
+    for o in objects {
+        let at = std::path::Path::new("/cache").join(&o.key);
+        let f = standby_fs.open(&at).unwrap();
+        let mut b = vec![0; f.size().unwrap() as usize];
+        f.read_exact_at(&mut b, 0).unwrap();
+        if o.key == victim.key {
+            b[10] ^= 1;
+        }
+        other.create_dir_all(at.parent().unwrap()).unwrap();
+        let mut w = other.create(&at).unwrap();
+        w.append(&b).unwrap();
+        w.sync_data().unwrap();
+    }
+    let state = options(&other)
+        .restore_from(remote)
+        .restore_cache("/cache")
+        .recover()
+        .unwrap();
+    let r = state.restored.clone().unwrap();
+    assert_eq!(r.from_cache, r.objects - 1, "the damaged copy was downloaded");
+    let mut s = state.store;
+    assert_eq!(read_back(&s.take_shards()), m2);
+}

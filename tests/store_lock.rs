@@ -18,6 +18,17 @@ use statespine::store::{Options, RecoveryPoint};
 const CHILD: &str = "child_opens_the_store_named_by_the_environment";
 const DIR_VAR: &str = "STATESPINE_LOCK_TEST_DIR";
 
+/// Held by every test here for its whole run. A `flock` belongs to an open
+/// file description, which a child forked by a test running in parallel
+/// shares until it execs: one test's store dropped at that moment stays
+/// locked for a while, and a test that then reopens it sees its own
+/// process as the holder (seen once in CI, under load).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn write_one(dir: &Path) -> statespine::store::Store {
     let mut store = Options::new(dir)
         .recovery_point(RecoveryPoint::Latest)
@@ -33,6 +44,7 @@ fn write_one(dir: &Path) -> statespine::store::Store {
 
 #[test]
 fn a_second_open_from_another_thread_is_refused_until_the_first_is_dropped() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let store = write_one(&path);
@@ -68,6 +80,7 @@ fn a_second_open_from_another_thread_is_refused_until_the_first_is_dropped() {
 
 #[test]
 fn a_shard_that_outlives_its_store_keeps_the_lock() {
+    let _serial = serial();
     let fs = Arc::new(MemFs::new());
     let mut store = Options::new("/db")
         .recovery_point(RecoveryPoint::Latest)
@@ -99,6 +112,7 @@ fn a_shard_that_outlives_its_store_keeps_the_lock() {
 
 #[test]
 fn a_second_open_from_another_process_is_refused() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let store = write_one(&path);
@@ -124,6 +138,7 @@ fn a_second_open_from_another_process_is_refused() {
 
 #[test]
 fn a_killed_owner_leaves_no_stale_lock() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     drop(write_one(&path));

@@ -13,6 +13,7 @@
 //! | `push` | the pusher thread of a store |
 //! | `restore` | a remote checkpoint into an empty store directory |
 //! | `gc` | deleting what no retained remote checkpoint needs |
+//! | `standby` | a local cache following a bucket, for failover without a download |
 //!
 //! ```
 //! use std::sync::Arc;
@@ -74,6 +75,7 @@ mod manifest;
 mod push;
 mod restore;
 mod snapshot;
+mod standby;
 mod upload;
 
 use std::fmt;
@@ -92,6 +94,7 @@ pub use push::PushProgress;
 pub(crate) use push::Pusher;
 pub use restore::{RESTORE_MARKER, RestoreReport};
 pub(crate) use restore::{restore, wanted as restore_wanted};
+pub use standby::{PullReport, Standby};
 pub use upload::PushReport;
 
 use crate::{Error, Result};

@@ -21,7 +21,7 @@ use object_store::ObjectStoreExt;
 use uuid::Uuid;
 
 use super::fence::newest_manifest;
-use super::{ObjectKind, Remote, RemoteCheckpoint};
+use super::{ObjectKind, Remote, RemoteCheckpoint, RemoteObject};
 use crate::checkpoint::{Layout, TMP_DIR_SUFFIX};
 use crate::io::Fs;
 use crate::{Error, Result};
@@ -41,9 +41,11 @@ pub struct RestoreReport {
     pub epoch: u64,
     /// The manifest it was listed in.
     pub manifest_seq: u64,
-    /// Objects downloaded.
+    /// Objects restored.
     pub objects: usize,
-    /// Their bytes.
+    /// Of which taken from a standby's cache rather than downloaded.
+    pub from_cache: usize,
+    /// Their bytes (cached ones included).
     pub bytes: u64,
     /// Newer checkpoints passed over, and why (a damaged object).
     pub skipped: Vec<(Uuid, String)>,
@@ -67,6 +69,7 @@ pub(crate) fn restore(
     layout: &Layout,
     remote: &Remote,
     epoch: Option<u64>,
+    cache: Option<&Path>,
 ) -> Result<Option<RestoreReport>> {
     let started = Instant::now();
     let marker = layout.root.join(RESTORE_MARKER);
@@ -92,8 +95,8 @@ pub(crate) fn restore(
             return finish(fs, layout, epoch, &recoverable).map(|()| None);
         }
         for c in candidates {
-            match rt.block_on(download(fs, layout, remote, c)) {
-                Ok(bytes) => {
+            match rt.block_on(download(fs, layout, remote, c, cache)) {
+                Ok((bytes, from_cache)) => {
                     fs.remove_file(&marker)?;
                     fs.sync_dir(&layout.root)?;
                     return Ok(Some(RestoreReport {
@@ -101,6 +104,7 @@ pub(crate) fn restore(
                         epoch: c.epoch,
                         manifest_seq: m.seq,
                         objects: c.objects.len(),
+                        from_cache,
                         bytes,
                         skipped,
                         duration: started.elapsed(),
@@ -169,9 +173,16 @@ fn staging(layout: &Layout, id: Uuid, local: &str) -> PathBuf {
     }
 }
 
-/// Downloads every object of `c`, checked and synced, then renames its
-/// directory into place; returns the bytes.
-async fn download(fs: &dyn Fs, layout: &Layout, remote: &Remote, c: &RemoteCheckpoint) -> Result<u64> {
+/// Downloads every object of `c` (or takes it from `cache`), checked and
+/// synced, then renames its directory into place; returns the bytes and
+/// how many objects came from the cache.
+async fn download(
+    fs: &dyn Fs,
+    layout: &Layout,
+    remote: &Remote,
+    c: &RemoteCheckpoint,
+    cache: Option<&Path>,
+) -> Result<(u64, usize)> {
     let tmp = layout.checkpoints().join(format!("{}{TMP_DIR_SUFFIX}", c.id));
     let mut dirs = vec![tmp.clone()];
     for o in &c.objects {
@@ -192,22 +203,56 @@ async fn download(fs: &dyn Fs, layout: &Layout, remote: &Remote, c: &RemoteCheck
     for d in &dirs {
         crate::io::create_dir_all_durable(fs, d)?;
     }
-    let bytes: Vec<u64> = futures::stream::iter(&c.objects)
-        .map(|o| fetch(fs, remote, o, staging(layout, c.id, &o.local)))
+    let mut from_cache = 0;
+    let mut todo = Vec::new();
+    for o in &c.objects {
+        let to = staging(layout, c.id, &o.local);
+        match cache {
+            Some(cache) if from_cached(fs, cache, o, &to)? => from_cache += 1,
+            _ => todo.push((o, to)),
+        }
+    }
+    futures::stream::iter(todo)
+        .map(|(o, to)| fetch(fs, remote, o, to))
         .buffer_unordered(remote.settings.concurrency)
-        .try_collect()
+        .try_collect::<Vec<u64>>()
         .await?;
     for d in &dirs {
         fs.sync_dir(d)?;
     }
     fs.rename(&tmp, &layout.checkpoints().join(c.id.to_string()))?;
     fs.sync_dir(&layout.checkpoints())?;
-    Ok(bytes.iter().sum())
+    Ok((c.bytes(), from_cache))
+}
+
+/// Takes `o` from a standby's cache if a whole, matching copy is there:
+/// hard-linked (a WAL slice, which the store appends to, copied).
+/// `Ok(false)`: not cached, or damaged there; download it.
+fn from_cached(fs: &dyn Fs, cache: &Path, o: &RemoteObject, to: &Path) -> Result<bool> {
+    let at = super::standby::cached(cache, &o.key);
+    if !fs.exists(&at)? {
+        return Ok(false);
+    }
+    let f = fs.open(&at)?;
+    if f.size()? != o.size {
+        return Ok(false);
+    }
+    let map = f.map(o.size)?;
+    if crc32c::crc32c(&map) != o.crc32c {
+        return Ok(false);
+    }
+    if o.kind != ObjectKind::Wal && fs.hard_link(&at, to).is_ok() {
+        return Ok(true);
+    }
+    let mut w = fs.create(to)?;
+    w.append(&map)?;
+    w.sync_data()?;
+    Ok(true)
 }
 
 /// Downloads one object to `to`, checks its size and crc32c against the
 /// manifest's, and syncs it.
-async fn fetch(fs: &dyn Fs, remote: &Remote, o: &super::RemoteObject, to: PathBuf) -> Result<u64> {
+pub(crate) async fn fetch(fs: &dyn Fs, remote: &Remote, o: &RemoteObject, to: PathBuf) -> Result<u64> {
     let err = |e| remote.error("get", &o.key, e);
     let got = remote.store.get(&remote.path(&o.key)).await.map_err(err)?;
     let mut stream = got.into_stream();

@@ -15,6 +15,7 @@ use crate::{Error, Result};
 pub(crate) struct RemoteConfig {
     push: Option<Remote>,
     restore: Option<(Remote, Option<u64>)>,
+    cache: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -42,6 +43,16 @@ impl Options {
         self
     }
 
+    /// A restore takes the objects it finds in `dir`, the cache of a
+    /// [`crate::remote::Standby`] following the same remote store (each
+    /// checked against its crc32c, then hard-linked), and downloads only
+    /// the rest: failing over to a standby is a recovery, not a download.
+    #[must_use]
+    pub fn restore_cache(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.remote.cache = Some(dir.into());
+        self
+    }
+
     /// [`Options::restore_from`] the remote checkpoint of `epoch`
     /// ([`Error::EpochNotRecoverable`] if the remote store retains none).
     #[must_use]
@@ -60,7 +71,8 @@ pub(super) fn restore(opts: &Options, layout: &Layout) -> Result<Option<RestoreR
     if !crate::remote::restore_wanted(opts.fs.as_ref(), layout)? {
         return Ok(None);
     }
-    crate::remote::restore(opts.fs.as_ref(), layout, remote, *epoch)
+    let cache = opts.remote.cache.as_deref();
+    crate::remote::restore(opts.fs.as_ref(), layout, remote, *epoch, cache)
 }
 
 /// Claims the push target and starts the pusher of a recovered store.
