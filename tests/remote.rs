@@ -615,3 +615,80 @@ fn a_standby_fails_over_without_a_download() {
     let mut s = state.store;
     assert_eq!(read_back(&s.take_shards()), m2);
 }
+
+/// A store that neither pushed to a bucket nor was restored from it is
+/// refused before its claim could fence the bucket's owner; nothing changes.
+#[test]
+fn a_store_is_refused_a_bucket_holding_another_stores_checkpoints() {
+    let bucket = Arc::new(Faulty::default());
+    let remote = remote_on(&bucket);
+    let fs = Arc::new(MemFs::new());
+    let mut a = options(&fs).push_to(remote.clone()).open().unwrap();
+    let mut sa = a.take_shards();
+    checkpoint(&mut a, &mut sa, 1, 100).unwrap();
+    a.wait_pushed(WAIT).unwrap();
+    let before = newest(&remote);
+
+    let other = Arc::new(MemFs::new());
+    let mut c = options(&other).open().unwrap();
+    let mut sc = c.take_shards();
+    checkpoint(&mut c, &mut sc, 1, 10).unwrap();
+    drop((sc, c));
+    let e = options(&other).push_to(remote.clone()).open().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Incompatible, "{e}");
+    assert_eq!(newest(&remote), before, "the refused open wrote nothing");
+    // The owner was not fenced.
+    checkpoint(&mut a, &mut sa, 2, 10).unwrap();
+    assert_eq!(a.wait_pushed(WAIT).unwrap().unwrap().epoch, 2);
+}
+
+/// A pinned remote checkpoint outlives the retention count until unpinned;
+/// progress is reported object by object.
+#[test]
+fn pinned_remote_checkpoints_outlive_retention_and_progress_is_reported() {
+    use statespine::remote::{Operation, Progress};
+    let seen: Arc<std::sync::Mutex<Vec<Progress>>> = Arc::default();
+    let log = seen.clone();
+    let bucket = Arc::new(Faulty::default());
+    let remote = remote_on(&bucket)
+        .keep(1)
+        .on_progress(move |p| log.lock().unwrap().push(p));
+    let fs = Arc::new(MemFs::new());
+    let mut store = options(&fs).push_to(remote.clone()).open().unwrap();
+    let mut shards = store.take_shards();
+    let m1 = checkpoint(&mut store, &mut shards, 1, 300).unwrap();
+    let first = store.wait_pushed(WAIT).unwrap().unwrap();
+    {
+        let seen = seen.lock().unwrap();
+        let last = seen.last().unwrap();
+        assert_eq!(last.operation, Operation::Push);
+        assert_eq!(
+            (last.objects_done, last.objects_total),
+            (first.uploaded_objects, first.uploaded_objects)
+        );
+        assert_eq!(last.bytes_done, last.bytes_total);
+        assert_eq!(
+            seen.len(),
+            first.uploaded_objects + 1,
+            "a report at the start and per object"
+        );
+    }
+    store.pin_remote(&[first.checkpoint], true).unwrap();
+    for epoch in 2..=3 {
+        checkpoint(&mut store, &mut shards, epoch, 50).unwrap();
+        store.wait_pushed(WAIT).unwrap();
+    }
+    let epochs = |m: RemoteManifest| {
+        m.checkpoints
+            .iter()
+            .map(|c| (c.epoch, c.pinned))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(epochs(newest(&remote)), [(1, true), (3, false)]);
+    restore_and_check(&remote, Some(1), &m1, 1);
+    assert_eq!(seen.lock().unwrap().last().unwrap().operation, Operation::Restore);
+    store.pin_remote(&[first.checkpoint], false).unwrap();
+    checkpoint(&mut store, &mut shards, 4, 50).unwrap();
+    store.wait_pushed(WAIT).unwrap();
+    assert_eq!(epochs(newest(&remote)), [(4, false)]);
+}

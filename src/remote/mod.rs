@@ -107,6 +107,78 @@ pub struct Remote {
     prefix: ObjectPath,
     url: String,
     settings: Settings,
+    progress: Option<ProgressFn>,
+}
+
+/// A long remote operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// A push of a checkpoint's objects.
+    Push,
+    /// A restore's download.
+    Restore,
+    /// A standby's pull.
+    Pull,
+}
+
+/// Where a push, restore or pull stands: given to the callback of
+/// [`Remote::on_progress`] when it starts and after each object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// What runs.
+    pub operation: Operation,
+    /// Objects transferred so far.
+    pub objects_done: usize,
+    /// Objects it transfers (those already there not counted).
+    pub objects_total: usize,
+    /// Bytes transferred so far.
+    pub bytes_done: u64,
+    /// Bytes it transfers.
+    pub bytes_total: u64,
+}
+
+/// A progress callback ([`Remote::on_progress`]).
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// Counts one operation's progress and tells the callback.
+pub(crate) struct Tracker<'a> {
+    remote: &'a Remote,
+    now: std::cell::Cell<Progress>,
+}
+
+impl<'a> Tracker<'a> {
+    pub(crate) fn start(
+        remote: &'a Remote,
+        operation: Operation,
+        objects_total: usize,
+        bytes_total: u64,
+    ) -> Self {
+        let now = Progress {
+            operation,
+            objects_done: 0,
+            objects_total,
+            bytes_done: 0,
+            bytes_total,
+        };
+        if let Some(f) = &remote.progress {
+            f(now);
+        }
+        Tracker {
+            remote,
+            now: std::cell::Cell::new(now),
+        }
+    }
+
+    /// One more object of `bytes` done.
+    pub(crate) fn done(&self, bytes: u64) {
+        let mut p = self.now.get();
+        p.objects_done += 1;
+        p.bytes_done += bytes;
+        self.now.set(p);
+        if let Some(f) = &self.remote.progress {
+            f(p);
+        }
+    }
 }
 
 /// How a remote store is pushed to and collected: [`Remote`]'s setters.
@@ -129,6 +201,15 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// How often a pusher collects garbage: each push when the grace period
+    /// is short, at most once a minute otherwise (a collection lists every
+    /// object under the prefix).
+    fn gc_interval(&self) -> Duration {
+        self.grace.min(Duration::from_secs(60))
+    }
+}
+
 /// The single-threaded runtime a store's remote work runs on (its own
 /// thread's, never the caller's).
 pub(crate) fn runtime(remote: &Remote) -> Result<tokio::runtime::Runtime> {
@@ -144,7 +225,10 @@ pub(crate) fn runtime(remote: &Remote) -> Result<tokio::runtime::Runtime> {
 
 impl fmt::Debug for Remote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Remote").field("url", &self.url).finish()
+        f.debug_struct("Remote")
+            .field("url", &self.url)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -179,6 +263,7 @@ impl Remote {
             prefix,
             url: url.trim_end_matches('/').to_string(),
             settings: Settings::default(),
+            progress: None,
         })
     }
 
@@ -194,7 +279,16 @@ impl Remote {
             prefix,
             url,
             settings: Settings::default(),
+            progress: None,
         })
+    }
+
+    /// Calls `f` as pushes, restores and pulls through this remote store
+    /// progress (on their own thread: keep it short).
+    #[must_use]
+    pub fn on_progress(mut self, f: impl Fn(Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(f));
+        self
     }
 
     /// Remote checkpoints a push keeps (default 3, at least 1), besides

@@ -49,6 +49,8 @@ struct State {
     error: Option<Error>,
     /// `(own epoch, the epoch that took over)` once fenced: for good.
     fenced: Option<(u64, u64)>,
+    /// Pins set or cleared since the last push, by checkpoint id.
+    pins: std::collections::HashMap<Uuid, bool>,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +84,9 @@ impl Pusher {
     /// their runs that the remote store also holds are not uploaded again.
     pub(crate) fn start(remote: Remote, fs: Arc<dyn Fs>, layout: Layout, local: &[Uuid]) -> Result<Pusher> {
         let rt = super::runtime(&remote)?;
+        // Checked before the claim, which would fence the bucket's owner.
+        let (newest, _) = rt.block_on(super::newest_manifest(&remote))?;
+        check_lineage(&remote, &layout, newest.as_ref(), local)?;
         let writer = rt.block_on(Writer::claim(remote.clone()))?;
         let mut known = Known::default();
         for c in writer
@@ -115,6 +120,16 @@ impl Pusher {
             layout,
             url,
         })
+    }
+
+    /// Sets the checkpoints to keep whatever the retention count from the
+    /// next push on: those of `ids` the remote store retains, or this store
+    /// pushes later.
+    pub(crate) fn pin(&self, ids: &[Uuid], pinned: bool) {
+        let mut st = self.shared.lock();
+        for id in ids {
+            st.pins.insert(*id, pinned);
+        }
     }
 
     /// `Err(Fenced)` once another writer took the remote store over.
@@ -209,13 +224,17 @@ fn run(
     rx: Receiver<Snapshot>,
     shared: &Shared,
 ) {
+    let mut last_gc: Option<Instant> = None;
     while let Ok(mut snap) = rx.recv() {
         let mut skipped = 0;
         while let Ok(newer) = rx.try_recv() {
             snap = newer;
             skipped += 1;
         }
-        let fenced = shared.lock().fenced;
+        let (fenced, pins) = {
+            let mut st = shared.lock();
+            (st.fenced, std::mem::take(&mut st.pins))
+        };
         let result = if let Some((writer_epoch, by)) = fenced {
             Err(Error::Fenced {
                 url: writer.remote().url().to_string(),
@@ -223,12 +242,19 @@ fn run(
                 by,
             })
         } else {
-            rt.block_on(upload::push(&mut writer, &snap, &mut known))
+            rt.block_on(upload::push(&mut writer, &snap, &mut known, &pins))
         };
         drop(snap);
-        if result.is_ok() {
+        if result.is_err() {
+            // Not applied: kept for the next push, unless set again since.
+            let mut st = shared.lock();
+            for (id, p) in pins {
+                st.pins.entry(id).or_insert(p);
+            }
+        } else if last_gc.is_none_or(|t: Instant| t.elapsed() >= writer.remote().settings.gc_interval()) {
             // Garbage is best effort: what stays is collected next time.
             let _ = rt.block_on(gc::collect(writer.remote()));
+            last_gc = Some(Instant::now());
         }
         let mut st = shared.lock();
         st.progress.settled += 1 + skipped;
@@ -248,4 +274,30 @@ fn run(
         }
         shared.settled.notify_all();
     }
+}
+
+/// Refuses to push a store to a bucket that holds another store's
+/// checkpoints: its claim would fence that store's owner and its pushes mix
+/// two histories. A bucket continues this store's history when it is
+/// empty, or retains a checkpoint this store also retains (it pushed it,
+/// or was restored from it).
+fn check_lineage(
+    remote: &Remote,
+    layout: &Layout,
+    newest: Option<&super::RemoteManifest>,
+    local: &[Uuid],
+) -> Result<()> {
+    let Some(m) = newest else { return Ok(()) };
+    if m.checkpoints.is_empty() || m.checkpoints.iter().any(|c| local.contains(&c.id)) {
+        return Ok(());
+    }
+    Err(Error::Incompatible {
+        path: layout.root.clone(),
+        reason: format!(
+            "{} holds checkpoints of another store (none of its {} is retained here): restore from it \
+             (Options::restore_from) to take it over, or push to an empty prefix",
+            remote.url(),
+            m.checkpoints.len()
+        ),
+    })
 }

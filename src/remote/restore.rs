@@ -21,7 +21,7 @@ use object_store::ObjectStoreExt;
 use uuid::Uuid;
 
 use super::fence::newest_manifest;
-use super::{ObjectKind, Remote, RemoteCheckpoint, RemoteObject};
+use super::{ObjectKind, Operation, Remote, RemoteCheckpoint, RemoteObject, Tracker};
 use crate::checkpoint::{Layout, TMP_DIR_SUFFIX};
 use crate::io::Fs;
 use crate::{Error, Result};
@@ -212,9 +212,12 @@ async fn download(
             _ => todo.push((o, to)),
         }
     }
+    let bytes = todo.iter().map(|(o, _)| o.size).sum();
+    let tracker = Tracker::start(remote, Operation::Restore, todo.len(), bytes);
     futures::stream::iter(todo)
         .map(|(o, to)| fetch(fs, remote, o, to))
         .buffer_unordered(remote.settings.concurrency)
+        .inspect_ok(|n| tracker.done(*n))
         .try_collect::<Vec<u64>>()
         .await?;
     for d in &dirs {

@@ -17,7 +17,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::fence::newest_manifest;
 use super::restore::fetch;
-use super::{Remote, RemoteObject};
+use super::{Operation, Remote, RemoteObject, Tracker};
 use crate::io::{Fs, StdFs};
 use crate::{Error, Result};
 
@@ -105,6 +105,8 @@ impl Standby {
             }
         }
         let (remote, cache) = (&self.remote, &self.cache);
+        let bytes = missing.iter().map(|o| o.size).sum();
+        let tracker = Tracker::start(remote, Operation::Pull, missing.len(), bytes);
         let sizes: Vec<u64> = self.rt.block_on(
             futures::stream::iter(missing)
                 .map(|o| async move {
@@ -120,6 +122,7 @@ impl Standby {
                     Ok::<u64, Error>(n)
                 })
                 .buffer_unordered(remote.settings.concurrency)
+                .inspect_ok(|n| tracker.done(*n))
                 .try_collect(),
         )?;
         report.downloaded_objects = sizes.len();

@@ -12,7 +12,7 @@ use object_store::PutPayload;
 
 use super::keys::{checkpoint_key, parse_wal_key, run_key, wal_key};
 use super::snapshot::{LocalFile, Snapshot};
-use super::{ObjectKind, Remote, RemoteCheckpoint, RemoteObject, Writer};
+use super::{ObjectKind, Operation, Remote, RemoteCheckpoint, RemoteObject, Tracker, Writer};
 use crate::io::Mapping;
 use crate::wal::format::{HEADER_LEN, SegmentHeader, frame_len, parse_frame, segment_name, skip_frame};
 use crate::{Error, Result};
@@ -298,7 +298,12 @@ pub(crate) async fn put(remote: &Remote, key: &str, bytes: Bytes) -> Result<()> 
 /// a manifest retaining the writer's older checkpoints (trimmed to the
 /// remote's `keep`, pinned ones kept) and this one. On success `known` is
 /// what the new manifest holds.
-pub(crate) async fn push(writer: &mut Writer, snap: &Snapshot, known: &mut Known) -> Result<PushReport> {
+pub(crate) async fn push(
+    writer: &mut Writer,
+    snap: &Snapshot,
+    known: &mut Known,
+    pins: &HashMap<uuid::Uuid, bool>,
+) -> Result<PushReport> {
     let started = Instant::now();
     let remote = writer.remote().clone();
     let plans = plan(writer.epoch(), snap, known)?;
@@ -315,13 +320,16 @@ pub(crate) async fn push(writer: &mut Writer, snap: &Snapshot, known: &mut Known
     }
     let uploaded_objects = uploads.len();
     let mut uploaded_bytes: u64 = uploads.iter().map(|(_, b)| b.len() as u64).sum();
+    let tracker = Tracker::start(&remote, Operation::Push, uploaded_objects, uploaded_bytes);
     futures::stream::iter(uploads)
         .map(|(key, bytes)| {
             let remote = &remote;
-            async move { put(remote, &key, bytes).await }
+            let n = bytes.len() as u64;
+            async move { put(remote, &key, bytes).await.map(|()| n) }
         })
         .buffer_unordered(remote.settings.concurrency)
-        .try_collect::<Vec<()>>()
+        .inspect_ok(|n| tracker.done(*n))
+        .try_collect::<Vec<u64>>()
         .await?;
     let m = &snap.manifest;
     let new = RemoteCheckpoint {
@@ -332,7 +340,14 @@ pub(crate) async fn push(writer: &mut Writer, snap: &Snapshot, known: &mut Known
         objects,
     };
     let (objects, total_bytes) = (new.objects.len(), new.bytes());
-    let checkpoints = retained(&writer.manifest().checkpoints, new, remote.settings.keep);
+    let mut old = writer.manifest().checkpoints.clone();
+    let mut new = new;
+    for c in old.iter_mut().chain(std::iter::once(&mut new)) {
+        if let Some(&p) = pins.get(&c.id) {
+            c.pinned = p;
+        }
+    }
+    let checkpoints = retained(&old, new, remote.settings.keep);
     let committed = writer.commit(checkpoints).await?;
     uploaded_bytes += committed.encode().len() as u64;
     known.refresh(&committed.checkpoints, committed.writer_epoch);

@@ -111,6 +111,22 @@ impl Store {
         }
     }
 
+    /// Keeps the remote checkpoints `ids` (this store's checkpoint ids,
+    /// [`crate::store::IncrementalCheckpointMetadata::id`]) whatever the
+    /// retention count, from the next push on; `pinned: false` releases
+    /// them. Ids the remote store does not hold are ignored.
+    pub fn pin_remote(&self, ids: &[uuid::Uuid], pinned: bool) -> Result<()> {
+        match &self.pusher {
+            Some(p) => {
+                p.pin(ids, pinned);
+                Ok(())
+            }
+            None => Err(Error::InvalidArgument(
+                "pin_remote: the store has no push target (Options::push_to)".into(),
+            )),
+        }
+    }
+
     /// Where pushes stand (`None` without a push target).
     pub fn push_progress(&self) -> Option<PushProgress> {
         self.pusher.as_ref().map(Pusher::progress)
