@@ -68,6 +68,12 @@
 //! and it is its own earlier write retried (same tag) or the proof that it
 //! was fenced ([`crate::Error::Fenced`]).
 //!
+//! **Who owns a bucket** is whoever opened it last with `push_to` (as in
+//! SlateDB): the claim at open fences the previous owner. A store may claim
+//! only a bucket that continues its own history (empty, or retaining a
+//! checkpoint the store retains too); a node replaced by another must not
+//! be restarted with the same push target, or it takes the bucket back.
+
 mod fence;
 mod gc;
 pub mod keys;
