@@ -351,6 +351,11 @@ fn a_new_owner_fences_the_old_one_for_good() {
     checkpoint(&mut a, &mut sa, 2, 50).unwrap();
     let e = a.wait_pushed(WAIT).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Fenced, "{e}");
+    assert_eq!(
+        a.wait_pushed(WAIT).unwrap_err().kind(),
+        ErrorKind::Fenced,
+        "fenced for good"
+    );
     let e = checkpoint(&mut a, &mut sa, 3, 10).unwrap_err();
     assert!(matches!(e, Error::Fenced { .. }), "{e}");
     let mut refs: Vec<&mut Shard> = sa.iter_mut().collect();

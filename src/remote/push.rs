@@ -198,6 +198,15 @@ impl Pusher {
                 .wait_timeout(st, left)
                 .map_or_else(|p| p.into_inner().0, |r| r.0);
         }
+        if let Some((writer_epoch, by)) = st.fenced {
+            // For good: every later wait says so too.
+            st.error = None;
+            return Err(Error::Fenced {
+                url: self.url.clone(),
+                writer_epoch,
+                by,
+            });
+        }
         match st.error.take() {
             Some(e) => Err(e),
             None => Ok(st.progress.last.clone()),

@@ -24,7 +24,9 @@ impl Options {
     /// [`Store::push_progress`]). Opening claims the remote store: any
     /// other writer pushing to it is fenced from then on, and a store that
     /// finds itself fenced refuses every later checkpoint and epoch commit
-    /// with [`Error::Fenced`].
+    /// with [`Error::Fenced`]. Dropping the store (or
+    /// [`Store::shutdown`], whose final checkpoint is pushed too) waits for
+    /// the push under way.
     #[must_use]
     pub fn push_to(mut self, remote: Remote) -> Self {
         self.remote.push = Some(remote);
