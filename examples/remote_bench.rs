@@ -11,8 +11,15 @@
 //! 3. restore (`Options::restore_from(..).recover()`) against downloading
 //!    every object of the same remote checkpoint into files (synced, as a
 //!    restore syncs them) with the same concurrency, and the first read;
-//! 4. a lost node to reads served on a standby: restore + recover + first
-//!    read, measured in 3.
+//! 4. a standby (`statespine::remote::Standby`) that pulls after each push:
+//!    its pull of the full checkpoint and of each incremental one, against
+//!    the bytes the push uploaded;
+//! 5. a lost node to reads served on the standby: `restore_from(..)
+//!    .restore_cache(cache).recover()` + the first read into a fresh store
+//!    directory, against the restore without a cache (+ first read) of 3,
+//!    measured in the same round. The three restore-side measurements (full
+//!    restore, download floor, standby restore) run in an order rotated each
+//!    round.
 //!
 //! `cargo run --release --features remote --example remote_bench -- [--url
 //! file:///tmp/x | s3://bucket/prefix] [--mb 256] [--rounds 3]`. Without
@@ -30,7 +37,7 @@ use futures::{StreamExt, TryStreamExt};
 use statespine::remote::object_store::local::LocalFileSystem;
 use statespine::remote::object_store::path::Path as ObjectPath;
 use statespine::remote::object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload};
-use statespine::remote::{Remote, newest_manifest};
+use statespine::remote::{Operation, PullReport, Remote, Standby, newest_manifest};
 use statespine::store::{CheckpointRequest, KvSpine, Options, Shard, Store};
 
 const SHARDS: u32 = 2;
@@ -154,6 +161,19 @@ struct Round {
     /// Downloading the same objects into synced files.
     download: Duration,
     download_bytes: u64,
+    /// The standby's pulls after the full push and the two incremental
+    /// ones, and the bytes its progress callback last saw for a pull.
+    pull_full: PullReport,
+    pull_flushed: PullReport,
+    pull_wal: PullReport,
+    pull_progress_bytes: u64,
+    /// Restore from the standby's cache: `recover()`, the report, the
+    /// first read.
+    standby_recover: Duration,
+    standby_report: Duration,
+    standby_from_cache: usize,
+    standby_objects: usize,
+    standby_first_get: Duration,
 }
 
 /// Writes keys `i` below `n` with `i % SHARDS == shard` and
@@ -248,6 +268,24 @@ fn round(bucket: &Bucket, tmp: &Path, r: usize, mb: u64) -> Round {
         .open()
         .unwrap();
     let mut shards = store.take_shards();
+    // The standby: its own client (the same bucket and prefix), a cache on
+    // the file system of the store directories (so a restore hard-links).
+    let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let standby_remote = {
+        let seen = seen.clone();
+        bucket.remote(r).on_progress(move |p| {
+            if p.operation == Operation::Pull {
+                seen.store(p.bytes_done, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    let cache = tmp.join(format!("standby-cache{r}"));
+    let mut standby = Standby::new(standby_remote, &cache).unwrap();
+    let mut pull = |epoch: u64| {
+        let p = standby.pull().unwrap().expect("a remote checkpoint to pull");
+        assert_eq!(p.epoch, epoch, "the standby pulled the newest checkpoint");
+        p
+    };
     let kvs: Vec<KvSpine> = shards.iter_mut().map(|s| s.create_kv("state").unwrap()).collect();
 
     // 1. The full push.
@@ -265,6 +303,7 @@ fn round(bucket: &Bucket, tmp: &Path, r: usize, mb: u64) -> Round {
     let t = Instant::now();
     let full = store.wait_pushed(WAIT).unwrap().unwrap();
     let push_wall = t.elapsed();
+    let pull_full = pull(1);
 
     // Its baseline: the checkpoint directory's files, read first, put plainly.
     let ck = dir.join("checkpoints").join(full.checkpoint.to_string());
@@ -297,6 +336,7 @@ fn round(bucket: &Bucket, tmp: &Path, r: usize, mb: u64) -> Round {
     let t = Instant::now();
     let flushed = store.wait_pushed(WAIT).unwrap().unwrap();
     let inc_flushed = (flushed.uploaded_bytes, flushed.uploaded_objects, t.elapsed());
+    let pull_flushed = pull(2);
     let mut changed_wal = 0;
     for (s, kv) in shards.iter_mut().zip(&kvs) {
         changed_wal += write(s, *kv, n, 100, 50, seed + 200);
@@ -305,6 +345,8 @@ fn round(bucket: &Bucket, tmp: &Path, r: usize, mb: u64) -> Round {
     let t = Instant::now();
     let wal = store.wait_pushed(WAIT).unwrap().unwrap();
     let inc_wal = (wal.uploaded_bytes, wal.uploaded_objects, t.elapsed());
+    let pull_wal = pull(3);
+    let pull_progress_bytes = seen.load(std::sync::atomic::Ordering::Relaxed);
     let manifest_bytes = {
         let (m, _) = runtime().block_on(newest_manifest(&remote)).unwrap();
         m.unwrap().encode().len() as u64
@@ -312,14 +354,17 @@ fn round(bucket: &Bucket, tmp: &Path, r: usize, mb: u64) -> Round {
     drop(shards);
     store.close().unwrap();
 
-    // 3. Restore against the download floor, in alternating order.
-    let restore = || {
+    // 3. and 5. Restore, from the remote alone and with the standby's cache,
+    // against the download floor, in an order rotated each round.
+    let restore = |to: &str, cache: Option<&Path>| {
         let t = Instant::now();
-        let mut state = Options::new(tmp.join(format!("restore{r}")))
+        let mut opts = Options::new(tmp.join(format!("{to}{r}")))
             .shards(SHARDS)
-            .restore_from(remote.clone())
-            .recover()
-            .unwrap();
+            .restore_from(remote.clone());
+        if let Some(cache) = cache {
+            opts = opts.restore_cache(cache);
+        }
+        let mut state = opts.recover().unwrap();
         let recover = t.elapsed();
         assert_eq!(state.epoch, 3);
         let report = state.restored.clone().expect("a restore ran");
@@ -336,13 +381,17 @@ fn round(bucket: &Bucket, tmp: &Path, r: usize, mb: u64) -> Round {
         (recover, report, first_get)
     };
     let floor_dir = tmp.join(format!("download{r}"));
-    let ((recover, report, first_get), (download, download_bytes)) = if r.is_multiple_of(2) {
-        let a = restore();
-        (a, download_all(bucket, &remote, r, &floor_dir))
-    } else {
-        let b = download_all(bucket, &remote, r, &floor_dir);
-        (restore(), b)
-    };
+    let (mut full_restore, mut floor, mut on_standby) = (None, None, None);
+    for step in 0..3 {
+        match (step + r) % 3 {
+            0 => full_restore = Some(restore("restore", None)),
+            1 => floor = Some(download_all(bucket, &remote, r, &floor_dir)),
+            _ => on_standby = Some(restore("standby-restore", Some(&cache))),
+        }
+    }
+    let (recover, report, first_get) = full_restore.unwrap();
+    let (download, download_bytes) = floor.unwrap();
+    let (standby_recover, standby, standby_first_get) = on_standby.unwrap();
     Round {
         load,
         entries: n,
@@ -366,6 +415,15 @@ fn round(bucket: &Bucket, tmp: &Path, r: usize, mb: u64) -> Round {
         first_get,
         download,
         download_bytes,
+        pull_full,
+        pull_flushed,
+        pull_wal,
+        pull_progress_bytes,
+        standby_recover,
+        standby_report: standby.duration,
+        standby_from_cache: standby.from_cache,
+        standby_objects: standby.objects,
+        standby_first_get,
     }
 }
 
@@ -407,7 +465,8 @@ fn main() {
             "round {r}: load {:.1} s ({} entries); push {:.0} MB in {:.2} s ({:.0} MB/s; report {:.2} s) \
              vs put {:.0} MB in {:.2} s ({:.0} MB/s); crc32c pass {:.3} s; inc flushed {} B / wal {} B \
              for {} B changed; recover {:.2} s (restore {:.2} s, {} objects, {:.0} MB) vs download {:.2} s; \
-             first get {:?}",
+             first get {:?}; pulls {} / {} / {} B ({:.2} / {:.3} / {:.3} s); standby recover {:.3} s \
+             ({} of {} objects cached) + first get {:?}",
             x.load.as_secs_f64(),
             x.entries,
             x.push_bytes as f64 / MB,
@@ -427,6 +486,16 @@ fn main() {
             x.restore_bytes as f64 / MB,
             x.download.as_secs_f64(),
             x.first_get,
+            x.pull_full.downloaded_bytes,
+            x.pull_flushed.downloaded_bytes,
+            x.pull_wal.downloaded_bytes,
+            x.pull_full.duration.as_secs_f64(),
+            x.pull_flushed.duration.as_secs_f64(),
+            x.pull_wal.duration.as_secs_f64(),
+            x.standby_recover.as_secs_f64(),
+            x.standby_from_cache,
+            x.standby_objects,
+            x.standby_first_get,
         );
         all.push(x);
     }
@@ -454,7 +523,11 @@ fn print_table(all: &[Round], mb: u64, backend: &str) {
     let ratio_restore = med(&|x| secs(x.recover) / secs(x.download));
     let ratio_download_only = med(&|x| secs(x.restore_report) / secs(x.download));
     let get_us = med(&|x| secs(x.first_get) * 1e6);
-    let standby = med(&|x| secs(x.recover) + secs(x.first_get));
+    let cold = med(&|x| secs(x.recover) + secs(x.first_get));
+    let warm = med(&|x| secs(x.standby_recover) + secs(x.standby_first_get));
+    let ratio_standby = med(&|x| {
+        (secs(x.standby_recover) + secs(x.standby_first_get)) / (secs(x.recover) + secs(x.first_get))
+    });
     let met = |ok: bool| if ok { "met" } else { "missed" };
     println!();
     println!(
@@ -507,5 +580,33 @@ fn print_table(all: &[Round], mb: u64, backend: &str) {
         met(ratio_restore <= 1.5),
     );
     println!("| first read after the restore (one `get`) | {get_us:.0} µs | | | |");
-    println!("| lost node → reads on a standby (restore + recover + first read) | {standby:.2} s | | | |");
+    let pull_row = |what: &str, p: &dyn Fn(&Round) -> &PullReport, pushed: &dyn Fn(&Round) -> u64| {
+        println!(
+            "| standby pull after the {what} | {:.2} MB in {:.0} objects ({:.0} already cached), {:.3} s | the push uploaded {:.2} MB | {:.2}× uploaded | |",
+            med(&|x| p(x).downloaded_bytes as f64 / MB),
+            med(&|x| p(x).downloaded_objects as f64),
+            med(&|x| p(x).cached_objects as f64),
+            med(&|x| secs(p(x).duration)),
+            med(&|x| pushed(x) as f64 / MB),
+            med(&|x| p(x).downloaded_bytes as f64 / pushed(x) as f64),
+        );
+    };
+    pull_row("full push", &|x| &x.pull_full, &|x| x.push_bytes);
+    pull_row("incremental push (flushed)", &|x| &x.pull_flushed, &|x| {
+        x.inc_flushed.0
+    });
+    pull_row("incremental push (WAL slices)", &|x| &x.pull_wal, &|x| {
+        x.inc_wal.0
+    });
+    println!(
+        "| lost node → reads on a standby: `restore_from(..).restore_cache(..).recover()` + first read | {warm:.3} s (restore {:.3} s, {:.0} of {:.0} objects from the cache; first read {:.0} µs) | the same without the cache (restore + recover + first read): {cold:.2} s | {ratio_standby:.3} | (a recovery, not a download) |",
+        med(&|x| secs(x.standby_report)),
+        med(&|x| x.standby_from_cache as f64),
+        med(&|x| x.standby_objects as f64),
+        med(&|x| secs(x.standby_first_get) * 1e6),
+    );
+    println!(
+        "| pull progress callback's last bytes_done (= the WAL pull's downloaded bytes) | {:.0} B | | | |",
+        med(&|x| x.pull_progress_bytes as f64),
+    );
 }

@@ -43,12 +43,20 @@ struct Model {
 
 /// An in-memory object store that counts requests and fails request
 /// number `fail_at` (1-based; 0: none).
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Faulty {
     inner: InMemory,
     requests: AtomicUsize,
     fail_at: AtomicUsize,
     failed: AtomicUsize,
+    /// Run once, before the next read of a data object (not a manifest).
+    before_data_get: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl std::fmt::Debug for Faulty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Faulty")
+    }
 }
 
 impl std::fmt::Display for Faulty {
@@ -100,6 +108,12 @@ impl ObjectStore for Faulty {
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
         self.request()?;
+        if !location.as_ref().contains("/manifest/") {
+            let hook = self.before_data_get.lock().unwrap().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
         self.inner.get_opts(location, options).await
     }
 
@@ -696,4 +710,58 @@ fn pinned_remote_checkpoints_outlive_retention_and_progress_is_reported() {
     checkpoint(&mut store, &mut shards, 4, 50).unwrap();
     store.wait_pushed(WAIT).unwrap();
     assert_eq!(epochs(newest(&remote)), [(4, false)]);
+}
+
+/// Garbage collection deletes the checkpoint a restore is reading (a newer
+/// one was pushed and the grace period is zero): the restore does not end
+/// half-restored but reads the newest manifest again and restores that.
+#[test]
+fn a_restore_racing_garbage_collection_restores_the_newer_checkpoint() {
+    let bucket = Arc::new(Faulty::default());
+    let remote = remote_on(&bucket).keep(1).gc_grace(Duration::ZERO);
+    let fs = Arc::new(MemFs::new());
+    let store = options(&fs)
+        .young_run_age(Duration::ZERO)
+        .push_to(remote.clone())
+        .open()
+        .unwrap();
+    let primary = Arc::new(std::sync::Mutex::new(store));
+    let shards = Arc::new(std::sync::Mutex::new(primary.lock().unwrap().take_shards()));
+    {
+        let (mut st, mut sh) = (primary.lock().unwrap(), shards.lock().unwrap());
+        checkpoint_flushed(&mut st, &mut sh, 1, 600).unwrap();
+        st.wait_pushed(WAIT).unwrap();
+    }
+    let old = newest(&remote);
+    let expected: Arc<std::sync::Mutex<Option<Model>>> = Arc::default();
+    let (p, s, e) = (primary.clone(), shards.clone(), expected.clone());
+    *bucket.before_data_get.lock().unwrap() = Some(Box::new(move || {
+        // Mid-restore: the owner pushes epoch 2, which collects epoch 1.
+        let (mut st, mut sh) = (p.lock().unwrap(), s.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(5));
+        *e.lock().unwrap() = Some(checkpoint_flushed(&mut st, &mut sh, 2, 600).unwrap());
+        st.wait_pushed(WAIT).unwrap();
+    }));
+    let state = options(&Arc::new(MemFs::new()))
+        .restore_from(remote.clone())
+        .recover()
+        .unwrap();
+    let gone = old
+        .newest()
+        .unwrap()
+        .objects
+        .iter()
+        .filter(|o| !keys(&bucket).contains(&o.key))
+        .count();
+    assert!(
+        gone > 0,
+        "garbage collection took objects of the checkpoint being restored"
+    );
+    let r = state.restored.clone().unwrap();
+    assert_eq!(r.epoch, 2, "the restore went on with the newer checkpoint");
+    let mut store = state.store;
+    assert_eq!(
+        Some(read_back(&store.take_shards())),
+        expected.lock().unwrap().clone()
+    );
 }
