@@ -168,17 +168,15 @@ fn wal_plans(
             ..h
         }
         .encode();
-        let mut part = Vec::with_capacity(header.len() + end - start);
-        part.extend_from_slice(&header);
-        part.extend_from_slice(&map[start..end]);
-        let bytes = Bytes::from(part);
+        let frames = Bytes::from_owner(Owned(map)).slice(start..end);
+        let bytes = Chunks(vec![Bytes::copy_from_slice(&header), frames]);
         let local = format!("shards/{shard}/wal/{}", segment_name(first));
         let o = RemoteObject {
             kind: ObjectKind::Wal,
             local,
             key: wal_key(writer, shard, first, last),
             size: bytes.len() as u64,
-            crc32c: crc32c::crc32c(&bytes),
+            crc32c: bytes.crc32c(),
         };
         plans.push(Plan::Upload(o, bytes));
         next = last + 1;
@@ -192,7 +190,7 @@ fn wal_plans(
 /// One object to upload, or one already there.
 enum Plan {
     Reuse(RemoteObject),
-    Upload(RemoteObject, Bytes),
+    Upload(RemoteObject, Chunks),
 }
 
 /// Decides each file's object: maps it, and for new ones computes the
@@ -241,31 +239,62 @@ fn gap(local: &str, expected: u64, found: u64) -> Error {
 }
 
 fn upload(f: &LocalFile, key: String, size: u64) -> Result<Plan> {
-    let bytes = Bytes::from_owner(Owned(f.file.map(size)?));
-    let o = object(f, key, &bytes);
-    Ok(Plan::Upload(o, bytes))
-}
-
-fn object(f: &LocalFile, key: String, bytes: &Bytes) -> RemoteObject {
-    RemoteObject {
+    let bytes = Chunks::from(Bytes::from_owner(Owned(f.file.map(size)?)));
+    let o = RemoteObject {
         kind: f.kind,
         local: f.local.clone(),
         key,
         size: bytes.len() as u64,
-        crc32c: crc32c::crc32c(bytes),
+        crc32c: bytes.crc32c(),
+    };
+    Ok(Plan::Upload(o, bytes))
+}
+
+/// An object's bytes as they are found: mapped file ranges and small
+/// headers, never copied into one buffer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Chunks(Vec<Bytes>);
+
+impl Chunks {
+    fn len(&self) -> usize {
+        self.0.iter().map(Bytes::len).sum()
+    }
+
+    fn crc32c(&self) -> u32 {
+        self.0.iter().fold(0, |crc, b| crc32c::crc32c_append(crc, b))
+    }
+
+    /// Bytes `start..end` as a payload (zero-copy slices).
+    fn payload(&self, start: usize, end: usize) -> PutPayload {
+        let mut at = 0;
+        let mut out = Vec::new();
+        for b in &self.0 {
+            let (lo, hi) = (start.max(at), end.min(at + b.len()));
+            if lo < hi {
+                out.push(b.slice(lo - at..hi - at));
+            }
+            at += b.len();
+        }
+        out.into_iter().collect()
+    }
+}
+
+impl From<Bytes> for Chunks {
+    fn from(b: Bytes) -> Self {
+        Chunks(vec![b])
     }
 }
 
 /// Uploads `bytes` to `key`: one request, or a multipart upload of
-/// `part`-sized parts above it.
-pub(crate) async fn put(remote: &Remote, key: &str, bytes: Bytes) -> Result<()> {
+/// `part`-sized parts above it, `concurrency` of them in flight.
+pub(crate) async fn put(remote: &Remote, key: &str, bytes: Chunks) -> Result<()> {
     let path = remote.path(key);
-    let part = remote.settings.part_size;
+    let (part, len) = (remote.settings.part_size, bytes.len());
     let err = |e| remote.error("put", key, e);
-    if bytes.len() <= part {
+    if len <= part {
         remote
             .store
-            .put_opts(&path, PutPayload::from(bytes), Default::default())
+            .put_opts(&path, bytes.payload(0, len), Default::default())
             .await
             .map_err(err)?;
         return Ok(());
@@ -275,14 +304,11 @@ pub(crate) async fn put(remote: &Remote, key: &str, bytes: Bytes) -> Result<()> 
         .put_multipart_opts(&path, Default::default())
         .await
         .map_err(err)?;
-    let mut sent = 0;
-    let mut parts = Vec::new();
-    while sent < bytes.len() {
-        let end = (sent + part).min(bytes.len());
-        parts.push(up.put_part(PutPayload::from(bytes.slice(sent..end))));
-        sent = end;
-    }
-    let done = futures::future::try_join_all(parts).await;
+    let done = futures::stream::iter((0..len).step_by(part))
+        .map(|at| up.put_part(bytes.payload(at, (at + part).min(len))))
+        .buffer_unordered(remote.settings.concurrency)
+        .try_collect::<Vec<()>>()
+        .await;
     match done {
         Ok(_) => up.complete().await.map(drop).map_err(err),
         Err(e) => {
@@ -319,7 +345,10 @@ pub(crate) async fn push(
         }
     }
     let uploaded_objects = uploads.len();
-    let mut uploaded_bytes: u64 = uploads.iter().map(|(_, b)| b.len() as u64).sum();
+    let mut uploaded_bytes: u64 = uploads
+        .iter()
+        .map(|(_, b): &(String, Chunks)| b.len() as u64)
+        .sum();
     let tracker = Tracker::start(&remote, Operation::Push, uploaded_objects, uploaded_bytes);
     futures::stream::iter(uploads)
         .map(|(key, bytes)| {
@@ -384,4 +413,50 @@ pub(crate) fn retained(
         false
     });
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_is_any_range_across_chunks() {
+        let whole: Vec<u8> = (0..40u8).collect();
+        let chunks = Chunks(vec![
+            Bytes::copy_from_slice(&whole[..3]),
+            Bytes::copy_from_slice(&whole[3..3]),
+            Bytes::copy_from_slice(&whole[3..25]),
+            Bytes::copy_from_slice(&whole[25..]),
+        ]);
+        assert_eq!(chunks.len(), 40);
+        assert_eq!(chunks.crc32c(), crc32c::crc32c(&whole));
+        for start in 0..=40 {
+            for end in start..=40 {
+                let got: Vec<u8> = chunks
+                    .payload(start, end)
+                    .iter()
+                    .flat_map(|b| b.to_vec())
+                    .collect();
+                assert_eq!(got, &whole[start..end], "{start}..{end}");
+            }
+        }
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_every_pinned_one() {
+        let ck = |epoch: u64, pinned: bool| RemoteCheckpoint {
+            id: uuid::Uuid::from_u128(epoch.into()),
+            epoch,
+            wall_time_ms: 0,
+            pinned,
+            objects: Vec::new(),
+        };
+        let old = vec![ck(1, true), ck(2, false), ck(3, false), ck(9, false)];
+        let kept: Vec<(u64, bool)> = retained(&old, ck(5, false), 2)
+            .iter()
+            .map(|c| (c.epoch, c.pinned))
+            .collect();
+        // Epoch 9 belongs to a history this one does not continue.
+        assert_eq!(kept, [(1, true), (3, false), (5, false)]);
+    }
 }
