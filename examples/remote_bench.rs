@@ -303,7 +303,6 @@ fn round(bucket: &Bucket, tmp: &Path, r: usize, mb: u64) -> Round {
     let t = Instant::now();
     let full = store.wait_pushed(WAIT).unwrap().unwrap();
     let push_wall = t.elapsed();
-    let pull_full = pull(1);
 
     // Its baseline: the checkpoint directory's files, read first, put plainly.
     let ck = dir.join("checkpoints").join(full.checkpoint.to_string());
@@ -323,6 +322,9 @@ fn round(bucket: &Bucket, tmp: &Path, r: usize, mb: u64) -> Round {
     let crc_time = t.elapsed();
     std::hint::black_box(crc);
     let put_wall = put_all(bucket, &format!("baseline-r{r}"), files);
+    // The standby's pull, after the baseline so that push and put run back
+    // to back as before.
+    let pull_full = pull(1);
 
     // 2. 1% of the keys changed, flushed to runs; then another 1%, left in
     // the memtables (the WAL carries it).

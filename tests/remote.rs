@@ -765,3 +765,139 @@ fn a_restore_racing_garbage_collection_restores_the_newer_checkpoint() {
         expected.lock().unwrap().clone()
     );
 }
+
+/// A restore cut short (its marker left behind) starts over at the next
+/// open; one that finds every retained checkpoint damaged fails, keeps its
+/// marker and never leaves an empty store in the bucket's place.
+#[test]
+fn an_interrupted_restore_starts_over_and_an_all_damaged_bucket_is_an_error() {
+    use statespine::io::Fs;
+    let bucket = Arc::new(Faulty::default());
+    let remote = remote_on(&bucket);
+    let fs = Arc::new(MemFs::new());
+    let mut store = options(&fs).push_to(remote.clone()).open().unwrap();
+    let mut shards = store.take_shards();
+    let m1 = checkpoint(&mut store, &mut shards, 1, 300).unwrap();
+    store.wait_pushed(WAIT).unwrap();
+    drop((shards, store));
+
+    // A restore died after writing some files.
+    let other = Arc::new(MemFs::new());
+    other
+        .create_dir_all(std::path::Path::new("/db/checkpoints/x.tmp"))
+        .unwrap();
+    other
+        .create(std::path::Path::new("/db/RESTORE"))
+        .unwrap()
+        .sync_data()
+        .unwrap();
+    other
+        .create_dir_all(std::path::Path::new("/db/shards/0/wal"))
+        .unwrap();
+    let state = options(&other).restore_from(remote.clone()).recover().unwrap();
+    assert_eq!(state.restored.as_ref().unwrap().epoch, 1);
+    assert!(!other.exists(std::path::Path::new("/db/RESTORE")).unwrap());
+    let mut s = state.store;
+    assert_eq!(read_back(&s.take_shards()), m1);
+    drop(s);
+
+    // Every retained checkpoint damaged: an error, never a new store.
+    let m = newest(&remote);
+    let victim = m
+        .newest()
+        .unwrap()
+        .objects
+        .iter()
+        .find(|o| o.kind == ObjectKind::Manifest)
+        .unwrap();
+    let path = Path::parse(format!("jobs/q5/{}", victim.key)).unwrap();
+    block_on(
+        bucket
+            .inner
+            .put(&path, PutPayload::from_static(b"not a manifest")),
+    )
+    .unwrap();
+    let third = Arc::new(MemFs::new());
+    for _ in 0..2 {
+        let e = options(&third)
+            .restore_from(remote.clone())
+            .recover()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
+        assert!(
+            third.exists(std::path::Path::new("/db/RESTORE")).unwrap(),
+            "the next open tries again"
+        );
+    }
+}
+
+/// A store restored from an older checkpoint starts a new history there:
+/// the old owner's later checkpoints are not kept as its own.
+#[test]
+fn a_store_restored_from_an_older_checkpoint_drops_the_history_it_left() {
+    let bucket = Arc::new(Faulty::default());
+    let remote = remote_on(&bucket);
+    let fs = Arc::new(MemFs::new());
+    let mut a = options(&fs).push_to(remote.clone()).open().unwrap();
+    let mut sa = a.take_shards();
+    let m1 = checkpoint(&mut a, &mut sa, 1, 300).unwrap();
+    checkpoint(&mut a, &mut sa, 3, 300).unwrap();
+    a.wait_pushed(WAIT).unwrap();
+    drop((sa, a));
+
+    let other = Arc::new(MemFs::new());
+    let state = options(&other)
+        .restore_from_epoch(remote.clone(), 1)
+        .push_to(remote.clone())
+        .recover()
+        .unwrap();
+    assert_eq!(state.epoch, 1);
+    let epochs = |m: RemoteManifest| m.checkpoints.iter().map(|c| c.epoch).collect::<Vec<_>>();
+    assert_eq!(
+        epochs(newest(&remote)),
+        [1],
+        "the claim keeps only this store's history"
+    );
+    let mut b = state.store;
+    let mut sb = b.take_shards();
+    assert_eq!(read_back(&sb), m1);
+    write(&mut sb, 2, 20);
+    let mut refs: Vec<&mut Shard> = sb.iter_mut().collect();
+    b.commit_epoch_inline(&mut refs, 2, &offsets(2)).unwrap();
+    let m5 = checkpoint(&mut b, &mut sb, 5, 20).unwrap();
+    b.wait_pushed(WAIT).unwrap();
+    assert_eq!(epochs(newest(&remote)), [1, 5]);
+    restore_and_check(&remote, None, &m5, 5);
+}
+
+/// Opening, pushing, restoring and pulling from inside async code (a
+/// tokio runtime on the calling thread) works: the remote work runs on
+/// threads of its own. Checkpoints through the coordinator are pushed too.
+#[test]
+fn the_remote_tier_works_from_async_code_and_through_the_coordinator() {
+    let bucket = Arc::new(Faulty::default());
+    let remote = remote_on(&bucket);
+    block_on(async {
+        let fs = Arc::new(MemFs::new());
+        let mut store = options(&fs).push_to(remote.clone()).open().unwrap();
+        let mut shards = store.take_shards();
+        write(&mut shards, 1, 100);
+        let pending = store.coordinator().begin(1, offsets(1)).unwrap();
+        for s in shards.iter_mut() {
+            s.poll().unwrap();
+        }
+        store.coordinator().finish(pending).unwrap();
+        let expected = read_back(&shards);
+        assert_eq!(store.wait_pushed(WAIT).unwrap().unwrap().epoch, 1);
+        let mut standby =
+            statespine::remote::Standby::with_fs(remote.clone(), Arc::new(MemFs::new()), "/c").unwrap();
+        assert_eq!(standby.pull().unwrap().unwrap().epoch, 1);
+        drop(standby);
+        let state = options(&Arc::new(MemFs::new()))
+            .restore_from(remote.clone())
+            .recover()
+            .unwrap();
+        let mut s = state.store;
+        assert_eq!(read_back(&s.take_shards()), expected);
+    });
+}

@@ -163,6 +163,13 @@ impl Writer {
     /// the newest one retains, under a new writer epoch (its number). Any
     /// writer that held the store before is fenced from then on.
     pub async fn claim(remote: Remote) -> Result<Writer> {
+        Writer::claim_keeping(remote, |_| true).await
+    }
+
+    /// [`Writer::claim`], retaining only the checkpoints `keep` accepts (a
+    /// store restored from an older checkpoint drops the later ones of the
+    /// history it left).
+    pub async fn claim_keeping(remote: Remote, keep: impl Fn(&RemoteCheckpoint) -> bool) -> Result<Writer> {
         for _ in 0..CLAIM_ATTEMPTS {
             let (newest, top) = newest_manifest(&remote).await?;
             let seq = top + 1;
@@ -171,7 +178,9 @@ impl Writer {
                 writer_epoch: seq,
                 writer_tag: Uuid::new_v4(),
                 wall_time_ms: now_ms(),
-                checkpoints: newest.map(|n| n.checkpoints).unwrap_or_default(),
+                checkpoints: newest
+                    .map(|n| n.checkpoints.into_iter().filter(|c| keep(c)).collect())
+                    .unwrap_or_default(),
             };
             if let Created::Ours = create(&remote, &m).await? {
                 return Ok(Writer {

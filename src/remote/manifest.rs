@@ -252,7 +252,9 @@ fn checkpoint(r: &mut Reader<'_>) -> Result<RemoteCheckpoint> {
         let size = r.u64("object size")?;
         let crc32c = r.u32("object crc32c")?;
         let kind = ObjectKind::from_byte(kind_byte).filter(|k| local_path_ok(*k, id, &local));
-        let Some(kind) = kind.filter(|_| key_ok(&key)) else {
+        // Two objects in one place would be written over each other.
+        let twice = objects.iter().any(|o: &RemoteObject| o.local == local);
+        let Some(kind) = kind.filter(|_| key_ok(&key) && !twice) else {
             r.at = at;
             let found = format!("kind {kind_byte}, local {local:?}, key {key:?}");
             return Err(r.err(
@@ -414,5 +416,11 @@ mod tests {
                 "{key:?}"
             );
         }
+        // Two objects of one checkpoint in one place.
+        let mut m = sample();
+        let first = m.checkpoints[0].objects[0].clone();
+        m.checkpoints[0].objects.push(first);
+        let e = RemoteManifest::decode(&m.encode(), Path::new("m")).unwrap_err();
+        assert!(e.is_corruption(), "{e}");
     }
 }

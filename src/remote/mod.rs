@@ -97,7 +97,7 @@ pub use object_store;
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
 pub use push::PushProgress;
-pub(crate) use push::Pusher;
+pub(crate) use push::{Origin, Pusher};
 pub use restore::{RESTORE_MARKER, RestoreReport};
 pub(crate) use restore::{restore, wanted as restore_wanted};
 pub use standby::{PullReport, Standby};

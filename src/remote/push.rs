@@ -3,11 +3,12 @@
 //!
 //! The committing thread only opens the checkpoint's files ([`Snapshot`])
 //! and hands them over; the pusher maps, checksums and uploads them with
-//! its own single-threaded runtime. Checkpoints offered while a push runs
-//! wait; if several wait, only the newest is pushed (each push carries
-//! everything its checkpoint needs, so skipping one loses nothing).
+//! its own single-threaded runtime. One checkpoint waits while a push runs:
+//! a newer one takes its place (each push carries everything its
+//! checkpoint needs, so skipping one loses nothing, and the files of a
+//! skipped one are closed at once).
 
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use uuid::Uuid;
 use super::gc;
 use super::snapshot::Snapshot;
 use super::upload::{self, Known, PushReport};
-use super::{ObjectKind, Remote, Writer};
+use super::{ObjectKind, Remote, RemoteManifest, Writer};
 use crate::checkpoint::Layout;
 use crate::io::Fs;
 use crate::{Error, Result};
@@ -45,18 +46,25 @@ pub struct PushProgress {
 #[derive(Debug, Default)]
 struct State {
     progress: PushProgress,
+    /// The checkpoint waiting to be pushed.
+    next: Option<Snapshot>,
+    /// The store is closing: the thread ends after the push under way.
+    closed: bool,
     /// The last failure, until someone is told.
     error: Option<Error>,
     /// `(own epoch, the epoch that took over)` once fenced: for good.
     fenced: Option<(u64, u64)>,
-    /// Pins set or cleared since the last push, by checkpoint id.
+    /// Pins set or cleared and not yet applied, by checkpoint id.
     pins: std::collections::HashMap<Uuid, bool>,
 }
 
 #[derive(Debug, Default)]
 struct Shared {
     state: Mutex<State>,
+    /// A push settled.
     settled: Condvar,
+    /// A checkpoint is waiting, or the store closes.
+    work: Condvar,
 }
 
 impl Shared {
@@ -67,10 +75,20 @@ impl Shared {
     }
 }
 
+/// What a store knows of itself when it starts pushing.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    /// The checkpoints it retains.
+    pub(crate) local: Vec<Uuid>,
+    /// The epoch it recovered.
+    pub(crate) epoch: u64,
+    /// Whether this open restored it from the same remote store.
+    pub(crate) restored: bool,
+}
+
 /// The pusher of one store (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Pusher {
-    tx: Option<Sender<Snapshot>>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
     fs: Arc<dyn Fs>,
@@ -79,47 +97,44 @@ pub(crate) struct Pusher {
 }
 
 impl Pusher {
-    /// Claims `remote` (fencing whoever pushed to it before) and starts
-    /// the pusher thread. `local` are the checkpoints the store retains:
-    /// their runs that the remote store also holds are not uploaded again.
-    pub(crate) fn start(remote: Remote, fs: Arc<dyn Fs>, layout: Layout, local: &[Uuid]) -> Result<Pusher> {
-        let rt = super::runtime(&remote)?;
-        // Checked before the claim, which would fence the bucket's owner.
-        let (newest, _) = rt.block_on(super::newest_manifest(&remote))?;
-        check_lineage(&remote, &layout, newest.as_ref(), local)?;
-        let writer = rt.block_on(Writer::claim(remote.clone()))?;
-        let mut known = Known::default();
-        for c in writer
-            .manifest()
-            .checkpoints
-            .iter()
-            .filter(|c| local.contains(&c.id))
-        {
-            for o in c.objects.iter().filter(|o| o.kind == ObjectKind::Run) {
-                let path = layout.root.join(&o.local);
-                let same = fs.open(&path).and_then(|f| f.size()).is_ok_and(|s| s == o.size);
-                if same {
-                    known.add(o.clone());
-                }
-            }
-        }
+    /// Starts the pusher thread, which claims `remote` (fencing whoever
+    /// pushed to it before) and returns once the claim is made. The claim
+    /// runs on that thread, so this may be called from async code.
+    pub(crate) fn start(remote: Remote, fs: Arc<dyn Fs>, layout: Layout, origin: Origin) -> Result<Pusher> {
         let shared = Arc::new(Shared::default());
-        shared.lock().progress.writer_epoch = writer.epoch();
         let (tx, rx) = mpsc::channel();
-        let s = Arc::clone(&shared);
+        let (s, f, l) = (Arc::clone(&shared), Arc::clone(&fs), layout.clone());
         let url = remote.url().to_string();
         let thread = std::thread::Builder::new()
             .name("statespine-push".into())
-            .spawn(move || run(rt, writer, known, rx, &s))
+            .spawn(move || match claim(&remote, f.as_ref(), &l, &origin) {
+                Ok((rt, writer, known)) => {
+                    s.lock().progress.writer_epoch = writer.epoch();
+                    let _ = tx.send(Ok(()));
+                    run(&rt, writer, known, &s);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            })
             .map_err(|e| Error::io("spawn", std::path::Path::new("statespine-push"), e))?;
-        Ok(Pusher {
-            tx: Some(tx),
+        let mut pusher = Pusher {
             shared,
             thread: Some(thread),
             fs,
             layout,
             url,
-        })
+        };
+        match rx.recv() {
+            Ok(Ok(())) => Ok(pusher),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                pusher.thread.take().map(JoinHandle::join);
+                Err(Error::Panicked {
+                    thread: "the pusher thread",
+                })
+            }
+        }
     }
 
     /// Sets the checkpoints to keep whatever the retention count from the
@@ -135,12 +150,16 @@ impl Pusher {
     /// `Err(Fenced)` once another writer took the remote store over.
     pub(crate) fn check(&self) -> Result<()> {
         match self.shared.lock().fenced {
-            Some((writer_epoch, by)) => Err(Error::Fenced {
-                url: self.url.clone(),
-                writer_epoch,
-                by,
-            }),
+            Some((writer_epoch, by)) => Err(self.fenced(writer_epoch, by)),
             None => Ok(()),
+        }
+    }
+
+    fn fenced(&self, writer_epoch: u64, by: u64) -> Error {
+        Error::Fenced {
+            url: self.url.clone(),
+            writer_epoch,
+            by,
         }
     }
 
@@ -154,21 +173,16 @@ impl Pusher {
         st.progress.offered += 1;
         match snap {
             Ok(snap) => {
-                if let Some(tx) = &self.tx
-                    && tx.send(snap).is_ok()
-                {
-                    return;
+                if st.next.replace(snap).is_some() {
+                    // Skipped for this newer one.
+                    st.progress.settled += 1;
                 }
-                st.progress.settled += 1;
-                st.progress.failed += 1;
-                st.error = Some(Error::Panicked {
-                    thread: "the pusher thread",
-                });
+                self.shared.work.notify_one();
             }
             Err(e) => {
                 st.progress.settled += 1;
                 st.progress.failed += 1;
-                st.error = Some(e);
+                st.error.get_or_insert(e);
             }
         }
         self.shared.settled.notify_all();
@@ -180,7 +194,8 @@ impl Pusher {
     }
 
     /// Waits until every checkpoint offered so far is settled, then
-    /// reports the last push, or the first failure not yet reported.
+    /// reports the last push, or the first failure not yet reported
+    /// (fenced: every time).
     pub(crate) fn wait(&self, timeout: Duration) -> Result<Option<PushReport>> {
         let deadline = Instant::now() + timeout;
         let mut st = self.shared.lock();
@@ -199,13 +214,8 @@ impl Pusher {
                 .map_or_else(|p| p.into_inner().0, |r| r.0);
         }
         if let Some((writer_epoch, by)) = st.fenced {
-            // For good: every later wait says so too.
             st.error = None;
-            return Err(Error::Fenced {
-                url: self.url.clone(),
-                writer_epoch,
-                by,
-            });
+            return Err(self.fenced(writer_epoch, by));
         }
         match st.error.take() {
             Some(e) => Err(e),
@@ -215,58 +225,90 @@ impl Pusher {
 }
 
 impl Drop for Pusher {
-    /// Lets the push under way finish (its manifest commits or not: either
-    /// leaves the remote store whole), and stops the thread.
+    /// Lets the push under way, and the one waiting, finish (a manifest
+    /// commits or not: either leaves the remote store whole), then stops
+    /// the thread.
     fn drop(&mut self) {
-        self.tx = None;
+        self.shared.lock().closed = true;
+        self.shared.work.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-/// The pusher thread: one push at a time, the newest waiting one next.
-fn run(
-    rt: tokio::runtime::Runtime,
-    mut writer: Writer,
-    mut known: Known,
-    rx: Receiver<Snapshot>,
-    shared: &Shared,
-) {
-    let mut last_gc: Option<Instant> = None;
-    while let Ok(mut snap) = rx.recv() {
-        let mut skipped = 0;
-        while let Ok(newer) = rx.try_recv() {
-            snap = newer;
-            skipped += 1;
+/// On the pusher thread: checks that `remote` continues this store's
+/// history, claims it, and seeds the objects it holds of this store's.
+fn claim(
+    remote: &Remote,
+    fs: &dyn Fs,
+    layout: &Layout,
+    origin: &Origin,
+) -> Result<(tokio::runtime::Runtime, Writer, Known)> {
+    let rt = super::runtime(remote)?;
+    // Checked before the claim, which would fence the bucket's owner.
+    let (newest, _) = rt.block_on(super::newest_manifest(remote))?;
+    if !origin.restored {
+        check_lineage(remote, layout, newest.as_ref(), &origin.local)?;
+    }
+    // The checkpoints of this store's history: those it holds, and those
+    // up to the epoch it recovered (a store restored from an older
+    // checkpoint leaves the later ones of the old owner's history).
+    let ours = |c: &super::RemoteCheckpoint| origin.local.contains(&c.id) || c.epoch <= origin.epoch;
+    let writer = rt.block_on(Writer::claim_keeping(remote.clone(), ours))?;
+    let mut known = Known::default();
+    for c in writer
+        .manifest()
+        .checkpoints
+        .iter()
+        .filter(|c| origin.local.contains(&c.id))
+    {
+        for o in c.objects.iter().filter(|o| o.kind == ObjectKind::Run) {
+            let path = layout.root.join(&o.local);
+            let same = fs.open(&path).and_then(|f| f.size()).is_ok_and(|s| s == o.size);
+            if same {
+                known.add(o.clone());
+            }
         }
-        let (fenced, pins) = {
+    }
+    Ok((rt, writer, known))
+}
+
+/// The pusher thread: one push at a time, the newest waiting one next.
+fn run(rt: &tokio::runtime::Runtime, mut writer: Writer, mut known: Known, shared: &Shared) {
+    let mut last_gc: Option<Instant> = None;
+    loop {
+        let (snap, fenced, pins) = {
             let mut st = shared.lock();
-            (st.fenced, std::mem::take(&mut st.pins))
+            while st.next.is_none() && !st.closed {
+                st = shared.work.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            let Some(snap) = st.next.take() else { return };
+            (snap, st.fenced, std::mem::take(&mut st.pins))
         };
-        let result = if let Some((writer_epoch, by)) = fenced {
-            Err(Error::Fenced {
+        let result = match fenced {
+            Some((writer_epoch, by)) => Err(Error::Fenced {
                 url: writer.remote().url().to_string(),
                 writer_epoch,
                 by,
-            })
-        } else {
-            rt.block_on(upload::push(&mut writer, &snap, &mut known, &pins))
+            }),
+            None => rt.block_on(upload::push(&mut writer, &snap, &mut known, &pins)),
         };
         drop(snap);
-        if result.is_err() {
-            // Not applied: kept for the next push, unless set again since.
-            let mut st = shared.lock();
-            for (id, p) in pins {
-                st.pins.entry(id).or_insert(p);
-            }
-        } else if last_gc.is_none_or(|t: Instant| t.elapsed() >= writer.remote().settings.gc_interval()) {
+        // Pins not applied (a failed push, or an id not pushed yet) wait
+        // for the next push, unless set again since.
+        let applied = |id: &Uuid| result.is_ok() && writer.manifest().checkpoints.iter().any(|c| c.id == *id);
+        let unapplied: Vec<(Uuid, bool)> = pins.into_iter().filter(|(id, _)| !applied(id)).collect();
+        if result.is_ok() && last_gc.is_none_or(|t| t.elapsed() >= writer.remote().settings.gc_interval()) {
             // Garbage is best effort: what stays is collected next time.
             let _ = rt.block_on(gc::collect(writer.remote()));
             last_gc = Some(Instant::now());
         }
         let mut st = shared.lock();
-        st.progress.settled += 1 + skipped;
+        for (id, p) in unapplied {
+            st.pins.entry(id).or_insert(p);
+        }
+        st.progress.settled += 1;
         match result {
             Ok(report) => {
                 st.progress.pushed += 1;
@@ -293,7 +335,7 @@ fn run(
 fn check_lineage(
     remote: &Remote,
     layout: &Layout,
-    newest: Option<&super::RemoteManifest>,
+    newest: Option<&RemoteManifest>,
     local: &[Uuid],
 ) -> Result<()> {
     let Some(m) = newest else { return Ok(()) };
@@ -304,7 +346,7 @@ fn check_lineage(
         path: layout.root.clone(),
         reason: format!(
             "{} holds checkpoints of another store (none of its {} is retained here): restore from it \
-             (Options::restore_from) to take it over, or push to an empty prefix",
+             (Options::restore_from, into an empty directory) to take it over, or push to an empty prefix",
             remote.url(),
             m.checkpoints.len()
         ),

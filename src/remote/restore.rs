@@ -63,8 +63,25 @@ pub(crate) fn wanted(fs: &dyn Fs, layout: &Layout) -> Result<bool> {
 /// Restores into the store directory at `layout` (locked by the caller):
 /// the newest checkpoint of `remote`, or the one of epoch `epoch`.
 /// `Ok(None)` when the remote store holds no checkpoint: the directory
-/// stays empty, for a new store.
+/// stays empty, for a new store. Runs on a thread of its own, so it may be
+/// called from async code.
 pub(crate) fn restore(
+    fs: &dyn Fs,
+    layout: &Layout,
+    remote: &Remote,
+    epoch: Option<u64>,
+    cache: Option<&Path>,
+) -> Result<Option<RestoreReport>> {
+    std::thread::scope(|s| {
+        s.spawn(|| restore_here(fs, layout, remote, epoch, cache))
+            .join()
+            .unwrap_or(Err(Error::Panicked {
+                thread: "a restore thread",
+            }))
+    })
+}
+
+fn restore_here(
     fs: &dyn Fs,
     layout: &Layout,
     remote: &Remote,
@@ -74,10 +91,13 @@ pub(crate) fn restore(
     let started = Instant::now();
     let marker = layout.root.join(RESTORE_MARKER);
     wipe(fs, layout)?;
-    fs.create(&marker)?.sync_data()?;
-    fs.sync_dir(&layout.root)?;
+    // An earlier restore's marker stays: it is the same statement.
+    if !fs.exists(&marker)? {
+        fs.create(&marker)?.sync_data()?;
+        fs.sync_dir(&layout.root)?;
+    }
     let rt = super::runtime(remote)?;
-    let mut skipped = Vec::new();
+    let mut skipped: Vec<(uuid::Uuid, String)> = Vec::new();
     for _ in 0..RELIST_ATTEMPTS {
         let (newest, _) = rt.block_on(newest_manifest(remote))?;
         let Some(m) = newest else {
@@ -91,6 +111,12 @@ pub(crate) fn restore(
             .filter(|c| !skipped.iter().any(|(id, _)| *id == c.id))
             .collect();
         if candidates.is_empty() {
+            if !skipped.is_empty() {
+                // Every checkpoint there is damaged: never a new, empty
+                // store in its place. The marker stays; the next open tries
+                // again.
+                return Err(all_damaged(remote, &skipped));
+            }
             let recoverable: Vec<u64> = m.checkpoints.iter().map(|c| c.epoch).collect();
             return finish(fs, layout, epoch, &recoverable).map(|()| None);
         }
@@ -116,11 +142,18 @@ pub(crate) fn restore(
                         skipped.push((c.id, e.to_string()));
                         continue;
                     }
-                    if is_not_found(&e) {
-                        // Collected under us: read the newest manifest again.
-                        break;
+                    if !is_not_found(&e) {
+                        return Err(e);
                     }
-                    return Err(e);
+                    // Collected under us (a newer manifest superseded this
+                    // one): read the newest again. If it is still this one,
+                    // the object is lost: as good as damaged.
+                    let (now, _) = rt.block_on(newest_manifest(remote))?;
+                    if now.is_some_and(|n| n.seq == m.seq) {
+                        skipped.push((c.id, e.to_string()));
+                        continue;
+                    }
+                    break;
                 }
             }
         }
@@ -132,6 +165,18 @@ pub(crate) fn restore(
         ),
         after: started.elapsed(),
     })
+}
+
+/// No retained checkpoint restores whole.
+fn all_damaged(remote: &Remote, skipped: &[(uuid::Uuid, String)]) -> Error {
+    let (id, why) = &skipped[0];
+    Error::corrupt(
+        &PathBuf::from(remote.url()),
+        0,
+        "remote checkpoints",
+        "one that restores whole",
+        format!("{} damaged, the newest ({id}): {why}", skipped.len()),
+    )
 }
 
 /// No checkpoint to restore: a new store, unless an epoch was asked for.

@@ -49,7 +49,6 @@ pub struct Standby {
     remote: Remote,
     fs: Arc<dyn Fs>,
     cache: PathBuf,
-    rt: tokio::runtime::Runtime,
 }
 
 /// Where object `key` lives in the cache at `cache`.
@@ -68,13 +67,7 @@ impl Standby {
     pub fn with_fs(remote: Remote, fs: Arc<dyn Fs>, cache: impl Into<PathBuf>) -> Result<Standby> {
         let cache = cache.into();
         crate::io::create_dir_all_durable(fs.as_ref(), &cache)?;
-        let rt = super::runtime(&remote)?;
-        Ok(Standby {
-            remote,
-            fs,
-            cache,
-            rt,
-        })
+        Ok(Standby { remote, fs, cache })
     }
 
     /// The cache directory, for `Options::restore_cache`.
@@ -83,10 +76,23 @@ impl Standby {
     }
 
     /// Brings the cache up to the newest remote checkpoint (module docs);
-    /// `Ok(None)` while the remote store holds none.
+    /// `Ok(None)` while the remote store holds none. Runs on a thread of
+    /// its own, so it may be called from async code.
     pub fn pull(&mut self) -> Result<Option<PullReport>> {
+        let this = &*self;
+        std::thread::scope(|s| {
+            s.spawn(|| this.pull_here())
+                .join()
+                .unwrap_or(Err(Error::Panicked {
+                    thread: "a standby's pull",
+                }))
+        })
+    }
+
+    fn pull_here(&self) -> Result<Option<PullReport>> {
         let started = Instant::now();
-        let (m, _) = self.rt.block_on(newest_manifest(&self.remote))?;
+        let rt = super::runtime(&self.remote)?;
+        let (m, _) = rt.block_on(newest_manifest(&self.remote))?;
         let Some(m) = m else { return Ok(None) };
         let Some(newest) = m.newest() else { return Ok(None) };
         let fs = self.fs.as_ref();
@@ -107,7 +113,7 @@ impl Standby {
         let (remote, cache) = (&self.remote, &self.cache);
         let bytes = missing.iter().map(|o| o.size).sum();
         let tracker = Tracker::start(remote, Operation::Pull, missing.len(), bytes);
-        let sizes: Vec<u64> = self.rt.block_on(
+        let sizes: Vec<u64> = rt.block_on(
             futures::stream::iter(missing)
                 .map(|o| async move {
                     let at = cached(cache, &o.key);

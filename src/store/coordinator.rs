@@ -158,6 +158,10 @@ pub struct CheckpointCoordinator {
     /// records them again unless the request or a shard moves them, so a
     /// source no one touched since keeps its offset.
     carried: BTreeMap<String, u64>,
+    /// Pushes each committed checkpoint (`Options::push_to`); dropped with
+    /// the coordinator, after the push under way.
+    #[cfg(feature = "remote")]
+    pusher: Option<crate::remote::Pusher>,
 }
 
 impl CheckpointCoordinator {
@@ -188,6 +192,8 @@ impl CheckpointCoordinator {
             poisoned: None,
             recent_cuts: VecDeque::new(),
             carried,
+            #[cfg(feature = "remote")]
+            pusher: None,
         })
     }
 
@@ -219,6 +225,11 @@ impl CheckpointCoordinator {
     /// last epoch (nothing is sent if either fails). Returns the encoded
     /// record value and the offsets in it.
     fn start(&self, what: &str, epoch: u64, request: &EpochMetadata) -> Result<(Arc<[u8]>, SourceOffsets)> {
+        // A store fenced from its push target commits nothing more.
+        #[cfg(feature = "remote")]
+        if let Some(p) = &self.pusher {
+            p.check()?;
+        }
         if let Some(cause) = &self.poisoned {
             return Err(Error::Poisoned {
                 path: self.store.dir().to_path_buf(),
@@ -380,10 +391,30 @@ impl CheckpointCoordinator {
         let _ = self.wait_housekeeping();
         let epoch = pending.epoch;
         let result = self.commit_pending(pending);
-        if let Err(e) = &result {
-            self.abandon(e, epoch);
+        match &result {
+            Err(e) => self.abandon(e, epoch),
+            // Committed: push it, if the store pushes.
+            #[cfg(feature = "remote")]
+            Ok(meta) => {
+                if let Some(p) = &self.pusher {
+                    p.offer(meta.id);
+                }
+            }
+            #[cfg(not(feature = "remote"))]
+            Ok(_) => {}
         }
         result
+    }
+
+    /// The store's pusher (`Options::push_to`).
+    #[cfg(feature = "remote")]
+    pub(crate) fn pusher(&self) -> Option<&crate::remote::Pusher> {
+        self.pusher.as_ref()
+    }
+
+    #[cfg(feature = "remote")]
+    pub(crate) fn set_pusher(&mut self, pusher: crate::remote::Pusher) {
+        self.pusher = Some(pusher);
     }
 
     /// A failed attempt: forget its directory and id (module docs of

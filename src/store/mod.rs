@@ -471,7 +471,8 @@ fn recover_store(opts: Options) -> Result<RecoveredState> {
     let refused_records = rec.shards.iter().map(|s| s.refused_records).sum();
     let replay_time = rec.shards.iter().map(|s| s.replay_time).max().unwrap_or_default();
     let meta = rec.metadata;
-    let store = Store::assemble(
+    #[allow(unused_mut)]
+    let mut store = Store::assemble(
         opts,
         layout,
         rec.shards,
@@ -479,6 +480,8 @@ fn recover_store(opts: Options) -> Result<RecoveredState> {
         &meta.source_offsets,
         lock,
     )?;
+    #[cfg(feature = "remote")]
+    remote::start(&mut store, restored.is_some())?;
     Ok(RecoveredState {
         point,
         epoch: rec.epoch,
@@ -512,9 +515,6 @@ pub struct Store {
     coordinator: CheckpointCoordinator,
     watermarks: Vec<Option<Arc<Watermark>>>,
     drainer: Option<DrainerHandle>,
-    /// Pushes checkpoints to the remote store (`Options::push_to`).
-    #[cfg(feature = "remote")]
-    pusher: Option<crate::remote::Pusher>,
     /// The directory's lock, shared with every shard (`Fs::lock`).
     _lock: Arc<dyn LockGuard>,
 }
@@ -587,21 +587,15 @@ impl Store {
             offsets.clone(),
         )?;
         let drainer = drainer.map(ChangelogDrainer::spawn).transpose()?;
-        #[allow(unused_mut)]
-        let mut store = Store {
+        Ok(Store {
             opts,
             layout,
             shards,
             coordinator,
             watermarks,
             drainer,
-            #[cfg(feature = "remote")]
-            pusher: None,
             _lock: lock,
-        };
-        #[cfg(feature = "remote")]
-        remote::start(&mut store)?;
-        Ok(store)
+        })
     }
 
     /// The store's directory.
@@ -649,7 +643,6 @@ impl Store {
     /// ([`Store::next_epoch`]); a store without a WAL commits epochs only by
     /// checkpoints.
     pub fn commit_epoch(&mut self, epoch: u64, request: &CheckpointRequest) -> Result<EpochCommitted> {
-        self.may_commit()?;
         let pending = self.coordinator.begin_commit(epoch, request)?;
         self.coordinator.finish_commit(pending)
     }
@@ -662,7 +655,6 @@ impl Store {
         epoch: u64,
         request: &CheckpointRequest,
     ) -> Result<EpochCommitted> {
-        self.may_commit()?;
         let pending = self.coordinator.begin_commit(epoch, request)?;
         for s in shards.iter_mut() {
             s.poll()?;
@@ -679,11 +671,8 @@ impl Store {
         epoch: u64,
         request: CheckpointRequest,
     ) -> Result<IncrementalCheckpointMetadata> {
-        self.may_commit()?;
         let pending = self.coordinator.begin(epoch, request)?;
-        let meta = self.coordinator.finish(pending)?;
-        self.checkpoint_committed(&meta);
-        Ok(meta)
+        self.coordinator.finish(pending)
     }
 
     /// The same, for shards the calling thread owns (the single-thread
@@ -694,28 +683,11 @@ impl Store {
         epoch: u64,
         request: CheckpointRequest,
     ) -> Result<IncrementalCheckpointMetadata> {
-        self.may_commit()?;
         let pending = self.coordinator.begin(epoch, request)?;
         for s in shards.iter_mut() {
             s.poll()?;
         }
-        let meta = self.coordinator.finish(pending)?;
-        self.checkpoint_committed(&meta);
-        Ok(meta)
-    }
-
-    /// Refuses a commit once the store was fenced from its push target.
-    fn may_commit(&self) -> Result<()> {
-        #[cfg(feature = "remote")]
-        self.check_fenced()?;
-        Ok(())
-    }
-
-    /// A checkpoint committed: push it, if the store pushes.
-    #[allow(unused_variables)]
-    fn checkpoint_committed(&self, meta: &IncrementalCheckpointMetadata) {
-        #[cfg(feature = "remote")]
-        self.committed_checkpoint(meta.id);
+        self.coordinator.finish(pending)
     }
 
     /// True when the configured checkpoint interval has passed.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{Options, Store};
 use crate::checkpoint::Layout;
-use crate::remote::{PushProgress, PushReport, Pusher, Remote, RestoreReport};
+use crate::remote::{Origin, PushProgress, PushReport, Pusher, Remote, RestoreReport};
 use crate::{Error, Result};
 
 /// Where a store pushes to and restores from.
@@ -77,60 +77,51 @@ pub(super) fn restore(opts: &Options, layout: &Layout) -> Result<Option<RestoreR
     crate::remote::restore(opts.fs.as_ref(), layout, remote, *epoch, cache)
 }
 
-/// Claims the push target and starts the pusher of a recovered store.
-pub(super) fn start(store: &mut Store) -> Result<()> {
-    if let Some(remote) = store.opts.remote.push.clone() {
-        let local: Vec<uuid::Uuid> = store.coordinator.retained().iter().map(|r| r.0).collect();
-        let fs = Arc::clone(&store.opts.fs);
-        store.pusher = Some(Pusher::start(remote, fs, store.layout.clone(), &local)?);
-    }
+/// Claims the push target and starts the pusher of a recovered store;
+/// `restored`: this open restored it (from the restore source).
+pub(super) fn start(store: &mut Store, restored: bool) -> Result<()> {
+    let Some(remote) = store.opts.remote.push.clone() else {
+        return Ok(());
+    };
+    let same = |r: &Remote| r.url() == remote.url();
+    let origin = Origin {
+        local: store.coordinator.retained().iter().map(|r| r.0).collect(),
+        epoch: store.last_epoch(),
+        restored: restored && store.opts.remote.restore.as_ref().is_some_and(|(r, _)| same(r)),
+    };
+    let fs = Arc::clone(&store.opts.fs);
+    let pusher = Pusher::start(remote, fs, store.layout.clone(), origin)?;
+    store.coordinator.set_pusher(pusher);
     Ok(())
 }
 
 impl Store {
-    /// `Err(Fenced)` once another writer took the push target over.
-    pub(super) fn check_fenced(&self) -> Result<()> {
-        self.pusher.as_ref().map_or(Ok(()), Pusher::check)
-    }
-
-    /// Checkpoint `id` committed: hand it to the pusher.
-    pub(super) fn committed_checkpoint(&self, id: uuid::Uuid) {
-        if let Some(p) = &self.pusher {
-            p.offer(id);
-        }
-    }
-
     /// Waits until every checkpoint committed so far is pushed (or its
     /// push failed, or was skipped for a newer one), for at most `timeout`;
     /// returns the last push, or the first failure not reported yet
-    /// ([`Error::Fenced`] once fenced). `Ok(None)`: nothing pushed yet.
+    /// ([`Error::Fenced`] once fenced, every time). `Ok(None)`: nothing
+    /// pushed yet.
     pub fn wait_pushed(&self, timeout: Duration) -> Result<Option<PushReport>> {
-        match &self.pusher {
-            Some(p) => p.wait(timeout),
-            None => Err(Error::InvalidArgument(
-                "wait_pushed: the store has no push target (Options::push_to)".into(),
-            )),
-        }
+        self.pusher("wait_pushed")?.wait(timeout)
     }
 
     /// Keeps the remote checkpoints `ids` (this store's checkpoint ids,
     /// [`crate::store::IncrementalCheckpointMetadata::id`]) whatever the
-    /// retention count, from the next push on; `pinned: false` releases
-    /// them. Ids the remote store does not hold are ignored.
+    /// retention count, from the next push on (an id not pushed yet, from
+    /// its push); `pinned: false` releases them.
     pub fn pin_remote(&self, ids: &[uuid::Uuid], pinned: bool) -> Result<()> {
-        match &self.pusher {
-            Some(p) => {
-                p.pin(ids, pinned);
-                Ok(())
-            }
-            None => Err(Error::InvalidArgument(
-                "pin_remote: the store has no push target (Options::push_to)".into(),
-            )),
-        }
+        self.pusher("pin_remote")?.pin(ids, pinned);
+        Ok(())
     }
 
     /// Where pushes stand (`None` without a push target).
     pub fn push_progress(&self) -> Option<PushProgress> {
-        self.pusher.as_ref().map(Pusher::progress)
+        self.coordinator.pusher().map(Pusher::progress)
+    }
+
+    fn pusher(&self, what: &str) -> Result<&Pusher> {
+        self.coordinator.pusher().ok_or_else(|| {
+            Error::InvalidArgument(format!("{what}: the store has no push target (Options::push_to)"))
+        })
     }
 }
