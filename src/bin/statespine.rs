@@ -1,0 +1,319 @@
+//! `statespine`: the operator's tool (feature `cli`). Every command here is
+//! read-only: it opens files for reading only, takes no lock, replays and
+//! trims nothing, so it is safe beside a live store.
+//!
+//! ```text
+//! statespine checkpoints STORE [--json]
+//! statespine verify STORE|CHECKPOINT [--depth manifest|footers|blocks] [--json]
+//! statespine dump manifest CHECKPOINT [--json]
+//! ```
+//!
+//! Exit codes: 0 clean, 1 damage found (`verify`), 2 the path could not be
+//! read as a store or checkpoint (one line on stderr naming file and offset
+//! where the library's error does).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use statespine::checkpoint::{
+    CheckpointManifest, MANIFEST_NAME, OperatorCheckpoint, ValidationDepth, ValidationReport, read_file,
+    validate_checkpoint,
+};
+use statespine::io::{Fs, StdFs};
+
+#[derive(Parser)]
+#[command(
+    name = "statespine",
+    version,
+    about = "Look inside statespine stores (read-only)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The checkpoints a store retains, oldest first.
+    Checkpoints {
+        /// The store directory.
+        store: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validates every retained checkpoint of a store, or one checkpoint
+    /// directory. Exit code 0 clean, 1 damaged, 2 unreadable.
+    Verify {
+        /// A store directory or a checkpoint directory.
+        path: PathBuf,
+        /// How deep: the manifest and file sizes, plus run footers, or
+        /// every byte.
+        #[arg(long, value_enum, default_value = "footers")]
+        depth: Depth,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows a file's contents.
+    Dump {
+        #[command(subcommand)]
+        what: Dump,
+    },
+}
+
+#[derive(Subcommand)]
+enum Dump {
+    /// A checkpoint's MANIFEST, every field.
+    Manifest {
+        /// The checkpoint directory (or its MANIFEST file).
+        checkpoint: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Depth {
+    Manifest,
+    Footers,
+    Blocks,
+}
+
+impl From<Depth> for ValidationDepth {
+    fn from(d: Depth) -> Self {
+        match d {
+            Depth::Manifest => ValidationDepth::Manifest,
+            Depth::Footers => ValidationDepth::Footers,
+            Depth::Blocks => ValidationDepth::Blocks,
+        }
+    }
+}
+
+/// A failure that ends the command: its message and exit code.
+struct Failure(String, u8);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string(), 2)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let fs = StdFs::new();
+    let result = match cli.command {
+        Command::Checkpoints { store, json } => checkpoints(&fs, &store, json),
+        Command::Verify { path, depth, json } => verify(&fs, &path, depth.into(), json),
+        Command::Dump {
+            what: Dump::Manifest { checkpoint, json },
+        } => dump_manifest(&fs, &checkpoint, json),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure(message, code)) => {
+            eprintln!("statespine: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// The checkpoint directories of the store at `store`, oldest first by
+/// epoch; a directory that is not a store is an error.
+fn checkpoint_dirs(fs: &dyn Fs, store: &Path) -> Result<Vec<(PathBuf, Option<CheckpointManifest>)>, Failure> {
+    let dir = store.join("checkpoints");
+    if !fs.exists(&dir)? {
+        let what = format!(
+            "{}: not a statespine store (no checkpoints directory)",
+            store.display()
+        );
+        return Err(Failure(what, 2));
+    }
+    let mut out: Vec<(PathBuf, Option<CheckpointManifest>)> = Vec::new();
+    for name in fs.list(&dir)? {
+        if uuid::Uuid::parse_str(&name).is_err() {
+            continue; // `.tmp` and `.damaged` directories are not checkpoints.
+        }
+        let path = dir.join(&name);
+        let m = read_manifest(fs, &path).ok();
+        out.push((path, m));
+    }
+    out.sort_by_key(|(p, m)| (m.as_ref().map_or(u64::MAX, |m| m.epoch), p.clone()));
+    Ok(out)
+}
+
+/// The MANIFEST of checkpoint directory `dir`; an error names the file.
+fn read_manifest(fs: &dyn Fs, dir: &Path) -> statespine::Result<CheckpointManifest> {
+    let file = dir.join(MANIFEST_NAME);
+    CheckpointManifest::decode(&read_file(fs, &file)?, &file)
+}
+
+/// Bytes of the files in `dir`.
+fn dir_bytes(fs: &dyn Fs, dir: &Path) -> u64 {
+    let names = fs.list(dir).unwrap_or_default();
+    names
+        .iter()
+        .filter_map(|n| fs.open(&dir.join(n)).and_then(|f| f.size()).ok())
+        .sum()
+}
+
+fn summary(fs: &dyn Fs, dir: &Path, m: &CheckpointManifest) -> Value {
+    let runs: usize = m
+        .shards
+        .iter()
+        .flat_map(|s| &s.spines)
+        .map(|s| s.runs.len())
+        .sum();
+    json!({
+        "id": m.id.to_string(),
+        "epoch": m.epoch,
+        "wall_time_ms": m.wall_time_ms,
+        "bytes": dir_bytes(fs, dir),
+        "runs": runs,
+        "shard_cut_lsns": m.shards.iter().map(|s| s.cut_lsn).collect::<Vec<_>>(),
+        "source_offsets": m.source_offsets,
+    })
+}
+
+fn checkpoints(fs: &dyn Fs, store: &Path, as_json: bool) -> Result<u8, Failure> {
+    let dirs = checkpoint_dirs(fs, store)?;
+    let listed: Vec<Value> = dirs
+        .iter()
+        .map(|(dir, m)| match m {
+            Some(m) => summary(fs, dir, m),
+            None => json!({ "path": dir.display().to_string(), "error": "MANIFEST unreadable (statespine verify says why)" }),
+        })
+        .collect();
+    if as_json {
+        println!("{}", Value::Array(listed));
+        return Ok(0);
+    }
+    println!(
+        "{:<36}  {:>8}  {:>14}  {:>12}  {:>5}  source offsets",
+        "id", "epoch", "time (ms)", "bytes", "runs"
+    );
+    for v in &listed {
+        if let Some(e) = v.get("error") {
+            println!("{}  {e}", v["path"].as_str().unwrap_or("?"));
+            continue;
+        }
+        println!(
+            "{:<36}  {:>8}  {:>14}  {:>12}  {:>5}  {}",
+            v["id"].as_str().unwrap_or("?"),
+            v["epoch"],
+            v["wall_time_ms"],
+            v["bytes"],
+            v["runs"],
+            v["source_offsets"]
+        );
+    }
+    Ok(0)
+}
+
+fn report_json(r: &ValidationReport) -> Value {
+    json!({
+        "path": r.path.display().to_string(),
+        "depth": format!("{:?}", r.depth),
+        "epoch": r.manifest.as_ref().map(|m| m.epoch),
+        "runs_checked": r.runs_checked,
+        "valid": r.is_valid(),
+        "problems": r.problems.iter().map(|p| json!({ "kind": format!("{:?}", p.kind()), "error": p.to_string() })).collect::<Vec<_>>(),
+    })
+}
+
+fn verify(fs: &dyn Fs, path: &Path, depth: ValidationDepth, as_json: bool) -> Result<u8, Failure> {
+    let dirs: Vec<PathBuf> = if fs.exists(&path.join(MANIFEST_NAME))? {
+        vec![path.to_path_buf()]
+    } else {
+        checkpoint_dirs(fs, path)?.into_iter().map(|(p, _)| p).collect()
+    };
+    let reports: Vec<ValidationReport> = dirs.iter().map(|d| validate_checkpoint(fs, d, depth)).collect();
+    let damaged = reports.iter().filter(|r| !r.is_valid()).count();
+    if as_json {
+        let all: Vec<Value> = reports.iter().map(report_json).collect();
+        println!("{}", json!({ "checkpoints": all, "damaged": damaged }));
+    } else {
+        for r in &reports {
+            println!("{r}");
+        }
+        println!("{} checkpoint(s) checked, {damaged} damaged", reports.len());
+    }
+    Ok(u8::from(damaged > 0))
+}
+
+fn operator_json(op: &OperatorCheckpoint) -> Value {
+    match op {
+        OperatorCheckpoint::Inline(b) => json!({ "inline_bytes": b.len() }),
+        OperatorCheckpoint::File { file, len, crc32c } => {
+            json!({ "file": file, "len": len, "crc32c": crc32c })
+        }
+    }
+}
+
+fn manifest_json(m: &CheckpointManifest) -> Value {
+    let shards: Vec<Value> = m
+        .shards
+        .iter()
+        .map(|s| {
+            let spines: Vec<Value> = s
+                .spines
+                .iter()
+                .map(|sp| {
+                    let runs: Vec<Value> = sp
+                        .runs
+                        .iter()
+                        .map(|r| json!({ "file": r.file, "size": r.size, "crc32c": r.crc32c, "entries": r.entries }))
+                        .collect();
+                    json!({ "id": sp.id, "name": sp.name, "mode": format!("{:?}", sp.mode), "covered_lsn": sp.covered_lsn, "runs": runs })
+                })
+                .collect();
+            json!({ "shard": s.shard, "cut_lsn": s.cut_lsn, "replay_from": s.replay_from(), "next_spine_id": s.next_spine_id, "spines": spines })
+        })
+        .collect();
+    let connectors: serde_json::Map<String, Value> = m
+        .connectors
+        .iter()
+        .map(|(k, c)| {
+            (
+                k.clone(),
+                json!({ "state_bytes": c.state.len(), "prepared_transactions": c.prepared_transactions }),
+            )
+        })
+        .collect();
+    let operators: serde_json::Map<String, Value> = m
+        .operators
+        .iter()
+        .map(|(k, o)| (k.clone(), operator_json(o)))
+        .collect();
+    json!({
+        "id": m.id.to_string(),
+        "epoch": m.epoch,
+        "wall_time_ms": m.wall_time_ms,
+        "fingerprint_bytes": m.fingerprint.len(),
+        "runs_copied": m.runs_copied,
+        "source_offsets": m.source_offsets,
+        "shards": shards,
+        "connectors": connectors,
+        "operators": operators,
+    })
+}
+
+fn dump_manifest(fs: &dyn Fs, path: &Path, as_json: bool) -> Result<u8, Failure> {
+    let dir = if path.file_name().is_some_and(|n| n == MANIFEST_NAME) {
+        path.parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    } else {
+        path.to_path_buf()
+    };
+    let m = read_manifest(fs, &dir)?;
+    let v = manifest_json(&m);
+    if as_json {
+        println!("{v}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(0)
+}
