@@ -106,6 +106,21 @@ fn the_tool_lists_verifies_and_dumps_without_changing_a_byte() {
             .success()
     );
 
+    let out = tool(&["info", d, "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let info: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(info["epochs"], serde_json::json!([1, 2]));
+    assert_eq!(info["wal"].as_array().unwrap().len(), 2, "{info}");
+    let spines = info["spines"].as_array().unwrap();
+    assert_eq!(spines.len(), 2);
+    assert!(
+        spines
+            .iter()
+            .all(|s| s["name"] == "kv" && s["entries_in_runs"].as_u64().unwrap() >= 500)
+    );
+    assert!(info["lock_last_holder"].as_str().unwrap().starts_with("pid "));
+    assert!(tool(&["info", d]).status.success());
+
     assert!(image(&dir) == before, "a read-only command changed the store");
 }
 

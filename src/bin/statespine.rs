@@ -3,6 +3,7 @@
 //! trims nothing, so it is safe beside a live store.
 //!
 //! ```text
+//! statespine info STORE [--json]
 //! statespine checkpoints STORE [--json]
 //! statespine verify STORE|CHECKPOINT [--depth manifest|footers|blocks] [--json]
 //! statespine dump manifest CHECKPOINT [--json]
@@ -36,6 +37,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// What a store holds: its newest checkpoint's shards and spines (mode,
+    /// runs, entries, bytes), each shard's WAL, the checkpoints retained and
+    /// the lock's last holder.
+    Info {
+        /// The store directory.
+        store: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// The checkpoints a store retains, oldest first.
     Checkpoints {
         /// The store directory.
@@ -106,6 +117,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let fs = StdFs::new();
     let result = match cli.command {
+        Command::Info { store, json } => info(&fs, &store, json),
         Command::Checkpoints { store, json } => checkpoints(&fs, &store, json),
         Command::Verify { path, depth, json } => verify(&fs, &path, depth.into(), json),
         Command::Dump {
@@ -310,6 +322,62 @@ fn dump_manifest(fs: &dyn Fs, path: &Path, as_json: bool) -> Result<u8, Failure>
     };
     let m = read_manifest(fs, &dir)?;
     let v = manifest_json(&m);
+    if as_json {
+        println!("{v}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(0)
+}
+
+/// Each shard's WAL: segments, bytes and first LSN (from the names).
+fn wal_json(fs: &dyn Fs, store: &Path) -> Vec<Value> {
+    let shards = store.join("shards");
+    let mut names = fs.list(&shards).unwrap_or_default();
+    names.sort_by_key(|n| n.parse::<u32>().unwrap_or(u32::MAX));
+    names
+        .iter()
+        .filter_map(|n| {
+            let wal = shards.join(n).join("wal");
+            let segs = statespine::wal::format::list_segments(fs, &wal).ok()?;
+            let bytes: u64 = segs
+                .iter()
+                .filter_map(|(_, s)| fs.open(&wal.join(s)).and_then(|f| f.size()).ok())
+                .sum();
+            Some(json!({ "shard": n, "segments": segs.len(), "bytes": bytes, "first_lsn": segs.first().map(|s| s.0) }))
+        })
+        .collect()
+}
+
+fn spines_json(m: &CheckpointManifest) -> Vec<Value> {
+    let mut out = Vec::new();
+    for s in &m.shards {
+        for sp in &s.spines {
+            let bytes: u64 = sp.runs.iter().map(|r| r.size).sum();
+            let entries: u64 = sp.runs.iter().map(|r| r.entries).sum();
+            out.push(
+                json!({ "shard": s.shard, "name": sp.name, "mode": format!("{:?}", sp.mode),
+                "runs": sp.runs.len(), "entries_in_runs": entries, "bytes": bytes }),
+            );
+        }
+    }
+    out
+}
+
+fn info(fs: &dyn Fs, store: &Path, as_json: bool) -> Result<u8, Failure> {
+    let dirs = checkpoint_dirs(fs, store)?;
+    let newest = dirs.iter().rev().find_map(|(_, m)| m.as_ref());
+    let lock = std::fs::read_to_string(store.join("LOCK")).unwrap_or_default();
+    let v = json!({
+        "store": store.display().to_string(),
+        "checkpoints": dirs.len(),
+        "epochs": dirs.iter().filter_map(|(_, m)| m.as_ref().map(|m| m.epoch)).collect::<Vec<_>>(),
+        "newest_checkpoint": newest.map(|m| m.id.to_string()),
+        "source_offsets": newest.map(|m| m.source_offsets.clone()),
+        "spines": newest.map(spines_json).unwrap_or_default(),
+        "wal": wal_json(fs, store),
+        "lock_last_holder": lock.trim(),
+    });
     if as_json {
         println!("{v}");
     } else {
