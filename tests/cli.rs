@@ -121,6 +121,36 @@ fn the_tool_lists_verifies_and_dumps_without_changing_a_byte() {
     assert!(info["lock_last_holder"].as_str().unwrap().starts_with("pid "));
     assert!(tool(&["info", d]).status.success());
 
+    let run = std::fs::read_dir(&ck)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "run"))
+        .unwrap();
+    let out = tool(&["dump", "run", run.to_str().unwrap(), "--json", "--limit", "3"]);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["kind"], "Put");
+    assert!(lines[0]["value"].as_str().unwrap().contains('-'), "{}", lines[0]);
+    let wal = dir.join("shards/0/wal");
+    let seg = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let out = tool(&["dump", "wal", seg.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["shard"], 0);
+    assert_eq!(
+        last["records"].as_u64().unwrap() as usize,
+        text.lines().count() - 1
+    );
+
     assert!(image(&dir) == before, "a read-only command changed the store");
 }
 

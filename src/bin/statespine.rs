@@ -7,6 +7,8 @@
 //! statespine checkpoints STORE [--json]
 //! statespine verify STORE|CHECKPOINT [--depth manifest|footers|blocks] [--json]
 //! statespine dump manifest CHECKPOINT [--json]
+//! statespine dump run FILE [--limit N] [--json]
+//! statespine dump wal SEGMENT [--limit N] [--json]
 //! ```
 //!
 //! Exit codes: 0 clean, 1 damage found (`verify`), 2 the path could not be
@@ -85,6 +87,30 @@ enum Dump {
         #[arg(long)]
         json: bool,
     },
+    /// A run file's entries in key order (keys and values as UTF-8 where
+    /// they are, else hex), every block checked as it is read.
+    Run {
+        /// The run file.
+        file: PathBuf,
+        /// At most this many entries.
+        #[arg(long, default_value_t = u64::MAX)]
+        limit: u64,
+        /// Machine-readable output (one JSON object per line).
+        #[arg(long)]
+        json: bool,
+    },
+    /// A WAL segment's records: LSN, epoch, payload size, then how the
+    /// records end (clean, a torn tail, or damage in the middle).
+    Wal {
+        /// The segment file.
+        segment: PathBuf,
+        /// At most this many records.
+        #[arg(long, default_value_t = u64::MAX)]
+        limit: u64,
+        /// Machine-readable output (one JSON object per line).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -120,9 +146,11 @@ fn main() -> ExitCode {
         Command::Info { store, json } => info(&fs, &store, json),
         Command::Checkpoints { store, json } => checkpoints(&fs, &store, json),
         Command::Verify { path, depth, json } => verify(&fs, &path, depth.into(), json),
-        Command::Dump {
-            what: Dump::Manifest { checkpoint, json },
-        } => dump_manifest(&fs, &checkpoint, json),
+        Command::Dump { what } => match what {
+            Dump::Manifest { checkpoint, json } => dump_manifest(&fs, &checkpoint, json),
+            Dump::Run { file, limit, json } => dump_run(&fs, &file, limit, json),
+            Dump::Wal { segment, limit, json } => dump_wal(&fs, &segment, limit, json),
+        },
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -384,4 +412,71 @@ fn info(fs: &dyn Fs, store: &Path, as_json: bool) -> Result<u8, Failure> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     }
     Ok(0)
+}
+
+/// Bytes as text where they are UTF-8 without control characters, else hex.
+fn show(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(t) if !t.chars().any(char::is_control) => t.to_string(),
+        _ => format!("0x{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+    }
+}
+
+fn dump_run(fs: &dyn Fs, file: &Path, limit: u64, as_json: bool) -> Result<u8, Failure> {
+    let run = statespine::run::Run::open(fs, file)?;
+    if !as_json {
+        println!("{}: {:?}, {} entries", file.display(), run.mode(), run.len());
+    }
+    for e in run.iter().take(usize::try_from(limit).unwrap_or(usize::MAX)) {
+        let e = e?;
+        let kind = format!("{:?}", e.kind);
+        if as_json {
+            println!(
+                "{}",
+                json!({ "key": show(e.key), "value": show(e.value), "kind": kind })
+            );
+        } else {
+            println!("{}  {kind}  {}", show(e.key), show(e.value));
+        }
+    }
+    Ok(0)
+}
+
+fn dump_wal(fs: &dyn Fs, segment: &Path, limit: u64, as_json: bool) -> Result<u8, Failure> {
+    use statespine::wal::{format::SegmentHeader, segment::scan};
+    let f = fs.open(segment)?;
+    let bytes = f.map(f.size()?)?;
+    let h = SegmentHeader::decode(&bytes, segment)?;
+    let mut shown = 0u64;
+    let end = scan(&bytes, &h, |fr| {
+        if shown < limit {
+            shown += 1;
+            let v = json!({ "lsn": fr.lsn, "epoch": fr.epoch, "payload_bytes": fr.payload.len() });
+            if as_json {
+                println!("{v}");
+            } else {
+                println!("lsn {}  epoch {}  {} bytes", fr.lsn, fr.epoch, fr.payload.len());
+            }
+        }
+    });
+    let tail = format!("{:?}", end.tail);
+    if as_json {
+        println!(
+            "{}",
+            json!({ "shard": h.shard_id, "first_lsn": h.first_lsn, "records": end.records, "end": end.end, "tail": tail })
+        );
+    } else {
+        println!(
+            "{}: shard {}, first LSN {}, {} records ending at byte {}: {tail}",
+            segment.display(),
+            h.shard_id,
+            h.first_lsn,
+            end.records,
+            end.end
+        );
+    }
+    Ok(u8::from(!matches!(
+        end.tail,
+        statespine::wal::segment::Tail::Clean | statespine::wal::segment::Tail::Torn { .. }
+    )))
 }
