@@ -151,6 +151,23 @@ fn the_tool_lists_verifies_and_dumps_without_changing_a_byte() {
         text.lines().count() - 1
     );
 
+    let older = dir.join("checkpoints").join(listed[0]["id"].as_str().unwrap());
+    let out = tool(&["diff", older.to_str().unwrap(), ck.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let diff: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let runs = |what: &str| diff[what]["runs"].as_u64().unwrap();
+    assert!(runs("added") > 0, "{diff}");
+    assert_eq!(
+        runs("shared") + runs("added"),
+        listed[1]["runs"].as_u64().unwrap(),
+        "{diff}"
+    );
+    assert_eq!(
+        runs("shared") + runs("removed"),
+        listed[0]["runs"].as_u64().unwrap(),
+        "{diff}"
+    );
+
     assert!(image(&dir) == before, "a read-only command changed the store");
 }
 

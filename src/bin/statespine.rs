@@ -6,6 +6,7 @@
 //! statespine info STORE [--json]
 //! statespine checkpoints STORE [--json]
 //! statespine verify STORE|CHECKPOINT [--depth manifest|footers|blocks] [--json]
+//! statespine diff CHECKPOINT CHECKPOINT [--json]
 //! statespine dump manifest CHECKPOINT [--json]
 //! statespine dump run FILE [--limit N] [--json]
 //! statespine dump wal SEGMENT [--limit N] [--json]
@@ -15,6 +16,7 @@
 //! read as a store or checkpoint (one line on stderr naming file and offset
 //! where the library's error does).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -66,6 +68,17 @@ enum Command {
         /// every byte.
         #[arg(long, value_enum, default_value = "footers")]
         depth: Depth,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Two checkpoints' runs: shared, added and removed, with their bytes
+    /// (what an incremental checkpoint or push of the second wrote new).
+    Diff {
+        /// The older checkpoint directory.
+        from: PathBuf,
+        /// The newer checkpoint directory.
+        to: PathBuf,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -146,6 +159,7 @@ fn main() -> ExitCode {
         Command::Info { store, json } => info(&fs, &store, json),
         Command::Checkpoints { store, json } => checkpoints(&fs, &store, json),
         Command::Verify { path, depth, json } => verify(&fs, &path, depth.into(), json),
+        Command::Diff { from, to, json } => diff(&fs, &from, &to, json),
         Command::Dump { what } => match what {
             Dump::Manifest { checkpoint, json } => dump_manifest(&fs, &checkpoint, json),
             Dump::Run { file, limit, json } => dump_run(&fs, &file, limit, json),
@@ -479,4 +493,43 @@ fn dump_wal(fs: &dyn Fs, segment: &Path, limit: u64, as_json: bool) -> Result<u8
         end.tail,
         statespine::wal::segment::Tail::Clean | statespine::wal::segment::Tail::Torn { .. }
     )))
+}
+
+/// A checkpoint's runs by their name in its directory, with their sizes.
+fn run_files(m: &CheckpointManifest) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for s in &m.shards {
+        for sp in &s.spines {
+            for r in &sp.runs {
+                let name = statespine::checkpoint::checkpoint_run_name(s.shard, sp.id, &r.file);
+                out.insert(name, r.size);
+            }
+        }
+    }
+    out
+}
+
+fn diff(fs: &dyn Fs, from: &Path, to: &Path, as_json: bool) -> Result<u8, Failure> {
+    let (a, b) = (read_manifest(fs, from)?, read_manifest(fs, to)?);
+    let (ra, rb) = (run_files(&a), run_files(&b));
+    let side = |names: Vec<(&String, &u64)>| {
+        json!({ "runs": names.len(), "bytes": names.iter().map(|(_, s)| **s).sum::<u64>(),
+            "names": names.iter().map(|(n, _)| (*n).clone()).collect::<Vec<_>>() })
+    };
+    let v = json!({
+        "from": { "id": a.id.to_string(), "epoch": a.epoch },
+        "to": { "id": b.id.to_string(), "epoch": b.epoch },
+        "shared": side(rb.iter().filter(|(n, _)| ra.contains_key(*n)).collect()),
+        "added": side(rb.iter().filter(|(n, _)| !ra.contains_key(*n)).collect()),
+        "removed": side(ra.iter().filter(|(n, _)| !rb.contains_key(*n)).collect()),
+    });
+    if as_json {
+        println!("{v}");
+    } else {
+        println!("epoch {} -> epoch {}", a.epoch, b.epoch);
+        for what in ["shared", "added", "removed"] {
+            println!("{what:>8}: {} runs, {} bytes", v[what]["runs"], v[what]["bytes"]);
+        }
+    }
+    Ok(0)
 }
