@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! statespine info STORE [--json]
-//! statespine checkpoints STORE [--json]
+//! statespine checkpoints STORE|URL [--json]
+//! statespine restore URL STORE --shards N        (feature `remote`; writes STORE)
 //! statespine verify STORE|CHECKPOINT [--depth manifest|footers|blocks] [--json]
 //! statespine diff CHECKPOINT CHECKPOINT [--json]
 //! statespine dump manifest CHECKPOINT [--json]
@@ -51,9 +52,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The checkpoints a store retains, oldest first.
+    /// The checkpoints a store retains, oldest first; given a bucket URL
+    /// (feature `remote`), those its newest manifest retains.
     Checkpoints {
-        /// The store directory.
+        /// The store directory, or a remote store's URL (`s3://...`).
         store: PathBuf,
         /// Machine-readable output.
         #[arg(long)]
@@ -82,6 +84,20 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// Restores the newest remote checkpoint into an empty store
+    /// directory (it writes: the only command that does), then checks it
+    /// at blocks depth.
+    #[cfg(feature = "remote")]
+    Restore {
+        /// The remote store's URL (configured from the AWS_*, GOOGLE_*,
+        /// AZURE_* variables).
+        url: String,
+        /// The empty (or missing) store directory.
+        store: PathBuf,
+        /// The store's number of shards.
+        #[arg(long)]
+        shards: u32,
     },
     /// Shows a file's contents.
     Dump {
@@ -157,7 +173,12 @@ fn main() -> ExitCode {
     let fs = StdFs::new();
     let result = match cli.command {
         Command::Info { store, json } => info(&fs, &store, json),
-        Command::Checkpoints { store, json } => checkpoints(&fs, &store, json),
+        Command::Checkpoints { store, json } => match store.to_str().filter(|s| s.contains("://")) {
+            Some(url) => remote::checkpoints(url, json),
+            None => checkpoints(&fs, &store, json),
+        },
+        #[cfg(feature = "remote")]
+        Command::Restore { url, store, shards } => remote::restore(&fs, &url, &store, shards),
         Command::Verify { path, depth, json } => verify(&fs, &path, depth.into(), json),
         Command::Diff { from, to, json } => diff(&fs, &from, &to, json),
         Command::Dump { what } => match what {
@@ -532,4 +553,100 @@ fn diff(fs: &dyn Fs, from: &Path, to: &Path, as_json: bool) -> Result<u8, Failur
         }
     }
     Ok(0)
+}
+
+/// The commands on a bucket URL (feature `remote`).
+#[cfg(feature = "remote")]
+mod remote {
+    use std::path::Path;
+
+    use serde_json::{Value, json};
+    use statespine::io::Fs;
+    use statespine::remote::{Remote, newest_manifest};
+    use statespine::store::Options;
+
+    use super::Failure;
+
+    pub(super) fn checkpoints(url: &str, as_json: bool) -> Result<u8, Failure> {
+        let remote = Remote::from_url(url)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (m, top) = rt.block_on(newest_manifest(&remote))?;
+        let Some(m) = m else {
+            return Err(Failure(format!("{url}: no remote checkpoint (no manifest)"), 2));
+        };
+        let listed: Vec<Value> = m
+            .checkpoints
+            .iter()
+            .map(|c| {
+                json!({ "id": c.id.to_string(), "epoch": c.epoch, "wall_time_ms": c.wall_time_ms,
+                    "bytes": c.bytes(), "objects": c.objects.len(), "pinned": c.pinned })
+            })
+            .collect();
+        if as_json {
+            println!(
+                "{}",
+                json!({ "manifest_seq": m.seq, "top_seq": top, "writer_epoch": m.writer_epoch, "checkpoints": listed })
+            );
+            return Ok(0);
+        }
+        println!(
+            "{url}: manifest {} (of {top}) by writer epoch {}",
+            m.seq, m.writer_epoch
+        );
+        for c in &listed {
+            println!(
+                "{}  epoch {:>8}  {:>12} bytes  {:>5} objects{}",
+                c["id"].as_str().unwrap_or("?"),
+                c["epoch"],
+                c["bytes"],
+                c["objects"],
+                if c["pinned"] == true { "  pinned" } else { "" }
+            );
+        }
+        Ok(0)
+    }
+
+    pub(super) fn restore(fs: &dyn Fs, url: &str, store: &Path, shards: u32) -> Result<u8, Failure> {
+        if fs.exists(&store.join("checkpoints"))? || fs.exists(&store.join("shards"))? {
+            let what = format!(
+                "{}: holds a store already; restore needs an empty directory",
+                store.display()
+            );
+            return Err(Failure(what, 2));
+        }
+        let remote = Remote::from_url(url)?;
+        let state = Options::new(store)
+            .shards(shards)
+            .restore_from(remote)
+            .recover()?;
+        let r = state
+            .restored
+            .clone()
+            .ok_or_else(|| Failure(format!("{url}: no remote checkpoint"), 2))?;
+        println!(
+            "restored checkpoint {} of epoch {} ({} objects, {} bytes) into {}; recovered epoch {}",
+            r.checkpoint,
+            r.epoch,
+            r.objects,
+            r.bytes,
+            store.display(),
+            state.epoch
+        );
+        drop(state);
+        super::verify(fs, store, statespine::checkpoint::ValidationDepth::Blocks, false)
+    }
+}
+
+#[cfg(not(feature = "remote"))]
+mod remote {
+    use super::Failure;
+
+    pub(super) fn checkpoints(url: &str, _: bool) -> Result<u8, Failure> {
+        Err(Failure(
+            format!("{url}: bucket URLs need the remote feature (--features cli,remote)"),
+            2,
+        ))
+    }
 }
