@@ -168,6 +168,15 @@ fn the_tool_lists_verifies_and_dumps_without_changing_a_byte() {
         "{diff}"
     );
 
+    for shell in ["bash", "zsh", "fish"] {
+        let out = tool(&["completions", shell]);
+        assert!(out.status.success() && stdout(&out).contains("verify"), "{shell}");
+    }
+    let help = stdout(&tool(&["--help"]));
+    for cmd in ["info", "checkpoints", "verify", "diff", "dump"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+
     assert!(image(&dir) == before, "a read-only command changed the store");
 }
 

@@ -99,6 +99,12 @@ enum Command {
         #[arg(long)]
         shards: u32,
     },
+    /// Prints a shell's completion script (`statespine completions bash >
+    /// /etc/bash_completion.d/statespine`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Shows a file's contents.
     Dump {
         #[command(subcommand)]
@@ -181,6 +187,11 @@ fn main() -> ExitCode {
         Command::Restore { url, store, shards } => remote::restore(&fs, &url, &store, shards),
         Command::Verify { path, depth, json } => verify(&fs, &path, depth.into(), json),
         Command::Diff { from, to, json } => diff(&fs, &from, &to, json),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "statespine", &mut std::io::stdout());
+            Ok(0)
+        }
         Command::Dump { what } => match what {
             Dump::Manifest { checkpoint, json } => dump_manifest(&fs, &checkpoint, json),
             Dump::Run { file, limit, json } => dump_run(&fs, &file, limit, json),
