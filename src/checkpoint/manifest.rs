@@ -180,16 +180,7 @@ impl CheckpointManifest {
         }
         put_metadata(&mut b, &self.source_offsets, &self.connectors, &self.operators);
         let flags = if self.runs_copied { FLAG_RUNS_COPIED } else { 0 };
-        let mut out = Vec::with_capacity(MANIFEST_HEADER_LEN + b.len());
-        out.extend_from_slice(&MANIFEST_MAGIC);
-        put_u32(&mut out, MANIFEST_VERSION);
-        put_u32(&mut out, flags);
-        put_u64(&mut out, b.len() as u64);
-        put_u32(&mut out, crc32c::crc32c(&b));
-        let header_crc = crc32c::crc32c(&out);
-        put_u32(&mut out, header_crc);
-        out.extend_from_slice(&b);
-        out
+        with_header(&MANIFEST_MAGIC, MANIFEST_VERSION, flags, &b)
     }
 
     /// Parses a manifest read from `path` (named in errors).
@@ -295,6 +286,22 @@ pub(super) fn put_offsets(b: &mut Vec<u8>, source_offsets: &BTreeMap<String, u64
         put_bytes(b, name.as_bytes());
         put_u64(b, *off);
     }
+}
+
+/// `body` behind the 32-byte header both manifest formats share
+/// (`format/manifest.md`, "Header"): magic, version, flags, the body's
+/// length and crc32c, then the crc32c of the header's first 28 bytes.
+pub(crate) fn with_header(magic: &[u8; 8], version: u32, flags: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MANIFEST_HEADER_LEN + body.len());
+    out.extend_from_slice(magic);
+    put_u32(&mut out, version);
+    put_u32(&mut out, flags);
+    put_u64(&mut out, body.len() as u64);
+    put_u32(&mut out, crc32c::crc32c(body));
+    let header_crc = crc32c::crc32c(&out);
+    put_u32(&mut out, header_crc);
+    out.extend_from_slice(body);
+    out
 }
 
 pub(crate) fn put_u32(b: &mut Vec<u8>, v: u32) {

@@ -33,6 +33,6 @@ pub use manifest::{
 };
 // The remote tier's manifest uses the same bounds-checked encoding.
 #[cfg(feature = "remote")]
-pub(crate) use manifest::{Reader, put_bytes, put_u32, put_u64};
+pub(crate) use manifest::{Reader, put_bytes, put_u32, put_u64, with_header};
 pub(crate) use validate::validate_keeping_runs;
 pub use validate::{ValidationDepth, ValidationReport, validate_checkpoint};

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use uuid::Uuid;
 
-use crate::checkpoint::{MANIFEST_NAME, Reader, put_bytes, put_u32, put_u64};
+use crate::checkpoint::{MANIFEST_NAME, Reader, put_bytes, put_u32, put_u64, with_header};
 use crate::io::header::{FeatureBits, HeaderSpec, check_header, crc_matches, le_u32, le_u64};
 use crate::wal::format::parse_segment_name;
 use crate::{Error, Result};
@@ -156,16 +156,7 @@ impl RemoteManifest {
                 put_u32(&mut b, o.crc32c);
             }
         }
-        let mut out = Vec::with_capacity(REMOTE_HEADER_LEN + b.len());
-        out.extend_from_slice(&REMOTE_MAGIC);
-        put_u32(&mut out, REMOTE_VERSION);
-        put_u32(&mut out, 0);
-        put_u64(&mut out, b.len() as u64);
-        put_u32(&mut out, crc32c::crc32c(&b));
-        let header_crc = crc32c::crc32c(&out);
-        put_u32(&mut out, header_crc);
-        out.extend_from_slice(&b);
-        out
+        with_header(&REMOTE_MAGIC, REMOTE_VERSION, 0, &b)
     }
 
     /// Parses a manifest read from the object named `name` (in errors).
