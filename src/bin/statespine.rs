@@ -441,7 +441,8 @@ fn spines_json(m: &CheckpointManifest) -> Vec<Value> {
 fn info(fs: &dyn Fs, store: &Path, as_json: bool) -> Result<u8, Failure> {
     let dirs = checkpoint_dirs(fs, store)?;
     let newest = dirs.iter().rev().find_map(|(_, m)| m.as_ref());
-    let lock = std::fs::read_to_string(store.join("LOCK")).unwrap_or_default();
+    let lock = read_file(fs, &store.join("LOCK")).unwrap_or_default();
+    let lock = String::from_utf8_lossy(&lock);
     let v = json!({
         "store": store.display().to_string(),
         "checkpoints": dirs.len(),
