@@ -388,6 +388,13 @@ fn a_new_owner_fences_the_old_one_for_good() {
     restore_and_check(&remote, None, &mb, 2);
 }
 
+/// [`options`] with every run in the checkpoint that cuts it, however young:
+/// each push of the same writes then makes the same requests, whatever the
+/// machine's load.
+fn steady(fs: &Arc<MemFs>) -> Options {
+    options(fs).young_run_age(Duration::ZERO)
+}
+
 /// A push fails at each of its requests in turn: the previous remote
 /// checkpoint stays the newest valid one (or the new one, if only a
 /// request after its manifest failed), and the next push succeeds.
@@ -397,7 +404,7 @@ fn a_push_failing_at_any_request_leaves_a_whole_remote_store() {
     let requests = {
         let bucket = Arc::new(Faulty::default());
         let fs = Arc::new(MemFs::new());
-        let mut store = options(&fs).push_to(remote_on(&bucket)).open().unwrap();
+        let mut store = steady(&fs).push_to(remote_on(&bucket)).open().unwrap();
         let mut shards = store.take_shards();
         checkpoint(&mut store, &mut shards, 1, 800).unwrap();
         store.wait_pushed(WAIT).unwrap();
@@ -412,7 +419,7 @@ fn a_push_failing_at_any_request_leaves_a_whole_remote_store() {
         let bucket = Arc::new(Faulty::default());
         let remote = remote_on(&bucket);
         let fs = Arc::new(MemFs::new());
-        let mut store = options(&fs).push_to(remote.clone()).open().unwrap();
+        let mut store = steady(&fs).push_to(remote.clone()).open().unwrap();
         let mut shards = store.take_shards();
         checkpoint(&mut store, &mut shards, 1, 800).unwrap();
         store.wait_pushed(WAIT).unwrap();
