@@ -283,7 +283,7 @@ fn a_restore_on_another_machine_equals_the_pushed_checkpoint() {
     let bucket = Arc::new(Faulty::default());
     let remote = remote_on(&bucket);
     let fs = Arc::new(MemFs::new());
-    let mut store = options(&fs).push_to(remote.clone()).open().unwrap();
+    let mut store = steady(&fs).push_to(remote.clone()).open().unwrap();
     let mut shards = store.take_shards();
     let m1 = checkpoint_flushed(&mut store, &mut shards, 1, 3000).unwrap();
     let first = store.wait_pushed(WAIT).unwrap().unwrap();
@@ -455,7 +455,7 @@ fn a_damaged_remote_object_sends_the_restore_to_the_checkpoint_before() {
         let bucket = Arc::new(Faulty::default());
         let remote = remote_on(&bucket);
         let fs = Arc::new(MemFs::new());
-        let mut store = options(&fs).push_to(remote.clone()).open().unwrap();
+        let mut store = steady(&fs).push_to(remote.clone()).open().unwrap();
         let mut shards = store.take_shards();
         let m1 = checkpoint_flushed(&mut store, &mut shards, 1, 800).unwrap();
         store.wait_pushed(WAIT).unwrap();
