@@ -23,9 +23,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
+use std::sync::Arc;
+
 use statespine::checkpoint::{
-    CheckpointManifest, MANIFEST_NAME, OperatorCheckpoint, ValidationDepth, ValidationReport, read_file,
-    validate_checkpoint,
+    CheckpointManifest, CheckpointStore, FileSystemCheckpointStore, MANIFEST_NAME, OperatorCheckpoint,
+    ValidationDepth, ValidationReport, read_file, validate_checkpoint,
 };
 use statespine::io::{Fs, StdFs};
 
@@ -218,14 +220,12 @@ fn checkpoint_dirs(fs: &dyn Fs, store: &Path) -> Result<Vec<(PathBuf, Option<Che
         );
         return Err(Failure(what, 2));
     }
+    // The directory exists: opening it as the checkpoint store creates
+    // nothing, and lists only checkpoints (no `.tmp` or `.damaged` ones).
+    let checkpoints = FileSystemCheckpointStore::new(Arc::new(StdFs::new()), &dir)?;
     let mut out: Vec<(PathBuf, Option<CheckpointManifest>)> = Vec::new();
-    for name in fs.list(&dir)? {
-        if uuid::Uuid::parse_str(&name).is_err() {
-            continue; // `.tmp` and `.damaged` directories are not checkpoints.
-        }
-        let path = dir.join(&name);
-        let m = read_manifest(fs, &path).ok();
-        out.push((path, m));
+    for id in checkpoints.list()? {
+        out.push((checkpoints.checkpoint_dir(id), checkpoints.load_manifest(id).ok()));
     }
     out.sort_by_key(|(p, m)| (m.as_ref().map_or(u64::MAX, |m| m.epoch), p.clone()));
     Ok(out)

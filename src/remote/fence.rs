@@ -113,8 +113,8 @@ fn now_ms() -> u64 {
 
 /// What a conditional create of a manifest came to.
 enum Created {
-    /// This write made it.
-    Ours,
+    /// This write made it, of this many bytes.
+    Ours(u64),
     /// Another write made the object first: here it is (`None` if it does
     /// not read back whole).
     Theirs(Option<RemoteManifest>),
@@ -126,9 +126,14 @@ async fn create(remote: &Remote, m: &RemoteManifest) -> Result<Created> {
         mode: PutMode::Create,
         ..PutOptions::default()
     };
-    let payload = PutPayload::from(m.encode());
-    match remote.store.put_opts(&remote.path(&key), payload, opts).await {
-        Ok(_) => Ok(Created::Ours),
+    let bytes = m.encode();
+    let len = bytes.len() as u64;
+    match remote
+        .store
+        .put_opts(&remote.path(&key), PutPayload::from(bytes), opts)
+        .await
+    {
+        Ok(_) => Ok(Created::Ours(len)),
         Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
             let there = match read_manifest(remote, m.seq).await {
                 Ok(there) => there,
@@ -138,7 +143,7 @@ async fn create(remote: &Remote, m: &RemoteManifest) -> Result<Created> {
             // A create retried after its response was lost finds its own
             // write: the tag says so.
             match there {
-                Some(t) if t.writer_tag == m.writer_tag => Ok(Created::Ours),
+                Some(t) if t.writer_tag == m.writer_tag => Ok(Created::Ours(len)),
                 there => Ok(Created::Theirs(there)),
             }
         }
@@ -152,6 +157,8 @@ async fn create(remote: &Remote, m: &RemoteManifest) -> Result<Created> {
 pub struct Writer {
     remote: Remote,
     last: RemoteManifest,
+    /// Bytes of `last`.
+    last_bytes: u64,
     /// A create whose outcome is unknown (its request failed): it may have
     /// landed, so the next commit settles it before taking a number.
     pending: Option<RemoteManifest>,
@@ -182,10 +189,11 @@ impl Writer {
                     .map(|n| n.checkpoints.into_iter().filter(|c| keep(c)).collect())
                     .unwrap_or_default(),
             };
-            if let Created::Ours = create(&remote, &m).await? {
+            if let Created::Ours(last_bytes) = create(&remote, &m).await? {
                 return Ok(Writer {
                     remote,
                     last: m,
+                    last_bytes,
                     pending: None,
                     fenced_by: None,
                 });
@@ -205,6 +213,11 @@ impl Writer {
     /// The last manifest this writer wrote (or claimed with).
     pub fn manifest(&self) -> &RemoteManifest {
         &self.last
+    }
+
+    /// Bytes of [`Writer::manifest`] as written.
+    pub fn manifest_bytes(&self) -> u64 {
+        self.last_bytes
     }
 
     /// The remote store.
@@ -247,9 +260,10 @@ impl Writer {
     /// Creates `m`, the manifest after this writer's last.
     async fn settle(&mut self, m: RemoteManifest) -> Result<()> {
         match create(&self.remote, &m).await {
-            Ok(Created::Ours) => {
+            Ok(Created::Ours(len)) => {
                 let seq = m.seq;
                 self.last = m;
+                self.last_bytes = len;
                 // A newer writer's manifests make ours dead on arrival,
                 // even where garbage collection deleted the number we took.
                 match newer_than(&self.remote, seq).await? {

@@ -235,6 +235,7 @@ fn checkpoint(r: &mut Reader<'_>) -> Result<RemoteCheckpoint> {
     };
     let n = r.count("object count", 1 + 4 + 4 + 8 + 4)?;
     let mut objects = Vec::with_capacity(n);
+    let mut places = std::collections::HashSet::with_capacity(n);
     for _ in 0..n {
         let at = r.at;
         let kind_byte = r.u8("object kind")?;
@@ -244,7 +245,7 @@ fn checkpoint(r: &mut Reader<'_>) -> Result<RemoteCheckpoint> {
         let crc32c = r.u32("object crc32c")?;
         let kind = ObjectKind::from_byte(kind_byte).filter(|k| local_path_ok(*k, id, &local));
         // Two objects in one place would be written over each other.
-        let twice = objects.iter().any(|o: &RemoteObject| o.local == local);
+        let twice = !places.insert(local.clone());
         let Some(kind) = kind.filter(|_| key_ok(&key) && !twice) else {
             r.at = at;
             let found = format!("kind {kind_byte}, local {local:?}, key {key:?}");

@@ -216,6 +216,17 @@ impl Settings {
     }
 }
 
+/// Runs `f` on a thread of its own and waits for it: a blocking remote
+/// call made there drives its own runtime, so the caller may be async code
+/// (a runtime cannot be started inside another).
+pub(crate) fn off_the_caller<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(f).join().unwrap_or(Err(Error::Panicked {
+            thread: "a remote store's call",
+        }))
+    })
+}
+
 /// The single-threaded runtime a store's remote work runs on (its own
 /// thread's, never the caller's).
 pub(crate) fn runtime(remote: &Remote) -> Result<tokio::runtime::Runtime> {

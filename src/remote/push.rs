@@ -163,12 +163,12 @@ impl Pusher {
         }
     }
 
-    /// Hands committed checkpoint `id` to the pusher: opens its files now,
-    /// before a later commit can retire them. A failure to open them is
-    /// the push's failure, reported by [`Pusher::wait`], never the
-    /// checkpoint's (it committed).
-    pub(crate) fn offer(&self, id: Uuid) {
-        let snap = Snapshot::take(self.fs.as_ref(), &self.layout, id);
+    /// Hands the checkpoint `manifest` just committed to the pusher: opens
+    /// its files now, before a later commit can retire them. A failure to
+    /// open them is the push's failure, reported by [`Pusher::wait`], never
+    /// the checkpoint's (it committed).
+    pub(crate) fn offer(&self, manifest: &crate::checkpoint::CheckpointManifest) {
+        let snap = Snapshot::take(self.fs.as_ref(), &self.layout, manifest);
         let mut st = self.shared.lock();
         st.progress.offered += 1;
         match snap {

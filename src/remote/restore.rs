@@ -72,13 +72,7 @@ pub(crate) fn restore(
     epoch: Option<u64>,
     cache: Option<&Path>,
 ) -> Result<Option<RestoreReport>> {
-    std::thread::scope(|s| {
-        s.spawn(|| restore_here(fs, layout, remote, epoch, cache))
-            .join()
-            .unwrap_or(Err(Error::Panicked {
-                thread: "a restore thread",
-            }))
-    })
+    super::off_the_caller(|| restore_here(fs, layout, remote, epoch, cache))
 }
 
 fn restore_here(
@@ -230,8 +224,12 @@ async fn download(
 ) -> Result<(u64, usize)> {
     let tmp = layout.checkpoints().join(format!("{}{TMP_DIR_SUFFIX}", c.id));
     let mut dirs = vec![tmp.clone()];
-    for o in &c.objects {
-        let at = staging(layout, c.id, &o.local);
+    let places: Vec<(&RemoteObject, PathBuf)> = c
+        .objects
+        .iter()
+        .map(|o| (o, staging(layout, c.id, &o.local)))
+        .collect();
+    for (o, at) in &places {
         let in_ck = o.local.starts_with(&format!("checkpoints/{}/", c.id));
         // Decoding allowed only these shapes; a checkpoint file of another
         // checkpoint would be a manifest bug.
@@ -240,7 +238,7 @@ async fn download(
             "remote object {} outside its checkpoint",
             o.local
         );
-        let parent = crate::io::parent_dir(&at);
+        let parent = crate::io::parent_dir(at);
         if !dirs.contains(&parent) {
             dirs.push(parent);
         }
@@ -250,8 +248,7 @@ async fn download(
     }
     let mut from_cache = 0;
     let mut todo = Vec::new();
-    for o in &c.objects {
-        let to = staging(layout, c.id, &o.local);
+    for (o, to) in places {
         match cache {
             Some(cache) if from_cached(fs, cache, o, &to)? => from_cache += 1,
             _ => todo.push((o, to)),

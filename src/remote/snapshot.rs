@@ -10,10 +10,8 @@
 
 use std::path::Path;
 
-use uuid::Uuid;
-
 use super::ObjectKind;
-use crate::checkpoint::{CheckpointManifest, Layout, MANIFEST_NAME, read_file};
+use crate::checkpoint::{CheckpointManifest, Layout, MANIFEST_NAME};
 use crate::io::{Fs, ReadableFile};
 use crate::wal::format::list_segments;
 use crate::{Error, Result};
@@ -37,13 +35,14 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Opens every file checkpoint `id` of the store at `layout` needs: its
-    /// directory's files, and per shard the WAL segments that hold records
-    /// from its replay point to its cut. Called right after the commit,
+    /// Opens every file the checkpoint `manifest` of the store at `layout`
+    /// needs: its directory's files, and per shard the WAL segments that
+    /// hold records from its replay point to its cut. Called by the commit,
     /// before a later one can retire any of them.
-    pub(crate) fn take(fs: &dyn Fs, layout: &Layout, id: Uuid) -> Result<Snapshot> {
+    pub(crate) fn take(fs: &dyn Fs, layout: &Layout, manifest: &CheckpointManifest) -> Result<Snapshot> {
+        let id = manifest.id;
         let dir = layout.checkpoints().join(id.to_string());
-        let manifest = CheckpointManifest::decode(&read_file(fs, &dir.join(MANIFEST_NAME))?, &dir)?;
+        let manifest = manifest.clone();
         let runs: std::collections::HashSet<&str> = manifest
             .shards
             .iter()

@@ -80,13 +80,7 @@ impl Standby {
     /// its own, so it may be called from async code.
     pub fn pull(&mut self) -> Result<Option<PullReport>> {
         let this = &*self;
-        std::thread::scope(|s| {
-            s.spawn(|| this.pull_here())
-                .join()
-                .unwrap_or(Err(Error::Panicked {
-                    thread: "a standby's pull",
-                }))
-        })
+        super::off_the_caller(|| this.pull_here())
     }
 
     fn pull_here(&self) -> Result<Option<PullReport>> {
@@ -118,7 +112,7 @@ impl Standby {
                 .map(|o| async move {
                     let at = cached(cache, &o.key);
                     crate::io::create_dir_all_durable(fs, &crate::io::parent_dir(&at))?;
-                    let part = at.with_extension(format!("{}{PART_SUFFIX}", ext(&at)));
+                    let part = PathBuf::from(format!("{}{PART_SUFFIX}", at.display()));
                     if fs.exists(&part)? {
                         fs.remove_file(&part)?;
                     }
@@ -143,12 +137,6 @@ impl Standby {
         report.duration = started.elapsed();
         Ok(Some(report))
     }
-}
-
-fn ext(p: &Path) -> String {
-    p.extension()
-        .map(|e| e.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 /// Deletes every file under `dir` not in `keep` (unfinished downloads

@@ -55,8 +55,8 @@ impl AsRef<[u8]> for Owned {
 #[derive(Debug, Default)]
 pub(crate) struct Known {
     runs: HashMap<String, RemoteObject>,
-    /// By `(shard, first LSN)`.
-    wal: BTreeMap<(u32, u64), RemoteObject>,
+    /// By `(shard, first LSN)`, with the last LSN.
+    wal: BTreeMap<(u32, u64), (u64, RemoteObject)>,
 }
 
 impl Known {
@@ -69,7 +69,7 @@ impl Known {
             .map(|o| o.key.as_str())
             .collect();
         self.runs.retain(|_, o| referenced.contains(o.key.as_str()));
-        self.wal.retain(|_, o| referenced.contains(o.key.as_str()));
+        self.wal.retain(|_, (_, o)| referenced.contains(o.key.as_str()));
         // Another writer's runs may share a name with this one's without
         // sharing its bytes: only its own are added.
         let own = format!("w{writer:020}/");
@@ -80,11 +80,11 @@ impl Known {
         }
     }
 
-    /// The part of shard `shard`'s WAL holding record `lsn`, if known.
-    fn wal_part(&self, shard: u32, lsn: u64) -> Option<&RemoteObject> {
-        let (_, o) = self.wal.range(..=(shard, lsn)).next_back()?;
-        let (_, s, _, last) = parse_wal_key(&o.key)?;
-        (s == shard && lsn <= last).then_some(o)
+    /// The part of shard `shard`'s WAL holding record `lsn`, if known, and
+    /// its last LSN.
+    fn wal_part(&self, shard: u32, lsn: u64) -> Option<(&RemoteObject, u64)> {
+        let (&(s, _), (last, o)) = self.wal.range(..=(shard, lsn)).next_back()?;
+        (s == shard && lsn <= *last).then_some((o, *last))
     }
 
     /// Adds `o` (of this writer, or a run of a checkpoint that is also
@@ -95,8 +95,8 @@ impl Known {
                 self.runs.insert(file_name(&o.local).to_string(), o);
             }
             ObjectKind::Wal => {
-                if let Some((_, shard, first, _)) = parse_wal_key(&o.key) {
-                    self.wal.insert((shard, first), o);
+                if let Some((_, shard, first, last)) = parse_wal_key(&o.key) {
+                    self.wal.insert((shard, first), (last, o));
                 }
             }
             _ => {}
@@ -144,11 +144,8 @@ fn wal_plans(
 ) -> Result<Vec<Plan>> {
     let mut plans = Vec::new();
     let mut next = from;
-    while next <= cut {
-        let Some(o) = known.wal_part(shard, next) else {
-            break;
-        };
-        next = parse_wal_key(&o.key).map_or(cut, |k| k.3) + 1;
+    while let Some((o, last)) = known.wal_part(shard, next).filter(|_| next <= cut) {
+        next = last + 1;
         plans.push(Plan::Reuse(o.clone()));
     }
     for f in files {
@@ -361,7 +358,7 @@ pub(crate) async fn push(
         .try_collect::<Vec<u64>>()
         .await?;
     let m = &snap.manifest;
-    let new = RemoteCheckpoint {
+    let mut new = RemoteCheckpoint {
         id: m.id,
         epoch: m.epoch,
         wall_time_ms: m.wall_time_ms,
@@ -370,15 +367,13 @@ pub(crate) async fn push(
     };
     let (objects, total_bytes) = (new.objects.len(), new.bytes());
     let mut old = writer.manifest().checkpoints.clone();
-    let mut new = new;
     for c in old.iter_mut().chain(std::iter::once(&mut new)) {
-        if let Some(&p) = pins.get(&c.id) {
-            c.pinned = p;
-        }
+        c.pinned = pins.get(&c.id).copied().unwrap_or(c.pinned);
     }
     let checkpoints = retained(&old, new, remote.settings.keep);
-    let committed = writer.commit(checkpoints).await?;
-    uploaded_bytes += committed.encode().len() as u64;
+    writer.commit(checkpoints).await?;
+    uploaded_bytes += writer.manifest_bytes();
+    let committed = writer.manifest();
     known.refresh(&committed.checkpoints, committed.writer_epoch);
     Ok(PushReport {
         checkpoint: m.id,

@@ -391,17 +391,8 @@ impl CheckpointCoordinator {
         let _ = self.wait_housekeeping();
         let epoch = pending.epoch;
         let result = self.commit_pending(pending);
-        match &result {
-            Err(e) => self.abandon(e, epoch),
-            // Committed: push it, if the store pushes.
-            #[cfg(feature = "remote")]
-            Ok(meta) => {
-                if let Some(p) = &self.pusher {
-                    p.offer(meta.id);
-                }
-            }
-            #[cfg(not(feature = "remote"))]
-            Ok(_) => {}
+        if let Err(e) = &result {
+            self.abandon(e, epoch);
         }
         result
     }
@@ -496,6 +487,12 @@ impl CheckpointCoordinator {
         let commit_time = committed.elapsed();
         let m = &prepared.manifest;
         self.retention.committed(m);
+        // Committed: push it, if the store pushes (its files are opened now,
+        // before a later commit can retire them).
+        #[cfg(feature = "remote")]
+        if let Some(p) = &self.pusher {
+            p.offer(m);
+        }
         self.recent_cuts
             .push_back(m.shards.iter().map(|s| s.cut_lsn).collect());
         while self.recent_cuts.len() > self.config.flush_after {
