@@ -85,10 +85,11 @@ pub use run::{Compression, EntryRef, RunMode};
 pub use spine::{Cursor, LevelShape, MergeMode, MergeStep, Spine, SpineOptions, SpineStats};
 pub use store::{
     Answered, CheckpointCoordinator, CheckpointRequest, DEFAULT_MERGE_THREADS, DEFAULT_WORKER_THREADS,
-    EpochCommitted, IncrementalCheckpointMetadata, Key, KvSpine, Lsn, MAX_BATCH_BYTES, MAX_KEY_BYTES,
-    MAX_SPINE_NAME_BYTES, MAX_VALUE_BYTES, MIN_WAL_SEGMENT_BYTES, Options, PendingCheckpoint, PendingCommit,
-    RecoveredState, RecoveryMode, RecoveryPoint, Shard, ShardPosition, SpineId, Store, SyncPolicy,
-    TypedCursor, TypedSpine, Value, WriteBatch, ZSetSpine,
+    EpochCommitted, IncrementalCheckpointMetadata, Key, KvSpine, LatencyHistogram, Lsn, MAX_BATCH_BYTES,
+    MAX_KEY_BYTES, MAX_SPINE_NAME_BYTES, MAX_VALUE_BYTES, MIN_WAL_SEGMENT_BYTES, Options, PUBLISH_INTERVAL,
+    PendingCheckpoint, PendingCommit, RecoveredState, RecoveryFigures, RecoveryMode, RecoveryPoint, Shard,
+    ShardPosition, ShardStats, SpineId, SpineReport, Store, StoreStats, SyncPolicy, TypedCursor, TypedSpine,
+    Value, WriteBatch, ZSetSpine,
 };
 
 /// README.md's examples, compiled and run as doctests so they cannot rot.

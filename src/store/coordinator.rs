@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::shard::{CommitAnswer, CommitRequest, CutRequest, Lsn, MAX_VALUE_BYTES, ShardCut, ShardRequest};
+use super::stats::CoordinatorCounters;
 pub use crate::checkpoint::build::INLINE_OPERATOR_LIMIT;
 use crate::checkpoint::retention::Retention;
 use crate::checkpoint::{
@@ -162,6 +163,8 @@ pub struct CheckpointCoordinator {
     /// the coordinator, after the push under way.
     #[cfg(feature = "remote")]
     pusher: Option<crate::remote::Pusher>,
+    /// Commits and checkpoints completed, and their latencies.
+    counters: CoordinatorCounters,
 }
 
 impl CheckpointCoordinator {
@@ -194,6 +197,7 @@ impl CheckpointCoordinator {
             carried,
             #[cfg(feature = "remote")]
             pusher: None,
+            counters: CoordinatorCounters::default(),
         })
     }
 
@@ -308,13 +312,21 @@ impl CheckpointCoordinator {
             offsets.append(&mut a.offsets);
         }
         self.committed(pending.epoch, &offsets);
+        let total_time = pending.started.elapsed();
+        self.counters.commit_done(total_time);
+        tracing::debug!(
+            epoch = pending.epoch,
+            answer_us = answer_time.as_micros() as u64,
+            total_us = total_time.as_micros() as u64,
+            "epoch committed"
+        );
         Ok(EpochCommitted {
             epoch: pending.epoch,
             shard_lsns: answers.iter().map(|a| Lsn(a.lsn)).collect(),
             source_offsets: offsets,
             shard_pauses: answers.iter().map(|a| a.pause).collect(),
             answer_time,
-            total_time: pending.started.elapsed(),
+            total_time,
         })
     }
 
@@ -391,10 +403,33 @@ impl CheckpointCoordinator {
         let _ = self.wait_housekeeping();
         let epoch = pending.epoch;
         let result = self.commit_pending(pending);
-        if let Err(e) = &result {
-            self.abandon(e, epoch);
+        match &result {
+            Ok(m) => {
+                self.counters
+                    .checkpoint_done(m.total_time, m.commit.new_bytes + m.commit.metadata_bytes);
+                tracing::info!(
+                    epoch,
+                    id = %m.id,
+                    runs = m.runs,
+                    new_bytes = m.commit.new_bytes,
+                    cut_us = m.cut_time.as_micros() as u64,
+                    wal_sync_us = m.wal_sync_time.as_micros() as u64,
+                    total_us = m.total_time.as_micros() as u64,
+                    removed = m.removed,
+                    "checkpoint committed"
+                );
+            }
+            Err(e) => {
+                self.counters.checkpoint_failed();
+                tracing::warn!(epoch, error = %e, "checkpoint failed");
+                self.abandon(e, epoch);
+            }
         }
         result
+    }
+
+    pub(crate) fn counters(&self) -> &CoordinatorCounters {
+        &self.counters
     }
 
     /// The store's pusher (`Options::push_to`).
@@ -412,6 +447,7 @@ impl CheckpointCoordinator {
     /// `finish`); a failed sync poisons.
     fn abandon(&mut self, e: &Error, epoch: u64) {
         if e.is_sync_failure() {
+            tracing::error!(epoch, error = %e, "checkpoint sync failed: checkpoints refused until the store reopens");
             self.poisoned = Some(format!("checkpoint {epoch}: {e}"));
         }
         let tmp = self.store.dir().join(format!("{}{TMP_DIR_SUFFIX}", self.next_id));
@@ -437,6 +473,12 @@ impl CheckpointCoordinator {
             match replies.recv_timeout(left) {
                 Ok(a) => answers.push(a),
                 Err(_) => {
+                    tracing::warn!(
+                        what,
+                        answered = answers.len(),
+                        shards = n,
+                        "shards did not answer in time"
+                    );
                     return Err(Error::TimedOut {
                         what: format!(
                             "{what}: {} of {n} shards answered (do they call poll()?)",

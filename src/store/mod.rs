@@ -41,6 +41,7 @@ mod manifest_build;
 #[cfg(feature = "remote")]
 mod remote;
 mod shard;
+mod stats;
 mod typed;
 
 use std::collections::BTreeMap;
@@ -72,6 +73,7 @@ pub use coordinator::{
 pub use shard::{
     Answered, KvSpine, Lsn, MAX_KEY_BYTES, MAX_SPINE_NAME_BYTES, MAX_VALUE_BYTES, Shard, SpineId, ZSetSpine,
 };
+pub use stats::{LatencyHistogram, PUBLISH_INTERVAL, RecoveryFigures, ShardStats, SpineReport, StoreStats};
 pub use typed::{Key, TypedCursor, TypedSpine, Value, encode_key};
 
 /// Default of [`Options::worker_threads`].
@@ -480,6 +482,26 @@ fn recover_store(opts: Options) -> Result<RecoveredState> {
         &meta.source_offsets,
         lock,
     )?;
+    store.recovery = stats::RecoveryFigures {
+        epoch: rec.epoch,
+        skipped_checkpoints: rec.skipped.len() as u64,
+        replayed_records,
+        replayed_bytes,
+        discarded_records: positions.iter().map(|p| p.discarded_records).sum(),
+        select_time: rec.select_time,
+        restore_time: rec.restore_time,
+    };
+    tracing::info!(
+        dir = %store.layout.root.display(),
+        epoch = rec.epoch,
+        checkpoint = ?rec.manifest.as_ref().map(|m| m.id),
+        skipped = rec.skipped.len(),
+        replayed_records,
+        replayed_bytes,
+        select_ms = rec.select_time.as_millis() as u64,
+        restore_ms = rec.restore_time.as_millis() as u64,
+        "store opened"
+    );
     #[cfg(feature = "remote")]
     remote::start(&mut store, restored.is_some())?;
     Ok(RecoveredState {
@@ -515,6 +537,8 @@ pub struct Store {
     coordinator: CheckpointCoordinator,
     watermarks: Vec<Option<Arc<Watermark>>>,
     drainer: Option<DrainerHandle>,
+    /// What the open's recovery did (`Store::stats`).
+    recovery: stats::RecoveryFigures,
     /// The directory's lock, shared with every shard (`Fs::lock`).
     _lock: Arc<dyn LockGuard>,
 }
@@ -594,6 +618,7 @@ impl Store {
             coordinator,
             watermarks,
             drainer,
+            recovery: stats::RecoveryFigures::default(),
             _lock: lock,
         })
     }
@@ -617,6 +642,18 @@ impl Store {
     /// The checkpoint coordinator, for callers that drive it themselves.
     pub fn coordinator(&mut self) -> &mut CheckpointCoordinator {
         &mut self.coordinator
+    }
+
+    pub(crate) fn coordinator_ref(&self) -> &CheckpointCoordinator {
+        &self.coordinator
+    }
+
+    pub(crate) fn watermarks(&self) -> &[Option<Arc<Watermark>>] {
+        &self.watermarks
+    }
+
+    pub(crate) fn recovery_figures(&self) -> stats::RecoveryFigures {
+        self.recovery
     }
 
     /// The smallest epoch the next epoch commit or checkpoint may have. The

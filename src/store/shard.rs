@@ -13,6 +13,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use super::batch::{MAX_BATCH_BYTES, WriteBatch};
+use super::stats::ShardCounters;
 use super::typed::TypedScratch;
 use crate::changelog::{ChangeRecord, ChangelogProducer, PushError, StateOp};
 use crate::checkpoint::{COMMIT_SPINE, append_shard_offsets, commit_key};
@@ -325,6 +326,8 @@ pub struct Shard {
     /// The store's merge threads, for every spine's background merges
     /// (`None` in cooperative mode: the owner merges).
     merge_pool: Option<Arc<Pool>>,
+    /// Writes, commits and cuts answered (`Shard::stats`).
+    counters: ShardCounters,
     /// The store directory's lock: held while the store or any shard lives.
     _lock: Arc<dyn LockGuard>,
 }
@@ -374,8 +377,27 @@ impl Shard {
             spare_batch: None,
             typed: TypedScratch::default(),
             merge_pool,
+            counters: ShardCounters::default(),
             _lock: lock,
         }
+    }
+
+    pub(super) fn counters(&self) -> &ShardCounters {
+        &self.counters
+    }
+
+    #[cfg(feature = "metrics")]
+    pub(super) fn counters_mut(&mut self) -> &mut ShardCounters {
+        &mut self.counters
+    }
+
+    pub(super) fn watermark(&self) -> Option<&Watermark> {
+        self.watermark.as_deref()
+    }
+
+    /// Every live spine with its name, in id order.
+    pub(super) fn spines_named(&self) -> impl Iterator<Item = (&str, &Spine)> {
+        self.spines.iter().flatten().map(|n| (n.name.as_str(), &n.spine))
     }
 
     /// The shard's number.
@@ -605,10 +627,16 @@ impl Shard {
             // The ring checks that `lsn` follows the last record it carried:
             // the shard's count and the log's cannot drift apart.
             p.push_at(lsn, &rec).map_err(|e| match e {
-                PushError::Closed => Error::Poisoned {
-                    path: self.layout.wal(self.id),
-                    cause: "the changelog drainer has stopped".into(),
-                },
+                PushError::Closed => {
+                    tracing::error!(
+                        shard = self.id,
+                        "write refused: the changelog drainer has stopped"
+                    );
+                    Error::Poisoned {
+                        path: self.layout.wal(self.id),
+                        cause: "the changelog drainer has stopped".into(),
+                    }
+                }
                 PushError::TooLarge | PushError::Full => {
                     // `push` waits while full, and the limits checked above
                     // are far below what the ring can carry.
@@ -627,6 +655,7 @@ impl Shard {
         check_len("key", key.len(), MAX_KEY_BYTES)?;
         check_len("value", value.len(), MAX_VALUE_BYTES)?;
         let lsn = self.log(id.index, op, key, value)?;
+        self.counters.writes += 1;
         let n = self.named_mut(id)?;
         n.spine.set_lsn(lsn);
         // Logged: the record is the write now. A refusal here would be a
@@ -694,6 +723,8 @@ impl Shard {
         }
         check_len("write batch", batch.record.len(), MAX_BATCH_BYTES)?;
         let lsn = self.log(0, StateOp::Batch, &[], &batch.record)?;
+        self.counters.writes += batch.ops.len() as u64;
+        self.counters.batches += 1;
         // Logged: the batch is written now (the single write's reasoning);
         // no seal between its writes, so no spine reports the LSN covered
         // with part of the batch still in memory.
@@ -828,6 +859,8 @@ impl Shard {
                 }
             }
         }
+        #[cfg(feature = "metrics")]
+        self.publish_if_due();
         Ok(answered)
     }
 
@@ -866,12 +899,15 @@ impl Shard {
     fn commit(&mut self, req: CommitRequest) -> Result<Answered> {
         let start = Instant::now();
         let lsn = self.append_commit(req.epoch, &req.value)?;
+        let pause = start.elapsed();
+        self.counters.commits_answered += 1;
+        self.counters.answer_pauses.record(pause);
         // A coordinator that gave up waiting is not this shard's failure.
         let _ = req.reply.send(CommitAnswer {
             shard: self.id,
             lsn,
             offsets: self.source_offsets.clone(),
-            pause: start.elapsed(),
+            pause,
         });
         Ok(Answered::EpochCommit {
             epoch: req.epoch,
@@ -913,13 +949,16 @@ impl Shard {
                 runs: cut.runs,
             });
         }
+        let pause = start.elapsed();
+        self.counters.cuts_answered += 1;
+        self.counters.answer_pauses.record(pause);
         let cut = ShardCut {
             shard: self.id,
             cut_lsn,
             next_spine_id: self.spines.len() as u32,
             spines,
             offsets: self.source_offsets.clone(),
-            pause: start.elapsed(),
+            pause,
             released,
         };
         // A coordinator that gave up waiting is not this shard's failure.

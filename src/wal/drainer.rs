@@ -63,6 +63,10 @@ pub struct Watermark {
     sync_requested: AtomicU64,
     truncate_requested: AtomicU64,
     wal_bytes: AtomicU64,
+    /// Payload bytes appended since open, and syncs that made them durable
+    /// (the shard's `Stats`; written once per drain round, never per write).
+    appended_bytes: AtomicU64,
+    syncs: AtomicU64,
     failed: AtomicBool,
     /// Why the log failed, set once before `failed`.
     cause: OnceLock<String>,
@@ -120,6 +124,16 @@ impl Watermark {
     /// Bytes of the shard's log, as of the drainer's last round.
     pub fn wal_size(&self) -> u64 {
         self.wal_bytes.load(Ordering::Acquire)
+    }
+
+    /// Record payload bytes appended to the log since it opened.
+    pub fn appended_bytes(&self) -> u64 {
+        self.appended_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Syncs of the log since it opened.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// Waits until every record up to LSN `lsn` is durable: spins, then
@@ -290,6 +304,7 @@ impl ChangelogDrainer {
         let s = &mut self.shards[i];
         let mut wal = lock(&s.wal)?;
         let mut n = 0;
+        let bytes_before = s.unsynced_bytes;
         while n < self.batch_records {
             let Some((lsn, rec)) = s.consumer.pop_with_lsn() else {
                 break;
@@ -311,6 +326,10 @@ impl ChangelogDrainer {
         }
         s.appended += n as u64;
         s.unsynced_records += n as u64;
+        let round_bytes = s.unsynced_bytes.saturating_sub(bytes_before);
+        s.watermark
+            .appended_bytes
+            .fetch_add(round_bytes, Ordering::Relaxed);
         let cut = s.watermark.truncate_requested.load(Ordering::Acquire);
         if cut > s.truncated {
             wal.truncate_below(cut)?;
@@ -346,6 +365,7 @@ impl ChangelogDrainer {
             match r {
                 Ok(lsn) => {
                     self.stats.syncs += 1;
+                    s.watermark.syncs.fetch_add(1, Ordering::Relaxed);
                     s.unsynced_records = 0;
                     s.unsynced_bytes = 0;
                     s.watermark.durable_lsn.store(lsn, Ordering::Release);
