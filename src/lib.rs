@@ -78,7 +78,8 @@ pub mod store;
 pub mod wal;
 
 pub use checkpoint::{
-    ConnectorCheckpoint, EpochMetadata, ValidationDepth, ValidationReport, validate_checkpoint,
+    ConnectorCheckpoint, EpochMetadata, Phase as ProgressPhase, Progress, ValidationDepth, ValidationReport,
+    validate_checkpoint, validate_checkpoint_with_progress,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use run::{Compression, EntryRef, RunMode};

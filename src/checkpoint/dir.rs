@@ -16,6 +16,7 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use uuid::Uuid;
 
@@ -178,6 +179,90 @@ impl FileSystemCheckpointStore {
         pool.run_all("a sync thread", jobs).into_iter().collect()
     }
 
+    /// [`CheckpointStore::commit`]'s work (module docs, steps 1–6).
+    fn commit_in_span(
+        &self,
+        ck: &PreparedCheckpoint,
+        before_commit: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<CommitReport> {
+        let id = ck.manifest.id;
+        let names = linked_names(ck);
+        let tmp = self.dir.join(format!("{id}{TMP_DIR_SUFFIX}"));
+        self.fs.create_dir_all(&tmp)?;
+        let mut report = CommitReport::default();
+        // Step 2: new runs, durable side by side.
+        let fresh: Vec<PathBuf> = ck
+            .runs
+            .iter()
+            .filter(|r| r.is_new)
+            .map(|r| r.source.clone())
+            .collect();
+        self.sync_all(&fresh, &[])?;
+        report.synced_runs = fresh.len();
+        // Step 3: links (or copies, synced with the manifest below).
+        let mut copy = false;
+        let mut written = Vec::new();
+        for r in &ck.runs {
+            let to = tmp.join(&r.name);
+            if self.link_or_copy(&r.source, &to, &mut copy)? {
+                report.new_bytes += r.size;
+                written.push(to);
+            } else {
+                report.linked += 1;
+                if r.is_new {
+                    report.new_bytes += r.size;
+                }
+            }
+        }
+        report.copied = written.len();
+        // Step 4: side files and the manifest.
+        for (name, bytes) in &ck.side_files {
+            write_new(self.fs.as_ref(), &tmp.join(name), bytes)?;
+            report.metadata_bytes += bytes.len() as u64;
+            written.push(tmp.join(name));
+        }
+        let mut manifest = ck.manifest.clone();
+        manifest.runs_copied = report.copied > 0;
+        let bytes = manifest.encode();
+        let path = tmp.join(MANIFEST_NAME);
+        debug_assert_eq!(
+            CheckpointManifest::decode(&bytes, &path).ok().as_ref(),
+            Some(&manifest),
+            "checkpoint {id}: the manifest written does not read back as itself"
+        );
+        // Every run the manifest names got its link or copy (each succeeded:
+        // its file is in the directory). Counted, not asked of the file
+        // system: an extra call would be one more place for a fault.
+        assert_eq!(
+            report.linked + report.copied,
+            names.len(),
+            "checkpoint {id}: not every run the manifest names was linked"
+        );
+        report.metadata_bytes += bytes.len() as u64;
+        write_new(self.fs.as_ref(), &path, &bytes)?;
+        written.push(tmp.join(MANIFEST_NAME));
+        // Checkpoints this commit retires early (the caller vouches that
+        // enough others stay) are renamed away; the commit's own directory
+        // sync makes that durable, and their files go only after it.
+        for old in &ck.retire_before_commit {
+            self.fs.rename(
+                &self.checkpoint_dir(*old),
+                &self.dir.join(format!("{old}{TMP_DIR_SUFFIX}")),
+            )?;
+        }
+        // Step 5: one parallel round of syncs: the files written above and
+        // the directory holding every link.
+        crate::io::kill_point("checkpoint-before-sync");
+        self.sync_all(&written, std::slice::from_ref(&tmp))?;
+        // Step 6: the commit point, once the caller's condition holds.
+        before_commit()?;
+        crate::io::kill_point("checkpoint-before-rename");
+        self.fs.rename(&tmp, &self.checkpoint_dir(id))?;
+        crate::io::kill_point("checkpoint-after-rename");
+        self.fs.sync_dir(&self.dir)?;
+        Ok(report)
+    }
+
     /// Step 3 for one run; returns true if it had to copy.
     fn link_or_copy(&self, from: &Path, to: &Path, copy: &mut bool) -> Result<bool> {
         if !*copy {
@@ -187,6 +272,11 @@ impl FileSystemCheckpointStore {
                     if matches!(source.kind(), ErrorKind::CrossesDevices | ErrorKind::Unsupported)
                         || source.raw_os_error() == Some(EPERM) =>
                 {
+                    tracing::warn!(
+                        run = %from.display(),
+                        error = %source,
+                        "hard links fail here: this checkpoint copies its runs"
+                    );
                     *copy = true;
                 }
                 Err(e) => return Err(e),
@@ -290,82 +380,24 @@ impl CheckpointStore for FileSystemCheckpointStore {
         ck: &PreparedCheckpoint,
         before_commit: &mut dyn FnMut() -> Result<()>,
     ) -> Result<CommitReport> {
-        let id = ck.manifest.id;
-        let names = linked_names(ck);
-        let tmp = self.dir.join(format!("{id}{TMP_DIR_SUFFIX}"));
-        self.fs.create_dir_all(&tmp)?;
-        let mut report = CommitReport::default();
-        // Step 2: new runs, durable side by side.
-        let fresh: Vec<PathBuf> = ck
-            .runs
-            .iter()
-            .filter(|r| r.is_new)
-            .map(|r| r.source.clone())
-            .collect();
-        self.sync_all(&fresh, &[])?;
-        report.synced_runs = fresh.len();
-        // Step 3: links (or copies, synced with the manifest below).
-        let mut copy = false;
-        let mut written = Vec::new();
-        for r in &ck.runs {
-            let to = tmp.join(&r.name);
-            if self.link_or_copy(&r.source, &to, &mut copy)? {
-                report.new_bytes += r.size;
-                written.push(to);
-            } else {
-                report.linked += 1;
-                if r.is_new {
-                    report.new_bytes += r.size;
-                }
-            }
+        let span = tracing::info_span!("checkpoint_commit", id = %ck.manifest.id, epoch = ck.manifest.epoch);
+        let _entered = span.enter();
+        let started = Instant::now();
+        let committed = self.commit_in_span(ck, before_commit);
+        match &committed {
+            Ok(r) => tracing::debug!(
+                runs = ck.runs.len(),
+                linked = r.linked,
+                copied = r.copied,
+                synced_runs = r.synced_runs,
+                new_bytes = r.new_bytes,
+                metadata_bytes = r.metadata_bytes,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "checkpoint directory committed"
+            ),
+            Err(e) => tracing::debug!(error = %e, "checkpoint directory not committed"),
         }
-        report.copied = written.len();
-        // Step 4: side files and the manifest.
-        for (name, bytes) in &ck.side_files {
-            write_new(self.fs.as_ref(), &tmp.join(name), bytes)?;
-            report.metadata_bytes += bytes.len() as u64;
-            written.push(tmp.join(name));
-        }
-        let mut manifest = ck.manifest.clone();
-        manifest.runs_copied = report.copied > 0;
-        let bytes = manifest.encode();
-        let path = tmp.join(MANIFEST_NAME);
-        debug_assert_eq!(
-            CheckpointManifest::decode(&bytes, &path).ok().as_ref(),
-            Some(&manifest),
-            "checkpoint {id}: the manifest written does not read back as itself"
-        );
-        // Every run the manifest names got its link or copy (each succeeded:
-        // its file is in the directory). Counted, not asked of the file
-        // system: an extra call would be one more place for a fault.
-        assert_eq!(
-            report.linked + report.copied,
-            names.len(),
-            "checkpoint {id}: not every run the manifest names was linked"
-        );
-        report.metadata_bytes += bytes.len() as u64;
-        write_new(self.fs.as_ref(), &path, &bytes)?;
-        written.push(tmp.join(MANIFEST_NAME));
-        // Checkpoints this commit retires early (the caller vouches that
-        // enough others stay) are renamed away; the commit's own directory
-        // sync makes that durable, and their files go only after it.
-        for old in &ck.retire_before_commit {
-            self.fs.rename(
-                &self.checkpoint_dir(*old),
-                &self.dir.join(format!("{old}{TMP_DIR_SUFFIX}")),
-            )?;
-        }
-        // Step 5: one parallel round of syncs: the files written above and
-        // the directory holding every link.
-        crate::io::kill_point("checkpoint-before-sync");
-        self.sync_all(&written, std::slice::from_ref(&tmp))?;
-        // Step 6: the commit point, once the caller's condition holds.
-        before_commit()?;
-        crate::io::kill_point("checkpoint-before-rename");
-        self.fs.rename(&tmp, &self.checkpoint_dir(id))?;
-        crate::io::kill_point("checkpoint-after-rename");
-        self.fs.sync_dir(&self.dir)?;
-        Ok(report)
+        committed
     }
 
     fn remove(&self, id: Uuid) -> Result<()> {
@@ -393,6 +425,7 @@ impl CheckpointStore for FileSystemCheckpointStore {
         }
         if n > 0 {
             self.fs.sync_dir(&self.dir)?;
+            tracing::info!(dir = %self.dir.display(), count = n, "half-written checkpoint directories removed");
         }
         Ok(n)
     }

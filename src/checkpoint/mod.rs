@@ -15,6 +15,7 @@ mod commit;
 mod dir;
 mod layout;
 mod manifest;
+mod progress;
 pub(crate) mod retention;
 mod validate;
 
@@ -34,5 +35,9 @@ pub use manifest::{
 // The remote tier's manifest uses the same bounds-checked encoding.
 #[cfg(feature = "remote")]
 pub(crate) use manifest::{Reader, put_bytes, put_u32, put_u64, with_header};
+pub(crate) use progress::Meter;
+pub use progress::{PROGRESS_STEP_BYTES, Phase, Progress, ProgressFn};
 pub(crate) use validate::validate_keeping_runs;
-pub use validate::{ValidationDepth, ValidationReport, validate_checkpoint};
+pub use validate::{
+    ValidationDepth, ValidationReport, validate_checkpoint, validate_checkpoint_with_progress,
+};

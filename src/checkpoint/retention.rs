@@ -133,6 +133,9 @@ impl Retention {
             .filter(|r| !fs.exists(&store.checkpoint_dir(r.id)).unwrap_or(true))
             .map(|r| r.id)
             .collect();
+        for id in &gone {
+            tracing::debug!(checkpoint = %id, "checkpoint retired by the commit");
+        }
         self.retained.retain(|r| !gone.contains(&r.id));
         if !committed {
             for id in &gone {
@@ -161,15 +164,21 @@ impl Retention {
         let mut removed = 0;
         while self.retained.len() > self.max_retained {
             crate::io::kill_point("retention");
-            if !remove_checkpoint(store, self.retained[0].id) {
+            let oldest = &self.retained[0];
+            if !remove_checkpoint(store, oldest.id) {
+                tracing::debug!(checkpoint = %oldest.id, epoch = oldest.epoch, "retired checkpoint not removed yet");
                 break;
             }
+            tracing::debug!(checkpoint = %oldest.id, epoch = oldest.epoch, "checkpoint retired");
             self.retained.remove(0);
             removed += 1;
         }
         for (n, w) in watermarks.iter().enumerate() {
             let Some(w) = w else { continue };
             if let Some(lsn) = self.floor(n) {
+                if lsn > self.truncated[n] {
+                    tracing::debug!(shard = n, below_lsn = lsn, "wal truncation requested");
+                }
                 w.request_truncate(lsn);
                 self.truncated[n] = self.truncated[n].max(lsn);
             }

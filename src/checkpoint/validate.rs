@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::dir::read_file;
 use super::manifest::{CheckpointManifest, MANIFEST_NAME, OperatorCheckpoint};
+use super::progress::{Meter, Phase, Progress};
 use crate::io::Fs;
 use crate::run::Run;
 use crate::{Error, Result};
@@ -87,16 +88,33 @@ impl fmt::Display for ValidationReport {
 
 /// Checks the checkpoint in directory `dir` down to `depth`.
 pub fn validate_checkpoint(fs: &dyn Fs, dir: &Path, depth: ValidationDepth) -> ValidationReport {
-    validate_keeping_runs(fs, dir, depth).0
+    validate_checkpoint_with_progress(fs, dir, depth, &|_| {})
 }
 
-/// [`validate_checkpoint`], also returning the runs it opened (at
-/// `Footers` depth and deeper), by file name: recovery serves them instead
-/// of opening each run a second time.
+/// [`validate_checkpoint`], telling `progress` how many bytes of the run
+/// files the manifest names are checked ([`Phase::Validate`]): `done == 0`
+/// once the manifest is read, then as runs are checked (at
+/// [`ValidationDepth::Blocks`] also within a run, every
+/// [`crate::checkpoint::PROGRESS_STEP_BYTES`] or so), and last `done ==
+/// total`, the runs' bytes, whatever was found wrong. A manifest that
+/// cannot be read reports nothing.
+pub fn validate_checkpoint_with_progress(
+    fs: &dyn Fs,
+    dir: &Path,
+    depth: ValidationDepth,
+    progress: &dyn Fn(Progress),
+) -> ValidationReport {
+    validate_keeping_runs(fs, dir, depth, progress).0
+}
+
+/// [`validate_checkpoint_with_progress`], also returning the runs it opened
+/// (at `Footers` depth and deeper), by file name: recovery serves them
+/// instead of opening each run a second time.
 pub(crate) fn validate_keeping_runs(
     fs: &dyn Fs,
     dir: &Path,
     depth: ValidationDepth,
+    progress: &dyn Fn(Progress),
 ) -> (ValidationReport, BTreeMap<String, Run>) {
     let mut opened = BTreeMap::new();
     let mut report = ValidationReport {
@@ -121,37 +139,61 @@ pub(crate) fn validate_keeping_runs(
             m
         }
         Err(e) => {
-            report.problems.push(e);
+            report.problem(&path, e);
             return (report, opened);
         }
     };
     if let Some(e) = duplicate_run(&manifest, &path) {
-        report.problems.push(e);
+        report.problem(&path, e);
     }
-    for shard in &manifest.shards {
-        for spine in &shard.spines {
-            for entry in &spine.runs {
-                let path = dir.join(&entry.file);
-                report.runs_checked += 1;
-                match check_run(fs, &path, entry, spine.mode, depth) {
-                    Ok(Some(run)) => {
-                        opened.insert(entry.file.clone(), run);
-                    }
-                    Ok(None) => {}
-                    Err(e) => report.problems.push(e),
-                }
+    let runs = || {
+        manifest
+            .shards
+            .iter()
+            .flat_map(|s| &s.spines)
+            .flat_map(|sp| sp.runs.iter().map(move |r| (sp, r)))
+    };
+    let total = runs().map(|(_, r)| r.size).sum();
+    let mut meter = Meter::start(progress, Phase::Validate, None, total);
+    for (spine, entry) in runs() {
+        let path = dir.join(&entry.file);
+        report.runs_checked += 1;
+        let base = meter.done();
+        let mut within = |bytes: u64| meter.set(base + bytes.min(entry.size));
+        match check_run(fs, &path, entry, spine.mode, depth, &mut within) {
+            Ok(Some(run)) => {
+                opened.insert(entry.file.clone(), run);
+            }
+            Ok(None) => {}
+            Err(e) => report.problem(&path, e),
+        }
+        meter.set(base + entry.size);
+    }
+    for op in manifest.operators.values() {
+        if let OperatorCheckpoint::File { file, len, crc32c } = op {
+            let path = dir.join(file);
+            if let Err(e) = check_side_file(fs, &path, *len, *crc32c, depth) {
+                report.problem(&path, e);
             }
         }
     }
-    for op in manifest.operators.values() {
-        if let OperatorCheckpoint::File { file, len, crc32c } = op
-            && let Err(e) = check_side_file(fs, &dir.join(file), *len, *crc32c, depth)
-        {
-            report.problems.push(e);
-        }
-    }
+    meter.finish();
     report.manifest = Some(manifest);
     (report, opened)
+}
+
+impl ValidationReport {
+    /// Notes what is wrong with `file`, and says so.
+    fn problem(&mut self, file: &Path, e: Error) {
+        tracing::warn!(
+            checkpoint = %self.path.display(),
+            file = %file.display(),
+            depth = ?self.depth,
+            reason = %e,
+            "checkpoint validation failed"
+        );
+        self.problems.push(e);
+    }
 }
 
 /// A run the manifest names twice: damage, as no commit writes one.
@@ -188,6 +230,7 @@ fn check_run(
     entry: &super::manifest::RunEntry,
     mode: crate::run::RunMode,
     depth: ValidationDepth,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<Option<Run>> {
     check_size(fs, path, entry.size)?;
     if depth == ValidationDepth::Manifest {
@@ -220,7 +263,7 @@ fn check_run(
         ));
     }
     if depth == ValidationDepth::Blocks {
-        run.verify()?;
+        run.verify_with_progress(progress)?;
     }
     Ok(Some(run))
 }

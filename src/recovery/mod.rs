@@ -50,7 +50,7 @@ pub use crate::wal::{CATALOG_SPINE, decode_catalog_value, encode_catalog_value};
 
 use crate::checkpoint::{
     CheckpointManifest, CheckpointStore, EpochMetadata, FileSystemCheckpointStore, OperatorCheckpoint,
-    ValidationDepth, decode_commit_value, read_file, validate_keeping_runs,
+    Progress, ProgressFn, ValidationDepth, decode_commit_value, read_file, validate_keeping_runs,
 };
 use crate::io::Fs;
 use crate::spine::{Spine, SpineOptions};
@@ -82,7 +82,7 @@ pub enum RecoveryPoint {
 }
 
 /// How to recover.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RecoveryConfig {
     /// How deep each candidate checkpoint is checked (default: footers).
     pub depth: ValidationDepth,
@@ -95,6 +95,13 @@ pub struct RecoveryConfig {
     pub point: RecoveryPoint,
     /// Threads that scan and replay the shards side by side (default 4).
     pub threads: usize,
+    /// Told how far recovery has come (default none): each candidate
+    /// checkpoint's validation ([`Validate`](crate::checkpoint::Phase::Validate)),
+    /// then per shard the scan of its log for commit records
+    /// ([`Scan`](crate::checkpoint::Phase::Scan)) and its replay
+    /// ([`Replay`](crate::checkpoint::Phase::Replay)), in bytes; called from
+    /// the recovery threads.
+    pub progress: Option<ProgressFn>,
 }
 
 impl Default for RecoveryConfig {
@@ -105,7 +112,21 @@ impl Default for RecoveryConfig {
             wal_mode: RecoveryMode::Strict,
             point: RecoveryPoint::LastCommittedEpoch,
             threads: 4,
+            progress: None,
         }
+    }
+}
+
+impl std::fmt::Debug for RecoveryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecoveryConfig")
+            .field("depth", &self.depth)
+            .field("fingerprint", &self.fingerprint)
+            .field("wal_mode", &self.wal_mode)
+            .field("point", &self.point)
+            .field("threads", &self.threads)
+            .field("progress", &self.progress.as_ref().map(|_| "Fn(Progress)"))
+            .finish()
     }
 }
 
@@ -200,22 +221,39 @@ fn select(store: &FileSystemCheckpointStore, cfg: &RecoveryConfig) -> Result<(Se
     for id in store.list()? {
         match store.load_manifest(id) {
             Ok(m) => candidates.push(m),
-            Err(e) => skipped.push((id, e.to_string())),
+            Err(e) => {
+                tracing::warn!(checkpoint = %id, reason = %e, "fallback past damaged checkpoint");
+                skipped.push((id, e.to_string()));
+            }
         }
     }
     candidates.sort_by_key(|m| std::cmp::Reverse((m.epoch, m.wall_time_ms)));
     let retained: Vec<u64> = candidates.iter().map(|m| m.epoch).collect();
     let mut newer = Vec::new();
+    let no_progress = |_| {};
+    let progress: &dyn Fn(Progress) = match cfg.progress.as_deref() {
+        Some(f) => f,
+        None => &no_progress,
+    };
     for m in candidates {
         if let RecoveryPoint::Epoch(e) = cfg.point
             && m.epoch > e
         {
+            tracing::debug!(checkpoint = %m.id, epoch = m.epoch, "checkpoint newer than the recovery point");
             newer.push(m.id);
             continue;
         }
         let dir = store.checkpoint_dir(m.id);
-        let (report, runs) = validate_keeping_runs(store.fs().as_ref(), &dir, cfg.depth);
+        let started = Instant::now();
+        let (report, runs) = validate_keeping_runs(store.fs().as_ref(), &dir, cfg.depth, progress);
         if !report.is_valid() {
+            tracing::warn!(
+                checkpoint = %m.id,
+                epoch = m.epoch,
+                problems = report.problems.len(),
+                reason = %report,
+                "fallback past damaged checkpoint"
+            );
             skipped.push((m.id, report.to_string()));
             continue;
         }
@@ -230,6 +268,14 @@ fn select(store: &FileSystemCheckpointStore, cfg: &RecoveryConfig) -> Result<(Se
                 ),
             });
         }
+        tracing::info!(
+            checkpoint = %m.id,
+            epoch = m.epoch,
+            depth = ?cfg.depth,
+            runs = report.runs_checked,
+            validate_us = started.elapsed().as_micros() as u64,
+            "checkpoint chosen"
+        );
         return Ok((
             (Some(m), skipped),
             Found {
@@ -239,6 +285,10 @@ fn select(store: &FileSystemCheckpointStore, cfg: &RecoveryConfig) -> Result<(Se
             },
         ));
     }
+    tracing::info!(
+        passed_over = skipped.len(),
+        "no checkpoint to recover from: replaying the logs alone"
+    );
     let runs = OpenedRuns::new();
     Ok((
         (None, skipped),
@@ -361,7 +411,9 @@ fn epoch_metadata(
     Ok(meta)
 }
 
-/// Recovers every shard of the store at `layout` (module docs).
+/// Recovers every shard of the store at `layout` (module docs), in a
+/// `recovery` span: what it chose, passed over and replayed, and how long
+/// each part took, as events.
 pub(crate) fn recover(
     fs: &Arc<dyn Fs>,
     layout: &Layout,
@@ -370,17 +422,56 @@ pub(crate) fn recover(
     wal: Option<WalOptions>,
     cfg: &RecoveryConfig,
 ) -> Result<Recovery> {
-    let started = Instant::now();
-    let store = FileSystemCheckpointStore::new(Arc::clone(fs), layout.checkpoints())?;
-    let ((manifest, skipped), found) = select(&store, cfg)?;
-    let Found {
-        runs: mut opened,
-        newer,
-        retained,
-    } = found;
+    let span = tracing::info_span!("recovery", shards, root = %layout.root.display(), point = ?cfg.point);
+    let _entered = span.enter();
+    let recovered = recover_in_span(fs, layout, shards, spine_opts, wal, cfg, &span);
+    match &recovered {
+        Ok(r) => trace_recovered(r),
+        Err(e) => tracing::error!(error = %e, "recovery failed"),
+    }
+    recovered
+}
+
+/// The events of a recovery that succeeded: each shard's replay, then the
+/// whole.
+fn trace_recovered(r: &Recovery) {
+    for s in &r.shards {
+        tracing::info!(
+            shard = s.shard,
+            records = s.replayed_records,
+            bytes = s.replayed_bytes,
+            discarded = s.discarded_records,
+            refused = s.refused_records,
+            end_lsn = s.end_lsn,
+            elapsed_us = s.replay_time.as_micros() as u64,
+            "shard replayed"
+        );
+    }
+    tracing::info!(
+        epoch = r.epoch,
+        last_epoch = r.last_epoch,
+        checkpoint = r.manifest.as_ref().map(|m| tracing::field::display(m.id)),
+        passed_over = r.skipped.len(),
+        removed = r.removed.len(),
+        select_us = r.select_time.as_micros() as u64,
+        restore_us = r.restore_time.as_micros() as u64,
+        "recovered"
+    );
+}
+
+/// Steps 1–2 (module docs): the checkpoint to recover, those passed over
+/// (set aside now), and what else the choice found; refused if it holds
+/// another number of shards.
+fn open_checkpoint(
+    store: &FileSystemCheckpointStore,
+    shards: u32,
+    cfg: &RecoveryConfig,
+) -> Result<(Selected, Found)> {
+    let ((manifest, skipped), found) = select(store, cfg)?;
     for (id, _) in &skipped {
-        if fs.exists(&store.checkpoint_dir(*id))? {
+        if store.fs().exists(&store.checkpoint_dir(*id))? {
             store.quarantine(*id)?;
+            tracing::info!(checkpoint = %id, "damaged checkpoint set aside");
         }
     }
     if let Some(m) = &manifest
@@ -395,6 +486,27 @@ pub(crate) fn recover(
             ),
         });
     }
+    Ok(((manifest, skipped), found))
+}
+
+/// [`recover`]'s work, in `span`, which its threads enter too.
+fn recover_in_span(
+    fs: &Arc<dyn Fs>,
+    layout: &Layout,
+    shards: u32,
+    spine_opts: &SpineOptions,
+    wal: Option<WalOptions>,
+    cfg: &RecoveryConfig,
+    span: &tracing::Span,
+) -> Result<Recovery> {
+    let started = Instant::now();
+    let store = FileSystemCheckpointStore::new(Arc::clone(fs), layout.checkpoints())?;
+    let ((manifest, skipped), found) = open_checkpoint(&store, shards, cfg)?;
+    let Found {
+        runs: mut opened,
+        newer,
+        retained,
+    } = found;
     let ck_dir = manifest.as_ref().map(|m| store.checkpoint_dir(m.id));
     let select_time = started.elapsed();
     let restored = Instant::now();
@@ -402,7 +514,7 @@ pub(crate) fn recover(
     // Steps 3–5 (module docs): scan, choose, replay.
     let scanned = in_parallel(
         shards,
-        cfg.threads,
+        (cfg.threads, span),
         |n| {
             let cut = manifest
                 .as_ref()
@@ -422,6 +534,7 @@ pub(crate) fn recover(
                 spine_opts,
                 wal,
                 mode: cfg.wal_mode,
+                progress: cfg.progress.as_ref(),
             }
         },
         |job| job.scan(latest),
@@ -439,12 +552,13 @@ pub(crate) fn recover(
     // win the next open and need the records.
     for id in &newer {
         store.remove(*id)?;
+        tracing::info!(checkpoint = %id, epoch, "checkpoint newer than the recovery point removed");
     }
     let mut ends = ends.into_iter();
     let mut scanned = scanned.into_iter();
     let shards = in_parallel(
         shards,
-        cfg.threads,
+        (cfg.threads, span),
         |_| (scanned.next(), ends.next()),
         |(s, end)| match (s, end) {
             (Some(s), Some(end)) => s.finish(end),
@@ -465,18 +579,26 @@ pub(crate) fn recover(
 }
 
 /// Runs `work` on what `make` gives for each shard, on at most `threads`
-/// threads (each takes the next shard until none is left); the results in
-/// shard order, or the first error.
+/// threads (each takes the next shard until none is left) that enter
+/// `span` with the caller's subscriber; the results in shard order, or the
+/// first error.
 fn in_parallel<T: Send, R: Send>(
     shards: u32,
-    threads: usize,
+    (threads, span): (usize, &tracing::Span),
     mut make: impl FnMut(u32) -> T,
     work: impl Fn(T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
     let inputs: Vec<Mutex<Option<T>>> = (0..shards).map(|n| Mutex::new(Some(make(n)))).collect();
     let results: Vec<Mutex<Option<Result<R>>>> = (0..shards).map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
+    // The caller's subscriber and span follow the work to these threads:
+    // what the layers below report lands where recovery's own events do.
+    let dispatch = tracing::dispatcher::get_default(|d| {
+        (!d.is::<tracing::subscriber::NoSubscriber>()).then(|| d.clone())
+    });
     let worker = || {
+        let _default = dispatch.as_ref().map(tracing::dispatcher::set_default);
+        let _entered = span.enter();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(input) = inputs.get(i) else { return };
@@ -530,3 +652,6 @@ fn read_operators(fs: &dyn Fs, m: &CheckpointManifest, dir: &Path) -> Result<BTr
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;

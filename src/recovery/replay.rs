@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use super::{CATALOG_SPINE, Layout, RecoveredShard, RecoveredSpine, decode_catalog_value};
 use crate::changelog::{ChangeRecord, StateOp};
-use crate::checkpoint::{COMMIT_SPINE, ShardManifest, decode_commit_key};
+use crate::checkpoint::{COMMIT_SPINE, Meter, Phase, ProgressFn, ShardManifest, decode_commit_key};
 use crate::io::Fs;
 use crate::run::{Run, RunMode};
 use crate::spine::{Spine, SpineOptions};
+use crate::wal::format::{frame_len, list_segments};
 use crate::wal::{BatchEntries, RecoveryMode, WalOptions, WriteAheadLog, check_batch, decode_change};
 use crate::{Error, Result};
 
@@ -31,6 +32,53 @@ pub(super) struct ShardJob<'a> {
     pub(super) spine_opts: &'a SpineOptions,
     pub(super) wal: Option<WalOptions>,
     pub(super) mode: RecoveryMode,
+    /// Told how far the scan and the replay of the log have come.
+    pub(super) progress: Option<&'a ProgressFn>,
+}
+
+/// Counts the bytes of a shard's log a scan or a replay has read, from the
+/// records it is handed and the segments they lie in, for its progress
+/// reports (`RecoveryConfig::progress`).
+struct LogMeter<'a> {
+    meter: Meter<'a>,
+    /// `(first LSN, bytes of the segments before it)` of each segment from
+    /// the one holding the first LSN read.
+    segments: Vec<(u64, u64)>,
+    /// The segment of the last record.
+    at: usize,
+}
+
+impl<'a> LogMeter<'a> {
+    /// A meter of the log in `dir` from LSN `from` on, sized by its
+    /// segments' lengths; `None` without a progress callback.
+    fn start(job: &ShardJob<'a>, dir: &Path, from: u64, phase: Phase) -> Option<LogMeter<'a>> {
+        let report = job.progress?;
+        let (fs, mut segments, mut total) = (job.fs.as_ref(), Vec::new(), 0);
+        // Best effort: a log that cannot be sized here is sized as it is read.
+        if let Ok(names) = list_segments(fs, dir) {
+            let first = names.iter().rposition(|(lsn, _)| *lsn <= from).unwrap_or(0);
+            for (lsn, name) in &names[first..] {
+                segments.push((*lsn, total));
+                total += fs.open(&dir.join(name)).and_then(|f| f.size()).unwrap_or(0);
+            }
+        }
+        Some(LogMeter {
+            meter: Meter::start(report.as_ref(), phase, Some(job.shard), total),
+            segments,
+            at: 0,
+        })
+    }
+
+    /// The record with LSN `lsn` and `payload` bytes was read.
+    fn record(&mut self, lsn: u64, payload: usize) {
+        while let Some(&(first, before)) = self.segments.get(self.at + 1)
+            && first <= lsn
+        {
+            self.at += 1;
+            self.meter.set(before);
+        }
+        self.meter.set(self.meter.done() + frame_len(payload) as u64);
+    }
 }
 
 /// A spine being rebuilt, with the LSN its runs cover.
@@ -224,7 +272,11 @@ impl Scanned<'_> {
         }
         let from = self.job.cut_lsn() + 1;
         let commits = &mut self.commits;
+        let mut meter = LogMeter::start(&self.job, &wal_dir, from, Phase::Scan);
         let report = crate::wal::replay(self.job.fs.as_ref(), &wal_dir, from, self.job.mode, |frame| {
+            if let Some(m) = meter.as_mut() {
+                m.record(frame.lsn, frame.payload.len());
+            }
             let rec = decode_change(frame.payload, frame.epoch, &wal_dir, frame.lsn)?;
             if rec.spine == COMMIT_SPINE {
                 commits.note(frame.lsn, &rec, &wal_dir)?;
@@ -232,6 +284,9 @@ impl Scanned<'_> {
             Ok(())
         })?;
         self.commits.last_lsn = report.last_lsn;
+        if let Some(m) = meter {
+            m.meter.finish();
+        }
         Ok(())
     }
 
@@ -274,6 +329,7 @@ impl Scanned<'_> {
         let cut_lsn = job.cut_lsn();
         let from = job.cut.map_or(1, ShardManifest::replay_from);
         let mut first_seen = None;
+        let mut meter = LogMeter::start(job, &wal_dir, from, Phase::Replay);
         // The checkpoint committed only after the log was durable past its
         // cut: a log that ends before it is damaged, not torn.
         let opts = WalOptions {
@@ -287,6 +343,9 @@ impl Scanned<'_> {
         .end_at(end);
         let wal = WriteAheadLog::open_replaying(Arc::clone(job.fs), &wal_dir, opts, |frame| {
             first_seen.get_or_insert(frame.lsn);
+            if let Some(m) = meter.as_mut() {
+                m.record(frame.lsn, frame.payload.len());
+            }
             let rec = decode_change(frame.payload, frame.epoch, &wal_dir, frame.lsn)?;
             if rec.op == StateOp::Batch {
                 // Checked whole before any of it is applied: all or none.
@@ -347,6 +406,9 @@ impl Scanned<'_> {
         }
         out.replay_time = started.elapsed();
         out.wal = Some(wal);
+        if let Some(m) = meter {
+            m.meter.finish();
+        }
         Ok(())
     }
 }

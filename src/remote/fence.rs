@@ -225,6 +225,19 @@ impl Writer {
         &self.remote
     }
 
+    /// The writer of epoch `by` took the remote store over: this one is
+    /// fenced for good.
+    fn lose(&mut self, by: u64) -> Error {
+        tracing::error!(
+            url = %self.remote.url(),
+            writer_epoch = self.epoch(),
+            by,
+            "fenced: another writer took the remote store over; this store pushes no more"
+        );
+        self.fenced_by = Some(by);
+        self.fenced(by)
+    }
+
     fn fenced(&self, by: u64) -> Error {
         Error::Fenced {
             url: self.remote.url().to_string(),
@@ -267,17 +280,13 @@ impl Writer {
                 // A newer writer's manifests make ours dead on arrival,
                 // even where garbage collection deleted the number we took.
                 match newer_than(&self.remote, seq).await? {
-                    Some(by) => {
-                        self.fenced_by = Some(by);
-                        Err(self.fenced(by))
-                    }
+                    Some(by) => Err(self.lose(by)),
                     None => Ok(()),
                 }
             }
             Ok(Created::Theirs(there)) => {
                 let by = there.map_or(0, |t| t.writer_epoch);
-                self.fenced_by = Some(by);
-                Err(self.fenced(by))
+                Err(self.lose(by))
             }
             Err(e) => {
                 self.pending = Some(m);

@@ -105,17 +105,12 @@ impl Pusher {
         let (tx, rx) = mpsc::channel();
         let (s, f, l) = (Arc::clone(&shared), Arc::clone(&fs), layout.clone());
         let url = remote.url().to_string();
+        let dispatch = super::subscriber();
         let thread = std::thread::Builder::new()
             .name("statespine-push".into())
-            .spawn(move || match claim(&remote, f.as_ref(), &l, &origin) {
-                Ok((rt, writer, known)) => {
-                    s.lock().progress.writer_epoch = writer.epoch();
-                    let _ = tx.send(Ok(()));
-                    run(&rt, writer, known, &s);
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
+            .spawn(move || {
+                let _default = dispatch.as_ref().map(tracing::dispatcher::set_default);
+                pusher_thread(&remote, f.as_ref(), &l, &origin, &s, &tx);
             })
             .map_err(|e| Error::io("spawn", std::path::Path::new("statespine-push"), e))?;
         let mut pusher = Pusher {
@@ -237,6 +232,30 @@ impl Drop for Pusher {
     }
 }
 
+/// The pusher thread: claims `remote`, says how that went on `tx`, then
+/// pushes until the store closes.
+fn pusher_thread(
+    remote: &Remote,
+    fs: &dyn Fs,
+    layout: &Layout,
+    origin: &Origin,
+    shared: &Shared,
+    tx: &mpsc::Sender<Result<()>>,
+) {
+    match claim(remote, fs, layout, origin) {
+        Ok((rt, writer, known)) => {
+            tracing::info!(url = %remote.url(), writer_epoch = writer.epoch(), "remote store claimed");
+            shared.lock().progress.writer_epoch = writer.epoch();
+            let _ = tx.send(Ok(()));
+            run(&rt, writer, known, shared);
+        }
+        Err(e) => {
+            tracing::error!(url = %remote.url(), error = %e, "remote store not claimed");
+            let _ = tx.send(Err(e));
+        }
+    }
+}
+
 /// On the pusher thread: checks that `remote` continues this store's
 /// history, claims it, and seeds the objects it holds of this store's.
 fn claim(
@@ -295,13 +314,24 @@ fn run(rt: &tokio::runtime::Runtime, mut writer: Writer, mut known: Known, share
             None => rt.block_on(upload::push(&mut writer, &snap, &mut known, &pins)),
         };
         drop(snap);
+        trace_push(&result);
         // Pins not applied (a failed push, or an id not pushed yet) wait
         // for the next push, unless set again since.
         let applied = |id: &Uuid| result.is_ok() && writer.manifest().checkpoints.iter().any(|c| c.id == *id);
         let unapplied: Vec<(Uuid, bool)> = pins.into_iter().filter(|(id, _)| !applied(id)).collect();
         if result.is_ok() && last_gc.is_none_or(|t| t.elapsed() >= writer.remote().settings.gc_interval()) {
             // Garbage is best effort: what stays is collected next time.
-            let _ = rt.block_on(gc::collect(writer.remote()));
+            match rt.block_on(gc::collect(writer.remote())) {
+                Ok(r) => tracing::info!(
+                    url = %writer.remote().url(),
+                    listed = r.listed,
+                    manifests_deleted = r.manifests_deleted,
+                    objects_deleted = r.objects_deleted,
+                    bytes_deleted = r.bytes_deleted,
+                    "remote garbage collected"
+                ),
+                Err(e) => tracing::warn!(error = %e, "remote garbage collection failed"),
+            }
             last_gc = Some(Instant::now());
         }
         let mut st = shared.lock();
@@ -324,6 +354,25 @@ fn run(rt: &tokio::runtime::Runtime, mut writer: Writer, mut known: Known, share
             }
         }
         shared.settled.notify_all();
+    }
+}
+
+/// Says how a push ended (a fenced one is said where the fence is found).
+fn trace_push(result: &Result<PushReport>) {
+    match result {
+        Ok(r) => tracing::info!(
+            checkpoint = %r.checkpoint,
+            epoch = r.epoch,
+            manifest_seq = r.manifest_seq,
+            objects = r.objects,
+            uploaded_objects = r.uploaded_objects,
+            uploaded_bytes = r.uploaded_bytes,
+            total_bytes = r.total_bytes,
+            elapsed_us = r.duration.as_micros() as u64,
+            "checkpoint pushed"
+        ),
+        Err(Error::Fenced { .. }) => {}
+        Err(e) => tracing::warn!(error = %e, "push failed: the next checkpoint's push retries"),
     }
 }
 

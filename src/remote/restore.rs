@@ -72,7 +72,25 @@ pub(crate) fn restore(
     epoch: Option<u64>,
     cache: Option<&Path>,
 ) -> Result<Option<RestoreReport>> {
-    super::off_the_caller(|| restore_here(fs, layout, remote, epoch, cache))
+    let span = tracing::info_span!("restore", url = %remote.url(), epoch);
+    let _entered = span.enter();
+    let restored = super::off_the_caller(|| restore_here(fs, layout, remote, epoch, cache));
+    match &restored {
+        Ok(Some(r)) => tracing::info!(
+            checkpoint = %r.checkpoint,
+            epoch = r.epoch,
+            manifest_seq = r.manifest_seq,
+            objects = r.objects,
+            from_cache = r.from_cache,
+            bytes = r.bytes,
+            passed_over = r.skipped.len(),
+            elapsed_us = r.duration.as_micros() as u64,
+            "checkpoint restored"
+        ),
+        Ok(None) => tracing::info!("nothing to restore: the remote store holds no checkpoint"),
+        Err(e) => tracing::error!(error = %e, "restore failed"),
+    }
+    restored
 }
 
 fn restore_here(
@@ -133,6 +151,7 @@ fn restore_here(
                 Err(e) => {
                     wipe(fs, layout)?;
                     if e.is_corruption() {
+                        tracing::warn!(checkpoint = %c.id, epoch = c.epoch, reason = %e, "fallback past damaged remote checkpoint");
                         skipped.push((c.id, e.to_string()));
                         continue;
                     }

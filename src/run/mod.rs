@@ -56,5 +56,5 @@ pub use options::{
     Compression, DEFAULT_BLOCK_SIZE_BYTES, DEFAULT_BLOOM_BITS_PER_KEY, DEFAULT_VALUE_ALIGN_BYTES, Durability,
     MAX_ENTRY_BYTES, RunOptions,
 };
-pub use reader::Run;
+pub use reader::{Run, VERIFY_STEP_BYTES};
 pub use writer::{RunWriter, TMP_SUFFIX};

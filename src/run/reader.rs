@@ -30,6 +30,9 @@ use crate::{Error, Result};
 
 /// Output chunk of block decompression: a typical block fits in one.
 const DECOMPRESS_CHUNK_BYTES: usize = 64 << 10;
+/// Bytes of a run's body checksummed between two reports of
+/// [`Run::verify_with_progress`]: 4 MiB.
+pub const VERIFY_STEP_BYTES: usize = 4 << 20;
 
 /// A block after its first touch: where its columns are, and its bytes if they
 /// had to be decompressed.
@@ -549,8 +552,21 @@ impl Run {
     /// data block. Reads the whole file; for scrubbing and checkpoint
     /// validation, not for the read path.
     pub fn verify(&self) -> Result<()> {
+        self.verify_with_progress(&mut |_| {})
+    }
+
+    /// [`Run::verify`], telling `progress` how many of the file's bytes are
+    /// checked: every [`VERIFY_STEP_BYTES`] of the body's checksum, then the
+    /// file's length once every block is checked too.
+    pub fn verify_with_progress(&self, progress: &mut dyn FnMut(u64)) -> Result<()> {
         let body_len = self.footer.file_len as usize - FOOTER_LEN;
-        let crc = crc32c::crc32c(&self.map[..body_len]);
+        let mut crc = 0;
+        let mut checked = 0u64;
+        for piece in self.map[..body_len].chunks(VERIFY_STEP_BYTES) {
+            crc = crc32c::crc32c_append(crc, piece);
+            checked += piece.len() as u64;
+            progress(checked);
+        }
         if !format::crc_matches(self.footer.body_crc32c, crc) {
             return Err(Error::corrupt(
                 &self.path,
@@ -568,6 +584,7 @@ impl Run {
             }
             prev = Some(view);
         }
+        progress(self.footer.file_len);
         Ok(())
     }
 }

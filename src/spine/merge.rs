@@ -16,6 +16,7 @@
 //! advanced by the owner's `merge_step` or by a helper thread.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::batch::{Batch, Pos, RunFile};
 use super::consolidate::Consolidate;
@@ -33,6 +34,8 @@ pub(crate) struct Merge {
     bottom: bool,
     exhausted: bool,
     bytes_in: u64,
+    /// When it was made, for the time it took.
+    started: Instant,
 }
 
 /// What a finished merge produced.
@@ -42,6 +45,8 @@ pub(crate) struct Output {
     pub(crate) run: Option<RunFile>,
     /// Input bytes consumed (keys, values and per-entry overhead).
     pub(crate) bytes_in: u64,
+    /// From its start to its output's opening.
+    pub(crate) elapsed: Duration,
 }
 
 impl Merge {
@@ -60,6 +65,7 @@ impl Merge {
             bottom,
             exhausted: false,
             bytes_in: 0,
+            started: Instant::now(),
         })
     }
 
@@ -111,7 +117,11 @@ impl Merge {
         let bytes_in = self.bytes_in;
         if self.writer.entry_count() == 0 {
             // Dropping an unfinished writer removes its temporary file.
-            return Ok(Output { run: None, bytes_in });
+            return Ok(Output {
+                run: None,
+                bytes_in,
+                elapsed: self.started.elapsed(),
+            });
         }
         let (meta, synced) = self.writer.finish_syncing_later()?;
         let run = Run::open(fs.as_ref(), &meta.path)?;
@@ -131,6 +141,7 @@ impl Merge {
         Ok(Output {
             run: Some(RunFile::new(run, Arc::clone(fs)).synced_by(synced)),
             bytes_in,
+            elapsed: self.started.elapsed(),
         })
     }
 }

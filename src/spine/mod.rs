@@ -472,6 +472,7 @@ impl Spine {
             lineage: Lineage::default(),
         });
         self.stats.seals += 1;
+        tracing::trace!(spine = %self.dir.display(), lsn = self.memtable_lsn, "memtable sealed");
         // Never waits, and inline it merges nothing (no budget).
         while let Some(f) = self.merger.next_finished(&self.fs, &mut 0) {
             self.publish(f)?;
@@ -684,6 +685,7 @@ impl Spine {
         let output = match output {
             Ok(o) => o,
             Err(e) => {
+                tracing::warn!(spine = %self.dir.display(), merge = id, error = %e, "merge failed");
                 self.abandon(inputs);
                 return Err(e);
             }
@@ -721,6 +723,8 @@ impl Spine {
         if let Some(level) = replacement.as_ref().map(|r| r.level) {
             self.promote_older(first, level);
         }
+        let work = (output.bytes_in, output.elapsed);
+        self.trace_merge(id, inputs.len(), in_level, work, replacement.as_ref());
         crate::io::kill_point("merge-publish");
         let retired: Vec<Batch> = self
             .batches
@@ -738,6 +742,31 @@ impl Spine {
         self.stats.bytes_merged += output.bytes_in;
         self.assert_shape();
         self.schedule()
+    }
+
+    /// Says that merge `id` of `inputs` batches at level `in_level`
+    /// published, after `bytes_in` bytes of input and `elapsed`, into the
+    /// slot `placed` (if anything survived).
+    fn trace_merge(
+        &self,
+        id: u64,
+        inputs: usize,
+        in_level: usize,
+        (bytes_in, elapsed): (u64, Duration),
+        placed: Option<&Slot>,
+    ) {
+        tracing::debug!(
+            spine = %self.dir.display(),
+            merge = id,
+            level = in_level,
+            output_level = placed.map(|s| s.level),
+            inputs,
+            bytes_in,
+            output_bytes = placed.map_or(0, |s| s.batch.size_bytes()),
+            entries = placed.map_or(0, |s| s.batch.len()),
+            elapsed_us = elapsed.as_micros() as u64,
+            "merge published"
+        );
     }
 
     /// An output larger than its inputs' level holds (a huge memtable, a

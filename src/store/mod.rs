@@ -53,7 +53,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::changelog::StateChangelogBuffer;
-use crate::checkpoint::{ConnectorCheckpoint, FileSystemCheckpointStore};
+use crate::checkpoint::{ConnectorCheckpoint, FileSystemCheckpointStore, Progress};
 use crate::io::{Fs, LockGuard, Pool, StdFs};
 use crate::recovery::{Layout, RecoveryConfig, recover};
 use crate::run::RunMode;
@@ -290,6 +290,17 @@ impl Options {
     #[must_use]
     pub fn recovery_point(mut self, point: RecoveryPoint) -> Self {
         self.recovery.point = point;
+        self
+    }
+
+    /// Tells `progress` how recovery at the open is getting on: each
+    /// checkpoint it validates, then per shard the WAL it scans and replays,
+    /// in bytes, every few MiB (`checkpoint::Progress`). Called from the
+    /// recovery threads, shards side by side: keep it short. The tool's
+    /// progress bars are drawn from it; a service may log it.
+    #[must_use]
+    pub fn on_progress(mut self, progress: impl Fn(Progress) + Send + Sync + 'static) -> Self {
+        self.recovery.progress = Some(Arc::new(progress));
         self
     }
 

@@ -431,6 +431,7 @@ impl ChangelogDrainer {
     /// comes and only time out.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<()> {
         self.drain_until(stop).inspect_err(|e| {
+            tracing::error!(shards = self.shards.len(), error = %e, "changelog drainer stopped");
             let stopped = Error::Poisoned {
                 path: std::path::PathBuf::new(),
                 cause: format!("the changelog drainer stopped: {e}"),

@@ -228,7 +228,9 @@ impl WriteAheadLog {
             torn_header,
         } = read;
         if let Some((name, len)) = torn_header {
-            fs.remove_file(&dir.join(name))?;
+            let path = dir.join(name);
+            tracing::warn!(file = %path.display(), bytes = len, "torn wal segment header removed");
+            fs.remove_file(&path)?;
             fs.sync_dir(&dir)?;
             report.torn_bytes += len;
         }
@@ -239,6 +241,14 @@ impl WriteAheadLog {
         wal.next_lsn = next_lsn;
         wal.durable_lsn = next_lsn.saturating_sub(1);
         wal.report = report;
+        tracing::debug!(
+            dir = %wal.dir.display(),
+            segments = report.segments,
+            records = report.records,
+            torn_bytes = report.torn_bytes,
+            next_lsn,
+            "wal opened"
+        );
         Ok(wal)
     }
 
@@ -358,7 +368,10 @@ impl WriteAheadLog {
 
     /// Runs an I/O step; a failure poisons the log.
     fn guard<T>(&mut self, step: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
-        step(self).inspect_err(|e| self.poisoned = Some(e.to_string()))
+        step(self).inspect_err(|e| {
+            tracing::error!(dir = %self.dir.display(), error = %e, "wal failed: it takes no more records");
+            self.poisoned = Some(e.to_string());
+        })
     }
 
     /// Appends one record; returns its LSN. Durable only after [`Self::sync`].
@@ -454,6 +467,12 @@ impl WriteAheadLog {
             "segment {} would start at or before the one it follows",
             self.next_lsn
         );
+        tracing::debug!(
+            segment = %path.display(),
+            first_lsn = self.next_lsn,
+            closed_bytes = self.segments.last().map_or(0, |s| s.len),
+            "wal segment rotated"
+        );
         self.segments.push(Segment {
             first_lsn: self.next_lsn,
             path,
@@ -479,6 +498,14 @@ impl WriteAheadLog {
             crate::io::kill_point("wal-truncate");
             self.guard(|w| w.fs.remove_file(&s.path))?;
             self.guard(|w| w.fs.sync_dir(&w.dir))?;
+        }
+        if doomed > 0 {
+            tracing::info!(
+                dir = %self.dir.display(),
+                segments = doomed,
+                below_lsn = self.segments.first().map_or(lsn, |s| s.first_lsn),
+                "wal truncated"
+            );
         }
         Ok(doomed)
     }
@@ -568,6 +595,13 @@ fn read_log(
         if r.header.first_lsn + r.scan.records > opts.end_at + 1 {
             // The log ends at `end_at`, in this segment; the rest goes.
             let at = offset_of(&r.map, &r.header, opts.end_at + 1);
+            tracing::info!(
+                file = %r.path.display(),
+                offset = at,
+                end_lsn = opts.end_at,
+                later_segments = names.len() - i - 1,
+                "wal cut at the recovery point"
+            );
             discard_after(fs, dir, &names[i + 1..])?;
             log.end_before(opts.end_at + 1, at);
             read.trim = Some(at as u64);
@@ -576,6 +610,7 @@ fn read_log(
         let Some(cut) = tail_cut(opts.recovery, &r.path, r.scan.tail, r.last)? else {
             continue;
         };
+        trace_cut(&r.path, cut, r.len, &r.scan.tail, names.len() - i - 1);
         report.torn_bytes += r.len - cut as u64;
         read.trim = Some(cut as u64);
         // Tolerant mode: what follows the damage is dropped.
@@ -584,6 +619,23 @@ fn read_log(
         break;
     }
     Ok(read)
+}
+
+/// Says where open cuts a segment whose records end early: a torn tail
+/// (expected after a crash), or damage in tolerant mode, which loses what
+/// follows it and the `later` segments.
+fn trace_cut(path: &Path, cut: usize, len: u64, tail: &super::segment::Tail, later: usize) {
+    if matches!(tail, super::segment::Tail::Torn { .. }) && later == 0 {
+        tracing::warn!(file = %path.display(), offset = cut, bytes = len - cut as u64, "torn wal tail cut");
+    } else {
+        tracing::warn!(
+            file = %path.display(),
+            offset = cut,
+            bytes = len - cut as u64,
+            later_segments = later,
+            "damaged wal cut (tolerated): the records after it are lost"
+        );
+    }
 }
 
 /// Deletes `later` (the segments after the one the log now ends in), newest
