@@ -171,7 +171,9 @@ fn each_region_reports_itself() {
     let last = entries.last().unwrap();
     assert_eq!(run.get(&last.key).unwrap().map(Owned::of).as_ref(), Some(last));
     assert!(run.iter().next().unwrap().is_err());
-    assert_eq!(region_of(&run.verify().unwrap_err()), "body");
+    // A full check names the damaged block, not just the body.
+    let err = run.verify().unwrap_err();
+    assert_eq!((region_of(&err), corruption_offset(&err)), ("data block", 0));
 }
 
 #[test]

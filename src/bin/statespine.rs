@@ -1,21 +1,32 @@
-//! `statespine`: the operator's tool (feature `cli`). Every command here is
-//! read-only: it opens files for reading only, takes no lock, replays and
-//! trims nothing, so it is safe beside a live store.
+//! `statespine`: the operator's tool (feature `cli`). The commands that
+//! look (info, checkpoints, verify, diff, dump, get, scan) are read-only:
+//! they change no byte of the store and take no lock, so they are safe
+//! beside a live store (`get` and `scan` run the library's recovery over a
+//! copy-on-write overlay, `io::OverlayFs`: see `statespine/read.rs`). The
+//! commands that write (compact, gc, push, restore) open the store as its
+//! owner, taking its lock.
 //!
 //! ```text
 //! statespine info STORE [--json]
 //! statespine checkpoints STORE|URL [--json]
-//! statespine restore URL STORE --shards N        (feature `remote`; writes STORE)
 //! statespine verify STORE|CHECKPOINT [--depth manifest|footers|blocks] [--json]
 //! statespine diff CHECKPOINT CHECKPOINT [--json]
 //! statespine dump manifest CHECKPOINT [--json]
 //! statespine dump run FILE [--limit N] [--json]
 //! statespine dump wal SEGMENT [--limit N] [--json]
+//! statespine get STORE KEY [--spine NAME] [--shard N] [--epoch E | --checkpoint ID] [--hex] [--json]
+//! statespine scan STORE --spine NAME [--shard N] [--prefix P | --from A --to B] [--limit N]
+//!                 [--epoch E | --checkpoint ID] [--hex] [--json]
+//! statespine compact STORE [--json]                  (writes: takes the lock)
+//! statespine gc STORE [--remote URL] [--json]        (writes: takes the lock)
+//! statespine push STORE URL [--json]                 (feature `remote`; writes)
+//! statespine restore URL STORE --shards N            (feature `remote`; writes STORE)
 //! ```
 //!
-//! Exit codes: 0 clean, 1 damage found (`verify`), 2 the path could not be
-//! read as a store or checkpoint (one line on stderr naming file and offset
-//! where the library's error does).
+//! Exit codes: 0 clean, 1 damage found (`verify`, `dump wal`) or key not
+//! found (`get`), 2 the path could not be read as a store or checkpoint,
+//! or the command failed (one line on stderr, the library's error, naming
+//! file and offset where it does).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,11 +42,17 @@ use statespine::checkpoint::{
 };
 use statespine::io::{Fs, StdFs};
 
+// A bin target's root looks for modules beside it: they live in statespine/.
+#[path = "statespine/maintain.rs"]
+mod maintain;
+#[path = "statespine/read.rs"]
+mod read;
+
 #[derive(Parser)]
 #[command(
     name = "statespine",
     version,
-    about = "Look inside statespine stores (read-only)"
+    about = "Look inside statespine stores, read them at an epoch, compact and push them"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -88,7 +105,7 @@ enum Command {
         json: bool,
     },
     /// Restores the newest remote checkpoint into an empty store
-    /// directory (it writes: the only command that does), then checks it
+    /// directory (it writes, as compact, gc and push do), then checks it
     /// at blocks depth.
     #[cfg(feature = "remote")]
     Restore {
@@ -100,6 +117,106 @@ enum Command {
         /// The store's number of shards.
         #[arg(long)]
         shards: u32,
+    },
+    /// A key's value in the state recovery would return (the last
+    /// committed epoch, or the one asked for), from every spine (or one)
+    /// of every shard (or one). Read-only: recovery runs over an in-memory
+    /// overlay, no byte of the store changes and no lock is taken. Exit
+    /// code 1 if the key is not found.
+    Get {
+        /// The store directory.
+        store: PathBuf,
+        /// The key (UTF-8, or hex with --hex).
+        key: String,
+        /// Only this spine.
+        #[arg(long)]
+        spine: Option<String>,
+        /// Only this shard.
+        #[arg(long)]
+        shard: Option<u32>,
+        #[command(flatten)]
+        at: read::At,
+        /// Keys given in hex (`0x` optional).
+        #[arg(long)]
+        hex: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A spine's entries in key order, merged over every shard (or one),
+    /// in the state recovery would return. Read-only, as `get`.
+    Scan {
+        /// The store directory.
+        store: PathBuf,
+        /// The spine.
+        #[arg(long)]
+        spine: String,
+        /// Only this shard.
+        #[arg(long)]
+        shard: Option<u32>,
+        /// Only keys starting with this.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        prefix: Option<String>,
+        /// Keys from this one (included).
+        #[arg(long)]
+        from: Option<String>,
+        /// Keys before this one (excluded).
+        #[arg(long)]
+        to: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = u64::MAX)]
+        limit: u64,
+        #[command(flatten)]
+        at: read::At,
+        /// Keys given in hex (`0x` optional).
+        #[arg(long)]
+        hex: bool,
+        /// Machine-readable output (one JSON object per line).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Opens the store (taking its lock) with a fan-in of 2, flushes every
+    /// memtable, runs merges until none is pending (each level then holds
+    /// at most one run) and commits a checkpoint of the result (the
+    /// recovered epoch's metadata, as the next epoch), so the next open
+    /// uses the merged runs.
+    Compact {
+        /// The store directory.
+        store: PathBuf,
+        /// Compress the merged runs with zstd at this level (1..=22); the
+        /// store does not record its options, so without it they are not
+        /// compressed.
+        #[arg(long)]
+        zstd: Option<i32>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Opens and closes the store (taking its lock): recovery removes
+    /// half-written and retired checkpoints and unreferenced runs; says
+    /// which files went. With --remote, also collects the bucket's garbage.
+    Gc {
+        /// The store directory.
+        store: PathBuf,
+        /// A remote store's URL to collect too (feature `remote`).
+        #[arg(long)]
+        remote: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Opens the store pushing to a bucket (taking the lock, and fencing
+    /// any other writer of the bucket), checkpoints it and waits for the
+    /// push.
+    #[cfg(feature = "remote")]
+    Push {
+        /// The store directory.
+        store: PathBuf,
+        /// The remote store's URL.
+        url: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Prints a shell's completion script (`statespine completions bash >
     /// /etc/bash_completion.d/statespine`).
@@ -194,6 +311,34 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "statespine", &mut std::io::stdout());
             Ok(0)
         }
+        Command::Get {
+            store,
+            key,
+            spine,
+            shard,
+            at,
+            hex,
+            json,
+        } => read::get(&store, &key, spine.as_deref(), shard, &at, hex, json),
+        Command::Scan {
+            store,
+            spine,
+            shard,
+            prefix,
+            from,
+            to,
+            limit,
+            at,
+            hex,
+            json,
+        } => {
+            let range = read::Range { prefix, from, to };
+            read::scan(&store, &spine, shard, &range, limit, &at, hex, json)
+        }
+        Command::Compact { store, zstd, json } => maintain::compact(&store, zstd, json),
+        Command::Gc { store, remote, json } => maintain::gc(&store, remote.as_deref(), json),
+        #[cfg(feature = "remote")]
+        Command::Push { store, url, json } => maintain::push(&store, &url, json),
         Command::Dump { what } => match what {
             Dump::Manifest { checkpoint, json } => dump_manifest(&fs, &checkpoint, json),
             Dump::Run { file, limit, json } => dump_run(&fs, &file, limit, json),
@@ -620,6 +765,19 @@ mod remote {
         Ok(0)
     }
 
+    /// Collects the garbage of the bucket at `url`.
+    pub(super) fn collect(url: &str) -> Result<Value, Failure> {
+        let remote = Remote::from_url(url)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let r = rt.block_on(statespine::remote::collect(&remote))?;
+        Ok(
+            json!({ "url": url, "listed": r.listed, "manifests_deleted": r.manifests_deleted,
+            "objects_deleted": r.objects_deleted, "bytes_deleted": r.bytes_deleted }),
+        )
+    }
+
     pub(super) fn restore(fs: &dyn Fs, url: &str, store: &Path, shards: u32) -> Result<u8, Failure> {
         if fs.exists(&store.join("checkpoints"))? || fs.exists(&store.join("shards"))? {
             let what = format!(
@@ -660,5 +818,9 @@ mod remote {
             format!("{url}: bucket URLs need the remote feature (--features cli,remote)"),
             2,
         ))
+    }
+
+    pub(super) fn collect(url: &str) -> Result<serde_json::Value, Failure> {
+        checkpoints(url, false).map(|_| serde_json::Value::Null)
     }
 }

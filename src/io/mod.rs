@@ -17,6 +17,7 @@ mod kill;
 mod lock;
 mod mapping;
 mod mem;
+mod overlay;
 mod pool;
 mod real;
 #[cfg(any(test, feature = "sim"))]
@@ -32,6 +33,7 @@ pub(crate) use lock::holder_description;
 pub use mapping::Mapping;
 pub(crate) use mapping::{prefetch, prefetch_slice, prefetch_value};
 pub use mem::MemFs;
+pub use overlay::OverlayFs;
 #[doc(hidden)]
 pub use pool::{Job, Pending, Pool};
 pub use real::StdFs;

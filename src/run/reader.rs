@@ -567,15 +567,9 @@ impl Run {
             checked += piece.len() as u64;
             progress(checked);
         }
-        if !format::crc_matches(self.footer.body_crc32c, crc) {
-            return Err(Error::corrupt(
-                &self.path,
-                0,
-                "body",
-                format!("body crc32c {:#010x} (from the footer)", self.footer.body_crc32c),
-                format!("{crc:#010x}"),
-            ));
-        }
+        let body_ok = format::crc_matches(self.footer.body_crc32c, crc);
+        // Each block carries its own checksum: a damaged body is reported at
+        // the damaged block's offset when one is, so the operator sees where.
         let mut prev: Option<BlockView<'_>> = None;
         for b in 0..self.blocks.len() {
             let view = self.block(b)?;
@@ -583,6 +577,15 @@ impl Run {
                 self.check_boundary(b, &prev, &view)?;
             }
             prev = Some(view);
+        }
+        if !body_ok {
+            return Err(Error::corrupt(
+                &self.path,
+                0,
+                "body",
+                format!("body crc32c {:#010x} (from the footer)", self.footer.body_crc32c),
+                format!("{crc:#010x}"),
+            ));
         }
         progress(self.footer.file_len);
         Ok(())

@@ -829,6 +829,19 @@ impl Shard {
             .try_for_each(|n| n.spine.settle())
     }
 
+    /// Merges each spine into a single run now, on this thread: its
+    /// memtables flushed, every pending merge run to its end, then all its
+    /// runs merged into one (the operator's `statespine compact`; a spine
+    /// already one run is left alone). Reads are as fast as they get and
+    /// overwritten or cancelled entries are gone; it rewrites every byte,
+    /// so a service calls it rarely if ever.
+    pub fn compact(&mut self) -> Result<()> {
+        self.spines
+            .iter_mut()
+            .flatten()
+            .try_for_each(|n| n.spine.compact())
+    }
+
     /// The owner's slice of housekeeping: answers the epoch commits and
     /// checkpoint cuts the coordinator asked for (short pauses: a commit
     /// appends one record, a cut takes run handles; the memtables stay, the

@@ -1,0 +1,287 @@
+//! `get` and `scan`: a store's state as recovery would return it, read
+//! without changing the store.
+//!
+//! 1. Count the store's shards (its newest checkpoint's manifest, else its
+//!    `shards/` directories) and choose the recovery point: an epoch, a
+//!    checkpoint's epoch, or the last committed one.
+//! 2. Run the library's own recovery over an [`OverlayFs`] on the real
+//!    file system: checkpoint selection, WAL replay up to the point, and
+//!    the deletions and trims recovery makes all happen in memory, so the
+//!    answer is exactly the state an open would return and the directory
+//!    keeps every byte. The overlay takes no lock on the directory either:
+//!    a store another process has open can be read.
+//! 3. Look the key up in every shard's spines (or one), or merge the
+//!    spine's cursors of every shard in key order.
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use statespine::io::{Fs, OverlayFs, StdFs};
+use statespine::store::{Options, RecoveredState, RecoveryPoint, Shard, SpineId};
+use statespine::{Cursor, RunMode};
+
+use super::{Failure, checkpoint_dirs, show};
+
+/// Where to read the store: `--epoch`, `--checkpoint`, or the last
+/// committed epoch.
+#[derive(clap::Args, Clone, Debug)]
+pub(super) struct At {
+    /// Read the state of this epoch (committed and still recoverable).
+    #[arg(long, conflicts_with = "checkpoint")]
+    pub(super) epoch: Option<u64>,
+    /// Read the state of this retained checkpoint (its id, or its
+    /// directory), i.e. of its epoch.
+    #[arg(long)]
+    pub(super) checkpoint: Option<String>,
+}
+
+/// Which keys `scan` reads.
+#[derive(Debug, Default)]
+pub(super) struct Range {
+    pub(super) prefix: Option<String>,
+    pub(super) from: Option<String>,
+    pub(super) to: Option<String>,
+}
+
+/// The store's number of shards: its newest checkpoint's, else the
+/// number of `shards/<n>` directories.
+pub(super) fn shard_count(fs: &dyn Fs, store: &Path) -> Result<u32, Failure> {
+    let dirs = checkpoint_dirs(fs, store)?;
+    if let Some(m) = dirs.iter().rev().find_map(|(_, m)| m.as_ref()) {
+        return Ok(m.shards.len() as u32);
+    }
+    let names = fs.list(&store.join("shards")).unwrap_or_default();
+    let n = names.iter().filter(|n| n.parse::<u32>().is_ok()).count() as u32;
+    if n == 0 {
+        let what = format!(
+            "{}: not a statespine store (no checkpoint, no shards)",
+            store.display()
+        );
+        return Err(Failure(what, 2));
+    }
+    Ok(n)
+}
+
+/// The recovery point `at` asks for.
+fn point(fs: &dyn Fs, store: &Path, at: &At) -> Result<RecoveryPoint, Failure> {
+    if let Some(e) = at.epoch {
+        return Ok(RecoveryPoint::Epoch(e));
+    }
+    let Some(wanted) = &at.checkpoint else {
+        return Ok(RecoveryPoint::LastCommittedEpoch);
+    };
+    let name = Path::new(wanted)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    for (dir, m) in checkpoint_dirs(fs, store)? {
+        let Some(m) = m else { continue };
+        let id = m.id.to_string();
+        if *wanted == id || name.as_deref() == Some(id.as_str()) || dir == Path::new(wanted) {
+            return Ok(RecoveryPoint::Epoch(m.epoch));
+        }
+    }
+    let what = format!(
+        "{}: no retained checkpoint {wanted} (statespine checkpoints lists them)",
+        store.display()
+    );
+    Err(Failure(what, 2))
+}
+
+/// The store recovered to `at` through a copy-on-write overlay (module
+/// docs): the real directory is neither changed nor locked.
+pub(super) fn open_read_only(store: &Path, at: &At) -> Result<RecoveredState, Failure> {
+    let fs = StdFs::new();
+    let shards = shard_count(&fs, store)?;
+    let point = point(&fs, store, at)?;
+    let overlay = OverlayFs::new(Arc::new(StdFs::new()));
+    let state = Options::new(store)
+        .fs(Arc::new(overlay))
+        .shards(shards)
+        .recovery_point(point)
+        .worker_threads(1)
+        .merge_threads(1)
+        .recover()?;
+    Ok(state)
+}
+
+/// Bytes given on the command line: UTF-8, or hex with `--hex` (an
+/// optional `0x` first).
+fn bytes_of(what: &str, text: &str, hex: bool) -> Result<Vec<u8>, Failure> {
+    if !hex {
+        return Ok(text.as_bytes().to_vec());
+    }
+    let digits = text.strip_prefix("0x").unwrap_or(text);
+    let bad = || Failure(format!("{what} {text:?}: not hex"), 2);
+    if !digits.len().is_multiple_of(2) {
+        return Err(bad());
+    }
+    (0..digits.len())
+        .step_by(2)
+        .map(|i| digits.get(i..i + 2).and_then(|d| u8::from_str_radix(d, 16).ok()))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(bad)
+}
+
+/// The shards `--shard` selects (all without it); a shard the store does
+/// not have is an error.
+fn selected(shards: &[Shard], only: Option<u32>) -> Result<Vec<&Shard>, Failure> {
+    match only {
+        None => Ok(shards.iter().collect()),
+        Some(n) => match shards.iter().find(|s| s.id() == n) {
+            Some(s) => Ok(vec![s]),
+            None => Err(Failure(
+                format!("no shard {n}: the store has {}", shards.len()),
+                2,
+            )),
+        },
+    }
+}
+
+/// What `get` found in one spine of one shard.
+fn hits_in(shard: &Shard, name: &str, id: SpineId, key: &[u8]) -> Result<Vec<Value>, Failure> {
+    let hit = |value: &[u8], weight: Option<i64>| {
+        let mut v = json!({ "shard": shard.id(), "spine": name, "key": show(key), "value": show(value) });
+        if let Some(w) = weight {
+            v["weight"] = json!(w);
+        }
+        v
+    };
+    match id.kv() {
+        Some(kv) => Ok(shard.get(kv, key)?.map(|v| hit(v, None)).into_iter().collect()),
+        None => {
+            let values = shard.spine(id)?.values(key)?;
+            Ok(values.iter().map(|(v, w)| hit(v, Some(*w))).collect())
+        }
+    }
+}
+
+/// A line for a hit or a scanned entry.
+fn text_line(v: &Value) -> String {
+    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    let mut line = format!(
+        "shard {}  {}  {} = {}",
+        v["shard"],
+        s("spine"),
+        s("key"),
+        s("value")
+    );
+    if let Some(w) = v.get("weight") {
+        line.push_str(&format!("  weight {w}"));
+    }
+    line
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn get(
+    store: &Path,
+    key: &str,
+    spine: Option<&str>,
+    shard: Option<u32>,
+    at: &At,
+    hex: bool,
+    as_json: bool,
+) -> Result<u8, Failure> {
+    let key = bytes_of("key", key, hex)?;
+    let state = open_read_only(store, at)?;
+    let (epoch, checkpoint) = (state.epoch, state.checkpoint_id);
+    let mut st = state.store;
+    let shards = st.take_shards();
+    let mut hits = Vec::new();
+    let mut seen = false;
+    for s in selected(&shards, shard)? {
+        for (name, id) in s.spine_names() {
+            if spine.is_none_or(|want| want == name) {
+                seen = true;
+                hits.extend(hits_in(s, &name, id, &key)?);
+            }
+        }
+    }
+    drop(shards);
+    st.close()?;
+    if let Some(name) = spine.filter(|_| !seen) {
+        return Err(Failure(
+            format!("{}: no spine {name:?} at epoch {epoch}", store.display()),
+            2,
+        ));
+    }
+    if as_json {
+        let v = json!({ "epoch": epoch, "checkpoint": checkpoint.map(|c| c.to_string()), "key": show(&key), "hits": hits });
+        println!("{v}");
+    } else if hits.is_empty() {
+        eprintln!("statespine: {} not found at epoch {epoch}", show(&key));
+    } else {
+        hits.iter().for_each(|h| println!("{}", text_line(h)));
+    }
+    Ok(u8::from(hits.is_empty()))
+}
+
+/// A cursor over `range` of one shard's spine.
+fn cursor<'a>(s: &'a Shard, id: SpineId, range: &Range, hex: bool) -> Result<Cursor<'a>, Failure> {
+    if let Some(p) = &range.prefix {
+        return Ok(s.prefix(id, &bytes_of("prefix", p, hex)?)?);
+    }
+    let from = range
+        .from
+        .as_deref()
+        .map(|f| bytes_of("from", f, hex))
+        .transpose()?;
+    let to = range.to.as_deref().map(|t| bytes_of("to", t, hex)).transpose()?;
+    let lo = from.as_deref().map_or(Bound::Unbounded, Bound::Included);
+    let hi = to.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+    Ok(s.range(id, (lo, hi))?)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn scan(
+    store: &Path,
+    spine: &str,
+    shard: Option<u32>,
+    range: &Range,
+    limit: u64,
+    at: &At,
+    hex: bool,
+    as_json: bool,
+) -> Result<u8, Failure> {
+    let state = open_read_only(store, at)?;
+    let epoch = state.epoch;
+    let mut st = state.store;
+    let shards = st.take_shards();
+    let mut cursors = Vec::new();
+    for s in selected(&shards, shard)? {
+        if let Some(id) = s.spine_id(spine) {
+            cursors.push((s.id(), id.mode(), cursor(s, id, range, hex)?));
+        }
+    }
+    if cursors.is_empty() {
+        return Err(Failure(
+            format!("{}: no spine {spine:?} at epoch {epoch}", store.display()),
+            2,
+        ));
+    }
+    let mut shown = 0u64;
+    // Every shard's cursor, merged in key order (then value, for Z-sets).
+    while shown < limit {
+        let next = cursors
+            .iter_mut()
+            .filter(|(_, _, c)| c.current().is_some())
+            .min_by(|a, b| {
+                let (x, y) = (a.2.current(), b.2.current());
+                x.map(|e| (e.key, e.value)).cmp(&y.map(|e| (e.key, e.value)))
+            });
+        let Some((n, mode, c)) = next else { break };
+        let Some(e) = c.current() else { break };
+        let mut v = json!({ "shard": n, "spine": spine, "key": show(e.key), "value": show(e.value) });
+        if *mode == RunMode::ZSet {
+            v["weight"] = json!(c.weight());
+        }
+        println!("{}", if as_json { v.to_string() } else { text_line(&v) });
+        c.advance()?;
+        shown += 1;
+    }
+    drop(cursors);
+    drop(shards);
+    st.close()?;
+    Ok(0)
+}
