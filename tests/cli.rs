@@ -111,6 +111,23 @@ fn the_tool_lists_verifies_and_dumps_without_changing_a_byte() {
     assert_eq!(listed[1]["source_offsets"]["bids"], 20);
     assert!(listed[1]["runs"].as_u64().unwrap() >= 2);
     assert!(tool(&["checkpoints", d]).status.success());
+    // One checkpoint in full, named by a prefix of its id.
+    let id = listed[1]["id"].as_str().unwrap();
+    let out = tool(&["checkpoints", d, &id[..8], "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let full: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (full["id"].as_str(), &full["epoch"]),
+        (Some(id), &listed[1]["epoch"])
+    );
+    assert_eq!(full["summary"]["runs"], listed[1]["runs"]);
+    assert!(full["shards"].as_array().is_some_and(|s| !s.is_empty()), "{full}");
+    let out = tool(&["checkpoints", d, "ffffffff-no-such"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("statespine: "),
+        "{out:?}"
+    );
 
     let out = tool(&["verify", d, "--depth", "blocks", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");

@@ -38,13 +38,15 @@ use std::sync::Arc;
 
 use statespine::checkpoint::{
     CheckpointManifest, CheckpointStore, FileSystemCheckpointStore, MANIFEST_NAME, OperatorCheckpoint,
-    ValidationDepth, ValidationReport, read_file, validate_checkpoint,
+    ValidationDepth, ValidationReport, read_file, validate_checkpoint_with_progress,
 };
 use statespine::io::{Fs, StdFs};
 
 // A bin target's root looks for modules beside it: they live in statespine/.
 #[path = "statespine/maintain.rs"]
 mod maintain;
+#[path = "statespine/progress.rs"]
+mod progress;
 #[path = "statespine/read.rs"]
 mod read;
 
@@ -76,6 +78,9 @@ enum Command {
     Checkpoints {
         /// The store directory, or a remote store's URL (`s3://...`).
         store: PathBuf,
+        /// Show this checkpoint (its id, or a unique prefix of it) in full:
+        /// every manifest field, its runs and its bytes.
+        id: Option<String>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -298,10 +303,17 @@ fn main() -> ExitCode {
     let fs = StdFs::new();
     let result = match cli.command {
         Command::Info { store, json } => info(&fs, &store, json),
-        Command::Checkpoints { store, json } => match store.to_str().filter(|s| s.contains("://")) {
-            Some(url) => remote::checkpoints(url, json),
-            None => checkpoints(&fs, &store, json),
-        },
+        Command::Checkpoints { store, id, json } => {
+            match (store.to_str().filter(|s| s.contains("://")), id) {
+                (Some(url), None) => remote::checkpoints(url, json),
+                (Some(_), Some(_)) => Err(Failure(
+                    "checkpoints URL ID: restore the store first, then show the checkpoint".into(),
+                    2,
+                )),
+                (None, Some(id)) => show_checkpoint(&fs, &store, &id, json),
+                (None, None) => checkpoints(&fs, &store, json),
+            }
+        }
         #[cfg(feature = "remote")]
         Command::Restore { url, store, shards } => remote::restore(&fs, &url, &store, shards),
         Command::Verify { path, depth, json } => verify(&fs, &path, depth.into(), json),
@@ -391,6 +403,23 @@ fn dir_bytes(fs: &dyn Fs, dir: &Path) -> u64 {
         .sum()
 }
 
+/// Milliseconds since the Unix epoch as a UTC time, `2026-12-02 18:20:01`
+/// (the civil calendar from a day count: H. Hinnant's `civil_from_days`).
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let doe = days - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s) = (secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}")
+}
+
 fn summary(fs: &dyn Fs, dir: &Path, m: &CheckpointManifest) -> Value {
     let runs: usize = m
         .shards
@@ -402,6 +431,7 @@ fn summary(fs: &dyn Fs, dir: &Path, m: &CheckpointManifest) -> Value {
         "id": m.id.to_string(),
         "epoch": m.epoch,
         "wall_time_ms": m.wall_time_ms,
+        "time_utc": utc(m.wall_time_ms),
         "bytes": dir_bytes(fs, dir),
         "runs": runs,
         "shard_cut_lsns": m.shards.iter().map(|s| s.cut_lsn).collect::<Vec<_>>(),
@@ -423,8 +453,8 @@ fn checkpoints(fs: &dyn Fs, store: &Path, as_json: bool) -> Result<u8, Failure> 
         return Ok(0);
     }
     println!(
-        "{:<36}  {:>8}  {:>14}  {:>12}  {:>5}  source offsets",
-        "id", "epoch", "time (ms)", "bytes", "runs"
+        "{:<36}  {:>8}  {:<19}  {:>12}  {:>5}  source offsets",
+        "id", "epoch", "time (UTC)", "bytes", "runs"
     );
     for v in &listed {
         if let Some(e) = v.get("error") {
@@ -432,10 +462,10 @@ fn checkpoints(fs: &dyn Fs, store: &Path, as_json: bool) -> Result<u8, Failure> 
             continue;
         }
         println!(
-            "{:<36}  {:>8}  {:>14}  {:>12}  {:>5}  {}",
+            "{:<36}  {:>8}  {:<19}  {:>12}  {:>5}  {}",
             v["id"].as_str().unwrap_or("?"),
             v["epoch"],
-            v["wall_time_ms"],
+            v["time_utc"].as_str().unwrap_or("?"),
             v["bytes"],
             v["runs"],
             v["source_offsets"]
@@ -461,7 +491,13 @@ fn verify(fs: &dyn Fs, path: &Path, depth: ValidationDepth, as_json: bool) -> Re
     } else {
         checkpoint_dirs(fs, path)?.into_iter().map(|(p, _)| p).collect()
     };
-    let reports: Vec<ValidationReport> = dirs.iter().map(|d| validate_checkpoint(fs, d, depth)).collect();
+    let bar = progress::Shared::new("verify");
+    let reports: Vec<ValidationReport> = dirs
+        .iter()
+        .zip(0..)
+        .map(|(d, n)| validate_checkpoint_with_progress(fs, d, depth, &bar.validation(n)))
+        .collect();
+    bar.finish();
     let damaged = reports.iter().filter(|r| !r.is_valid()).count();
     if as_json {
         let all: Vec<Value> = reports.iter().map(report_json).collect();
@@ -530,6 +566,43 @@ fn manifest_json(m: &CheckpointManifest) -> Value {
         "connectors": connectors,
         "operators": operators,
     })
+}
+
+/// One checkpoint of `store` in full: its summary (bytes, runs) and every
+/// field of its manifest.
+fn show_checkpoint(fs: &dyn Fs, store: &Path, id: &str, as_json: bool) -> Result<u8, Failure> {
+    let dirs = checkpoint_dirs(fs, store)?;
+    let found: Vec<_> = dirs
+        .iter()
+        .filter(|(d, _)| {
+            d.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(id))
+        })
+        .collect();
+    let (dir, m) = match found.as_slice() {
+        [one] => one,
+        [] => return Err(Failure(format!("{}: no checkpoint {id}", store.display()), 2)),
+        _ => {
+            return Err(Failure(
+                format!("{}: {id} names several checkpoints", store.display()),
+                2,
+            ));
+        }
+    };
+    let m = match m {
+        Some(m) => m.clone(),
+        None => read_manifest(fs, dir)?,
+    };
+    let mut v = manifest_json(&m);
+    v["summary"] = summary(fs, dir, &m);
+    v["path"] = json!(dir.display().to_string());
+    if as_json {
+        println!("{v}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(0)
 }
 
 fn dump_manifest(fs: &dyn Fs, path: &Path, as_json: bool) -> Result<u8, Failure> {
@@ -786,11 +859,15 @@ mod remote {
             );
             return Err(Failure(what, 2));
         }
-        let remote = Remote::from_url(url)?;
+        let bar = super::progress::Shared::new("restore");
+        let remote = Remote::from_url(url)?.on_progress(bar.remote());
         let state = Options::new(store)
             .shards(shards)
             .restore_from(remote)
-            .recover()?;
+            .on_progress(bar.recovery())
+            .recover();
+        bar.finish();
+        let state = state?;
         let r = state
             .restored
             .clone()
@@ -822,5 +899,18 @@ mod remote {
 
     pub(super) fn collect(url: &str) -> Result<serde_json::Value, Failure> {
         checkpoints(url, false).map(|_| serde_json::Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc;
+
+    #[test]
+    fn utc_times_are_civil_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(utc(1_796_236_801_999), "2026-12-02 18:40:01");
+        assert_eq!(utc(4_107_542_399_000), "2100-02-28 23:59:59");
     }
 }

@@ -37,12 +37,15 @@ fn newest_runs(fs: &dyn Fs, store: &Path) -> Result<(usize, u64, Option<u64>), F
 /// that is not would be made one), its spines with `spine` options.
 fn open(fs: &dyn Fs, store: &Path, spine: SpineOptions) -> Result<RecoveredState, Failure> {
     let shards = shard_count(fs, store)?;
+    let bar = super::progress::Shared::new("recover");
     let state = Options::new(store)
         .shards(shards)
         .spine_options(spine)
         .worker_threads(1)
-        .recover()?;
-    Ok(state)
+        .on_progress(bar.recovery())
+        .recover();
+    bar.finish();
+    Ok(state?)
 }
 
 /// What the last epoch recorded, for a checkpoint that adds no data: the
@@ -169,10 +172,12 @@ pub(super) fn push(store: &Path, url: &str, as_json: bool) -> Result<u8, Failure
     use statespine::remote::Remote;
     let fs = StdFs::new();
     let shards = shard_count(&fs, store)?;
+    let bar = super::progress::Shared::new("push");
     let state = Options::new(store)
         .shards(shards)
         .worker_threads(1)
-        .push_to(Remote::from_url(url)?)
+        .push_to(Remote::from_url(url)?.on_progress(bar.remote()))
+        .on_progress(bar.recovery())
         .recover()?;
     let request = same_metadata(&state);
     let mut st = state.store;
@@ -180,7 +185,9 @@ pub(super) fn push(store: &Path, url: &str, as_json: bool) -> Result<u8, Failure
     let epoch = st.next_epoch();
     let mut refs: Vec<_> = shards.iter_mut().collect();
     st.checkpoint_inline(&mut refs, epoch, request)?;
-    let report = st.wait_pushed(std::time::Duration::from_secs(24 * 3600))?;
+    let report = st.wait_pushed(std::time::Duration::from_secs(24 * 3600));
+    bar.finish();
+    let report = report?;
     drop(shards);
     st.close()?;
     let Some(r) = report else {

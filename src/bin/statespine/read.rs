@@ -96,14 +96,17 @@ pub(super) fn open_read_only(store: &Path, at: &At) -> Result<RecoveredState, Fa
     let shards = shard_count(&fs, store)?;
     let point = point(&fs, store, at)?;
     let overlay = OverlayFs::new(Arc::new(StdFs::new()));
+    let bar = super::progress::Shared::new("recover");
     let state = Options::new(store)
         .fs(Arc::new(overlay))
         .shards(shards)
         .recovery_point(point)
         .worker_threads(1)
         .merge_threads(1)
-        .recover()?;
-    Ok(state)
+        .on_progress(bar.recovery())
+        .recover();
+    bar.finish();
+    Ok(state?)
 }
 
 /// Bytes given on the command line: UTF-8, or hex with `--hex` (an
