@@ -211,6 +211,36 @@ fn the_tool_lists_verifies_and_dumps_without_changing_a_byte() {
         listed[0]["runs"].as_u64().unwrap(),
         "{diff}"
     );
+    // Keys changed: every key of both shards got a new value in epoch 2.
+    let args = [
+        "diff",
+        older.to_str().unwrap(),
+        ck.to_str().unwrap(),
+        "--keys",
+        "3",
+        "--json",
+    ];
+    let diff: serde_json::Value = serde_json::from_str(&stdout(&tool(&args))).unwrap();
+    let keys = diff["keys_changed"].as_array().unwrap();
+    assert_eq!(keys.len(), 3, "{diff}");
+    assert_eq!(
+        (&keys[0]["key"], &keys[0]["before"], &keys[0]["after"]),
+        (
+            &serde_json::json!("0x00000000"),
+            &serde_json::json!("1-0"),
+            &serde_json::json!("2-0")
+        ),
+        "{diff}"
+    );
+    let args = [
+        "diff",
+        ck.to_str().unwrap(),
+        ck.to_str().unwrap(),
+        "--keys",
+        "--json",
+    ];
+    let same: serde_json::Value = serde_json::from_str(&stdout(&tool(&args))).unwrap();
+    assert_eq!(same["keys_changed"], serde_json::json!([]), "{same}");
 
     for shell in ["bash", "zsh", "fish"] {
         let out = tool(&["completions", shell]);

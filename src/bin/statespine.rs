@@ -105,6 +105,10 @@ enum Command {
         from: PathBuf,
         /// The newer checkpoint directory.
         to: PathBuf,
+        /// Also the keys whose state differs (each checkpoint recovered
+        /// read-only to its epoch), at most this many.
+        #[arg(long, value_name = "LIMIT", num_args = 0..=1, default_missing_value = "100")]
+        keys: Option<u64>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -317,7 +321,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "remote")]
         Command::Restore { url, store, shards } => remote::restore(&fs, &url, &store, shards),
         Command::Verify { path, depth, json } => verify(&fs, &path, depth.into(), json),
-        Command::Diff { from, to, json } => diff(&fs, &from, &to, json),
+        Command::Diff { from, to, keys, json } => diff(&fs, &from, &to, keys, json),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "statespine", &mut std::io::stdout());
@@ -674,9 +678,50 @@ fn info(fs: &dyn Fs, store: &Path, as_json: bool) -> Result<u8, Failure> {
     if as_json {
         println!("{v}");
     } else {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        print_info(&v);
     }
     Ok(0)
+}
+
+/// `info` for a person: a few lines, then a table of spines and of WALs.
+fn print_info(v: &Value) {
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    println!("store        {}", text(&v["store"]));
+    println!(
+        "checkpoints  {} retained, epochs {}",
+        v["checkpoints"], v["epochs"]
+    );
+    println!("newest       {}", text(&v["newest_checkpoint"]));
+    println!("offsets      {}", v["source_offsets"]);
+    println!("lock         last held by {}", text(&v["lock_last_holder"]));
+    println!(
+        "\n{:>5}  {:<24}  {:<8}  {:>4}  {:>12}  {:>14}",
+        "shard", "spine", "mode", "runs", "entries", "bytes"
+    );
+    for s in v["spines"].as_array().into_iter().flatten() {
+        println!(
+            "{:>5}  {:<24}  {:<8}  {:>4}  {:>12}  {:>14}",
+            text(&s["shard"]),
+            text(&s["name"]),
+            text(&s["mode"]),
+            text(&s["runs"]),
+            text(&s["entries_in_runs"]),
+            text(&s["bytes"])
+        );
+    }
+    println!(
+        "\n{:>5}  {:>8}  {:>10}  {:>14}",
+        "shard", "segments", "first lsn", "wal bytes"
+    );
+    for w in v["wal"].as_array().into_iter().flatten() {
+        println!(
+            "{:>5}  {:>8}  {:>10}  {:>14}",
+            text(&w["shard"]),
+            text(&w["segments"]),
+            text(&w["first_lsn"]),
+            text(&w["bytes"])
+        );
+    }
 }
 
 /// Bytes as text where they are UTF-8 without control characters, else hex.
@@ -760,7 +805,7 @@ fn run_files(m: &CheckpointManifest) -> BTreeMap<String, u64> {
     out
 }
 
-fn diff(fs: &dyn Fs, from: &Path, to: &Path, as_json: bool) -> Result<u8, Failure> {
+fn diff(fs: &dyn Fs, from: &Path, to: &Path, keys: Option<u64>, as_json: bool) -> Result<u8, Failure> {
     let (a, b) = (read_manifest(fs, from)?, read_manifest(fs, to)?);
     let (ra, rb) = (run_files(&a), run_files(&b));
     let side = |names: Vec<(&String, &u64)>| {
@@ -774,13 +819,34 @@ fn diff(fs: &dyn Fs, from: &Path, to: &Path, as_json: bool) -> Result<u8, Failur
         "added": side(rb.iter().filter(|(n, _)| !ra.contains_key(*n)).collect()),
         "removed": side(ra.iter().filter(|(n, _)| !rb.contains_key(*n)).collect()),
     });
+    let mut v = v;
+    let changed = keys
+        .map(|limit| read::changed_keys(from, to, limit))
+        .transpose()?;
+    if let Some(c) = &changed {
+        v["keys_changed"] = json!(c);
+    }
     if as_json {
         println!("{v}");
-    } else {
-        println!("epoch {} -> epoch {}", a.epoch, b.epoch);
-        for what in ["shared", "added", "removed"] {
-            println!("{what:>8}: {} runs, {} bytes", v[what]["runs"], v[what]["bytes"]);
-        }
+        return Ok(0);
+    }
+    println!("epoch {} -> epoch {}", a.epoch, b.epoch);
+    for what in ["shared", "added", "removed"] {
+        println!("{what:>8}: {} runs, {} bytes", v[what]["runs"], v[what]["bytes"]);
+    }
+    for c in changed.iter().flatten() {
+        let value = c
+            .get("value")
+            .map(|v| format!(" {}", v.as_str().unwrap_or("")))
+            .unwrap_or_default();
+        println!(
+            "shard {}  {}  {}{value}: {} -> {}",
+            c["shard"],
+            c["spine"].as_str().unwrap_or(""),
+            c["key"].as_str().unwrap_or(""),
+            c["before"],
+            c["after"]
+        );
     }
     Ok(0)
 }

@@ -288,3 +288,118 @@ pub(super) fn scan(
     st.close()?;
     Ok(0)
 }
+
+/// One entry under a cursor: key, value, and weight for a Z-set.
+type Entry = (Vec<u8>, Vec<u8>, Option<i64>);
+
+fn entry_at(c: &Cursor<'_>, mode: RunMode) -> Option<Entry> {
+    let e = c.current()?;
+    let w = (mode == RunMode::ZSet).then(|| c.weight()).flatten();
+    Some((e.key.to_vec(), e.value.to_vec(), w))
+}
+
+/// What differs between two cursors over the same spine: keys (key-value)
+/// or (key, value) pairs (Z-set) present on one side only, or whose value
+/// (weight) differs; at most `limit` of them.
+fn spine_changes(
+    before: Option<Cursor<'_>>,
+    after: Option<Cursor<'_>>,
+    mode: RunMode,
+    limit: u64,
+    out: &mut Vec<Value>,
+    base: &Value,
+) -> Result<(), Failure> {
+    let (mut a, mut b) = (before, after);
+    let order = |e: &Entry| match mode {
+        RunMode::ZSet => (e.0.clone(), e.1.clone()),
+        _ => (e.0.clone(), Vec::new()),
+    };
+    let shown = |e: Option<&Entry>| match (mode, e) {
+        (_, None) => Value::Null,
+        (RunMode::ZSet, Some(e)) => json!(e.2),
+        (_, Some(e)) => json!(show(&e.1)),
+    };
+    while (out.len() as u64) < limit {
+        let x = a.as_ref().and_then(|c| entry_at(c, mode));
+        let y = b.as_ref().and_then(|c| entry_at(c, mode));
+        let (step_a, step_b) = match (&x, &y) {
+            (None, None) => break,
+            (Some(_), None) => (true, false),
+            (None, Some(_)) => (false, true),
+            (Some(p), Some(q)) => match order(p).cmp(&order(q)) {
+                std::cmp::Ordering::Less => (true, false),
+                std::cmp::Ordering::Greater => (false, true),
+                std::cmp::Ordering::Equal => (true, true),
+            },
+        };
+        let (p, q) = (x.as_ref().filter(|_| step_a), y.as_ref().filter(|_| step_b));
+        if p != q {
+            let e = p
+                .or(q)
+                .map_or_else(Default::default, |e| (e.0.clone(), e.1.clone()));
+            let mut v = base.clone();
+            v["key"] = json!(show(&e.0));
+            if mode == RunMode::ZSet {
+                v["value"] = json!(show(&e.1));
+            }
+            v["before"] = shown(p);
+            v["after"] = shown(q);
+            out.push(v);
+        }
+        for (step, c) in [(step_a, &mut a), (step_b, &mut b)] {
+            if let (true, Some(c)) = (step, c.as_mut()) {
+                c.advance()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The store a checkpoint directory belongs to (`<store>/checkpoints/<id>`).
+fn store_of(checkpoint: &Path) -> Result<&Path, Failure> {
+    checkpoint
+        .parent()
+        .filter(|p| p.file_name().is_some_and(|n| n == "checkpoints"))
+        .and_then(Path::parent)
+        .ok_or_else(|| {
+            let what = format!(
+                "{}: not a checkpoint of a store (<store>/checkpoints/<id>)",
+                checkpoint.display()
+            );
+            Failure(what, 2)
+        })
+}
+
+/// The keys whose state differs between checkpoints `from` and `to` (each
+/// recovered read-only to its epoch, WAL replay included), spine by spine
+/// and shard by shard; at most `limit`.
+pub(super) fn changed_keys(from: &Path, to: &Path, limit: u64) -> Result<Vec<Value>, Failure> {
+    let at = |ck: &Path| At {
+        epoch: None,
+        checkpoint: Some(ck.display().to_string()),
+    };
+    let (mut sa, mut sb) = (
+        open_read_only(store_of(from)?, &at(from))?.store,
+        open_read_only(store_of(to)?, &at(to))?.store,
+    );
+    let (xa, xb) = (sa.take_shards(), sb.take_shards());
+    let mut out = Vec::new();
+    for (a, b) in xa.iter().zip(&xb) {
+        let mut names: Vec<String> = a.spine_names().into_iter().map(|(n, _)| n).collect();
+        names.extend(b.spine_names().into_iter().map(|(n, _)| n));
+        names.sort();
+        names.dedup();
+        for name in names {
+            let (ia, ib) = (a.spine_id(&name), b.spine_id(&name));
+            let mode = ia.or(ib).map_or(RunMode::KeyValue, SpineId::mode);
+            let base = json!({ "shard": a.id(), "spine": name });
+            let ca = ia.filter(|i| i.mode() == mode).map(|i| a.cursor(i)).transpose()?;
+            let cb = ib.filter(|i| i.mode() == mode).map(|i| b.cursor(i)).transpose()?;
+            spine_changes(ca, cb, mode, limit, &mut out, &base)?;
+        }
+    }
+    drop((xa, xb));
+    sa.close()?;
+    sb.close()?;
+    Ok(out)
+}
