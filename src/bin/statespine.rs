@@ -769,11 +769,28 @@ fn dump_wal(fs: &dyn Fs, segment: &Path, limit: u64, as_json: bool) -> Result<u8
             }
         }
     });
-    let tail = format!("{:?}", end.tail);
+    use statespine::wal::segment::Tail;
+    let kind = match end.tail {
+        Tail::Clean => "Clean",
+        Tail::Torn { .. } => "Torn",
+        Tail::Corrupt { .. } => "Corrupt",
+    };
+    let tail = match end.tail {
+        Tail::Clean => "clean".to_owned(),
+        Tail::Torn { at } => format!("a torn tail from byte {at} (a crash mid-write: recovery cuts it)"),
+        Tail::Corrupt {
+            at,
+            next_at,
+            next_lsn,
+        } => format!(
+            "DAMAGED at byte {at}: a valid record (LSN {next_lsn}) follows at byte {next_at}, so this is not a torn tail"
+        ),
+    };
     if as_json {
         println!(
             "{}",
-            json!({ "shard": h.shard_id, "first_lsn": h.first_lsn, "records": end.records, "end": end.end, "tail": tail })
+            json!({ "shard": h.shard_id, "first_lsn": h.first_lsn, "records": end.records, "end": end.end,
+                "tail": kind, "detail": tail })
         );
     } else {
         println!(
@@ -785,10 +802,7 @@ fn dump_wal(fs: &dyn Fs, segment: &Path, limit: u64, as_json: bool) -> Result<u8
             end.end
         );
     }
-    Ok(u8::from(!matches!(
-        end.tail,
-        statespine::wal::segment::Tail::Clean | statespine::wal::segment::Tail::Torn { .. }
-    )))
+    Ok(u8::from(!matches!(end.tail, Tail::Clean | Tail::Torn { .. })))
 }
 
 /// A checkpoint's runs by their name in its directory, with their sizes.
