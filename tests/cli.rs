@@ -216,8 +216,7 @@ fn the_tool_lists_verifies_and_dumps_without_changing_a_byte() {
         "diff",
         older.to_str().unwrap(),
         ck.to_str().unwrap(),
-        "--keys",
-        "3",
+        "--keys=3",
         "--json",
     ];
     let diff: serde_json::Value = serde_json::from_str(&stdout(&tool(&args))).unwrap();
@@ -808,4 +807,63 @@ fn push_sends_a_checkpoint_and_gc_collects_the_bucket() {
     assert!(stdout(&out).contains("epoch 4"), "{out:?}");
     let gc = json_of(&tool(&["gc", d, "--remote", &url, "--json"]));
     assert!(gc["remote"]["listed"].as_u64().unwrap() > 0, "{gc}");
+}
+
+/// The commands that write leave the owner what it relies on: its
+/// fingerprint (the next open with it works), every checkpoint it retains,
+/// and durable writes past the last commit (refused unless asked).
+#[test]
+fn writing_commands_keep_what_the_owner_relies_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let owner = || Options::new(&dir).fingerprint(*b"job v3").max_retained(6);
+    {
+        let mut store = owner().eager_run_sync(true).open().unwrap();
+        let mut shards = store.take_shards();
+        let kv = shards[0].create_kv("kv").unwrap();
+        for epoch in 1..=5u64 {
+            shards[0].put(kv, b"k", &epoch.to_be_bytes()).unwrap();
+            let mut refs: Vec<_> = shards.iter_mut().collect();
+            store
+                .checkpoint_inline(&mut refs, epoch, CheckpointRequest::default())
+                .unwrap();
+        }
+        // Durable, never committed: an owner recovering to the latest
+        // write relies on it.
+        let lsn = shards[0].put(kv, b"late", b"1").unwrap();
+        shards[0]
+            .wait_durable(lsn, std::time::Duration::from_secs(10))
+            .unwrap();
+        close((shards, store));
+    }
+    let d = dir.to_str().unwrap();
+    let before = image(&dir);
+    for cmd in ["compact", "gc"] {
+        let out = tool(&[cmd, d]);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--discard-uncommitted") && err.lines().count() == 1,
+            "{err}"
+        );
+    }
+    assert!(image(&dir) == before, "a refused command changed the store");
+
+    let out = tool(&["compact", d, "--discard-uncommitted", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let listed = json_of(&tool(&["checkpoints", d, "--json"]));
+    let epochs: Vec<u64> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, [1, 2, 3, 4, 5, 6], "every checkpoint kept");
+    let state = owner().recover().expect("the owner's fingerprint was kept");
+    assert_eq!(state.epoch, 6);
+    let shards = { state.store }.take_shards();
+    let kv = shards[0].kv_spine("kv").unwrap();
+    assert_eq!(shards[0].get(kv, b"k").unwrap(), Some(&5u64.to_be_bytes()[..]));
+    assert_eq!(shards[0].get(kv, b"late").unwrap(), None, "discarded, as asked");
+    close(shards);
 }

@@ -369,3 +369,26 @@ mod export {
         assert_eq!(rec.get("statespine_writes_total{shard=0}"), Some(1.0));
     }
 }
+
+#[test]
+fn dropping_a_spine_keeps_the_shards_totals() {
+    let fs = Arc::new(MemFs::new());
+    let (mut store, mut shard) = open(&fs);
+    let m = run(
+        &mut store,
+        &mut shard,
+        &[Op::Put(1, 10), Op::Put(2, 10), Op::Flush],
+    );
+    let before = shard.stats();
+    let kv = shard.kv_spine("kv").unwrap();
+    shard.drop_spine(kv).unwrap();
+    let after = shard.stats();
+    assert_eq!(after.spines.len(), 1);
+    assert_eq!((after.writes, after.bytes_put), (m.writes, m.bytes_put));
+    assert_eq!(
+        (after.seals, after.run_bytes_written),
+        (before.seals, before.run_bytes_written)
+    );
+    // Sizes are of what is left: the dropped spine's runs are gone.
+    assert!(after.run_bytes < before.run_bytes, "{after:?}");
+}

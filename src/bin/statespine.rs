@@ -107,7 +107,7 @@ enum Command {
         to: PathBuf,
         /// Also the keys whose state differs (each checkpoint recovered
         /// read-only to its epoch), at most this many.
-        #[arg(long, value_name = "LIMIT", num_args = 0..=1, default_missing_value = "100")]
+        #[arg(long, value_name = "LIMIT", num_args = 0..=1, require_equals = true, default_missing_value = "100")]
         keys: Option<u64>,
         /// Machine-readable output.
         #[arg(long)]
@@ -184,14 +184,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Opens the store (taking its lock) with a fan-in of 2, flushes every
-    /// memtable, runs merges until none is pending (each level then holds
-    /// at most one run) and commits a checkpoint of the result (the
-    /// recovered epoch's metadata, as the next epoch), so the next open
-    /// uses the merged runs.
+    /// Opens the store (taking its lock), merges each spine into one run
+    /// and commits a checkpoint of the result (the recovered epoch's
+    /// metadata, as the next epoch), so the next open uses the merged runs.
+    /// Refuses if recovery would discard durable writes after the last
+    /// committed epoch (see --discard-uncommitted).
     Compact {
         /// The store directory.
         store: PathBuf,
+        /// Go on even if durable writes after the last committed epoch
+        /// would be discarded (an owner recovering to the last committed
+        /// epoch discards them anyway; one recovering to the latest write
+        /// would lose them).
+        #[arg(long)]
+        discard_uncommitted: bool,
         /// Compress the merged runs with zstd at this level (1..=22); the
         /// store does not record its options, so without it they are not
         /// compressed.
@@ -207,6 +213,10 @@ enum Command {
     Gc {
         /// The store directory.
         store: PathBuf,
+        /// As for compact: go on even if durable writes after the last
+        /// committed epoch would be discarded.
+        #[arg(long)]
+        discard_uncommitted: bool,
         /// A remote store's URL to collect too (feature `remote`).
         #[arg(long)]
         remote: Option<String>,
@@ -223,6 +233,10 @@ enum Command {
         store: PathBuf,
         /// The remote store's URL.
         url: String,
+        /// As for compact: go on even if durable writes after the last
+        /// committed epoch would be discarded.
+        #[arg(long)]
+        discard_uncommitted: bool,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -302,7 +316,28 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
+/// Whatever panics (stdout closed under `| head`, a full disk, a broken
+/// invariant) ends the tool with one line and no backtrace: quietly with
+/// exit 0 for a reader that went away, else `statespine: ...` with exit 2.
+fn one_line_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("an internal error");
+        if msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        let at = info.location().map(|l| format!(" (at {l})")).unwrap_or_default();
+        eprintln!("statespine: {}{at}", msg.replace('\n', "; "));
+        std::process::exit(2);
+    }));
+}
+
 fn main() -> ExitCode {
+    one_line_panics();
     let cli = Cli::parse();
     let fs = StdFs::new();
     let result = match cli.command {
@@ -351,10 +386,25 @@ fn main() -> ExitCode {
             let range = read::Range { prefix, from, to };
             read::scan(&store, &spine, shard, &range, limit, &at, hex, json)
         }
-        Command::Compact { store, zstd, json } => maintain::compact(&store, zstd, json),
-        Command::Gc { store, remote, json } => maintain::gc(&store, remote.as_deref(), json),
+        Command::Compact {
+            store,
+            zstd,
+            discard_uncommitted,
+            json,
+        } => maintain::compact(&store, zstd, discard_uncommitted, json),
+        Command::Gc {
+            store,
+            remote,
+            discard_uncommitted,
+            json,
+        } => maintain::gc(&store, remote.as_deref(), discard_uncommitted, json),
         #[cfg(feature = "remote")]
-        Command::Push { store, url, json } => maintain::push(&store, &url, json),
+        Command::Push {
+            store,
+            url,
+            discard_uncommitted,
+            json,
+        } => maintain::push(&store, &url, discard_uncommitted, json),
         Command::Dump { what } => match what {
             Dump::Manifest { checkpoint, json } => dump_manifest(&fs, &checkpoint, json),
             Dump::Run { file, limit, json } => dump_run(&fs, &file, limit, json),
@@ -918,6 +968,11 @@ mod remote {
         Ok(0)
     }
 
+    /// Fails as `collect` would on a URL it cannot use, touching nothing.
+    pub(super) fn check_url(url: &str) -> Result<(), Failure> {
+        Remote::from_url(url).map(drop).map_err(Failure::from)
+    }
+
     /// Collects the garbage of the bucket at `url`.
     pub(super) fn collect(url: &str) -> Result<Value, Failure> {
         let remote = Remote::from_url(url)?;
@@ -979,6 +1034,10 @@ mod remote {
 
     pub(super) fn collect(url: &str) -> Result<serde_json::Value, Failure> {
         checkpoints(url, false).map(|_| serde_json::Value::Null)
+    }
+
+    pub(super) fn check_url(url: &str) -> Result<(), Failure> {
+        checkpoints(url, false).map(drop)
     }
 }
 

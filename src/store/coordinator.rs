@@ -392,10 +392,11 @@ impl CheckpointCoordinator {
     /// be lost while a retry reports success, so the coordinator is then
     /// poisoned and refuses every later checkpoint (fail-stop; reopen).
     pub fn finish(&mut self, pending: PendingCheckpoint) -> Result<IncrementalCheckpointMetadata> {
-        if let Some(cause) = &self.poisoned {
+        if let Some(cause) = self.poisoned.clone() {
+            self.counters.checkpoint_failed();
             return Err(Error::Poisoned {
                 path: self.store.dir().to_path_buf(),
-                cause: cause.clone(),
+                cause,
             });
         }
         // The janitor's work is cleanup: what it failed to remove the next

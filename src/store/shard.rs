@@ -285,6 +285,19 @@ pub(crate) struct ShardCut {
     pub(crate) released: Released,
 }
 
+/// The error of a write the stopped drainer refused; the first one is
+/// also logged (a caller retrying in a loop would flood the log).
+#[cold]
+fn drainer_stopped(logged: &mut bool, shard: u32, layout: &Layout) -> Error {
+    if !std::mem::replace(logged, true) {
+        tracing::error!(shard, "write refused: the changelog drainer has stopped");
+    }
+    Error::Poisoned {
+        path: layout.wal(shard),
+        cause: "the changelog drainer has stopped".into(),
+    }
+}
+
 /// One shard: named spines owned by one thread (Send, not Sync). Writes go
 /// to the spine and to the shard's changelog; [`Shard::poll`] from the
 /// owner's loop advances merges and answers checkpoint requests.
@@ -554,6 +567,13 @@ impl Shard {
         let name = self.named(id)?.name.clone();
         let lsn = self.log(CATALOG_SPINE, StateOp::Delete, name.as_bytes(), &[])?;
         if let Some(n) = self.spines[id.index as usize].take() {
+            let (gone, d) = (n.spine.stats(), &mut self.counters.dropped);
+            d.bytes_put += gone.bytes_put;
+            d.bytes_written += gone.bytes_written;
+            d.bytes_merged += gone.bytes_merged;
+            d.seals += gone.seals;
+            d.merges += gone.merges;
+            d.stalled_writes += gone.stalled_writes;
             n.spine.destroy();
         }
         self.flush_pending.retain(|&i| i != id.index);
@@ -628,14 +648,7 @@ impl Shard {
             // the shard's count and the log's cannot drift apart.
             p.push_at(lsn, &rec).map_err(|e| match e {
                 PushError::Closed => {
-                    tracing::error!(
-                        shard = self.id,
-                        "write refused: the changelog drainer has stopped"
-                    );
-                    Error::Poisoned {
-                        path: self.layout.wal(self.id),
-                        cause: "the changelog drainer has stopped".into(),
-                    }
+                    drainer_stopped(&mut self.counters.drainer_stop_logged, self.id, &self.layout)
                 }
                 PushError::TooLarge | PushError::Full => {
                     // `push` waits while full, and the limits checked above

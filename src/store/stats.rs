@@ -146,11 +146,12 @@ pub struct ShardStats {
     pub merge_debt_bytes: u64,
     /// WAL bytes on disk (0 without a WAL).
     pub wal_bytes: u64,
-    /// WAL record bytes appended since open.
+    /// WAL bytes appended since open (record frames, segment headers).
     pub wal_bytes_appended: u64,
     /// WAL syncs since open.
     pub wal_syncs: u64,
-    /// Epoch-commit records this shard appended.
+    /// Epoch commits this shard answered (each appends a commit record
+    /// when the store has a WAL).
     pub commits_answered: u64,
     /// Checkpoint cuts this shard answered.
     pub cuts_answered: u64,
@@ -188,7 +189,7 @@ fn ratio(a: u64, b: u64) -> f64 {
 pub struct RecoveryFigures {
     /// The epoch recovered.
     pub epoch: u64,
-    /// Checkpoints passed over (damaged, foreign).
+    /// Checkpoints passed over because they were damaged.
     pub skipped_checkpoints: u64,
     /// WAL records replayed, over every shard.
     pub replayed_records: u64,
@@ -280,6 +281,12 @@ pub(crate) struct ShardCounters {
     pub(crate) commits_answered: u64,
     pub(crate) cuts_answered: u64,
     pub(crate) answer_pauses: LatencyHistogram,
+    /// The counters of spines dropped since the open, so that the shard's
+    /// totals never go back.
+    pub(crate) dropped: SpineStats,
+    /// The write path logged that the drainer stopped (once, not per
+    /// refused write).
+    pub(crate) drainer_stop_logged: bool,
     /// When the shard last published to the `metrics` facade.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) published: Instant,
@@ -293,6 +300,8 @@ impl Default for ShardCounters {
             commits_answered: 0,
             cuts_answered: 0,
             answer_pauses: LatencyHistogram::default(),
+            dropped: SpineStats::default(),
+            drainer_stop_logged: false,
             published: Instant::now(),
         }
     }
@@ -321,17 +330,18 @@ impl Shard {
             .collect();
         let sum = |f: fn(&SpineReport) -> u64| spines.iter().map(f).sum::<u64>();
         let c = self.counters();
+        let d = &c.dropped;
         let w = self.watermark();
         ShardStats {
             shard: self.id(),
             epoch: self.epoch(),
             writes: c.writes,
             batches: c.batches,
-            bytes_put: sum(|s| s.counters.bytes_put),
-            stalled_writes: sum(|s| s.counters.stalled_writes),
-            seals: sum(|s| s.counters.seals),
-            merges: sum(|s| s.counters.merges),
-            run_bytes_written: sum(|s| s.counters.bytes_written),
+            bytes_put: d.bytes_put + sum(|s| s.counters.bytes_put),
+            stalled_writes: d.stalled_writes + sum(|s| s.counters.stalled_writes),
+            seals: d.seals + sum(|s| s.counters.seals),
+            merges: d.merges + sum(|s| s.counters.merges),
+            run_bytes_written: d.bytes_written + sum(|s| s.counters.bytes_written),
             memory_bytes: sum(|s| s.memory_bytes),
             run_bytes: sum(|s| s.run_bytes),
             batch_count: sum(|s| s.levels.iter().map(|l| l.batches as u64).sum()),

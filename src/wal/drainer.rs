@@ -63,7 +63,8 @@ pub struct Watermark {
     sync_requested: AtomicU64,
     truncate_requested: AtomicU64,
     wal_bytes: AtomicU64,
-    /// Payload bytes appended since open, and syncs that made them durable
+    /// Bytes appended since open (frames and segment headers), and syncs
+    /// that made them durable
     /// (the shard's `Stats`; written once per drain round, never per write).
     appended_bytes: AtomicU64,
     syncs: AtomicU64,
@@ -126,7 +127,8 @@ impl Watermark {
         self.wal_bytes.load(Ordering::Acquire)
     }
 
-    /// Record payload bytes appended to the log since it opened.
+    /// Bytes appended to the log since it opened: record frames and the
+    /// headers of the segments it started.
     pub fn appended_bytes(&self) -> u64 {
         self.appended_bytes.load(Ordering::Relaxed)
     }
@@ -304,7 +306,8 @@ impl ChangelogDrainer {
         let s = &mut self.shards[i];
         let mut wal = lock(&s.wal)?;
         let mut n = 0;
-        let bytes_before = s.unsynced_bytes;
+        // Every byte the round writes: frames and any new segment's header.
+        let size_before = wal.wal_size();
         while n < self.batch_records {
             let Some((lsn, rec)) = s.consumer.pop_with_lsn() else {
                 break;
@@ -326,10 +329,10 @@ impl ChangelogDrainer {
         }
         s.appended += n as u64;
         s.unsynced_records += n as u64;
-        let round_bytes = s.unsynced_bytes.saturating_sub(bytes_before);
-        s.watermark
-            .appended_bytes
-            .fetch_add(round_bytes, Ordering::Relaxed);
+        if n > 0 {
+            let written = wal.wal_size().saturating_sub(size_before);
+            s.watermark.appended_bytes.fetch_add(written, Ordering::Relaxed);
+        }
         let cut = s.watermark.truncate_requested.load(Ordering::Acquire);
         if cut > s.truncated {
             wal.truncate_below(cut)?;

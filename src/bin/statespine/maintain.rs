@@ -33,17 +33,48 @@ fn newest_runs(fs: &dyn Fs, store: &Path) -> Result<(usize, u64, Option<u64>), F
     Ok((runs, bytes, newest.map(|m| m.epoch)))
 }
 
-/// Opens the store at `store` as its owner (it must be one: a directory
-/// that is not would be made one), its spines with `spine` options.
-fn open(fs: &dyn Fs, store: &Path, spine: SpineOptions) -> Result<RecoveredState, Failure> {
+/// The options to open the store at `store` as its owner would (it must be
+/// one: a directory that is not would be made one), changing nothing its
+/// owner relies on: the checkpoints it
+/// commits carry the owner's fingerprint (the newest checkpoint's), it
+/// retains every checkpoint retained now (and more than the default
+/// three), and unless `discard` it first checks, read-only, that recovery
+/// to the last committed epoch discards no durable write (an owner that
+/// recovers with `RecoveryPoint::Latest` relies on those).
+fn owner_options(fs: &dyn Fs, store: &Path, discard: bool) -> Result<Options, Failure> {
     let shards = shard_count(fs, store)?;
-    let bar = super::progress::Shared::new("recover");
-    let state = Options::new(store)
+    let dirs = checkpoint_dirs(fs, store)?;
+    let fingerprint = dirs
+        .iter()
+        .rev()
+        .find_map(|(_, m)| m.as_ref())
+        .map(|m| m.fingerprint.clone())
+        .unwrap_or_default();
+    if !discard {
+        let probe = super::read::open_read_only(store, &super::read::At::default())?;
+        let (n, epoch) = (probe.discarded_records, probe.epoch);
+        drop(probe);
+        if n > 0 {
+            let what = format!(
+                "{}: {n} durable write(s) after the last committed epoch {epoch} would be discarded; commit them from the store's owner, or pass --discard-uncommitted",
+                store.display()
+            );
+            return Err(Failure(what, 2));
+        }
+    }
+    Ok(Options::new(store)
         .shards(shards)
-        .spine_options(spine)
-        .worker_threads(1)
-        .on_progress(bar.recovery())
-        .recover();
+        .fingerprint(fingerprint)
+        .max_retained((dirs.len() + 1).max(3))
+        .worker_threads(1))
+}
+
+/// Opens the store as its owner would ([`owner_options`]), its spines with
+/// `spine` options.
+fn open(fs: &dyn Fs, store: &Path, spine: SpineOptions, discard: bool) -> Result<RecoveredState, Failure> {
+    let opts = owner_options(fs, store, discard)?.spine_options(spine);
+    let bar = super::progress::Shared::new("recover");
+    let state = opts.on_progress(bar.recovery()).recover();
     bar.finish();
     Ok(state?)
 }
@@ -64,14 +95,14 @@ fn same_metadata(state: &RecoveredState) -> CheckpointRequest {
 /// merged runs. The store does not record its spine options: merged runs
 /// are written with the default run options, compressed with zstd at
 /// `zstd` if given.
-pub(super) fn compact(store: &Path, zstd: Option<i32>, as_json: bool) -> Result<u8, Failure> {
+pub(super) fn compact(store: &Path, zstd: Option<i32>, discard: bool, as_json: bool) -> Result<u8, Failure> {
     let fs = StdFs::new();
     let (runs_before, bytes_before, _) = newest_runs(&fs, store)?;
     let mut spine = SpineOptions::new(RunMode::KeyValue);
     if let Some(level) = zstd {
         spine = spine.compression(Compression::Zstd { level });
     }
-    let state = open(&fs, store, spine)?;
+    let state = open(&fs, store, spine, discard)?;
     let request = same_metadata(&state);
     let recovered = state.epoch;
     let mut st: Store = state.store;
@@ -118,11 +149,15 @@ fn files(fs: &dyn Fs, dir: &Path, out: &mut BTreeMap<PathBuf, u64>) {
 /// in the WAL past the last committed epoch; then reports the names that
 /// went (a name's bytes: a run linked in several places counts once per
 /// name) and, with `--remote`, collects the bucket's garbage.
-pub(super) fn gc(store: &Path, remote: Option<&str>, as_json: bool) -> Result<u8, Failure> {
+pub(super) fn gc(store: &Path, remote: Option<&str>, discard: bool, as_json: bool) -> Result<u8, Failure> {
     let fs = StdFs::new();
+    if let Some(url) = remote {
+        // Before anything is removed: a URL that cannot be used fails first.
+        super::remote::check_url(url)?;
+    }
     let mut before = BTreeMap::new();
     files(&fs, store, &mut before);
-    let state = open(&fs, store, SpineOptions::new(RunMode::KeyValue))?;
+    let state = open(&fs, store, SpineOptions::new(RunMode::KeyValue), discard)?;
     let (epoch, removed_checkpoints) = (state.epoch, state.removed_checkpoints.len());
     let mut st = state.store;
     drop(st.take_shards());
@@ -168,14 +203,11 @@ fn push_json(r: &statespine::remote::PushReport) -> serde_json::Value {
 /// bucket), takes a checkpoint of the recovered epoch's state and metadata
 /// (as the next epoch), and waits for its push.
 #[cfg(feature = "remote")]
-pub(super) fn push(store: &Path, url: &str, as_json: bool) -> Result<u8, Failure> {
+pub(super) fn push(store: &Path, url: &str, discard: bool, as_json: bool) -> Result<u8, Failure> {
     use statespine::remote::Remote;
     let fs = StdFs::new();
-    let shards = shard_count(&fs, store)?;
     let bar = super::progress::Shared::new("push");
-    let state = Options::new(store)
-        .shards(shards)
-        .worker_threads(1)
+    let state = owner_options(&fs, store, discard)?
         .push_to(Remote::from_url(url)?.on_progress(bar.remote()))
         .on_progress(bar.recovery())
         .recover()?;

@@ -5,6 +5,7 @@
 //! a terminal, so scripts and `--json` see nothing of them.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +36,9 @@ type Parts = BTreeMap<(u8, Option<u32>), (u64, u64)>;
 pub(super) struct Shared {
     bar: ProgressBar,
     parts: Arc<Mutex<Parts>>,
+    /// Checkpoints recovery has started to validate: each its own part, so
+    /// a fallback past a damaged one adds to the bar rather than resetting.
+    validations: Arc<AtomicU32>,
 }
 
 impl Shared {
@@ -42,6 +46,7 @@ impl Shared {
         Shared {
             bar: bytes_bar(what, 0),
             parts: Arc::default(),
+            validations: Arc::default(),
         }
     }
 
@@ -59,12 +64,17 @@ impl Shared {
     pub(super) fn recovery(&self) -> impl Fn(Progress) + Send + Sync + 'static {
         let me = self.clone();
         move |p: Progress| {
-            let phase = match p.phase {
-                ProgressPhase::Validate => 0,
-                ProgressPhase::Scan => 1,
-                _ => 2,
+            let key = match p.phase {
+                ProgressPhase::Validate => {
+                    if p.done == 0 {
+                        me.validations.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (0, Some(me.validations.load(Ordering::Relaxed)))
+                }
+                ProgressPhase::Scan => (1, p.shard),
+                _ => (2, p.shard),
             };
-            me.set((phase, p.shard), p.phase.name(), p.done, p.total);
+            me.set(key, p.phase.name(), p.done, p.total);
         }
     }
 

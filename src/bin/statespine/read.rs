@@ -26,7 +26,7 @@ use super::{Failure, checkpoint_dirs, show};
 
 /// Where to read the store: `--epoch`, `--checkpoint`, or the last
 /// committed epoch.
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, Default)]
 pub(super) struct At {
     /// Read the state of this epoch (committed and still recoverable).
     #[arg(long, conflicts_with = "checkpoint")]
@@ -75,18 +75,32 @@ fn point(fs: &dyn Fs, store: &Path, at: &At) -> Result<RecoveryPoint, Failure> {
     let name = Path::new(wanted)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned());
-    for (dir, m) in checkpoint_dirs(fs, store)? {
-        let Some(m) = m else { continue };
-        let id = m.id.to_string();
-        if *wanted == id || name.as_deref() == Some(id.as_str()) || dir == Path::new(wanted) {
-            return Ok(RecoveryPoint::Epoch(m.epoch));
-        }
+    // Its id, a unique prefix of it, or its directory.
+    let found: Vec<u64> = checkpoint_dirs(fs, store)?
+        .into_iter()
+        .filter_map(|(dir, m)| {
+            let m = m?;
+            let id = m.id.to_string();
+            let hit = id.starts_with(wanted.as_str())
+                || name.as_deref() == Some(id.as_str())
+                || dir == Path::new(wanted);
+            hit.then_some(m.epoch)
+        })
+        .collect();
+    match found.as_slice() {
+        [epoch] => Ok(RecoveryPoint::Epoch(*epoch)),
+        [] => Err(Failure(
+            format!(
+                "{}: no retained checkpoint {wanted} (statespine checkpoints lists them)",
+                store.display()
+            ),
+            2,
+        )),
+        _ => Err(Failure(
+            format!("{}: {wanted} names several checkpoints", store.display()),
+            2,
+        )),
     }
-    let what = format!(
-        "{}: no retained checkpoint {wanted} (statespine checkpoints lists them)",
-        store.display()
-    );
-    Err(Failure(what, 2))
 }
 
 /// The store recovered to `at` through a copy-on-write overlay (module
@@ -383,6 +397,16 @@ pub(super) fn changed_keys(from: &Path, to: &Path, limit: u64) -> Result<Vec<Val
         open_read_only(store_of(to)?, &at(to))?.store,
     );
     let (xa, xb) = (sa.take_shards(), sb.take_shards());
+    if xa.len() != xb.len() {
+        let what = format!(
+            "{} has {} shards, {} has {}: not checkpoints of one store",
+            from.display(),
+            xa.len(),
+            to.display(),
+            xb.len()
+        );
+        return Err(Failure(what, 2));
+    }
     let mut out = Vec::new();
     for (a, b) in xa.iter().zip(&xb) {
         let mut names: Vec<String> = a.spine_names().into_iter().map(|(n, _)| n).collect();
