@@ -2,6 +2,8 @@
 //! only synced bytes) and recovery, against a model of every spine.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -263,14 +265,7 @@ fn recovery_falls_back_past_a_damaged_newest_checkpoint() {
     assert_eq!(retained.len(), 3);
     drop((shards, store));
     let (newest, _) = retained[2];
-    let manifest = Path::new(ROOT)
-        .join("checkpoints")
-        .join(newest.to_string())
-        .join("MANIFEST");
-    let mut bytes = fs.read(&manifest).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0x40;
-    fs.write(&manifest, &bytes).unwrap();
+    common::damage_manifest(&fs, ROOT, newest);
 
     let (state, mut shards) = recover(fs.clone());
     // The damaged checkpoint's epoch is still committed on every shard by

@@ -4,6 +4,8 @@
 //! the write path.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -186,14 +188,7 @@ fn recovery_past_a_damaged_newest_checkpoint_warns_naming_it() {
     let fs = Arc::new(MemFs::new());
     let ids = store_with_two_checkpoints(&fs);
     let newest = *ids.last().unwrap();
-    let manifest = Path::new(ROOT)
-        .join("checkpoints")
-        .join(newest.to_string())
-        .join("MANIFEST");
-    let mut bytes = fs.read(&manifest).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0x40;
-    fs.write(&manifest, &bytes).unwrap();
+    common::damage_manifest(&fs, ROOT, newest);
 
     let recorder = Recorder::default();
     let state = recover_recorded(&fs, &recorder);

@@ -59,3 +59,16 @@ pub fn kv_entries(n: usize) -> Vec<Owned> {
         })
         .collect()
 }
+
+/// Flips a bit in the last byte of checkpoint `id`'s MANIFEST under store
+/// `root` (its checksum then fails).
+pub fn damage_manifest(fs: &MemFs, root: &str, id: uuid::Uuid) {
+    let manifest = Path::new(root)
+        .join("checkpoints")
+        .join(id.to_string())
+        .join("MANIFEST");
+    let mut bytes = fs.read(&manifest).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    fs.write(&manifest, &bytes).unwrap();
+}
