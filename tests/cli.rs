@@ -286,6 +286,13 @@ fn damage_is_exit_code_1_and_an_unreadable_path_is_2_with_one_line() {
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(report["damaged"].as_u64(), Some(1), "{report}");
+    // compact checks every byte first, and refuses, changing nothing.
+    let before = image(&dir);
+    let out = tool(&["compact", d]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(name) && err.lines().count() == 1, "{err}");
+    assert!(image(&dir) == before, "a refused compact changed the store");
 
     // A damaged MANIFEST: dump says where, in one line.
     let manifest = ck.join("MANIFEST");

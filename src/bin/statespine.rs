@@ -518,10 +518,10 @@ fn checkpoints(fs: &dyn Fs, store: &Path, as_json: bool) -> Result<u8, Failure> 
         println!(
             "{:<36}  {:>8}  {:<19}  {:>12}  {:>5}  {}",
             v["id"].as_str().unwrap_or("?"),
-            v["epoch"],
+            v["epoch"].to_string(),
             v["time_utc"].as_str().unwrap_or("?"),
-            v["bytes"],
-            v["runs"],
+            v["bytes"].to_string(),
+            v["runs"].to_string(),
             v["source_offsets"]
         );
     }

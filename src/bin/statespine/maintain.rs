@@ -98,6 +98,17 @@ fn same_metadata(state: &RecoveredState) -> CheckpointRequest {
 pub(super) fn compact(store: &Path, zstd: Option<i32>, discard: bool, as_json: bool) -> Result<u8, Failure> {
     let fs = StdFs::new();
     let (runs_before, bytes_before, _) = newest_runs(&fs, store)?;
+    // A spine already one run is not rewritten, so its damage would pass
+    // into the new checkpoint unread: check every byte first.
+    if let Some((dir, _)) = checkpoint_dirs(&fs, store)?.last() {
+        let report = statespine::validate_checkpoint(&fs, dir, statespine::ValidationDepth::Blocks);
+        if let Some(problem) = report.problems.first() {
+            let what = format!(
+                "not compacting a damaged checkpoint: {problem} (statespine verify lists every problem)"
+            );
+            return Err(Failure(what, 1));
+        }
+    }
     let mut spine = SpineOptions::new(RunMode::KeyValue);
     if let Some(level) = zstd {
         spine = spine.compression(Compression::Zstd { level });
