@@ -109,6 +109,27 @@ fn the_tool_lists_verifies_and_dumps_without_changing_a_byte() {
         .collect();
     assert_eq!(epochs, [1, 2]);
     assert_eq!(listed[1]["source_offsets"]["bids"], 20);
+    // The oldest's runs are all new; the newest's are those epoch 2 wrote.
+    let m0 = json_of(&tool(&[
+        "dump",
+        "manifest",
+        &format!("{d}/checkpoints/{}", listed[0]["id"].as_str().unwrap()),
+        "--json",
+    ]));
+    let run_bytes: u64 = m0["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["spines"].as_array().unwrap())
+        .flat_map(|sp| sp["runs"].as_array().unwrap())
+        .map(|r| r["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(listed[0]["new_bytes"].as_u64(), Some(run_bytes), "{listed}");
+    let new1 = listed[1]["new_bytes"].as_u64().unwrap();
+    assert!(
+        new1 > 0 && new1 < listed[1]["bytes"].as_u64().unwrap(),
+        "{listed}"
+    );
     assert!(listed[1]["runs"].as_u64().unwrap() >= 2);
     assert!(tool(&["checkpoints", d]).status.success());
     // One checkpoint in full, named by a prefix of its id.
@@ -155,6 +176,15 @@ fn the_tool_lists_verifies_and_dumps_without_changing_a_byte() {
     let info: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(info["epochs"], serde_json::json!([1, 2]));
     assert_eq!(info["wal"].as_array().unwrap().len(), 2, "{info}");
+    // Each shard's WAL ends with the commit record of checkpoint 2's cut.
+    assert_eq!(info["last_committed_epoch"], 2, "{info}");
+    for w in info["wal"].as_array().unwrap() {
+        assert_eq!(w["last_commit_epoch"], 2, "{info}");
+        assert!(
+            w["last_lsn"].as_u64().unwrap() >= 1000,
+            "500 puts a round, two rounds: {info}"
+        );
+    }
     let spines = info["spines"].as_array().unwrap();
     assert_eq!(spines.len(), 2);
     assert!(

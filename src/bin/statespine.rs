@@ -495,10 +495,20 @@ fn summary(fs: &dyn Fs, dir: &Path, m: &CheckpointManifest) -> Value {
 
 fn checkpoints(fs: &dyn Fs, store: &Path, as_json: bool) -> Result<u8, Failure> {
     let dirs = checkpoint_dirs(fs, store)?;
+    // New bytes: those of runs the checkpoint before did not hold (what an
+    // incremental checkpoint wrote; the oldest counts all of its runs).
+    let mut before = BTreeMap::new();
     let listed: Vec<Value> = dirs
         .iter()
         .map(|(dir, m)| match m {
-            Some(m) => summary(fs, dir, m),
+            Some(m) => {
+                let runs = run_files(m);
+                let new: u64 = runs.iter().filter(|(n, _)| !before.contains_key(*n)).map(|(_, s)| s).sum();
+                before = runs;
+                let mut v = summary(fs, dir, m);
+                v["new_bytes"] = json!(new);
+                v
+            }
             None => json!({ "path": dir.display().to_string(), "error": "MANIFEST unreadable (statespine verify says why)" }),
         })
         .collect();
@@ -507,8 +517,8 @@ fn checkpoints(fs: &dyn Fs, store: &Path, as_json: bool) -> Result<u8, Failure> 
         return Ok(0);
     }
     println!(
-        "{:<36}  {:>8}  {:<19}  {:>12}  {:>5}  source offsets",
-        "id", "epoch", "time (UTC)", "bytes", "runs"
+        "{:<36}  {:>8}  {:<19}  {:>12}  {:>12}  {:>5}  source offsets",
+        "id", "epoch", "time (UTC)", "bytes", "new bytes", "runs"
     );
     for v in &listed {
         if let Some(e) = v.get("error") {
@@ -516,11 +526,12 @@ fn checkpoints(fs: &dyn Fs, store: &Path, as_json: bool) -> Result<u8, Failure> 
             continue;
         }
         println!(
-            "{:<36}  {:>8}  {:<19}  {:>12}  {:>5}  {}",
+            "{:<36}  {:>8}  {:<19}  {:>12}  {:>12}  {:>5}  {}",
             v["id"].as_str().unwrap_or("?"),
             v["epoch"].to_string(),
             v["time_utc"].as_str().unwrap_or("?"),
             v["bytes"].to_string(),
+            v["new_bytes"].to_string(),
             v["runs"].to_string(),
             v["source_offsets"]
         );
@@ -690,9 +701,40 @@ fn wal_json(fs: &dyn Fs, store: &Path) -> Vec<Value> {
                 .iter()
                 .filter_map(|(_, s)| fs.open(&wal.join(s)).and_then(|f| f.size()).ok())
                 .sum();
-            Some(json!({ "shard": n, "segments": segs.len(), "bytes": bytes, "first_lsn": segs.first().map(|s| s.0) }))
+            // Newest segment first, back until both are found (a fresh
+            // segment holds no record yet).
+            let (mut last_lsn, mut last_commit) = (None, None);
+            for (_, s) in segs.iter().rev() {
+                if last_lsn.is_some() && last_commit.is_some() {
+                    break;
+                }
+                let (l, c) = last_of_segment(fs, &wal.join(s)).unwrap_or((None, None));
+                last_lsn = last_lsn.or(l);
+                last_commit = last_commit.or(c);
+            }
+            Some(json!({ "shard": n, "segments": segs.len(), "bytes": bytes, "first_lsn": segs.first().map(|s| s.0),
+                "last_lsn": last_lsn, "last_commit_epoch": last_commit }))
         })
         .collect()
+}
+
+/// The LSN of the last valid record of a WAL segment, and the epoch of the
+/// last epoch-commit record in it (one read of the segment; `None` where
+/// it holds none, or cannot be read).
+fn last_of_segment(fs: &dyn Fs, segment: &Path) -> Option<(Option<u64>, Option<u64>)> {
+    use statespine::wal::{decode_change, format::SegmentHeader, segment::scan};
+    let f = fs.open(segment).ok()?;
+    let bytes = f.map(f.size().ok()?).ok()?;
+    let h = SegmentHeader::decode(&bytes, segment).ok()?;
+    let (mut last, mut commit) = (None, None);
+    scan(&bytes, &h, |fr| {
+        last = Some(fr.lsn);
+        let rec = decode_change(fr.payload, fr.epoch, segment, 0);
+        if rec.is_ok_and(|r| r.spine == statespine::checkpoint::COMMIT_SPINE) {
+            commit = Some(fr.epoch);
+        }
+    });
+    Some((last, commit))
 }
 
 fn spines_json(m: &CheckpointManifest) -> Vec<Value> {
@@ -715,14 +757,20 @@ fn info(fs: &dyn Fs, store: &Path, as_json: bool) -> Result<u8, Failure> {
     let newest = dirs.iter().rev().find_map(|(_, m)| m.as_ref());
     let lock = read_file(fs, &store.join("LOCK")).unwrap_or_default();
     let lock = String::from_utf8_lossy(&lock);
+    let wal = wal_json(fs, store);
+    // Committed on every shard: the oldest of the shards' last commits
+    // (each read from its newest segment).
+    let commits: Option<Vec<u64>> = wal.iter().map(|w| w["last_commit_epoch"].as_u64()).collect();
+    let committed = commits.and_then(|c| c.into_iter().min());
     let v = json!({
+        "last_committed_epoch": committed.or(newest.map(|m| m.epoch)),
         "store": store.display().to_string(),
         "checkpoints": dirs.len(),
         "epochs": dirs.iter().filter_map(|(_, m)| m.as_ref().map(|m| m.epoch)).collect::<Vec<_>>(),
         "newest_checkpoint": newest.map(|m| m.id.to_string()),
         "source_offsets": newest.map(|m| m.source_offsets.clone()),
         "spines": newest.map(spines_json).unwrap_or_default(),
-        "wal": wal_json(fs, store),
+        "wal": wal,
         "lock_last_holder": lock.trim(),
     });
     if as_json {
@@ -737,6 +785,7 @@ fn info(fs: &dyn Fs, store: &Path, as_json: bool) -> Result<u8, Failure> {
 fn print_info(v: &Value) {
     let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
     println!("store        {}", text(&v["store"]));
+    println!("committed    epoch {}", v["last_committed_epoch"]);
     println!(
         "checkpoints  {} retained, epochs {}",
         v["checkpoints"], v["epochs"]
@@ -760,15 +809,17 @@ fn print_info(v: &Value) {
         );
     }
     println!(
-        "\n{:>5}  {:>8}  {:>10}  {:>14}",
-        "shard", "segments", "first lsn", "wal bytes"
+        "\n{:>5}  {:>8}  {:>10}  {:>10}  {:>12}  {:>14}",
+        "shard", "segments", "first lsn", "last lsn", "last commit", "wal bytes"
     );
     for w in v["wal"].as_array().into_iter().flatten() {
         println!(
-            "{:>5}  {:>8}  {:>10}  {:>14}",
+            "{:>5}  {:>8}  {:>10}  {:>10}  {:>12}  {:>14}",
             text(&w["shard"]),
             text(&w["segments"]),
             text(&w["first_lsn"]),
+            text(&w["last_lsn"]),
+            text(&w["last_commit_epoch"]),
             text(&w["bytes"])
         );
     }
