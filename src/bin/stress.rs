@@ -101,7 +101,6 @@ fn main() {
     if verify {
         return;
     }
-    let mut epoch = state.epoch;
     let mut round = 0u64;
     loop {
         for (s, shard) in shards.iter_mut().enumerate() {
@@ -127,7 +126,10 @@ fn main() {
             out.flush().unwrap();
         }
         if round.is_multiple_of(16) {
-            epoch += 1;
+            // Not the recovered epoch + 1: recovering to the latest write
+            // keeps an epoch only some shards committed, and epochs must
+            // grow past every epoch the store holds.
+            let epoch = state.store.next_epoch();
             let mut refs: Vec<&mut Shard> = shards.iter_mut().collect();
             state
                 .store
