@@ -106,7 +106,11 @@ fn kill_9_loop_loses_nothing_acknowledged() {
     for it in 0..iterations {
         let point = POINTS[(it % POINTS.len() as u64) as usize];
         let mut cmd = Command::new(BIN);
-        cmd.arg(dir).stdout(Stdio::piped()).stderr(Stdio::null());
+        // The child's stderr goes to a file: a child that ends otherwise
+        // than killed or aborted says why in the failure.
+        let stderr_path = tmp.path().join("child.stderr");
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        cmd.arg(dir).stdout(Stdio::piped()).stderr(Stdio::from(stderr));
         if !point.is_empty() {
             cmd.env("STATESPINE_KILL_POINT", point)
                 .env("STATESPINE_KILL_PROB", "0.05");
@@ -125,7 +129,10 @@ fn kill_9_loop_loses_nothing_acknowledged() {
                     aborts_in_checkpoint += 1;
                 }
             }
-            other => panic!("the stress child ended otherwise: {status:?} ({other:?})"),
+            other => panic!(
+                "the stress child ended otherwise: {status:?} ({other:?}); its stderr:\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            ),
         }
         let run = reader.join().unwrap();
         checkpoints += run.checkpoints;
