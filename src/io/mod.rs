@@ -175,3 +175,11 @@ pub fn create_dir_all_durable(fs: &dyn Fs, dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// The caller's `tracing` subscriber, if it has one, for a thread working on
+/// its behalf (set there with `tracing::dispatcher::set_default`): its
+/// events then land where the caller's do. None when no subscriber
+/// listens, so that the thread still finds a global one set later.
+pub(crate) fn caller_subscriber() -> Option<tracing::Dispatch> {
+    tracing::dispatcher::get_default(|d| (!d.is::<tracing::subscriber::NoSubscriber>()).then(|| d.clone()))
+}

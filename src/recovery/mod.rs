@@ -593,9 +593,7 @@ fn in_parallel<T: Send, R: Send>(
     let next = AtomicUsize::new(0);
     // The caller's subscriber and span follow the work to these threads:
     // what the layers below report lands where recovery's own events do.
-    let dispatch = tracing::dispatcher::get_default(|d| {
-        (!d.is::<tracing::subscriber::NoSubscriber>()).then(|| d.clone())
-    });
+    let dispatch = crate::io::caller_subscriber();
     let worker = || {
         let _default = dispatch.as_ref().map(tracing::dispatcher::set_default);
         let _entered = span.enter();

@@ -220,7 +220,7 @@ impl Settings {
 /// call made there drives its own runtime, so the caller may be async code
 /// (a runtime cannot be started inside another).
 pub(crate) fn off_the_caller<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    let (dispatch, span) = (subscriber(), tracing::Span::current());
+    let (dispatch, span) = (crate::io::caller_subscriber(), tracing::Span::current());
     std::thread::scope(|s| {
         s.spawn(move || {
             let _default = dispatch.as_ref().map(tracing::dispatcher::set_default);
@@ -231,14 +231,6 @@ pub(crate) fn off_the_caller<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> R
             thread: "a remote store's call",
         }))
     })
-}
-
-/// The caller's subscriber, if it has one, for a thread working on its
-/// behalf (set there with `tracing::dispatcher::set_default`): its events
-/// then land where the caller's do. None when no subscriber listens, so
-/// that the thread still finds a global one set later.
-pub(crate) fn subscriber() -> Option<tracing::Dispatch> {
-    tracing::dispatcher::get_default(|d| (!d.is::<tracing::subscriber::NoSubscriber>()).then(|| d.clone()))
 }
 
 /// The single-threaded runtime a store's remote work runs on (its own

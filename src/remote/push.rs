@@ -105,7 +105,7 @@ impl Pusher {
         let (tx, rx) = mpsc::channel();
         let (s, f, l) = (Arc::clone(&shared), Arc::clone(&fs), layout.clone());
         let url = remote.url().to_string();
-        let dispatch = super::subscriber();
+        let dispatch = crate::io::caller_subscriber();
         let thread = std::thread::Builder::new()
             .name("statespine-push".into())
             .spawn(move || {
