@@ -712,7 +712,7 @@ fn wal_json(fs: &dyn Fs, store: &Path) -> Vec<Value> {
                 last_lsn = last_lsn.or(l);
                 last_commit = last_commit.or(c);
             }
-            Some(json!({ "shard": n, "segments": segs.len(), "bytes": bytes, "first_lsn": segs.first().map(|s| s.0),
+            Some(json!({ "shard": n.parse::<u32>().ok(), "segments": segs.len(), "bytes": bytes, "first_lsn": segs.first().map(|s| s.0),
                 "last_lsn": last_lsn, "last_commit_epoch": last_commit }))
         })
         .collect()
@@ -781,6 +781,28 @@ fn info(fs: &dyn Fs, store: &Path, as_json: bool) -> Result<u8, Failure> {
     Ok(0)
 }
 
+/// Prints `rows` as a table, one column per (heading, JSON field, width):
+/// strings left-aligned, numbers (and null) right-aligned.
+fn print_table(columns: &[(&str, &str, usize)], rows: &[Value]) {
+    let cell = |v: &Value, w: usize| match v {
+        Value::String(s) => format!("{s:<w$}"),
+        other => format!("{:>w$}", other.to_string()),
+    };
+    // Each heading aligned as its column's values are.
+    let head: Vec<String> = columns
+        .iter()
+        .map(|(h, f, w)| match rows.first().map(|r| &r[*f]) {
+            Some(Value::String(_)) => format!("{h:<w$}"),
+            _ => format!("{h:>w$}"),
+        })
+        .collect();
+    println!("{}", head.join("  ").trim_end());
+    for r in rows {
+        let cells: Vec<String> = columns.iter().map(|(_, f, w)| cell(&r[*f], *w)).collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+}
+
 /// `info` for a person: a few lines, then a table of spines and of WALs.
 fn print_info(v: &Value) {
     let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
@@ -793,36 +815,28 @@ fn print_info(v: &Value) {
     println!("newest       {}", text(&v["newest_checkpoint"]));
     println!("offsets      {}", v["source_offsets"]);
     println!("lock         last held by {}", text(&v["lock_last_holder"]));
-    println!(
-        "\n{:>5}  {:<24}  {:<8}  {:>4}  {:>12}  {:>14}",
-        "shard", "spine", "mode", "runs", "entries", "bytes"
+    println!();
+    let spines = [
+        ("shard", "shard", 5),
+        ("spine", "name", 24),
+        ("mode", "mode", 8),
+        ("runs", "runs", 4),
+    ];
+    let sizes = [("entries", "entries_in_runs", 12), ("bytes", "bytes", 14)];
+    print_table(
+        &[&spines[..], &sizes[..]].concat(),
+        v["spines"].as_array().map_or(&[], Vec::as_slice),
     );
-    for s in v["spines"].as_array().into_iter().flatten() {
-        println!(
-            "{:>5}  {:<24}  {:<8}  {:>4}  {:>12}  {:>14}",
-            text(&s["shard"]),
-            text(&s["name"]),
-            text(&s["mode"]),
-            text(&s["runs"]),
-            text(&s["entries_in_runs"]),
-            text(&s["bytes"])
-        );
-    }
-    println!(
-        "\n{:>5}  {:>8}  {:>10}  {:>10}  {:>12}  {:>14}",
-        "shard", "segments", "first lsn", "last lsn", "last commit", "wal bytes"
-    );
-    for w in v["wal"].as_array().into_iter().flatten() {
-        println!(
-            "{:>5}  {:>8}  {:>10}  {:>10}  {:>12}  {:>14}",
-            text(&w["shard"]),
-            text(&w["segments"]),
-            text(&w["first_lsn"]),
-            text(&w["last_lsn"]),
-            text(&w["last_commit_epoch"]),
-            text(&w["bytes"])
-        );
-    }
+    println!();
+    let wal = [
+        ("shard", "shard", 5),
+        ("segments", "segments", 8),
+        ("first lsn", "first_lsn", 10),
+        ("last lsn", "last_lsn", 10),
+        ("last commit", "last_commit_epoch", 12),
+        ("wal bytes", "bytes", 14),
+    ];
+    print_table(&wal, v["wal"].as_array().map_or(&[], Vec::as_slice));
 }
 
 /// Bytes as text where they are UTF-8 without control characters, else hex.
